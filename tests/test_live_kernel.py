@@ -1,0 +1,295 @@
+"""Kernel-level tests of tfmagic.live against a real ipykernel (no browser).
+
+The test plays the frontend: it sends ``comm_msg`` updates to a slider's model
+while an awaiting cell runs, the way JupyterLab's widget manager does (next
+update of a model only after the idle status of the previous one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import statistics
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MAGIC_DIR = ROOT / "tests" / "browser"  # livetest_magic.py lives there
+
+STARTUP_TIMEOUT = 60
+STEP_TIMEOUT = 20
+
+
+# --------------------------------------------------------------------------
+# unit tests that need no kernel
+# --------------------------------------------------------------------------
+
+def test_plain_shell_is_not_live():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from tfmagic import live
+
+    shell = InteractiveShell.instance()
+    ok, reason = live.live_supported(shell)
+    assert not ok and "kernel" in reason
+    assert live.live_supported(None)[0] is False
+    assert live.register_await_transform(shell, ["descend"]) is False
+    assert not live.is_await_transform_registered(shell)
+    # the transform does not change how a non-live shell runs the cell
+    assert "await" not in shell.transform_cell("%%descend\nx\n")
+
+
+def test_transformer_rewrites_only_named_cell_magics():
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    from tfmagic import live
+
+    t = live._AwaitCellMagicTransformer(["descend"])
+    tm = TransformerManager()
+
+    def run(cell):
+        return "".join(t(tm.transform_cell(cell).splitlines(keepends=True)))
+
+    out = run("%%descend -n 5 --eta 0.1\nf(x) = (x - 2)**2\n")
+    assert out.startswith("await __import__('tfmagic.live'")
+    assert "'descend', '-n 5 --eta 0.1', 'f(x) = (x - 2)**2\\n')" in out
+    compile(out, "<cell>", "exec", flags=0x2000)  # PyCF_ALLOW_TOP_LEVEL_AWAIT
+    for other in ("%%timeit\nx\n", "x = 1\n", "%descend\n", "%%descendx\nx\n"):
+        assert "await" not in run(other)
+
+
+def test_idle_fix_without_private_api_is_a_noop(caplog):
+    from tfmagic import live
+
+    class NotAKernel:
+        async def dispatch_shell(self, msg):  # no 'concurrent' parameter
+            return msg
+
+    k = NotAKernel()
+    live._warned.discard("idle-fix")
+    assert live.install_idle_status_fix(k) is False
+    assert live.install_idle_status_fix(k) is False
+    assert "dispatch_shell" not in vars(k)
+    assert sum("idle-status fix" in r.getMessage() for r in caplog.records) == 1
+    live.uninstall_idle_status_fix(k)  # harmless
+    assert live.install_idle_status_fix(None) is False
+
+
+# --------------------------------------------------------------------------
+# a real kernel
+# --------------------------------------------------------------------------
+
+class Kernel:
+    """A started kernel plus a client and an ordered log of IOPub messages."""
+
+    def __init__(self, tmp_path: Path):
+        from jupyter_client import KernelManager
+
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(ROOT), str(MAGIC_DIR)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+        )
+        env["IPYTHONDIR"] = str(tmp_path / "ipython")
+        env["JUPYTER_RUNTIME_DIR"] = str(tmp_path / "runtime")
+        self.km = KernelManager(kernel_name="python3")
+        self.km.start_kernel(env=env)
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=STARTUP_TIMEOUT)
+        self.iopub: list[dict] = []
+
+    def close(self):
+        try:
+            self.kc.stop_channels()
+        finally:
+            self.km.shutdown_kernel(now=True)
+
+    # -- IOPub ---------------------------------------------------------------
+    def wait_iopub(self, pred, timeout=STEP_TIMEOUT, start=0):
+        """Return the first logged or arriving IOPub message with pred(msg)."""
+        for msg in self.iopub[start:]:
+            if pred(msg):
+                return msg
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no matching IOPub message within {timeout}s")
+            try:
+                msg = self.kc.get_iopub_msg(timeout=min(left, 0.5))
+            except queue.Empty:
+                continue
+            msg["_t"] = time.monotonic()
+            self.iopub.append(msg)
+            if pred(msg):
+                return msg
+
+    def index(self, msg):
+        return next(i for i, m in enumerate(self.iopub) if m is msg)
+
+    @staticmethod
+    def child_of(msg_id, msg_type=None, **content):
+        def pred(m):
+            if m["parent_header"].get("msg_id") != msg_id:
+                return False
+            if msg_type and m["msg_type"] != msg_type:
+                return False
+            return all(m["content"].get(k) == v for k, v in content.items())
+
+        return pred
+
+    def reply(self, msg_id, timeout=STEP_TIMEOUT):
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no execute_reply within {timeout}s")
+            try:
+                r = self.kc.get_shell_msg(timeout=min(left, 0.5))
+            except queue.Empty:
+                continue
+            if r["parent_header"].get("msg_id") == msg_id:
+                return r
+
+    def run(self, code, timeout=STEP_TIMEOUT):
+        """Execute code; return (reply, stdout text, execute_result data)."""
+        msg_id = self.kc.execute(code)
+        reply = self.reply(msg_id, timeout)
+        idle = self.wait_iopub(self.child_of(msg_id, "status", execution_state="idle"), timeout)
+        out, result = self.outputs(msg_id, upto=idle)
+        return reply, out, result
+
+    def outputs(self, msg_id, upto=None):
+        end = self.index(upto) + 1 if upto is not None else len(self.iopub)
+        text, result = "", None
+        for m in self.iopub[:end]:
+            if m["parent_header"].get("msg_id") != msg_id:
+                continue
+            if m["msg_type"] == "stream":
+                text += m["content"]["text"]
+            elif m["msg_type"] == "execute_result":
+                result = m["content"]["data"]
+            elif m["msg_type"] == "error":
+                text += "\n".join(m["content"]["traceback"])
+        return text, result
+
+    # -- the widget frontend's part -----------------------------------------
+    def send_update(self, model_id, value):
+        content = {
+            "comm_id": model_id,
+            "data": {"method": "update", "state": {"value": value}, "buffer_paths": []},
+        }
+        msg = self.kc.session.msg("comm_msg", content)
+        self.kc.shell_channel.send(msg)
+        return msg["header"]["msg_id"]
+
+
+@pytest.fixture(scope="module")
+def kernel(tmp_path_factory):
+    k = Kernel(tmp_path_factory.mktemp("kernel"))
+    try:
+        reply, out, _ = k.run(
+            "import json, time, livetest_magic\n"
+            "print(json.dumps(livetest_magic.load(get_ipython())))"
+        )
+        assert reply["content"]["status"] == "ok", out
+        info = json.loads(out.strip().splitlines()[-1])
+        assert info == {"supported": True, "reason": "", "idle_fix": True, "registered": True}
+        yield k
+    finally:
+        k.close()
+
+
+def _start_long_cell(k, seconds):
+    """Execute %%livetest; return (msg_id, model_id) once the slider is shown."""
+    msg_id = k.kc.execute(f"%%livetest {seconds}\n# the body is ignored\n")
+    disp = k.wait_iopub(k.child_of(msg_id, "display_data"))
+    model_id = disp["content"]["data"]["application/vnd.jupyter.widget-view+json"]["model_id"]
+    return msg_id, model_id
+
+
+def test_slider_updates_arrive_while_cell_runs(kernel):
+    k = kernel
+    long_id, model_id = _start_long_cell(k, 3)
+    # Queued right behind the long cell, like "Run All" / nbclient do.
+    next_id = k.kc.execute(
+        "print(json.dumps({'t': time.monotonic(), 'out': _, 'rec': livetest_last}))"
+    )
+    k.wait_iopub(lambda m: m["msg_type"] == "stream" and "livetest started" in m["content"].get("text", ""))
+
+    sent = {}
+    for value in (1.5, 2.5, 3.5):
+        t0 = time.monotonic()
+        mid = k.send_update(model_id, value)
+        sent[value] = t0
+        # The widget manager waits for the idle status of its comm_msg before
+        # it sends the next update; without the idle-status fix this times out.
+        busy = k.wait_iopub(k.child_of(mid, "status", execution_state="busy"), timeout=5)
+        idle = k.wait_iopub(k.child_of(mid, "status", execution_state="idle"), timeout=5)
+        assert k.index(busy) < k.index(idle)
+        # ... and the kernel status goes back to busy for the running cell.
+        k.wait_iopub(k.child_of(long_id, "status", execution_state="busy"), timeout=5,
+                     start=k.index(idle))
+
+    reply = k.reply(long_id)
+    assert reply["content"]["status"] == "ok"
+    long_idle = k.wait_iopub(k.child_of(long_id, "status", execution_state="idle"))
+    _, result = k.outputs(long_id, upto=long_idle)
+    out = eval(result["text/plain"])  # the final summary, not a coroutine
+    assert out["stopped"] == "finished"
+    assert out["distinct"] == [0.0, 1.5, 2.5, 3.5]
+    assert out["last"] == 3.5
+
+    next_reply = k.reply(next_id)
+    assert next_reply["content"]["status"] == "ok"
+    next_input = k.wait_iopub(k.child_of(next_id, "execute_input"))
+    assert k.index(next_input) > k.index(long_idle), "next cell started before the long one ended"
+    next_idle = k.wait_iopub(k.child_of(next_id, "status", execution_state="idle"))
+    text, _ = k.outputs(next_id, upto=next_idle)
+    data = json.loads(text.strip().splitlines()[-1])
+    rec = data["rec"]
+    assert data["out"] == out  # `_` is the long cell's result
+    assert data["t"] >= rec["t_end"]
+    assert rec["awaited"] is True
+
+    # The values changed mid-run: each update was seen by a later chunk while
+    # the loop kept going, in the order sent.
+    values = rec["values"]
+    assert values[0] == 0.0 and values[-1] == 3.5
+    firsts = [values.index(v) for v in (1.5, 2.5, 3.5)]
+    assert 0 < firsts[0] < firsts[1] < firsts[2] < len(values) - 1
+    assert len(values) > 50  # ~3 s of 20 ms chunks
+
+    # Latency: comm_msg sent -> observer in the kernel ran (same host clock).
+    changes = {v: t for t, v in rec["changes"]}
+    latencies = [changes[v] - sent[v] for v in sent]
+    print(f"\nslider latency ms: {[round(x * 1000, 1) for x in latencies]}, "
+          f"median {statistics.median(latencies) * 1000:.1f}, chunks {len(values)}")
+    assert max(latencies) < 0.5
+
+
+def test_interrupt_stops_the_loop_cleanly(kernel):
+    k = kernel
+    long_id, _ = _start_long_cell(k, 30)
+    k.wait_iopub(lambda m: m["parent_header"].get("msg_id") == long_id
+                 and m["msg_type"] == "stream" and "livetest started" in m["content"]["text"])
+    t0 = time.monotonic()
+    k.km.interrupt_kernel()
+    reply = k.reply(long_id, timeout=10)
+    assert time.monotonic() - t0 < 5
+    assert reply["content"]["status"] == "ok"
+    idle = k.wait_iopub(k.child_of(long_id, "status", execution_state="idle"))
+    _, result = k.outputs(long_id, upto=idle)
+    out = eval(result["text/plain"])
+    assert out["stopped"] in ("CancelledError", "KeyboardInterrupt")
+    assert out["chunks"] > 0
+
+    # The kernel is fine and the magic is still live.
+    reply, text, result = k.run("21 * 2")
+    assert reply["content"]["status"] == "ok" and result["text/plain"] == "42"
+    reply, text, result = k.run("%%livetest 0.2\npass\n")
+    assert reply["content"]["status"] == "ok", text
+    assert eval(result["text/plain"])["stopped"] == "finished"

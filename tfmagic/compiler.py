@@ -1,0 +1,196 @@
+"""Turn a notebook cell into a Python function that TensorFlow can trace.
+
+The cell's body becomes the body of `def __tfmagic_cell__(<params>)`; its last
+expression (or the name its last assignment binds) is the *target*. The function
+returns `(target, {assigned name: value})` so the magic can publish the names
+back to the user's namespace, as a normal cell would.
+
+The generated source is registered in `linecache`, because AutoGraph reads a
+function's source to convert Python `if`/`while` on tensors.
+"""
+
+import ast
+import builtins
+import difflib
+import itertools
+import linecache
+import numbers
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import CellSyntaxError, TfmagicError, UnknownNameError
+
+FUNC_NAME = "__tfmagic_cell__"
+TARGET_NAME = "__tfmagic_target__"
+_counter = itertools.count(1)
+
+
+@dataclass
+class CompiledCell:
+    source: str  # the user's cell
+    filename: str  # name under which the generated code is in linecache
+    function: object  # the plain Python function (not yet a tf.function)
+    target_name: str | None  # None when the target is an expression
+    assigned: list  # names the cell binds, published afterwards
+    reads: list  # names the cell reads from the namespace
+    params: list  # parameters of the function, in order
+    constants: dict = field(default_factory=dict)  # read globals baked in as constants
+
+    @property
+    def target_label(self):
+        return self.target_name or "value"
+
+    def cell_line(self, generated_lineno):
+        """Map a line of the generated function back to the user's cell."""
+        line = generated_lineno - 1
+        lines = self.source.splitlines()
+        if 1 <= line <= len(lines):
+            return line, lines[line - 1]
+        return None, None
+
+
+class _Names(ast.NodeVisitor):
+    """Names a cell binds and reads (nested scopes' own names count as bound)."""
+
+    def __init__(self):
+        self.stored, self.loaded, self.local_only = [], [], set()
+
+    def visit_Name(self, node):
+        bucket = self.stored if isinstance(node.ctx, (ast.Store, ast.Del)) else self.loaded
+        if node.id not in bucket:
+            bucket.append(node.id)
+
+    def _scope(self, node):
+        args = getattr(node, "args", None)
+        if isinstance(args, ast.arguments):
+            self.local_only.update(a.arg for a in ast.walk(args) if isinstance(a, ast.arg))
+        if hasattr(node, "name"):
+            self.local_only.add(node.name)
+        inner = _Names()
+        for child in ast.iter_child_nodes(node):
+            inner.visit(child)
+        self.local_only.update(inner.stored, inner.local_only)
+        self.loaded.extend(n for n in inner.loaded if n not in self.loaded)
+
+    visit_FunctionDef = visit_AsyncFunctionDef = visit_Lambda = visit_ClassDef = _scope
+
+    def _comprehension(self, node):
+        inner = _Names()
+        for child in ast.iter_child_nodes(node):
+            inner.visit(child)
+        self.local_only.update(inner.stored)
+        self.loaded.extend(n for n in inner.loaded if n not in self.loaded)
+
+    visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = _comprehension
+
+    def visit_Import(self, node):
+        for alias in node.names:
+            self.local_only.add((alias.asname or alias.name).split(".")[0])
+
+    visit_ImportFrom = visit_Import
+
+
+def _syntax_error(err, source):
+    lines = source.splitlines()
+    lineno = err.lineno or 0
+    text = lines[lineno - 1] if 1 <= lineno <= len(lines) else (err.text or "")
+    caret = ""
+    if err.offset:
+        caret = " " * (max(err.offset, 1) - 1 + 4) + "^"
+    return CellSyntaxError(
+        f"SyntaxError in the cell: {err.msg}",
+        line=lineno or None,
+        line_text=text,
+        detail=f"    {text.rstrip()}\n{caret}" if caret else None,
+    )
+
+
+def _target_of(last, source):
+    if isinstance(last, ast.Expr):
+        return None
+    if isinstance(last, ast.Assign) and len(last.targets) == 1 and isinstance(last.targets[0], ast.Name):
+        return last.targets[0].id
+    if isinstance(last, (ast.AugAssign, ast.AnnAssign)) and isinstance(last.target, ast.Name):
+        return last.target.id
+    kind = type(last).__name__.lower()
+    raise TfmagicError(
+        f"The cell's last statement is a `{kind}` statement, so there is nothing to differentiate or minimise.",
+        line=last.lineno,
+        line_text=source.splitlines()[last.lineno - 1],
+        hint="end the cell with the expression you want, e.g. `y` or `loss = tf.reduce_mean(err ** 2)`.",
+    )
+
+
+def _is_python_constant(value):
+    return isinstance(value, (numbers.Number, np.ndarray, np.generic)) and not isinstance(value, bool)
+
+
+def _unknown_name(name, namespace):
+    close = difflib.get_close_matches(name, [k for k in namespace if not k.startswith("_")], n=3)
+    hint = f"did you mean {', '.join(close)}?" if close else "run the cell that defines it first, or give it with NAME=VALUE."
+    return UnknownNameError(f"name '{name}' is not defined: the cell reads it, but nothing defines it.", hint=hint)
+
+
+def compile_cell(source, namespace, params=(), default_globals=None):
+    """Compile `source` into a function of `params` that returns (target, assigned).
+
+    `namespace` is the user's namespace; the function reads its globals from a
+    copy of it (plus `default_globals`, e.g. `tf`, where the user has no such
+    name), so running the cell never changes the namespace by itself.
+    """
+    filename = f"<tfmagic-cell-{next(_counter)}>"
+    try:
+        tree = ast.parse(source, filename=filename)
+    except SyntaxError as err:
+        raise _syntax_error(err, source) from None
+    if not tree.body:
+        raise TfmagicError("The cell is empty: write the expression to differentiate or minimise.")
+
+    target_name = _target_of(tree.body[-1], source)
+    names = _Names()
+    for stmt in tree.body:
+        names.visit(stmt)
+    params = list(params)
+    assigned = [n for n in names.stored if not n.startswith("__tfmagic")]
+    globals_ = dict(default_globals or {})
+    globals_.update(namespace)
+
+    local = set(assigned) | names.local_only | set(params)
+    for name in names.loaded:
+        if name not in local and name not in globals_ and not hasattr(builtins, name):
+            raise _unknown_name(name, globals_)
+    reads = [n for n in names.loaded if n in globals_ and n not in names.local_only]
+    # A name the cell both reads and rebinds is local to the function in Python;
+    # start it from the user's value, as a cell would.
+    for name in assigned:
+        if name in names.loaded and name in globals_ and name not in params:
+            params.append(name)
+    constants = {
+        n: globals_[n] for n in reads if n not in params and _is_python_constant(globals_[n])
+    }
+
+    lines = source.splitlines()
+    last = tree.body[-1]
+    if target_name is None:
+        row = last.lineno - 1
+        lines[row] = lines[row][: last.col_offset] + f"{TARGET_NAME} = " + lines[row][last.col_offset :]
+    result = TARGET_NAME if target_name is None else target_name
+    published = ", ".join(f"{n!r}: {n}" for n in assigned)
+    body = "\n".join("    " + line for line in lines)
+    generated = (
+        f"def {FUNC_NAME}({', '.join(params)}):\n{body}\n    return {result}, {{{published}}}\n"
+    )
+    linecache.cache[filename] = (len(generated), None, generated.splitlines(True), filename)
+    code = compile(generated, filename, "exec")
+    exec(code, globals_)
+    return CompiledCell(
+        source=source,
+        filename=filename,
+        function=globals_[FUNC_NAME],
+        target_name=target_name,
+        assigned=assigned,
+        reads=reads,
+        params=params,
+        constants=constants,
+    )

@@ -1,0 +1,194 @@
+"""%%descend's set-up: from the cell and its NAME[=INIT] list to a ready Descent engine.
+
+Nothing in the user's namespace changes until the cell has compiled and its loss
+has been checked, so a typo never costs the user a variable.
+"""
+
+import numpy as np
+
+from .compiler import compile_cell
+from .engine import Descent
+from .errors import LossError, TfmagicError
+from .explain import explain
+from .tensors import record, short_device
+
+
+class DescentResult:
+    """A live view of a descent: it follows the engine when the UI runs more steps."""
+
+    def __init__(self, engine, tensors, constants, device):
+        self.engine = engine
+        self.tensors = tensors
+        self.constants = constants
+        self.device = device
+
+    history = property(lambda self: self.engine.history)
+    status = property(lambda self: self.engine.status)
+    steps = property(lambda self: self.engine.steps)
+    final_loss = property(lambda self: self.engine.final_loss)
+    message = property(lambda self: self.engine.message)
+    notes = property(lambda self: self.engine.notes)
+    optimizer = property(lambda self: self.engine.optimizer_name)
+    eta = property(lambda self: self.engine.eta)
+
+    @property
+    def values(self):
+        """name -> final value (numpy)."""
+        return {n: v.numpy() for n, v in self.engine.variables.items()}
+
+    def __repr__(self):
+        from .present import descent_text
+
+        return descent_text(self)
+
+    def _repr_html_(self):
+        from .present import descent_html
+
+        return descent_html(self)
+
+
+def _is_float_dtype(tf, dtype):
+    return tf.as_dtype(dtype).is_floating
+
+
+def _module_variables(tf, name, obj):
+    """Trainable variables of a Keras model/layer or tf.Module, as name -> tf.Variable."""
+    found = {}
+    for v in obj.trainable_variables:
+        raw = v if isinstance(v, tf.Variable) else getattr(v, "_value", None)
+        if not isinstance(raw, tf.Variable):
+            raise TfmagicError(f"{name} has a trainable variable of unsupported type {type(v).__name__}.")
+        label = getattr(v, "path", None) or raw.name.split(":")[0]
+        found[f"{name}.{label}"] = raw
+    if not found:
+        raise TfmagicError(f"{name} has no trainable variables yet; call it once on data so it builds its weights.")
+    return found
+
+
+def _init_variable(tf, name, expr, namespace, device):
+    try:
+        value = eval(expr, {"tf": tf, **namespace})
+    except Exception as err:
+        raise TfmagicError(
+            f"could not evaluate the initial value of {name}: {expr}",
+            detail=f"{type(err).__name__}: {err}",
+        ) from None
+    try:
+        tensor = tf.convert_to_tensor(value)
+    except Exception:
+        raise TfmagicError(f"the initial value of {name} ({expr}) is a {type(value).__name__}, not a number or tensor.") from None
+    if tensor.dtype == tf.bool or tensor.dtype == tf.string:
+        raise TfmagicError(f"the initial value of {name} ({expr}) has dtype {tensor.dtype.name}; give a number.")
+    with tf.device(device):
+        return tf.Variable(tf.cast(tensor, tf.float32), name=name)
+
+
+def resolve_variables(tf, specs, namespace, device):
+    """(variables to optimise, variables to create in the namespace) for NAME[=INIT] specs."""
+    variables, created = {}, {}
+    for spec in specs:
+        name, sep, expr = spec.partition("=")
+        name = name.strip()
+        if not name.isidentifier():
+            raise TfmagicError(f"{spec!r} is not NAME or NAME=INIT.", hint="e.g. %%descend x=10.0 or %%descend W=tf.zeros([2, 2])")
+        if sep:
+            var = _init_variable(tf, name, expr.strip(), namespace, device)
+            variables[name] = created[name] = var
+            continue
+        if name not in namespace:
+            raise TfmagicError(
+                f"name '{name}' is not defined.",
+                hint=f"give it a starting value: %%descend {name}=10.0",
+            )
+        obj = namespace[name]
+        if isinstance(obj, tf.Variable):
+            if not _is_float_dtype(tf, obj.dtype):
+                raise TfmagicError(
+                    f"{name} is an integer variable ({obj.dtype.name}); gradient descent needs a float.",
+                    hint=f"make it float: {name} = tf.Variable({name}.numpy().astype('float32')) or %%descend {name}=10.0",
+                )
+            variables[name] = obj
+        elif hasattr(obj, "trainable_variables"):
+            variables.update(_module_variables(tf, name, obj))
+        else:
+            raise TfmagicError(
+                f"{name} is a {type(obj).__name__}, not a tf.Variable, so descent cannot change it.",
+                hint=f"write {name}=INIT to make it a variable, e.g. %%descend {name}={_example(obj)}",
+            )
+    return variables, created
+
+
+def _example(obj):
+    try:
+        return repr(float(np.asarray(obj))) if np.asarray(obj).size == 1 else "tf.zeros(...)"
+    except Exception:
+        return "10.0"
+
+
+def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit):
+    """Compile and check the cell; return (engine, cell, created variables, result)."""
+    variables, created = resolve_variables(tf, specs, namespace, device)
+    overlay = {**namespace, **created}
+    cell = compile_cell(source, overlay, default_globals={"tf": tf})
+    if not specs:
+        variables = {n: overlay[n] for n in cell.reads if isinstance(overlay[n], tf.Variable)}
+        if not variables:
+            raise TfmagicError(
+                "The cell reads no tf.Variable, so there is nothing to minimise over.",
+                hint="name the variables and their starting values, e.g. %%descend x=10.0",
+            )
+        for name, var in variables.items():
+            if not _is_float_dtype(tf, var.dtype):
+                raise TfmagicError(
+                    f"{name} is an integer variable ({var.dtype.name}); gradient descent needs a float.",
+                    hint=f"make it float, e.g. %%descend {name}=10.0",
+                )
+    extra = {n: overlay[n] for n in cell.params}
+
+    def loss_fn():
+        return cell.function(**extra)[0]
+
+    def probe():
+        with tf.GradientTape() as tape:
+            loss, assigned = cell.function(**extra)
+        loss = tf.convert_to_tensor(loss)
+        grads = tape.gradient(loss, list(variables.values())) if loss.dtype.is_floating else None
+        return loss, grads, assigned
+
+    try:
+        with tf.device(device):
+            loss, grads, assigned = tf.function(probe)()
+    except Exception as err:
+        raise explain(err, cell) from err
+    label = cell.target_label
+    if not loss.dtype.is_floating:
+        raise LossError(
+            f"the loss {label} is {loss.dtype.name}; gradient descent needs a float loss.",
+            hint="use float constants (3.0, not 3) or tf.cast(..., tf.float32).",
+        )
+    if loss.shape.rank != 0:
+        raise LossError(
+            f"the loss {label} has shape {tuple(loss.shape)}, not a single number, so there is no single value to minimise.",
+            hint="reduce it to a scalar, e.g. tf.reduce_sum(...) or tf.reduce_mean(...).",
+        )
+    if all(g is None for g in grads):
+        raise LossError(
+            f"the loss {label} does not depend on {', '.join(variables)}, so their gradients are None.",
+            hint="check that the cell uses the variables you named (and not a copy made with .numpy()).",
+        )
+    engine = Descent(tf, loss_fn, variables, eta=eta, optimizer=optimizer, device=device, tol=tol, jit=jit)
+    tensors = {}
+    for name in cell.reads:
+        rec = record(tf, name, overlay[name])
+        if rec:
+            tensors[name] = rec
+    for name, var in variables.items():
+        tensors[name] = record(tf, name, var)
+    for name, value in assigned.items():
+        rec = record(tf, name, value)
+        if rec:
+            tensors[name] = rec
+    where = short_device(device) if device else short_device(loss.device) or "CPU:0"
+    result = DescentResult(engine, tensors, cell.constants, where)
+    evaluate = tf.function(lambda: cell.function(**extra)[1])
+    return engine, created, result, evaluate

@@ -1,0 +1,26 @@
+"""Device names: accept what people type (cpu, GPU:0, /device:CPU:1), check they exist."""
+
+import re
+
+
+def available(tf):
+    return [d.name for d in tf.config.list_logical_devices()]
+
+
+def short(name):
+    return name.rsplit("device:", 1)[-1]
+
+
+def resolve(tf, spec):
+    """The full logical device name for `spec`, or ValueError listing the choices."""
+    if spec is None:
+        return None
+    names = available(tf)
+    m = re.fullmatch(r"\s*(?:/?(?:job:\w+/)?(?:replica:\d+/)?(?:task:\d+/)?device:|/)?([A-Za-z_]+)(?::(\d+))?\s*", spec)
+    if m:
+        wanted = f"{m.group(1).upper()}:{m.group(2) or 0}"
+        for name in names:
+            if short(name).upper() == wanted:
+                return name
+    choices = ", ".join(short(n) for n in names)
+    raise ValueError(f"unknown device {spec!r}; TensorFlow sees: {choices}")

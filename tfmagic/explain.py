@@ -1,0 +1,93 @@
+"""Explain an exception raised by the user's cell, next to TensorFlow's own words."""
+
+import re
+import traceback
+
+from .errors import CellRuntimeError, TfmagicError
+
+_DTYPE_PATTERNS = (
+    re.compile(r"expected to be a (\w+) tensor but is a (\w+) tensor"),
+    re.compile(r"has type (\w+) that does not match type (\w+)"),
+    re.compile(r"requested dtype (\w+) for Tensor with dtype (\w+)"),
+    re.compile(r"has type (\w+) that does not match expected type of (\w+)"),
+)
+_SHAPE_PATTERNS = (
+    re.compile(r"[Ii]ncompatible shapes: (\[[^\]]*\]) vs\. (\[[^\]]*\])"),
+    re.compile(r"input shapes: (\[[^\]]*\]), (\[[^\]]*\])"),
+    re.compile(r"Matrix size-incompatible: In\[0\]: (\[[^\]]*\]), In\[1\]: (\[[^\]]*\])"),
+    re.compile(r"[Dd]imensions must be equal.*?shapes: (\[[^\]]*\]), (\[[^\]]*\])", re.S),
+)
+
+
+def _first_line(text):
+    for line in str(text).splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def _tf_message(err):
+    """TensorFlow's message without its graph dump and AutoGraph preamble."""
+    msg = getattr(err, "message", None) or str(err)
+    lines = [ln for ln in msg.splitlines() if ln.strip()]
+    kept = [
+        ln.strip()
+        for ln in lines
+        if not ln.strip().startswith(("File ", "in user code", "Traceback", "Call arguments", "•"))
+        and "{{node" not in ln
+    ]
+    return kept[-1] if kept else _first_line(msg)
+
+
+def locate(err, cell):
+    """(cell line, line text) where `err` happened inside the compiled cell."""
+    found = (None, None)
+    for frame in traceback.extract_tb(err.__traceback__):
+        if frame.filename == cell.filename:
+            found = cell.cell_line(frame.lineno)
+    if found[0] is None:
+        # Errors raised while tracing carry AutoGraph's rewritten location in the text.
+        for match in re.finditer(rf'File "{re.escape(cell.filename)}", line (\d+)', str(err)):
+            found = cell.cell_line(int(match.group(1)))
+    return found
+
+
+def hint_for(err):
+    text = str(err)
+    for pattern in _DTYPE_PATTERNS:
+        m = pattern.search(text)
+        if m:
+            a, b = m.groups()
+            return (
+                f"the two sides have different dtypes ({a} and {b}); TensorFlow never converts "
+                f"them for you. Cast one side, e.g. `tf.cast(t, tf.{a})`, or create it as float: "
+                "`tf.constant(3.0)` rather than `tf.constant(3)`."
+            )
+    for pattern in _SHAPE_PATTERNS:
+        m = pattern.search(text)
+        if m:
+            a, b = m.groups()
+            if "Matrix size-incompatible" in pattern.pattern or "MatMul" in text:
+                return (
+                    f"shapes {a} and {b}: for tf.matmul the inner sizes must agree "
+                    "(columns of the first = rows of the second)."
+                )
+            return (
+                f"shapes {a} and {b} do not broadcast. Broadcasting lines the shapes up from the right; "
+                "each pair of sizes must be equal or one of them 1 (a missing size counts as 1). "
+                "Reshape one side, e.g. `tf.reshape(t, [-1, 1])`, or check which axis you meant."
+            )
+    return None
+
+
+def explain(err, cell, what="running the cell"):
+    """A CellRuntimeError for `err`, keeping TensorFlow's message and adding a hint."""
+    if isinstance(err, TfmagicError):
+        return err
+    line, text = locate(err, cell)
+    return CellRuntimeError(
+        f"{type(err).__name__} while {what}: {_tf_message(err)}",
+        line=line,
+        line_text=text,
+        hint=hint_for(err),
+    )

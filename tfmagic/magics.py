@@ -1,0 +1,113 @@
+"""The %%tfgrad and %%descend cell magics: parse options, call the pieces, publish results."""
+
+import sys
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, magics_class
+from IPython.core.magic_arguments import parse_argstring
+
+from . import options
+from .errors import TfmagicError
+from .tfimport import tensorflow
+
+
+def _split_line(line):
+    """Options as argv, keeping `W=tf.zeros([2, 2])` one token despite its spaces."""
+    from IPython.utils.process import arg_split
+
+    merged, depth = [], 0
+    for token in arg_split(line, posix=True):
+        if depth > 0:
+            merged[-1] += " " + token
+        else:
+            merged.append(token)
+        depth += sum(token.count(c) for c in "([{") - sum(token.count(c) for c in ")]}")
+    return merged
+
+
+def _parse(func, line):
+    return func.parser.parse_args(_split_line(line))
+
+
+def _device(tf, spec):
+    from . import devices
+
+    try:
+        return devices.resolve(tf, spec)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+class TfMagics(Magics):
+    def _publish(self, values, out, result):
+        self.shell.user_ns.update(values)
+        if out:
+            self.shell.user_ns[out] = result
+
+    def tfgrad(self, line, cell):
+        args = _parse(self.tfgrad, line)
+        tf = tensorflow()
+        device = _device(tf, args.device)
+        from .grad import differentiate
+
+        result, assigned = differentiate(tf, cell, self.shell.user_ns, args.names, device)
+        self._publish(assigned, args.out, result)
+        return result
+
+    def descend(self, line, cell):
+        args = _parse(self.descend, line)
+        from .engine import OPTIMIZERS, check_eta
+
+        try:
+            check_eta(args.eta)
+        except ValueError as err:
+            raise UsageError(f"--eta: {err}") from None
+        if args.steps <= 0:
+            raise UsageError(f"--steps must be a positive whole number, got {args.steps}")
+        if args.optimizer not in OPTIMIZERS:
+            raise UsageError(f"unknown optimizer {args.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
+        if args.tol is not None and not args.tol > 0:
+            raise UsageError(f"--tol must be a positive number, got {args.tol}")
+        if args.print_every < 0:
+            raise UsageError(f"--print-every must be 0 or more, got {args.print_every}")
+        tf = tensorflow()
+        device = _device(tf, args.device)
+        from .descend import prepare
+
+        engine, created, result, evaluate = prepare(
+            tf, cell, self.shell.user_ns, args.names,
+            eta=args.eta, optimizer=args.optimizer, device=device, tol=args.tol, jit=args.jit,
+        )
+        self.shell.user_ns.update(created)
+        return self._run_blocking(tf, engine, result, evaluate, args)
+
+    def _run_blocking(self, tf, engine, result, evaluate, args):
+        from .present import CoursePrinter, TextProgress
+
+        if args.print_every:
+            observers = [CoursePrinter(args.print_every, sys.stdout)]
+        else:
+            observers = [TextProgress(args.steps, sys.stdout)]
+        for obs in observers:
+            engine.observe(obs)
+        try:
+            engine.run(args.steps)
+        finally:
+            for obs in observers:
+                engine.unobserve(obs)
+        self._publish_final(tf, engine, evaluate, args, result)
+        return result
+
+    def _publish_final(self, tf, engine, evaluate, args, result):
+        try:
+            with tf.device(engine.device):
+                assigned = evaluate()
+        except Exception:  # the variables are already final; the extra names are a courtesy
+            assigned = {}
+        self._publish(assigned, args.out, result)
+
+
+# magic_arguments decorators give `%%descend?` real help and parse errors as UsageError.
+TfMagics.tfgrad = cell_magic(options.apply(options.tfgrad_arguments, TfMagics.tfgrad))
+TfMagics.descend = cell_magic(options.apply(options.descend_arguments, TfMagics.descend))
+TfMagics = magics_class(TfMagics)

@@ -1,0 +1,41 @@
+"""The magics' options, declared with IPython's magic_arguments (so `%%descend?` shows them)."""
+
+from IPython.core.magic_arguments import argument, magic_arguments
+
+from .engine import OPTIMIZERS
+
+tfgrad_arguments = [
+    magic_arguments(),
+    argument("names", nargs="*", metavar="NAME",
+             help="what to differentiate with respect to (default: every tf.Variable the cell reads); "
+                  "constants, numpy arrays and numbers are watched for you"),
+    argument("--device", metavar="DEV", help="TensorFlow device to run on, e.g. CPU:0 or GPU:0"),
+    argument("-o", "--out", metavar="OUT", help="also store the result in the variable OUT"),
+]
+
+descend_arguments = [
+    magic_arguments(),
+    argument("names", nargs="*", metavar="NAME[=INIT]",
+             help="variables to optimise: NAME=INIT makes NAME a float32 tf.Variable from the Python "
+                  "expression INIT; a bare NAME is an existing tf.Variable or a Keras model/layer/tf.Module; "
+                  "none means every tf.Variable the cell reads"),
+    argument("--eta", type=float, default=0.1, metavar="F", help="learning rate (default 0.1)"),
+    argument("--steps", type=int, default=50, metavar="N", help="steps to run (default 50)"),
+    argument("--optimizer", default="sgd", metavar="NAME",
+             help=f"one of {', '.join(OPTIMIZERS)} (Keras optimizers; default sgd: x <- x - eta*grad)"),
+    argument("--device", metavar="DEV", help="TensorFlow device to run on, e.g. CPU:0 or GPU:0"),
+    argument("--tol", type=float, default=None, metavar="F",
+             help="stop as converged once the gradient norm is below F"),
+    argument("--print-every", type=int, default=0, metavar="K",
+             help="print 'iteration: i x: ... y: ...' every K steps, like the course's loop"),
+    argument("--jit", choices=("auto", "on", "off"), default="auto",
+             help="XLA compilation: auto uses it for long runs, where it pays off"),
+    argument("--no-widgets", action="store_true", help="text progress and summary instead of live widgets"),
+    argument("-o", "--out", metavar="OUT", help="also store the result in the variable OUT"),
+]
+
+
+def apply(decorators, func):
+    for deco in reversed(decorators):
+        func = deco(func)
+    return func

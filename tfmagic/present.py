@@ -1,0 +1,163 @@
+"""Text and HTML presentation of results (what a terminal or a plain notebook shows)."""
+
+import html
+
+import numpy as np
+
+
+def _value_text(t):
+    if t is None:
+        return "None"
+    arr = np.asarray(t)
+    if arr.ndim == 0:
+        return f"{arr.item():.6g}" if arr.dtype.kind == "f" else str(arr.item())
+    return np.array2string(arr, precision=5, suppress_small=True, threshold=20)
+
+
+def _describe(t):
+    shape = tuple(t.shape)
+    return f"shape={shape if shape else '()'} dtype={t.dtype.name}"
+
+
+def _constants_note(constants):
+    if not constants:
+        return ""
+    names = ", ".join(sorted(constants))
+    return (
+        f"Note: {names} {'is a Python/numpy value' if len(constants) == 1 else 'are Python/numpy values'} "
+        "read from a global and compiled in as a constant; a later change is seen only when the cell runs again."
+    )
+
+
+def tensors_text(tensors):
+    rows = [("name", "kind", "shape", "dtype", "device")] + [
+        (r.name, r.kind, str(r.shape), r.dtype, r.device) for r in tensors.values()
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    return "\n".join("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def tensors_html(tensors):
+    head = "".join(f"<th>{h}</th>" for h in ("name", "kind", "shape", "dtype", "device"))
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in (r.name, r.kind, r.shape_text, r.dtype, r.device)) + "</tr>"
+        for r in tensors.values()
+    )
+    return f"<table class='tfmagic-tensors'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def grad_text(res):
+    lines = [f"{res.target} = {_value_text(res.value)}   ({_describe(res.value)}, device {res.device})"]
+    for name, g in res.gradients.items():
+        if g is None:
+            lines.append(f"d{res.target}/d{name} = None   ({res.reasons[name]})")
+        else:
+            lines.append(f"d{res.target}/d{name} = {_value_text(g)}   ({_describe(g)})")
+    lines += ["tensors:", tensors_text(res.tensors)]
+    note = _constants_note(res.constants)
+    if note:
+        lines.append(note)
+    return "\n".join(lines)
+
+
+def grad_html(res):
+    e = html.escape
+    rows = [
+        f"<tr><th>{e(res.target)}</th><td><pre>{e(_value_text(res.value))}</pre></td><td>{e(_describe(res.value))}</td></tr>"
+    ]
+    for name, g in res.gradients.items():
+        label = f"∂{res.target}/∂{name}"
+        if g is None:
+            rows.append(f"<tr><th>{e(label)}</th><td>None</td><td class='tfmagic-reason'>{e(res.reasons[name])}</td></tr>")
+        else:
+            rows.append(f"<tr><th>{e(label)}</th><td><pre>{e(_value_text(g))}</pre></td><td>{e(_describe(g))}</td></tr>")
+    note = _constants_note(res.constants)
+    return (
+        f"<div class='tfmagic-grad'><table>{''.join(rows)}</table>"
+        f"<div>device: {e(res.device)}</div>{tensors_html(res.tensors)}"
+        + (f"<p class='tfmagic-note'>{e(note)}</p>" if note else "")
+        + "</div>"
+    )
+
+
+def descent_text(res):
+    lines = [
+        f"{res.status}: {res.steps} steps of {res.optimizer} (eta={res.eta:g}) on {res.device}, "
+        f"final loss {res.final_loss if res.final_loss is None else format(res.final_loss, '.6g')}"
+    ]
+    for name, value in res.values.items():
+        lines.append(f"  {name} = {_value_text(value)}")
+    if res.message:
+        lines.append(res.message)
+    lines += res.notes
+    note = _constants_note(res.constants)
+    if note:
+        lines.append(note)
+    return "\n".join(lines)
+
+
+def descent_html(res):
+    e = html.escape
+    values = "".join(f"<tr><th>{e(n)}</th><td><pre>{e(_value_text(v))}</pre></td></tr>" for n, v in res.values.items())
+    extra = [res.message] + res.notes + [_constants_note(res.constants)]
+    return (
+        f"<div class='tfmagic-descent'><b class='tfmagic-status-{e(res.status)}'>{e(res.status)}</b>: "
+        f"{res.steps} steps of {e(res.optimizer)} (eta={res.eta:g}) on {e(res.device)}, final loss "
+        f"{e(str(res.final_loss if res.final_loss is None else format(res.final_loss, '.6g')))}"
+        f"<table>{values}</table>" + "".join(f"<p>{e(x)}</p>" for x in extra if x) + "</div>"
+    )
+
+
+class TextProgress:
+    """A one-line progress bar, redrawn at most ~5 times a second."""
+
+    def __init__(self, total, stream, interval=0.2):
+        import time
+
+        self.total, self.stream, self.interval = total, stream, interval
+        self._clock = time.perf_counter
+        self._last = 0.0
+        self._start = None
+
+    def __call__(self, engine, chunk):
+        now = self._clock()
+        if self._start is None:
+            self._start = now
+        if chunk.status == "running" and now - self._last < self.interval:
+            return
+        self._last = now
+        done = min(engine.steps, self.total)
+        width = 30
+        filled = int(width * done / max(self.total, 1))
+        loss = chunk.rows["loss"][-1] if len(chunk.rows["loss"]) else float("nan")
+        self.stream.write(
+            f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} loss {loss:.6g} "
+            f"eta {engine.eta:g} {engine.steps_per_second:,.0f} steps/s"
+        )
+        if chunk.status != "running":
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+class CoursePrinter:
+    """Prints 'iteration: i x: ... y: ...' every K steps, as the course's loop does.
+
+    The course prints x after its update and y before it; so do we.
+    """
+
+    def __init__(self, every, stream):
+        self.every, self.stream = every, stream
+
+    def __call__(self, engine, chunk):
+        names = [c for c in engine.columns[3:]]
+        after = {n: np.append(chunk.rows[n][1:], _summary(engine.variables[n])) for n in names}
+        for j, loss in enumerate(chunk.rows["loss"]):
+            i = chunk.start + j
+            if i % self.every == 0:
+                xs = " ".join(f"{n}: {after[n][j]:.6g}" for n in names)
+                self.stream.write(f"iteration: {i} {xs} y: {loss:.6g}\n")
+
+
+def _summary(var):
+    arr = np.asarray(var)
+    return float(arr.reshape(())) if arr.size == 1 else float(np.linalg.norm(arr))

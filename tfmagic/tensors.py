@@ -1,0 +1,38 @@
+"""Records of the tensors a cell makes and reads: what the UI's table shows."""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TensorRecord:
+    name: str
+    kind: str  # 'variable', 'tensor' or 'constant' (a Python/numpy value baked in)
+    shape: tuple
+    dtype: str
+    device: str
+
+    @property
+    def shape_text(self):
+        return "scalar" if self.shape == () else "×".join(str(d) for d in self.shape)
+
+
+def short_device(device):
+    """'/job:localhost/replica:0/task:0/device:CPU:0' -> 'CPU:0'."""
+    return device.rsplit("device:", 1)[-1] if device else ""
+
+
+def record(tf, name, value):
+    """A TensorRecord for `value`, or None when it is not tensor-like."""
+    import numpy as np
+
+    if isinstance(value, tf.Variable):
+        kind, device = "variable", value.device
+    elif tf.is_tensor(value):
+        kind, device = "tensor", getattr(value, "device", "")
+    elif isinstance(value, (np.ndarray, np.generic, int, float)) and not isinstance(value, bool):
+        arr = np.asarray(value)
+        return TensorRecord(name, "constant", tuple(arr.shape), str(arr.dtype), "host")
+    else:
+        return None
+    shape = tuple(value.shape.as_list()) if value.shape.rank is not None else ()
+    return TensorRecord(name, kind, shape, value.dtype.name, short_device(device))

@@ -1,0 +1,71 @@
+"""Import TensorFlow on first use, quietly.
+
+TensorFlow's C++ start-up lines land on stderr, which JupyterLab paints red; a
+classroom reads them as errors. They are written before TF_CPP_MIN_LOG_LEVEL
+applies, so we catch file descriptor 2 during the import and pass on only what
+is not known start-up noise.
+"""
+
+import logging
+import os
+import re
+import sys
+import tempfile
+
+_NOISE = re.compile(
+    r"absl::InitializeLog|oneDNN custom operations|cpu_feature_guard|"
+    r"This TensorFlow binary is optimized|rebuild TensorFlow with the appropriate|"
+    r"Unable to register cu(DNN|FFT|BLAS) factory|computation placer already registered|"
+    r"Could not find cuda drivers|TF-TRT Warning"
+)
+_RETRACE_NOTE = "triggered tf.function retracing"
+
+
+class _DropRetraceWarning(logging.Filter):
+    # Every magic run builds new tf.functions on purpose (globals are baked in
+    # as constants), so TensorFlow's "N of the last N calls retraced" hint is
+    # about tfmagic's bookkeeping, not the user's code.
+    def filter(self, record):
+        return _RETRACE_NOTE not in record.getMessage()
+
+
+_filter = _DropRetraceWarning()
+
+
+def _import_with_quiet_stderr():
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real fd 2 (some embedded shells)
+        import tensorflow
+
+        return tensorflow
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            import tensorflow
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            kept = [
+                line
+                for line in sink.read().decode("utf-8", "replace").splitlines()
+                if line.strip() and not _NOISE.search(line)
+            ]
+            if kept:
+                print("\n".join(kept), file=sys.stderr)
+    return tensorflow
+
+
+def tensorflow():
+    """The tensorflow module, imported once with start-up noise removed."""
+    if "tensorflow" in sys.modules:
+        tf = sys.modules["tensorflow"]
+    else:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        tf = _import_with_quiet_stderr()
+    logger = tf.get_logger()
+    if _filter not in logger.filters:
+        logger.addFilter(_filter)
+    return tf

@@ -1,0 +1,1 @@
+"""tfmagic.widgets: the live ipywidgets + bqplot UI for %%descend and %%tfgrad."""
