@@ -16,8 +16,9 @@ from .tensors import record, short_device
 class DescentResult:
     """A live view of a descent: it follows the engine when the UI runs more steps."""
 
-    def __init__(self, engine, tensors, constants, device):
+    def __init__(self, engine, tensors, constants, device, cell):
         self.engine = engine
+        self.cell = cell
         self.tensors = tensors
         self.constants = constants
         self.device = device
@@ -131,7 +132,7 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit):
     overlay = {**namespace, **created}
     cell = compile_cell(source, overlay, default_globals={"tf": tf})
     if not specs:
-        variables = {n: overlay[n] for n in cell.reads if isinstance(overlay[n], tf.Variable)}
+        variables = {n: overlay[n] for n in cell.reads if isinstance(overlay.get(n), tf.Variable)}
         if not variables:
             raise TfmagicError(
                 "The cell reads no tf.Variable, so there is nothing to minimise over.",
@@ -179,7 +180,7 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit):
     engine = Descent(tf, loss_fn, variables, eta=eta, optimizer=optimizer, device=device, tol=tol, jit=jit)
     tensors = {}
     for name in cell.reads:
-        rec = record(tf, name, overlay[name])
+        rec = record(tf, name, overlay.get(name))
         if rec:
             tensors[name] = rec
     for name, var in variables.items():
@@ -189,6 +190,6 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit):
         if rec:
             tensors[name] = rec
     where = short_device(device) if device else short_device(loss.device) or "CPU:0"
-    result = DescentResult(engine, tensors, cell.constants, where)
+    result = DescentResult(engine, tensors, cell.constants, where, cell)
     evaluate = tf.function(lambda: cell.function(**extra)[1])
     return engine, created, result, evaluate

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "rmsprop", "adagrad")
-FINAL_STATUSES = ("converged", "diverged", "max_steps", "stopped", "interrupted", "error")
+FINAL_STATUSES = ("converged", "diverged", "max_steps", "stopped", "paused", "interrupted", "error")
 CHUNK_SECONDS = 0.02  # a chunk this long reaches >= 95 % of the in-graph rate
 MAX_CHUNK_GROWTH = 4
 XLA_MIN_STEPS = 5000  # XLA costs 0.1-0.3 s to compile; below this it does not pay
@@ -237,8 +237,11 @@ class Descent:
                     rows, count, code = fn(tf.constant(n), tol, limit)
                 count, code = int(count), int(code)
                 rows = rows.numpy()[:count]
-            except BaseException:
+            except BaseException as err:
+                # Back to the start of this chunk: the values match the history.
                 self._restore_snapshot()
+                if not isinstance(err, KeyboardInterrupt):
+                    self.status, self.message = "error", f"stopped by an error after {self.steps} steps: {err}"
                 raise
             elapsed = time.perf_counter() - t0
             done += count
@@ -268,8 +271,11 @@ class Descent:
 
     def _finish(self, status):
         self.status = status
-        with self.tf.device(self.device):
-            loss = float(self._loss())
+        try:
+            with self.tf.device(self.device):
+                loss = float(self._loss())
+        except Exception:  # reported by the run itself; the status must still be set
+            loss = math.nan
         self.final_loss = loss if math.isfinite(loss) else None
         if status == "diverged":
             self.message = self.divergence_message()

@@ -84,7 +84,7 @@ def differentiate(tf, source, namespace, names=(), device=None):
 
     cell = compile_cell(source, namespace, params=list(watched), default_globals={"tf": tf})
     if not names:
-        variables = {n: namespace[n] for n in cell.reads if isinstance(namespace[n], tf.Variable)}
+        variables = {n: namespace[n] for n in cell.reads if isinstance(namespace.get(n), tf.Variable)}
         if not variables:
             raise TfmagicError(
                 "The cell reads no tf.Variable, so there is nothing to differentiate by default.",
@@ -118,7 +118,7 @@ def differentiate(tf, source, namespace, names=(), device=None):
     }
     tensors = {}
     for name in cell.reads:
-        rec = record(tf, name, namespace[name])
+        rec = record(tf, name, namespace.get(name))
         if rec:
             tensors[name] = rec
     for name, value in assigned.items():

@@ -308,25 +308,15 @@ def _make_dispatch_wrapper(kernel: Any, original: Any) -> Any:
             return await original(msg, *args, **kwargs)
 
         comm_parent = {"header": header}
-        # The running cell's request, to put the kernel status back to busy.
-        cell_parent = kernel.get_parent("shell")
         kernel._publish_status("busy", "shell", parent=comm_parent)
         try:
             return await original(msg, *args, **kwargs)
         finally:
             # The widget manager waits for this idle (parent = its comm_msg)
-            # before sending the model's next update.
+            # before it sends the model's next update.  (A frontend's kernel
+            # indicator then shows "idle" while the cell runs; control and
+            # subshell messages already do the same on ipykernel 7.4.)
             kernel._publish_status("idle", "shell", parent=comm_parent)
-            # Frontends show any idle as "kernel idle"; the cell still runs,
-            # so say busy again (its final idle comes when it finishes).
-            lock = getattr(kernel, "_main_asyncio_lock", None)
-            if (
-                cell_parent
-                and kwargs.get("subshell_id", args[0] if args else None) is None
-                and lock is not None
-                and lock.locked()
-            ):
-                kernel._publish_status("busy", "shell", parent=cell_parent)
 
     dispatch_shell._tfmagic_idle_fix = True
     dispatch_shell.original = original
@@ -356,7 +346,7 @@ def install_idle_status_fix(kernel: Any) -> bool:
                 problems.append("dispatch_shell has no 'concurrent' parameter")
         except (TypeError, ValueError):
             problems.append("dispatch_shell has no inspectable signature")
-    for name in ("_publish_status", "get_parent", "session"):
+    for name in ("_publish_status", "session"):
         if not hasattr(kernel, name):
             problems.append(f"kernel has no {name}")
     if problems:

@@ -7,7 +7,7 @@ from IPython.core.magic import Magics, cell_magic, magics_class
 from IPython.core.magic_arguments import parse_argstring
 
 from . import options
-from .errors import TfmagicError
+from .explain import explain
 from .tfimport import tensorflow
 
 
@@ -16,7 +16,9 @@ def _split_line(line):
     from IPython.utils.process import arg_split
 
     merged, depth = [], 0
-    for token in arg_split(line, posix=True):
+    for token in arg_split(line, posix=False):  # posix would eat the quotes in x=float('nan')
+        if len(token) > 1 and token[0] == token[-1] and token[0] in "'\"":
+            token = token[1:-1]
         if depth > 0:
             merged[-1] += " " + token
         else:
@@ -92,6 +94,8 @@ class TfMagics(Magics):
             engine.observe(obs)
         try:
             engine.run(args.steps)
+        except Exception as err:
+            raise explain(err, result.cell, f"running step {engine.steps + 1}") from err
         finally:
             for obs in observers:
                 engine.unobserve(obs)

@@ -17,6 +17,7 @@ namespace as ``livetest_last``.
 
 from __future__ import annotations
 
+import threading
 import time
 
 from tfmagic import live
@@ -60,12 +61,15 @@ def _livetest(line: str, cell: str):
     record = {
         "model_id": slider.model_id,
         "values": [],  # slider value after each chunk
-        "changes": [],  # (time.monotonic(), new value) from the observer
+        "changes": [],  # (time.monotonic(), new value, thread name) from the observer
         "stopped": None,
         "awaited": live.cell_is_awaited(),
     }
     slider.observe(
-        lambda ch: record["changes"].append((time.monotonic(), ch["new"])), names="value"
+        lambda ch: record["changes"].append(
+            (time.monotonic(), ch["new"], threading.current_thread().name)
+        ),
+        names="value",
     )
     display(slider)  # first display_data: the slider (tests take its model id)
     display(seen)

@@ -1,0 +1,287 @@
+import math
+import os
+import signal
+import threading
+
+import numpy as np
+import pytest
+from IPython.core.error import UsageError
+
+from tfmagic.errors import CellRuntimeError, CellSyntaxError, LossError, TfmagicError
+
+COURSE = "y=tf.pow(x,2.0)-4.0*x+4.0"
+
+
+def course_loop(tf, eta=0.1, steps=50):
+    """The course's Exercise 1, version 1: (x before each update, y at it)."""
+    x = tf.Variable(10.0, tf.float32)
+    xs, ys = [], []
+    for _ in range(steps):
+        with tf.GradientTape() as tape:
+            y = tf.pow(x, 2.0) - 4.0 * x + 4.0
+        dydx = tape.gradient(y, x)
+        xs.append(x.numpy())
+        ys.append(y.numpy())
+        x.assign(x - dydx * eta)
+    return np.array(xs), np.array(ys), x.numpy()
+
+
+def test_course_exercise_matches_hand_written_loop_step_for_step(ip, run):
+    res = run("descend", "x=10.0 --eta 0.1 --steps 50 --no-widgets", COURSE)
+    xs, ys, x_final = course_loop(ip.user_ns["tf"])
+    assert res.status == "max_steps" and res.steps == 50
+    np.testing.assert_allclose(res.history["x"], xs, rtol=1e-6)
+    np.testing.assert_allclose(res.history["loss"], ys, rtol=1e-5, atol=1e-6)
+    assert np.all(res.history["eta"] == np.float32(0.1))
+    assert ip.user_ns["x"].numpy() == pytest.approx(x_final, rel=1e-6)
+    assert abs(x_final - 2.0) < 1e-3
+    assert float(ip.user_ns["y"]) == pytest.approx(0.0, abs=1e-5)  # the cell's names hold final values
+    assert res.final_loss == pytest.approx(0.0, abs=1e-5)
+
+
+def test_too_large_eta_diverges_and_keeps_finite_values(ip, run):
+    res = run("descend", "x=10.0 --eta 1.1 --steps 1000 --no-widgets", COURSE)
+    assert res.status == "diverged"
+    x = ip.user_ns["x"].numpy()
+    assert math.isfinite(x)
+    assert x == res.history["x"][-1]  # back at the last point whose loss was finite
+    assert res.steps < 1000
+    assert "eta=1.1 is too large" in res.message and "smaller eta" in res.message
+    assert "diverged" in repr(res)
+
+
+def test_nan_start_is_reported_not_stepped(ip, run):
+    res = run("descend", "x=float('nan') --no-widgets", COURSE)
+    assert res.status == "diverged" and res.steps == 0
+    assert "at the start" in res.message
+
+
+def test_tol_stops_as_converged(ip, run):
+    res = run("descend", "x=10.0 --eta 0.1 --steps 1000 --tol 1e-3 --no-widgets", COURSE)
+    assert res.status == "converged" and 10 < res.steps < 1000
+    assert res.history["grad_norm"][-1] >= 1e-3  # the last step taken was still above tol
+    assert abs(2.0 * (ip.user_ns["x"].numpy() - 2.0)) < 1e-3
+
+
+@pytest.mark.parametrize(
+    "opt, eta", [("sgd", 0.05), ("momentum", 0.05), ("nesterov", 0.05), ("adam", 0.05), ("rmsprop", 0.05), ("adagrad", 1.0)]
+)
+def test_every_optimizer_reduces_the_loss(ip, run, opt, eta):
+    res = run("descend", f"x=10.0 --optimizer {opt} --eta {eta} --steps 300 --no-widgets", COURSE)
+    assert res.optimizer == opt
+    assert res.final_loss < 0.5 * res.history["loss"][0]
+
+
+def test_momentum_is_keras_momentum(ip, run):
+    tf = ip.user_ns["tf"]
+    import keras
+
+    res = run("descend", "x=10.0 --optimizer momentum --eta 0.05 --steps 20 --no-widgets", COURSE)
+    x = tf.Variable(10.0)
+    opt = keras.optimizers.SGD(0.05, momentum=0.9)
+    for _ in range(20):
+        with tf.GradientTape() as tape:
+            y = tf.pow(x, 2.0) - 4.0 * x + 4.0
+        opt.apply_gradients([(tape.gradient(y, x), x)])
+    assert ip.user_ns["x"].numpy() == pytest.approx(x.numpy(), rel=1e-5)
+
+
+def test_two_variables_and_a_matrix(ip, run):
+    res = run("descend", "a=1.0 b=-1.0 W=tf.ones([2, 2]) --steps 200 --no-widgets",
+              "loss = (a - 3.0)**2 + (b + 2.0)**2 + tf.reduce_sum(tf.square(W))")
+    assert set(res.history) == {"loss", "eta", "grad_norm", "a", "b", "W"}
+    assert res.history["W"][0] == pytest.approx(2.0)  # a matrix is shown by its norm
+    assert ip.user_ns["a"].numpy() == pytest.approx(3.0, abs=1e-3)
+    assert ip.user_ns["W"].shape == (2, 2)
+    assert res.tensors["W"].shape == (2, 2) and res.tensors["W"].dtype == "float32"
+
+
+def test_existing_variables_are_found_from_the_cell(ip, run):
+    ip.run_cell("x = tf.Variable(10.0)")
+    x_before = ip.user_ns["x"]
+    res = run("descend", "--no-widgets", COURSE)
+    assert ip.user_ns["x"] is x_before  # the user's own variable is updated in place
+    assert x_before.numpy() == pytest.approx(2.0, abs=1e-3)
+    assert res.status == "max_steps"
+
+
+def test_keras_model_by_name(ip, run):
+    ip.run_cell(
+        "import keras, numpy as np\n"
+        "rng = np.random.default_rng(0)\n"
+        "X = rng.normal(size=(64, 3)).astype('float32')\n"
+        "Y = X @ np.array([[1.0], [-2.0], [0.5]], 'float32') + 0.3\n"
+        "model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])\n"
+    )
+    res = run("descend", "model --optimizer adam --eta 0.05 --steps 400 --no-widgets",
+              "loss = tf.reduce_mean(tf.square(model(X) - Y))")
+    assert res.final_loss < 0.01 * res.history["loss"][0]
+    kernel = ip.user_ns["model"].layers[0].kernel.numpy().ravel()
+    np.testing.assert_allclose(kernel, [1.0, -2.0, 0.5], atol=0.05)
+
+
+def test_eta_change_never_retraces_and_shows_in_history(ip, run):
+    res = run("descend", "x=10.0 --eta 0.1 --steps 20 --no-widgets", COURSE)
+    engine = res.engine
+    fn = next(iter(engine._chunk_fns.values()))
+    traces = fn.experimental_get_tracing_count()
+    engine.eta = 0.01
+    engine.run(30)
+    assert fn.experimental_get_tracing_count() == traces
+    assert np.all(res.history["eta"][:20] == np.float32(0.1))
+    assert np.all(res.history["eta"][20:] == np.float32(0.01))
+    assert res.steps == 50
+
+
+def test_eta_change_in_an_observer_applies_to_the_next_chunk(ip, run):
+    res = run("descend", "x=10.0 --eta 0.001 --steps 10 --no-widgets", COURSE)
+    engine = res.engine
+    engine.reset()
+    seen = []
+
+    def observer(eng, chunk):
+        seen.append(chunk.start)
+        if len(seen) == 1:
+            eng.eta = 0.002
+
+    engine.observe(observer)
+    engine.run(2000)
+    first = len(engine._rows[0])
+    assert np.all(res.history["eta"][:first] == np.float32(0.001))
+    assert np.all(res.history["eta"][first:] == np.float32(0.002))
+
+
+def test_pause_via_request_stop_then_resume(ip, run):
+    res = run("descend", "x=10.0 --steps 1 --no-widgets", COURSE)
+    engine = res.engine
+    engine.observe(lambda eng, chunk: eng.request_stop("paused"))
+    assert engine.run(100000) == "paused" and engine.steps < 100000
+    steps = engine.steps
+    engine._observers.clear()
+    engine.run(10)
+    assert engine.steps == steps + 10
+
+
+def test_reset_restores_initial_values(ip, run):
+    res = run("descend", "x=10.0 --no-widgets", COURSE)
+    res.engine.reset()
+    assert ip.user_ns["x"].numpy() == 10.0 and res.steps == 0 and len(res.history["loss"]) == 0
+
+
+def test_switch_optimizer_between_runs(ip, run):
+    res = run("descend", "x=10.0 --steps 5 --no-widgets", COURSE)
+    res.engine.set_optimizer("adam")
+    res.engine.run(5)
+    assert res.optimizer == "adam" and res.steps == 10
+
+
+@pytest.mark.parametrize(
+    "line, match",
+    [
+        ("x=1.0 --eta 0", "eta must be a positive"),
+        ("x=1.0 --eta -1", "eta must be a positive"),
+        ("x=1.0 --eta nan", "eta must be a positive"),
+        ("x=1.0 --eta abc", "invalid float value"),
+        ("x=1.0 --steps 0", "steps must be a positive"),
+        ("x=1.0 --optimizer sgdd", "sgd, momentum, nesterov, adam, rmsprop, adagrad"),
+        ("x=1.0 --device TPU:0", "CPU:0, CPU:1"),
+    ],
+)
+def test_bad_options_are_usage_errors(ip, run, line, match):
+    with pytest.raises(UsageError, match=match):
+        run("descend", line + " --no-widgets", COURSE)
+
+
+def test_errors_leave_the_users_variable_alone(ip, run):
+    ip.run_cell("x = tf.Variable(7.0)")
+    before = ip.user_ns["x"]
+    with pytest.raises(CellSyntaxError):
+        run("descend", "x=10.0 --no-widgets", "y = x *")
+    with pytest.raises(TfmagicError, match="not defined"):
+        run("descend", "x=10.0 --no-widgets", "y = x * zz")
+    assert ip.user_ns["x"] is before and before.numpy() == 7.0
+
+
+def test_non_scalar_loss_says_its_shape(ip, run):
+    with pytest.raises(LossError, match=r"shape \(3,\)") as info:
+        run("descend", "x=1.0 --no-widgets", "y = x * tf.constant([1.0, 2.0, 3.0])")
+    assert "reduce_sum" in str(info.value)
+
+
+def test_integer_variable_is_refused_with_a_fix(ip, run):
+    ip.run_cell("n = tf.Variable(3)")
+    with pytest.raises(TfmagicError, match="integer variable") as info:
+        run("descend", "n --no-widgets", "y = tf.cast(n, tf.float32) ** 2")
+    assert "n=10.0" in str(info.value) or "float" in str(info.value)
+
+
+def test_not_a_variable_says_how_to_make_one(ip, run):
+    ip.user_ns["x"] = 3.0
+    with pytest.raises(TfmagicError, match="not a tf.Variable") as info:
+        run("descend", "x --no-widgets", COURSE)
+    assert "x=3.0" in str(info.value)
+
+
+def test_dtype_mismatch_in_loss_gets_cast_hint(ip, run):
+    with pytest.raises(CellRuntimeError, match="tf.cast"):
+        run("descend", "x=1.0 --no-widgets", "y = x * tf.constant(3)")
+
+
+def test_error_part_way_keeps_last_good_values(ip, run):
+    # A Python check inside the graph, run at every step; it fails once x < 3.
+    ip.run_cell(
+        "def guard(v):\n"
+        "    if v < 3.0:\n"
+        "        raise ValueError('x left the allowed range')\n"
+        "    return v\n"
+    )
+    cell = "g = tf.py_function(guard, [x], tf.float32)\ny = (x - 2.0) ** 2 + 0.0 * g"
+    with pytest.raises(CellRuntimeError, match="allowed range") as info:
+        run("descend", "x=10.0 --eta 0.01 --steps 5000 --no-widgets", cell)
+    x = ip.user_ns["x"].numpy()
+    assert math.isfinite(x) and x > 3.0
+    assert info.value.line == 1
+
+
+def test_ctrl_c_mid_run_is_interrupted_with_good_values(ip, run):
+    pid = os.getpid()
+    timer = threading.Timer(1.0, lambda: os.kill(pid, signal.SIGINT))
+    timer.start()
+    try:
+        res = run("descend", "x=10.0 --eta 1e-7 --steps 100000000 --jit off --no-widgets", COURSE)
+    finally:
+        timer.cancel()
+    assert res.status == "interrupted" and 0 < res.steps < 100000000
+    x = ip.user_ns["x"].numpy()
+    assert math.isfinite(x) and 2.0 < x < 10.0
+    # the kernel is still usable
+    again = run("descend", "x=10.0 --steps 5 --no-widgets", COURSE)
+    assert again.status == "max_steps"
+
+
+def test_device_choice(ip, run):
+    res = run("descend", "x=10.0 --device CPU:1 --no-widgets", COURSE)
+    assert res.device == "CPU:1"
+    assert ip.user_ns["x"].device.endswith("CPU:1")
+    assert "on CPU:1" in repr(res)
+
+
+def test_print_every_prints_the_course_lines(ip, run, capsys):
+    run("descend", "x=10.0 --print-every 10", COURSE)
+    out = capsys.readouterr().out
+    lines = [ln for ln in out.splitlines() if ln.startswith("iteration:")]
+    assert [ln.split()[1] for ln in lines] == ["0", "10", "20", "30", "40"]
+    assert lines[0] == "iteration: 0 x: 8.4 y: 64"
+
+
+def test_text_progress_and_summary(ip, run, capsys):
+    res = run("descend", "x=10.0 --no-widgets", COURSE)
+    out = capsys.readouterr().out
+    assert "50/50" in out
+    assert repr(res).startswith("max_steps: 50 steps of sgd (eta=0.1)")
+
+
+def test_xla_long_run_matches_plain_run(ip, run):
+    a = run("descend", "x=10.0 --eta 0.001 --steps 6000 --jit off --no-widgets", COURSE).history["x"]
+    b = run("descend", "x=10.0 --eta 0.001 --steps 6000 --jit on --no-widgets", COURSE).history["x"]
+    np.testing.assert_allclose(a, b, rtol=1e-4)

@@ -1,0 +1,137 @@
+import numpy as np
+import pytest
+from IPython.core.error import UsageError
+
+from tfmagic.errors import CellRuntimeError, CellSyntaxError, UnknownNameError
+
+
+def test_course_two_variables(ip, run):
+    ip.run_cell("x=tf.Variable(4.0,tf.float32)\ny=tf.Variable(2.0,tf.float32)")
+    res = run("tfgrad", "", "f=tf.pow(x,2.0)*3.0+y")
+    assert float(res.value) == 50.0
+    assert float(res.gradients["x"]) == 24.0
+    assert float(res.gradients["y"]) == 1.0
+    assert float(ip.user_ns["f"]) == 50.0  # assigned names are published
+
+
+def test_result_is_underscore_when_run_as_a_cell(ip):
+    ip.run_cell("x=tf.Variable(4.0)")
+    out = ip.run_cell("%%tfgrad\nx * x")
+    assert out.success
+    assert type(out.result).__name__ == "GradResult" and ip.user_ns["_"] is out.result
+    assert float(out.result.gradients["x"]) == 8.0
+
+
+def test_course_watch_a_constant(ip, run):
+    ip.run_cell("x=tf.constant(4.0,tf.float32)")
+    res = run("tfgrad", "x", "f=tf.pow(x,3.0)")
+    assert float(res.gradients["x"]) == 48.0
+
+
+def test_python_int_is_watched_as_float(ip, run):
+    ip.user_ns["x"] = 4
+    res = run("tfgrad", "x", "x ** 3")
+    assert float(res.gradients["x"]) == 48.0
+    assert res.gradients["x"].dtype.name == "float32"
+
+
+def test_rank2_weight_gradient_matches_a_hand_written_tape(ip, run):
+    tf = ip.user_ns["tf"]
+    ip.run_cell("W=tf.Variable([[0.1,-0.2],[0.3,0.4]])\nxin=tf.constant([[1.0],[2.0]])\nyt=tf.constant([[0.5],[-0.1]])")
+    res = run("tfgrad", "W", "tf.reduce_sum(tf.square(tf.tanh(tf.matmul(W,xin))-yt))")
+    W, xin, yt = (ip.user_ns[k] for k in ("W", "xin", "yt"))
+    with tf.GradientTape() as tape:
+        f = tf.reduce_sum(tf.square(tf.tanh(tf.matmul(W, xin)) - yt))
+    expected = tape.gradient(f, W)
+    assert res.gradients["W"].shape == (2, 2)
+    np.testing.assert_allclose(res.gradients["W"].numpy(), expected.numpy(), rtol=1e-6)
+    assert res.tensors["W"].shape == (2, 2) and res.tensors["W"].kind == "variable"
+    assert res.tensors["xin"].shape == (2, 1)
+
+
+def test_tensor_table_and_out(ip, run):
+    ip.run_cell("x=tf.Variable(3.0)")
+    res = run("tfgrad", "-o R", "a = tf.stack([x, x])\nb = tf.cast(a, tf.float64)\ny = tf.reduce_sum(b)")
+    assert ip.user_ns["R"] is res
+    assert res.tensors["a"].shape == (2,) and res.tensors["a"].dtype == "float32"
+    assert res.tensors["b"].dtype == "float64"
+    assert res.tensors["y"].shape == () and res.tensors["y"].device == "CPU:0"
+    assert float(res.gradients["x"]) == 2.0
+    text = repr(res)
+    assert "dy/dx = 2" in text and "float64" in text
+    assert "<table" in res._repr_html_()
+
+
+def test_none_gradients_explained(ip, run):
+    ip.run_cell("x=tf.Variable(3.0)\nn=tf.Variable(3)\nz=tf.Variable(1.0)")
+    res = run("tfgrad", "x n z", "y = x * x + tf.cast(n, tf.float32)")
+    assert float(res.gradients["x"]) == 6.0
+    assert res.gradients["n"] is None and "integer" in res.reasons["n"] and "tf.cast" in res.reasons["n"]
+    assert res.gradients["z"] is None and "does not depend on z" in res.reasons["z"]
+
+
+def test_global_python_number_is_reported_as_constant(ip, run):
+    ip.run_cell("x=tf.Variable(3.0)\neta=0.5")
+    res = run("tfgrad", "", "y = eta * x")
+    assert res.constants == {"eta": 0.5}
+    assert "compiled in as a constant" in repr(res)
+
+
+def test_syntax_error_points_at_the_cell_line(ip, run):
+    with pytest.raises(CellSyntaxError) as info:
+        run("tfgrad", "", "a = 1.0\nb = a +* 2\nb")
+    assert info.value.line == 2 and "b = a +* 2" in str(info.value)
+
+
+def test_unknown_name_suggests_a_close_one(ip, run):
+    ip.run_cell("weights=tf.Variable(3.0)")
+    with pytest.raises(UnknownNameError, match="weigts") as info:
+        run("tfgrad", "", "weigts * 2.0")
+    assert "weights" in str(info.value)
+
+
+def test_course_dtype_error_keeps_tf_message_and_adds_cast(ip, run):
+    ip.run_cell("x=tf.Variable(1.0)")
+    with pytest.raises(CellRuntimeError) as info:
+        run("tfgrad", "", "a=tf.constant(3.0, tf.float32)\nb=tf.constant(3, tf.int32)\nc=tf.add(a,b)*x")
+    msg = str(info.value)
+    assert "int32" in msg and "float32" in msg
+    assert "tf.cast" in msg
+    assert info.value.line == 3
+
+
+def test_course_shape_error_names_both_shapes(ip, run):
+    ip.run_cell("x=tf.Variable(1.0)")
+    with pytest.raises(CellRuntimeError) as info:
+        run("tfgrad", "", "a=tf.constant([1.,2.])\nb=tf.constant([2.,3.,1.])\nf=tf.reduce_sum(tf.add(a,b))*x")
+    msg = str(info.value)
+    assert "[2]" in msg and "[3]" in msg and "broadcast" in msg.lower()
+
+
+def test_device_choice_and_unknown_device(ip, run):
+    ip.run_cell("x=tf.Variable(2.0)")
+    res = run("tfgrad", "--device CPU:1", "x * x")
+    assert res.device == "CPU:1"
+    with pytest.raises(UsageError, match="CPU:0, CPU:1"):
+        run("tfgrad", "--device GPU:3", "x * x")
+
+
+def test_tf_is_available_without_import_and_user_tf_kept(ip, run):
+    del ip.user_ns["tf"]
+    ip.user_ns["x"] = 2.0
+    res = run("tfgrad", "x", "tf.square(x)")
+    assert float(res.gradients["x"]) == 4.0
+    assert "tf" not in ip.user_ns
+
+
+def test_cell_reading_and_rebinding_a_name(ip, run):
+    ip.run_cell("x=tf.Variable(2.0)\nacc=tf.constant(1.0)")
+    res = run("tfgrad", "", "acc = acc + x * x\nacc")
+    assert float(res.value) == 5.0 and float(ip.user_ns["acc"]) == 5.0
+
+
+def test_autograph_converts_python_control_flow(ip, run):
+    ip.run_cell("x=tf.Variable(3.0)")
+    res = run("tfgrad", "", "y = x\nfor i in tf.range(3):\n    y = y * x\nif y > 10.0:\n    y = y * 2.0\ny")
+    assert float(res.value) == 162.0
+    assert float(res.gradients["x"]) == pytest.approx(2 * 4 * 27.0)
