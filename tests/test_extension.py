@@ -38,3 +38,30 @@ def test_help_lists_the_options(shell):
 def test_bad_option_is_a_usage_error(ip, run):
     with pytest.raises(UsageError, match="--bogus|unrecognized"):
         run("descend", "x=1.0 --bogus", "x*x")
+
+
+def test_tf_is_provided_lazily_and_quietly():
+    code = (
+        "import sys\n"
+        "from IPython.core.interactiveshell import InteractiveShell\n"
+        "ip = InteractiveShell.instance()\n"
+        "ip.run_line_magic('load_ext', 'tfmagic')\n"
+        "assert 'tensorflow' not in sys.modules\n"
+        "ip.run_cell('x = tf.Variable(3.0)', store_history=False)\n"
+        "import tensorflow\n"
+        "assert ip.user_ns['tf'] is tensorflow, ip.user_ns['tf']\n"
+        "print(float(ip.user_ns['x'].numpy()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "3.0"
+    assert "oneDNN" not in out.stderr and "absl" not in out.stderr, out.stderr
+
+
+def test_users_own_tf_is_kept(ip):
+    ip.run_line_magic("unload_ext", "tfmagic")
+    ip.user_ns["tf"] = "mine"
+    ip.run_line_magic("load_ext", "tfmagic")
+    assert ip.user_ns["tf"] == "mine"
+    ip.run_line_magic("unload_ext", "tfmagic")
+    assert ip.user_ns["tf"] == "mine"
+    ip.run_line_magic("load_ext", "tfmagic")

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .tfimport import quiet_native_stderr
+
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "rmsprop", "adagrad")
 FINAL_STATUSES = ("converged", "diverged", "max_steps", "stopped", "paused", "interrupted", "error")
 CHUNK_SECONDS = 0.02  # a chunk this long reaches >= 95 % of the in-graph rate
@@ -190,7 +192,9 @@ class Descent:
         if key not in self._chunk_fns:
             fn = self._build_chunk(use_xla)
             try:
-                with self.tf.device(self.device):
+                # A call that runs no step traces (and compiles) up front; XLA's
+                # first compile writes C++ log lines we keep out of the notebook.
+                with quiet_native_stderr(), self.tf.device(self.device):
                     fn(self.tf.constant(0), self.tf.constant(0.0), self.tf.constant(np.inf, self.tf.float32))
             except Exception as err:
                 if not use_xla:

@@ -1,5 +1,7 @@
 """What `%load_ext tfmagic` adds, and `%unload_ext tfmagic` takes away."""
 
+from .lazytf import LazyTensorFlow
+
 _loaded = {}
 
 
@@ -10,14 +12,20 @@ def load(shell):
         return  # loading twice is harmless
     magics = TfMagics(shell)
     shell.register_magics(magics)
-    _loaded[id(shell)] = magics
+    added_tf = "tf" not in shell.user_ns  # never replace the user's own tf
+    if added_tf:
+        shell.user_ns["tf"] = LazyTensorFlow(shell.user_ns)
+    _loaded[id(shell)] = (magics, added_tf)
 
 
 def unload(shell):
-    magics = _loaded.pop(id(shell), None)
-    if magics is None:
+    entry = _loaded.pop(id(shell), None)
+    if entry is None:
         return
+    magics, added_tf = entry
     cell = shell.magics_manager.magics["cell"]
     for name in ("tfgrad", "descend"):
         cell.pop(name, None)
     shell.magics_manager.registry.pop(type(magics).__name__, None)
+    if added_tf and isinstance(shell.user_ns.get("tf"), LazyTensorFlow):
+        del shell.user_ns["tf"]

@@ -31,6 +31,16 @@ def _parse(func, line):
     return func.parser.parse_args(_split_line(line))
 
 
+def _tensorflow(shell):
+    """TensorFlow, with our lazy `tf` stand-in in the namespace swapped for the real module."""
+    from .lazytf import LazyTensorFlow
+
+    tf = tensorflow()
+    if isinstance(shell.user_ns.get("tf"), LazyTensorFlow):
+        shell.user_ns["tf"] = tf
+    return tf
+
+
 def _device(tf, spec):
     from . import devices
 
@@ -48,7 +58,7 @@ class TfMagics(Magics):
 
     def tfgrad(self, line, cell):
         args = _parse(self.tfgrad, line)
-        tf = tensorflow()
+        tf = _tensorflow(self.shell)
         device = _device(tf, args.device)
         from .grad import differentiate
 
@@ -72,7 +82,7 @@ class TfMagics(Magics):
             raise UsageError(f"--tol must be a positive number, got {args.tol}")
         if args.print_every < 0:
             raise UsageError(f"--print-every must be 0 or more, got {args.print_every}")
-        tf = tensorflow()
+        tf = _tensorflow(self.shell)
         device = _device(tf, args.device)
         from .descend import prepare
 

@@ -6,6 +6,7 @@ applies, so we catch file descriptor 2 during the import and pass on only what
 is not known start-up noise.
 """
 
+import contextlib
 import logging
 import os
 import re
@@ -16,7 +17,8 @@ _NOISE = re.compile(
     r"absl::InitializeLog|oneDNN custom operations|cpu_feature_guard|"
     r"This TensorFlow binary is optimized|rebuild TensorFlow with the appropriate|"
     r"Unable to register cu(DNN|FFT|BLAS) factory|computation placer already registered|"
-    r"Could not find cuda drivers|TF-TRT Warning"
+    r"Could not find cuda drivers|TF-TRT Warning|XLA service .* initialized|StreamExecutor \[|"
+    r"disabling MLIR crash reproducer|Compiled cluster using XLA|To enable the following instructions"
 )
 _RETRACE_NOTE = "triggered tf.function retracing"
 
@@ -32,18 +34,19 @@ class _DropRetraceWarning(logging.Filter):
 _filter = _DropRetraceWarning()
 
 
-def _import_with_quiet_stderr():
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Catch what C++ code writes to fd 2; pass on all but known start-up noise."""
     try:
         sys.stderr.flush()
         saved = os.dup(2)
     except (OSError, ValueError):  # no real fd 2 (some embedded shells)
-        import tensorflow
-
-        return tensorflow
+        yield
+        return
     with tempfile.TemporaryFile(mode="w+b") as sink:
         os.dup2(sink.fileno(), 2)
         try:
-            import tensorflow
+            yield
         finally:
             os.dup2(saved, 2)
             os.close(saved)
@@ -55,7 +58,6 @@ def _import_with_quiet_stderr():
             ]
             if kept:
                 print("\n".join(kept), file=sys.stderr)
-    return tensorflow
 
 
 def tensorflow():
@@ -64,7 +66,8 @@ def tensorflow():
         tf = sys.modules["tensorflow"]
     else:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        tf = _import_with_quiet_stderr()
+        with quiet_native_stderr():
+            import tensorflow as tf
     logger = tf.get_logger()
     if _filter not in logger.filters:
         logger.addFilter(_filter)

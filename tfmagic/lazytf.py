@@ -1,0 +1,30 @@
+"""A stand-in `tf` for the user's namespace that imports TensorFlow on first use.
+
+`%load_ext tfmagic` must stay fast, yet the course's cells use `tf` right away.
+The stand-in imports TensorFlow quietly on first attribute access and then puts
+the real module in its place.
+"""
+
+import types
+
+
+class LazyTensorFlow(types.ModuleType):
+    def __init__(self, namespace):
+        super().__init__("tensorflow", "TensorFlow, imported by tfmagic on first use")
+        self._namespace = namespace
+
+    def _load(self):
+        from .tfimport import tensorflow
+
+        tf = tensorflow()
+        if self._namespace.get("tf") is self:
+            self._namespace["tf"] = tf
+        return tf
+
+    def __getattr__(self, name):
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)
+        return getattr(self._load(), name)
+
+    def __repr__(self):
+        return "<module 'tensorflow' (imported by tfmagic on first use)>"
