@@ -285,3 +285,37 @@ def test_xla_long_run_matches_plain_run(ip, run):
     a = run("descend", "x=10.0 --eta 0.001 --steps 6000 --jit off --no-widgets", COURSE).history["x"]
     b = run("descend", "x=10.0 --eta 0.001 --steps 6000 --jit on --no-widgets", COURSE).history["x"]
     np.testing.assert_allclose(a, b, rtol=1e-4)
+
+
+def test_reset_does_not_retrace_and_repeats_the_run(ip, run):
+    res = run("descend", "x=10.0 --optimizer adam --eta 0.5 --steps 30 --no-widgets", COURSE)
+    first = res.history["x"].copy()
+    fn = next(iter(res.engine._chunk_fns.values()))
+    res.engine.reset()
+    res.engine.run(30)
+    assert fn.experimental_get_tracing_count() == 1 and next(iter(res.engine._chunk_fns.values())) is fn
+    np.testing.assert_array_equal(res.history["x"], first)  # adam's moments were zeroed too
+
+
+def test_optimizer_switch_mid_run_applies_to_next_chunk(ip, run):
+    res = run("descend", "x=10.0 --eta 0.001 --steps 1 --no-widgets", COURSE)
+    engine = res.engine
+    engine.reset()
+    calls = []
+
+    def observer(eng, chunk):
+        calls.append(eng.optimizer_name)
+        if len(calls) == 1:
+            eng.set_optimizer("adam")
+
+    engine.observe(observer)
+    engine.run(3000)
+    assert calls[0] == "sgd" and calls[-1] == "adam"
+    assert engine.steps == 3000
+
+
+def test_reset_on_another_device(ip, run):
+    res = run("descend", "x=10.0 --steps 5 --no-widgets", COURSE)
+    res.engine.reset(device="/job:localhost/replica:0/task:0/device:CPU:1")
+    res.engine.run(5)
+    assert res.engine.device.endswith("CPU:1") and res.steps == 5

@@ -82,12 +82,20 @@ class Descent:
         self._loss = tf.function(loss_fn)
         self._observers = []
         self._chunk_fns = {}
+        self.optimizer = None
         self.notes = []
         self.reset()
 
     # -- state -------------------------------------------------------------
-    def reset(self):
-        """Back to the initial values, history cleared, optimizer state fresh."""
+    def reset(self, device=None):
+        """Back to the initial values, history cleared, optimizer state fresh.
+
+        `device` (a full TensorFlow device name) moves the computation there.
+        """
+        if device is not None and device != self.device:
+            self.device = device
+            self._loss = self.tf.function(self.loss_fn)
+            self._chunk_fns = {}
         for var, init in zip(self.variables.values(), self._initial):
             var.assign(init)
         self._rows = []
@@ -99,7 +107,13 @@ class Descent:
         self.steps_per_second = 0.0
         self._stop_request = None
         self._start_loss = None
-        self._set_optimizer(self.optimizer_name)
+        if getattr(self, "optimizer", None) is None:
+            self._set_optimizer(self.optimizer_name)
+        else:
+            # Zero the optimizer's state in place: a new optimizer would retrace the chunk.
+            for v in self.optimizer.variables:
+                if v is not self.optimizer._learning_rate:
+                    v.assign(self.tf.zeros_like(v))
 
     def _set_optimizer(self, name):
         tf = self.tf
@@ -227,13 +241,14 @@ class Descent:
         self._stop_request = None
         self.status = "running"
         self.message = ""
-        fn, capacity = self._chunk_fn(steps)
         for b, v in zip(self._backup, self.variables.values()):
             b.assign(v)
         tol = tf.constant(float(self.tol or 0.0), tf.float32)
         limit = tf.constant(self._limit(), tf.float32)
         done, k = 0, 16
         while done < steps:
+            # Looked up every chunk: the optimizer may have been switched between chunks.
+            fn, capacity = self._chunk_fn(steps)
             n = min(k, steps - done, capacity)
             t0 = time.perf_counter()
             try:

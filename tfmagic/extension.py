@@ -1,5 +1,6 @@
 """What `%load_ext tfmagic` adds, and `%unload_ext tfmagic` takes away."""
 
+from . import live
 from .lazytf import LazyTensorFlow
 
 _loaded = {}
@@ -12,6 +13,9 @@ def load(shell):
         return  # loading twice is harmless
     magics = TfMagics(shell)
     shell.register_magics(magics)
+    # In a kernel that can, %%descend cells await, so widgets stay live while they run.
+    if live.register_await_transform(shell, ["descend"]):
+        live.install_idle_status_fix(getattr(shell, "kernel", None))
     added_tf = "tf" not in shell.user_ns  # never replace the user's own tf
     if added_tf:
         shell.user_ns["tf"] = LazyTensorFlow(shell.user_ns)
@@ -23,6 +27,8 @@ def unload(shell):
     if entry is None:
         return
     magics, added_tf = entry
+    live.unregister_await_transform(shell)
+    live.uninstall_idle_status_fix(getattr(shell, "kernel", None))
     cell = shell.magics_manager.magics["cell"]
     for name in ("tfgrad", "descend"):
         cell.pop(name, None)

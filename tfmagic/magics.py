@@ -91,7 +91,55 @@ class TfMagics(Magics):
             eta=args.eta, optimizer=args.optimizer, device=device, tol=args.tol, jit=args.jit,
         )
         self.shell.user_ns.update(created)
+        if not args.no_widgets:
+            from . import live
+
+            if live.cell_is_awaited():
+                return self._run_live(tf, engine, result, evaluate, args)
+            self._say_why_not_live()
         return self._run_blocking(tf, engine, result, evaluate, args)
+
+    def _say_why_not_live(self):
+        from . import live
+
+        if getattr(self, "_said_why_not_live", False):
+            return
+        self._said_why_not_live = True
+        ok, reason = live.live_supported(self.shell)
+        if ok:
+            reason = "this cell was not run as a notebook cell (e.g. under %%time or from code)"
+        print(f"tfmagic: live widgets are off: {reason}. Showing text progress instead.")
+
+    def _run_live(self, tf, engine, result, evaluate, args):
+        from IPython.display import display
+
+        from . import devices
+        from .liverun import LiveRunner
+        from .present import CoursePrinter
+        from .probe import probe_for
+        from .widgets.panel import DescentPanel
+
+        runner = LiveRunner(engine)
+        curve, surface = probe_for(tf, engine)
+        names = {devices.short(full): full for full in devices.available(tf)}
+        panel = DescentPanel(runner, result, args.steps, names, curve=curve, surface=surface)
+        display(panel.widget)
+        printer = CoursePrinter(args.print_every, sys.stdout) if args.print_every else None
+        if printer:
+            engine.observe(printer)
+
+        async def run():
+            try:
+                await runner.run(args.steps)
+            except Exception as err:
+                raise explain(err, result.cell, f"running step {engine.steps + 1}") from err
+            finally:
+                if printer:
+                    engine.unobserve(printer)
+            self._publish_final(tf, engine, evaluate, args, result)
+            return result
+
+        return run()
 
     def _run_blocking(self, tf, engine, result, evaluate, args):
         from .present import CoursePrinter, TextProgress

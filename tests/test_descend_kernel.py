@@ -1,0 +1,88 @@
+"""%%descend live in a real kernel: eta and Stop sent as widget messages mid-run."""
+
+import json
+import time
+
+import pytest
+
+from test_live_kernel import Kernel
+
+
+def _widget_ids(k, msg_id):
+    """CSS class -> model id of the widgets a cell created."""
+    ids = {}
+    for m in k.iopub:
+        # add_class after construction arrives as an update, not in comm_open
+        if m["msg_type"] in ("comm_open", "comm_msg") and m["parent_header"].get("msg_id") == msg_id:
+            state = m["content"]["data"].get("state", {})
+            for css in state.get("_dom_classes", []):
+                ids[css] = m["content"]["comm_id"]
+    return ids
+
+
+def _click(k, model_id):
+    msg = k.kc.session.msg("comm_msg", {"comm_id": model_id, "data": {"method": "custom", "content": {"event": "click"}}})
+    k.kc.shell_channel.send(msg)
+
+
+@pytest.fixture(scope="module")
+def kernel(tmp_path_factory):
+    k = Kernel(tmp_path_factory.mktemp("kernel"))
+    try:
+        reply, out, _ = k.run("%load_ext tfmagic", timeout=60)
+        assert reply["content"]["status"] == "ok", out
+        yield k
+    finally:
+        k.close()
+
+
+def test_eta_change_and_stop_mid_run_then_queued_cell_sees_result(kernel):
+    k = kernel
+    long_id = k.kc.execute("%%descend x=10.0 --eta 0.0001 --steps 100000000 --jit off -o r\ny = (x - 2.0) ** 2")
+    queued_id = k.kc.execute(
+        "import numpy as np, json\n"
+        "print(json.dumps({'status': r.status, 'steps': r.steps, "
+        "'etas': sorted({float(f'{e:.6g}') for e in r.history['eta']}), "
+        "'first_new': int(np.argmax(r.history['eta'] > 0.00015))}))"
+    )
+    k.wait_iopub(k.child_of(long_id, "display_data"), timeout=60)
+    ids = _widget_ids(k, long_id)
+    assert {"tfmagic-eta", "tfmagic-stop", "tfmagic-play", "tfmagic-loss-chart"} <= set(ids), ids
+    # wait until steps are being taken (the status line shows a running badge)
+    k.wait_iopub(lambda m: m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == ids["tfmagic-status"]
+                 and "running" in m["content"]["data"].get("state", {}).get("value", ""), timeout=30)
+    k.send_update(ids["tfmagic-eta"], 0.0002)
+    k.wait_iopub(lambda m: m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == ids["tfmagic-status"]
+                 and "eta 0.0002" in m["content"]["data"].get("state", {}).get("value", ""), timeout=10)
+    time.sleep(0.3)  # let some steps run with the new eta
+    _click(k, ids["tfmagic-stop"])
+    reply = k.reply(long_id, timeout=30)
+    assert reply["content"]["status"] == "ok"
+    long_idle = k.wait_iopub(k.child_of(long_id, "status", execution_state="idle"))
+    _, result = k.outputs(long_id, upto=long_idle)
+    assert result["text/plain"].startswith("stopped:")
+
+    k.reply(queued_id)
+    queued_input = k.wait_iopub(k.child_of(queued_id, "execute_input"))
+    assert k.index(queued_input) > k.index(long_idle)
+    idle = k.wait_iopub(k.child_of(queued_id, "status", execution_state="idle"))
+    text, _ = k.outputs(queued_id, upto=idle)
+    data = json.loads(text.strip().splitlines()[-1])
+    assert data["status"] == "stopped" and 0 < data["steps"] < 100000000
+    assert data["etas"] == [0.0001, 0.0002]
+    assert 0 < data["first_new"] < data["steps"]  # changed mid-run; later steps used it
+
+
+def test_interrupt_mid_run_keeps_good_values(kernel):
+    k = kernel
+    long_id = k.kc.execute("%%descend x=10.0 --eta 0.0001 --steps 100000000 --jit off -o r2\ny = (x - 2.0) ** 2")
+    k.wait_iopub(k.child_of(long_id, "display_data"), timeout=60)
+    time.sleep(1.0)
+    k.km.interrupt_kernel()
+    reply = k.reply(long_id, timeout=30)
+    assert reply["content"]["status"] == "ok"
+    reply, text, _ = k.run("import math\nprint(r2.status, r2.steps > 0, math.isfinite(float(x.numpy())), 2 < float(x.numpy()) < 10)")
+    assert text.split() == ["interrupted", "True", "True", "True"]
+    reply, text, _ = k.run("%%descend x=10.0 --steps 50 -o r3\ny = (x - 2.0) ** 2\n")
+    reply, text, _ = k.run("print(r3.status, r3.steps)")
+    assert text.split() == ["max_steps", "50"]

@@ -1,0 +1,94 @@
+"""Drive a Descent engine from the kernel's event loop, so widgets stay live.
+
+Widget observers may run on a kernel subshell's thread (JupyterLab 4 sends
+widget messages through one), so every control request is handed to the main
+event loop with `call_soon_threadsafe` and runs between chunks, on the thread
+that runs TensorFlow steps. No widget code here: the UI calls these methods.
+"""
+
+import asyncio
+
+from .live import STOP_EXCEPTIONS, pause_for_frontend
+
+
+class LiveRunner:
+    # Runners alive in this kernel: a new one on the same variables detaches the old.
+    _active = []
+
+    def __init__(self, engine, on_detach=None):
+        self.engine = engine
+        self.loop = asyncio.get_event_loop()
+        self.running = False
+        self.detached = False
+        self.error = None
+        self._after_run = []
+        self.on_end = []  # callbacks after every run (the UI refreshes its buttons)
+        self._on_detach = on_detach
+        self.task = None
+        # Same variable objects, or the same names (a re-run cell makes new variables).
+        mine = self._keys(engine)
+        for other in list(LiveRunner._active):
+            if mine & self._keys(other.engine):
+                other.detach()
+        LiveRunner._active.append(self)
+
+    @staticmethod
+    def _keys(engine):
+        return {id(v) for v in engine.variables.values()} | set(engine.variables)
+
+    def call(self, fn, *args):
+        """Run fn(*args) on the main loop, between chunks; safe from any thread."""
+        self.loop.call_soon_threadsafe(fn, *args)
+
+    def when_idle(self, fn):
+        """Run fn now if no run is going, else right after the run ends."""
+        if self.running:
+            self._after_run.append(fn)
+        else:
+            fn()
+
+    async def run(self, steps, raise_errors=True):
+        """Run up to `steps` steps, yielding to the frontend between chunks."""
+        if self.detached:
+            return self.engine.status
+        self.running, self.error = True, None
+        try:
+            for _ in self.engine.steps_iter(steps):
+                await pause_for_frontend()
+        except STOP_EXCEPTIONS:
+            # Kernel interrupt: the chunk in flight finished; its values are good.
+            self.engine.interrupted()
+        except Exception as err:
+            self.error = err
+            if raise_errors:
+                raise
+        finally:
+            self.running = False
+            pending, self._after_run = self._after_run, []
+            for fn in pending + self.on_end:
+                fn()
+        return self.engine.status
+
+    def start(self, steps):
+        """Run in the background (after the cell ended): Play on a finished run."""
+        if self.running or self.detached:
+            return
+        self.running = True  # claimed now, so a second click cannot start a second task
+        self.task = self.loop.create_task(self._background(steps))
+
+    async def _background(self, steps):
+        self.running = False
+        await self.run(steps, raise_errors=False)
+
+    def stop(self, status="stopped"):
+        if self.running:
+            self.engine.request_stop(status)
+
+    def detach(self):
+        """A newer run took these variables: stop, and never touch them again."""
+        self.stop("stopped")
+        self.detached = True
+        if self in LiveRunner._active:
+            LiveRunner._active.remove(self)
+        if self._on_detach:
+            self._on_detach()

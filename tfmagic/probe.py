@@ -1,0 +1,54 @@
+"""Evaluate the loss at many points (the 1-D curve, the 2-D surface) without
+disturbing the run: one graph call sets the variables, evaluates, restores."""
+
+import numpy as np
+
+
+class LossProbe:
+    def __init__(self, tf, engine):
+        self.tf = tf
+        self.engine = engine
+        self._fn = None
+
+    def _build(self):
+        tf = self.tf
+        variables = list(self.engine.variables.values())
+        loss_fn = self.engine.loss_fn
+
+        def at_points(points):
+            saved = [tf.identity(v) for v in variables]
+            n = tf.shape(points)[0]
+            out = tf.TensorArray(tf.float32, size=n)
+            for i in tf.range(n):
+                for j, v in enumerate(variables):
+                    v.assign(tf.reshape(tf.cast(points[i, j], v.dtype), v.shape))
+                out = out.write(i, tf.cast(loss_fn(), tf.float32))
+            for v, s in zip(variables, saved):
+                v.assign(s)
+            return out.stack()
+
+        return tf.function(at_points)
+
+    def losses(self, points):
+        """Loss at each row of `points` (one column per variable); NaN where it fails."""
+        if self._fn is None:
+            self._fn = self._build()
+        with self.tf.device(self.engine.device):
+            values = self._fn(self.tf.constant(np.asarray(points, np.float32))).numpy()
+        return values
+
+    def curve(self, xs):
+        return self.losses(np.asarray(xs, np.float32).reshape(-1, 1))
+
+    def surface(self, xs, ys):
+        gx, gy = np.meshgrid(np.asarray(xs, np.float32), np.asarray(ys, np.float32))
+        return self.losses(np.stack([gx.ravel(), gy.ravel()], axis=1)).reshape(len(ys), len(xs))
+
+
+def probe_for(tf, engine):
+    """(curve, surface) callables where the charts can use them, else None."""
+    shapes = [tuple(v.shape) for v in engine.variables.values()]
+    if not all(np.prod(s, dtype=int) == 1 for s in shapes) or len(shapes) not in (1, 2):
+        return None, None
+    probe = LossProbe(tf, engine)
+    return (probe.curve, None) if len(shapes) == 1 else (None, probe.surface)

@@ -1,0 +1,210 @@
+"""The live %%descend panel: controls, status line, charts and the tensor table.
+
+The panel observes the engine (one callback per chunk, throttled) and sends
+control requests through the LiveRunner; it never runs steps itself.
+"""
+
+import html
+import math
+import time
+
+import ipywidgets as W
+import numpy as np
+
+from tfmagic.engine import OPTIMIZERS, check_eta
+from tfmagic.present import tensors_html
+
+from .charts import HistoryCharts
+
+PUSH_INTERVAL = 0.1  # seconds between chart pushes: <= 10 per second
+BADGES = {
+    "converged": ("converged", "#1b7f3b"),
+    "diverged": ("diverged", "#b3261e"),
+    "max_steps": ("done", "#3c4b64"),
+    "stopped": ("stopped", "#8a5a00"),
+    "paused": ("paused", "#8a5a00"),
+    "interrupted": ("interrupted", "#8a5a00"),
+    "error": ("error", "#b3261e"),
+    "running": ("running", "#0b57d0"),
+    "ready": ("ready", "#3c4b64"),
+    "detached": ("detached", "#6b6b6b"),
+}
+
+
+def _fmt(x):
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{x:.4g}"
+
+
+class DescentPanel:
+    def __init__(self, runner, result, steps, devices, curve=None, surface=None):
+        self.runner = runner
+        self.engine = engine = runner.engine
+        self.result = result
+        self._last_push = 0.0
+        self._device_names = devices  # short name -> full TensorFlow name
+        runner._on_detach = lambda: runner.call(self._show_detached)
+
+        eta = engine.eta
+        decade = math.log10(eta)
+        self.eta_slider = W.FloatLogSlider(
+            value=eta, base=10, min=math.floor(decade) - 3, max=math.ceil(decade) + 1, step=0.01,
+            description="eta", readout=False, continuous_update=True,
+            layout=W.Layout(width="260px"),
+        )
+        self.eta_text = W.FloatText(value=eta, layout=W.Layout(width="90px"), step=None)
+        self.optimizer = W.Dropdown(options=list(OPTIMIZERS), value=engine.optimizer_name,
+                                    description="optimizer", layout=W.Layout(width="200px"))
+        self.steps = W.BoundedIntText(value=steps, min=1, max=10**9, description="steps",
+                                      layout=W.Layout(width="170px"))
+        short_now = next((s for s, full in devices.items() if full == engine.device), next(iter(devices)))
+        self.device = W.Dropdown(options=list(devices), value=short_now, description="device",
+                                 tooltip="takes effect on Reset", layout=W.Layout(width="170px"))
+        button = dict(layout=W.Layout(width="86px"))
+        self.play = W.Button(description="Pause", icon="pause", **button)
+        self.step = W.Button(description="Step", icon="step-forward", **button)
+        self.stop = W.Button(description="Stop", icon="stop", **button)
+        self.reset = W.Button(description="Reset", icon="undo", **button)
+        for widget, css in [
+            (self.eta_slider, "tfmagic-eta"), (self.eta_text, "tfmagic-eta-text"),
+            (self.optimizer, "tfmagic-optimizer"), (self.play, "tfmagic-play"), (self.step, "tfmagic-step"),
+            (self.stop, "tfmagic-stop"), (self.reset, "tfmagic-reset"), (self.device, "tfmagic-device"),
+            (self.steps, "tfmagic-steps"),
+        ]:
+            widget.add_class(css)
+        self.status = W.HTML(layout=W.Layout(margin="4px 0 4px 0"))
+        self.status.add_class("tfmagic-status")
+        self.charts = HistoryCharts({n: tuple(v.shape) for n, v in engine.variables.items()},
+                                    curve=curve, surface=surface)
+        self.table = W.HTML(tensors_html(result.tensors))
+        self.table.add_class("tfmagic-tensors")
+        tensors = W.Accordion(children=[self.table], titles=("tensors in the cell",), selected_index=None)
+
+        row1 = W.HBox([self.eta_slider, self.eta_text, self.optimizer, self.device],
+                      layout=W.Layout(flex_flow="row wrap", align_items="center"))
+        row2 = W.HBox([self.play, self.step, self.stop, self.reset, self.steps],
+                      layout=W.Layout(flex_flow="row wrap", align_items="center"))
+        self.widget = W.VBox([row1, row2, self.status, self.charts.widget, tensors],
+                             layout=W.Layout(max_width="920px"))
+        self.widget.add_class("tfmagic-panel")
+
+        self.eta_slider.observe(lambda ch: runner.call(self._set_eta, ch["new"], "slider"), names="value")
+        self.eta_text.observe(lambda ch: runner.call(self._set_eta, ch["new"], "text"), names="value")
+        self.optimizer.observe(lambda ch: runner.call(self._set_optimizer, ch["new"]), names="value")
+        self.play.on_click(lambda _: runner.call(self._play_pause))
+        self.step.on_click(lambda _: runner.call(self._step))
+        self.stop.on_click(lambda _: runner.call(self._stop))
+        self.reset.on_click(lambda _: runner.call(self._reset))
+        engine.observe(self._on_chunk)
+        runner.on_end.append(self.refresh)
+        self._warning = ""
+        self.refresh()
+
+    # -- from the engine (main thread, between chunks) ----------------------
+    def _on_chunk(self, engine, chunk):
+        now = time.perf_counter()
+        if chunk.status == "running" and now - self._last_push < PUSH_INTERVAL:
+            return
+        self._last_push = now
+        self.refresh()
+
+    def refresh(self):
+        engine = self.engine
+        current = {n: float(np.asarray(v).reshape(-1)[0]) for n, v in engine.variables.items()
+                   if v.shape.num_elements() == 1}
+        self.charts.update(engine.history, current)
+        self._update_status()
+        self._update_buttons()
+
+    def _update_status(self):
+        e = self.engine
+        h = e.history
+        status = "detached" if self.runner.detached else ("running" if self.runner.running else e.status)
+        label, color = BADGES.get(status, (status, "#3c4b64"))
+        loss = float(h["loss"][-1]) if e.steps else e.final_loss
+        if status != "running" and e.final_loss is not None:
+            loss = e.final_loss
+        grad = float(h["grad_norm"][-1]) if e.steps else None
+        device = e.device.rsplit("device:", 1)[-1] if e.device else "CPU:0"
+        parts = [
+            f"iteration <b>{e.steps}</b>", f"loss <b>{_fmt(loss)}</b>", f"|grad| {_fmt(grad)}",
+            f"eta {e.eta:g}", f"{e.steps_per_second:,.0f} steps/s", device,
+        ]
+        badge = (f"<span style='background:{color};color:white;border-radius:3px;padding:1px 6px;"
+                 f"margin-right:8px'>{label}</span>")
+        message = e.message if status not in ("running", "ready") else ""
+        if self.runner.detached:
+            message = "A newer run took over these variables; this panel no longer controls them."
+        if self.runner.error is not None:
+            message = str(self.runner.error)
+        extra = "".join(
+            f"<div style='color:#444;max-width:880px'>{html.escape(m)}</div>" for m in (message, self._warning) if m
+        )
+        self.status.value = f"<div style='font-family:var(--jp-code-font-family,monospace)'>{badge}{' · '.join(parts)}</div>{extra}"
+
+    def _update_buttons(self):
+        running = self.runner.running
+        self.play.description, self.play.icon = ("Pause", "pause") if running else ("Play", "play")
+        for b in (self.play, self.step, self.stop, self.reset, self.optimizer, self.eta_slider, self.eta_text, self.device):
+            b.disabled = self.runner.detached
+        self.stop.disabled = self.runner.detached or not running
+
+    # -- from the widgets (moved to the main loop by runner.call) ------------
+    def _set_eta(self, value, source):
+        try:
+            eta = check_eta(value)
+        except ValueError as err:
+            self._warning = f"{err}; eta stays {self.engine.eta:g}."
+            self.eta_text.value = self.engine.eta
+            self._update_status()
+            return
+        self._warning = ""
+        if eta != self.engine.eta:
+            self.engine.eta = eta  # a variable assign: the next step uses it
+        # Keep the two eta widgets in step without echoing back and forth.
+        if source == "text" and not math.isclose(self.eta_slider.value, eta, rel_tol=1e-9):
+            lo, hi = 10 ** self.eta_slider.min, 10 ** self.eta_slider.max
+            if not lo <= eta <= hi:
+                self.eta_slider.min = min(self.eta_slider.min, math.floor(math.log10(eta)))
+                self.eta_slider.max = max(self.eta_slider.max, math.ceil(math.log10(eta)))
+            self.eta_slider.value = eta
+        if source == "slider" and not math.isclose(self.eta_text.value, eta, rel_tol=1e-9):
+            self.eta_text.value = float(f"{eta:.6g}")
+        self._update_status()
+
+    def _set_optimizer(self, name):
+        self.engine.set_optimizer(name)  # between chunks: the next chunk uses it
+        self._update_status()
+
+    def _play_pause(self):
+        if self.runner.running:
+            self.runner.stop("paused")
+        else:
+            self.runner.start(self.steps.value)
+        self._update_buttons()
+
+    def _step(self):
+        def one_step():
+            self.engine.run(1)
+            self.refresh()
+
+        self.runner.stop("paused")
+        self.runner.when_idle(one_step)
+
+    def _stop(self):
+        self.runner.stop("stopped")
+
+    def _reset(self):
+        def reset():
+            self.engine.reset(device=self._device_names[self.device.value])
+            self.charts.reset()
+            self.refresh()
+
+        self.runner.stop("stopped")
+        self.runner.when_idle(reset)
+
+    def _show_detached(self):
+        self.engine.unobserve(self._on_chunk)
+        self._update_status()
+        self._update_buttons()
