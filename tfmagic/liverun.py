@@ -38,7 +38,10 @@ class LiveRunner:
 
     def call(self, fn, *args):
         """Run fn(*args) on the main loop, between chunks; safe from any thread."""
-        self.loop.call_soon_threadsafe(fn, *args)
+        if self.loop.is_closed():  # the loop that made us is gone: nothing runs concurrently
+            fn(*args)
+        else:
+            self.loop.call_soon_threadsafe(fn, *args)
 
     def when_idle(self, fn):
         """Run fn now if no run is going, else right after the run ends."""

@@ -37,6 +37,17 @@ def tensors_text(tensors):
     return "\n".join("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
 
 
+# Scoped to tfmagic's own classes; JupyterLab's theme variables keep it readable in dark themes.
+STYLE = """<style>
+.tfmagic-html table {border-collapse: collapse; margin: 4px 0; font-size: 13px;}
+.tfmagic-html th, .tfmagic-html td {padding: 2px 10px; text-align: left; vertical-align: top;
+  border-bottom: 1px solid var(--jp-border-color2, #ddd);}
+.tfmagic-html thead th {border-bottom: 2px solid var(--jp-border-color1, #bbb);}
+.tfmagic-html pre {margin: 0; background: none; padding: 0;}
+.tfmagic-html .tfmagic-reason, .tfmagic-html .tfmagic-note {color: var(--jp-warn-color0, #8a5a00);}
+</style>"""
+
+
 def tensors_html(tensors):
     head = "".join(f"<th>{h}</th>" for h in ("name", "kind", "shape", "dtype", "device"))
     body = "".join(
@@ -73,7 +84,7 @@ def grad_html(res):
             rows.append(f"<tr><th>{e(label)}</th><td><pre>{e(_value_text(g))}</pre></td><td>{e(_describe(g))}</td></tr>")
     note = _constants_note(res.constants)
     return (
-        f"<div class='tfmagic-grad'><table>{''.join(rows)}</table>"
+        f"{STYLE}<div class='tfmagic-grad tfmagic-html'><table>{''.join(rows)}</table>"
         f"<div>device: {e(res.device)}</div>{tensors_html(res.tensors)}"
         + (f"<p class='tfmagic-note'>{e(note)}</p>" if note else "")
         + "</div>"
@@ -101,7 +112,7 @@ def descent_html(res):
     values = "".join(f"<tr><th>{e(n)}</th><td><pre>{e(_value_text(v))}</pre></td></tr>" for n, v in res.values.items())
     extra = [res.message] + res.notes + [_constants_note(res.constants)]
     return (
-        f"<div class='tfmagic-descent'><b class='tfmagic-status-{e(res.status)}'>{e(res.status)}</b>: "
+        f"{STYLE}<div class='tfmagic-descent tfmagic-html'><b class='tfmagic-status-{e(res.status)}'>{e(res.status)}</b>: "
         f"{res.steps} steps of {e(res.optimizer)} (eta={res.eta:g}) on {e(res.device)}, final loss "
         f"{e(str(res.final_loss if res.final_loss is None else format(res.final_loss, '.6g')))}"
         f"<table>{values}</table>" + "".join(f"<p>{e(x)}</p>" for x in extra if x) + "</div>"

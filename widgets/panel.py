@@ -12,7 +12,7 @@ import ipywidgets as W
 import numpy as np
 
 from tfmagic.engine import OPTIMIZERS, check_eta
-from tfmagic.present import tensors_html
+from tfmagic.present import STYLE, tensors_html
 
 from .charts import HistoryCharts
 
@@ -77,7 +77,7 @@ class DescentPanel:
         self.status.add_class("tfmagic-status")
         self.charts = HistoryCharts({n: tuple(v.shape) for n, v in engine.variables.items()},
                                     curve=curve, surface=surface)
-        self.table = W.HTML(tensors_html(result.tensors))
+        self.table = W.HTML(f"{STYLE}<div class='tfmagic-html'>{tensors_html(result.tensors)}</div>")
         self.table.add_class("tfmagic-tensors")
         tensors = W.Accordion(children=[self.table], titles=("tensors in the cell",), selected_index=None)
 
@@ -159,8 +159,8 @@ class DescentPanel:
             self.eta_text.value = self.engine.eta
             self._update_status()
             return
-        self._warning = ""
-        if eta != self.engine.eta:
+        if eta != self.engine.eta:  # (an unchanged value is our own revert echoing back)
+            self._warning = ""
             self.engine.eta = eta  # a variable assign: the next step uses it
         # Keep the two eta widgets in step without echoing back and forth.
         if source == "text" and not math.isclose(self.eta_slider.value, eta, rel_tol=1e-9):

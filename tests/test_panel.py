@@ -1,0 +1,195 @@
+"""The live panel without a browser: set widget traits, run the event loop, check the engine."""
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from tfmagic import devices
+from tfmagic.liverun import LiveRunner
+from tfmagic.probe import probe_for
+from tfmagic.widgets.panel import DescentPanel
+
+COURSE = "y = (x - 2.0) ** 2"
+
+
+@pytest.fixture
+def loop():
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield loop
+    LiveRunner._active.clear()
+    loop.close()
+    asyncio.set_event_loop(None)
+
+
+def make_panel(ip, run, line="x=10.0 --eta 0.0001", cell=COURSE, steps=10**8):
+    res = run("descend", line + " --steps 1 --no-widgets", cell)
+    engine = res.engine
+    engine.reset()
+    tf = ip.user_ns["tf"]
+    curve, surface = probe_for(tf, engine)
+    names = {devices.short(n): n for n in devices.available(tf)}
+    runner = LiveRunner(engine)
+    panel = DescentPanel(runner, res, steps, names, curve=curve, surface=surface)
+    return res, runner, panel
+
+
+async def until(predicate, timeout=10.0):
+    for _ in range(int(timeout / 0.005)):
+        if predicate():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("timed out")
+
+
+def test_slider_and_stop_drive_a_running_engine(ip, run, loop):
+    async def scenario():
+        res, runner, panel = make_panel(ip, run)
+        task = asyncio.ensure_future(runner.run(10**8))
+        await until(lambda: res.steps > 1000)
+        panel.eta_slider.value = 0.0002
+        await until(lambda: res.engine.eta == pytest.approx(0.0002))
+        steps_at_change = res.steps
+        await until(lambda: res.steps > steps_at_change + 2000)
+        assert "eta 0.0002" in panel.status.value and "running" in panel.status.value
+        panel.stop.click()
+        status = await asyncio.wait_for(task, 10)
+        return res, panel, status, steps_at_change
+
+    res, panel, status, steps_at_change = loop.run_until_complete(scenario())
+    assert status == "stopped" and "stopped" in panel.status.value
+    eta = res.history["eta"]
+    assert eta[0] == np.float32(0.0001) and eta[-1] == np.float32(0.0002)
+    first_new = int(np.argmax(eta > 0.00015))
+    assert 0 < first_new <= steps_at_change + 50_000  # applied from the next chunk on
+    assert panel.eta_text.value == pytest.approx(0.0002)
+    assert panel.play.description == "Play" and panel.stop.disabled
+
+
+def test_invalid_eta_text_is_refused(ip, run, loop):
+    async def scenario():
+        res, runner, panel = make_panel(ip, run)
+        panel.eta_text.value = -1.0
+        await asyncio.sleep(0.05)
+        return res, panel
+
+    res, panel = loop.run_until_complete(scenario())
+    assert res.engine.eta == pytest.approx(0.0001)
+    assert panel.eta_text.value == pytest.approx(0.0001)
+    assert "positive" in panel.status.value
+
+
+def test_exact_eta_entry_moves_the_slider(ip, run, loop):
+    async def scenario():
+        res, runner, panel = make_panel(ip, run)
+        panel.eta_text.value = 0.37
+        await until(lambda: res.engine.eta == pytest.approx(0.37))
+        return panel
+
+    panel = loop.run_until_complete(scenario())
+    assert panel.eta_slider.value == pytest.approx(0.37)
+
+
+def test_pause_play_step_reset(ip, run, loop):
+    async def scenario():
+        res, runner, panel = make_panel(ip, run, line="x=10.0 --eta 0.001", steps=10**8)
+        task = asyncio.ensure_future(runner.run(10**8))
+        await until(lambda: res.steps > 500)
+        panel.play.click()  # Pause
+        assert await asyncio.wait_for(task, 10) == "paused"
+        paused_at = res.steps
+        panel.step.click()
+        await until(lambda: res.steps == paused_at + 1)
+        x_after_step = float(ip.user_ns["x"].numpy())
+        panel.steps.value = 300
+        panel.play.click()  # Play: continues in the background from where it stopped
+        await until(lambda: not runner.running and res.steps == paused_at + 301)
+        assert res.status == "max_steps"
+        panel.reset.click()
+        await until(lambda: res.steps == 0)
+        return res, panel, x_after_step
+
+    res, panel, x_after_step = loop.run_until_complete(scenario())
+    assert 2.0 < x_after_step < 10.0
+    assert float(ip.user_ns["x"].numpy()) == 10.0 and len(res.history["loss"]) == 0
+    assert len(panel.charts.loss_line.x) == 0
+
+
+def test_optimizer_switch_mid_run(ip, run, loop):
+    async def scenario():
+        res, runner, panel = make_panel(ip, run)
+        task = asyncio.ensure_future(runner.run(10**8))
+        await until(lambda: res.steps > 500)
+        panel.optimizer.value = "adam"
+        await until(lambda: res.engine.optimizer_name == "adam")
+        steps = res.steps
+        await until(lambda: res.steps > steps + 500)
+        panel.stop.click()
+        await asyncio.wait_for(task, 10)
+        return res
+
+    res = loop.run_until_complete(scenario())
+    assert res.optimizer == "adam" and res.status == "stopped"
+
+
+def test_device_takes_effect_on_reset(ip, run, loop):
+    async def scenario():
+        res, runner, panel = make_panel(ip, run)
+        panel.device.value = "CPU:1"
+        await asyncio.sleep(0.05)
+        assert res.engine.device in (None, "") or res.engine.device.endswith("CPU:0")
+        panel.reset.click()
+        await until(lambda: (res.engine.device or "").endswith("CPU:1"))
+        await runner.run(100)
+        return res, panel
+
+    res, panel = loop.run_until_complete(scenario())
+    assert res.steps == 100 and "CPU:1" in panel.status.value
+
+
+def test_charts_get_decimated_float32_data(ip, run, loop):
+    async def scenario():
+        res, runner, panel = make_panel(ip, run, line="x=10.0 --eta 0.001")
+        await runner.run(30_000)
+        return res, panel
+
+    res, panel = loop.run_until_complete(scenario())
+    line = panel.charts.loss_line
+    assert res.steps == 30_000
+    assert 100 < len(line.y) <= 2000 and line.y.dtype == np.float32
+    assert line.y[-1] == pytest.approx(res.history["loss"][-1])
+    assert panel.charts.curve_line is not None and len(panel.charts.curve_line.x) > 10
+
+
+def test_chart_pushes_are_throttled(ip, run, loop, monkeypatch):
+    pushes = []
+
+    async def scenario():
+        res, runner, panel = make_panel(ip, run)
+        real = panel.charts.update
+        monkeypatch.setattr(panel.charts, "update", lambda *a, **k: (pushes.append(1), real(*a, **k)))
+        t0 = loop.time()
+        task = asyncio.ensure_future(runner.run(10**8))
+        await asyncio.sleep(1.5)
+        panel.stop.click()
+        await asyncio.wait_for(task, 10)
+        return loop.time() - t0, res
+
+    seconds, res = loop.run_until_complete(scenario())
+    chunks = len(res.engine._rows)
+    assert chunks > len(pushes)  # not every chunk is pushed
+    assert len(pushes) <= 10 * seconds + 3
+
+
+def test_a_newer_run_detaches_the_older_panel(ip, run, loop):
+    async def scenario():
+        res1, runner1, panel1 = make_panel(ip, run)
+        res2, runner2, panel2 = make_panel(ip, run)
+        await asyncio.sleep(0.05)
+        return runner1, panel1, panel2
+
+    runner1, panel1, panel2 = loop.run_until_complete(scenario())
+    assert runner1.detached and panel1.play.disabled and panel1.eta_slider.disabled
+    assert "newer run" in panel1.status.value
+    assert not panel2.play.disabled
