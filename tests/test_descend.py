@@ -319,3 +319,20 @@ def test_reset_on_another_device(ip, run):
     res.engine.reset(device="/job:localhost/replica:0/task:0/device:CPU:1")
     res.engine.run(5)
     assert res.engine.device.endswith("CPU:1") and res.steps == 5
+
+
+def test_suggested_eta_is_the_divergence_bound(ip, run):
+    res = run("descend", "x=10.0 --steps 1 --no-widgets", COURSE)
+    bound = res.engine.suggested_eta()
+    assert bound == pytest.approx(1.0, rel=1e-3)  # y'' = 2, so 2/λ = 1
+    above = run("descend", f"x=10.0 --eta {bound * 1.05} --steps 2000 --no-widgets", COURSE)
+    below = run("descend", f"x=10.0 --eta {bound * 0.95} --steps 2000 --no-widgets", COURSE)
+    assert above.status == "diverged" and "2/λ = 1" in above.message
+    assert below.status == "max_steps" and abs(ip.user_ns["x"].numpy() - 2.0) < 1e-3
+
+
+def test_suggested_eta_for_a_quadratic_form(ip, run):
+    ip.run_cell("import numpy as np\nA = np.array([[3.0, 1.0], [1.0, 2.0]], 'float32')")
+    res = run("descend", "w=tf.ones([2]) --steps 1 --no-widgets", "loss = tf.tensordot(w, tf.linalg.matvec(A, w), 1)")
+    lam = 2 * max(np.linalg.eigvalsh(np.array([[3.0, 1.0], [1.0, 2.0]])))
+    assert res.engine.curvature() == pytest.approx(lam, rel=1e-3)

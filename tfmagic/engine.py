@@ -306,6 +306,38 @@ class Descent:
         self._finish("interrupted")
         self.message = f"interrupted after {self.steps} steps; the variables hold the last good values"
 
+    def curvature(self):
+        """λ, the largest curvature of the loss at the initial values (None if not positive)."""
+        if not hasattr(self, "_curvature"):
+            from .curvature import largest_curvature
+
+            now = [self.tf.identity(v) for v in self.variables.values()]
+            try:
+                for var, init in zip(self.variables.values(), self._initial):
+                    var.assign(init)
+                with quiet_native_stderr(), self.tf.device(self.device):
+                    self._curvature = largest_curvature(self.tf, self.loss_fn, self.variables.values())
+            except Exception:  # a loss without second derivatives: no suggestion
+                self._curvature = None
+            finally:
+                for var, value in zip(self.variables.values(), now):
+                    var.assign(value)
+        return self._curvature
+
+    def suggested_eta(self):
+        """2/λ: plain gradient descent diverges above it (for a quadratic, exactly)."""
+        lam = self.curvature()
+        return 2.0 / lam if lam else None
+
+    def eta_advice(self):
+        lam = self.curvature()
+        if not lam:
+            return ""
+        return (
+            f"The largest curvature at the start is λ ≈ {lam:.4g}, so plain gradient descent "
+            f"diverges above eta ≈ 2/λ = {2.0 / lam:.4g}."
+        )
+
     def divergence_message(self):
         eta = self.history["eta"][-1] if self.steps else self._eta
         names = ", ".join(self.variables)
@@ -315,11 +347,15 @@ class Descent:
                 f"diverged {where}: the loss is not finite (or huge) at the start, before any step. "
                 f"Check the initial values of {names}."
             )
+        suggestion = self.suggested_eta()
+        advice = self.eta_advice()
+        smaller = 0.5 * suggestion if suggestion and suggestion < eta else eta / 10
         return (
             f"diverged {where}: the loss blew up (it became infinite, NaN or over "
             f"{BLOWUP_FACTOR:g}x its starting value). eta={eta:g} is too large for this function: each "
-            f"step overshoots the minimum by more than it gains. Try a smaller eta (e.g. {eta / 10:g}) "
-            f"or an adaptive optimizer such as adam. The variables ({names}) were put back to the last finite values."
+            f"step overshoots the minimum by more than it gains. {advice + ' ' if advice else ''}"
+            f"Try a smaller eta (e.g. {smaller:.3g}) or an adaptive optimizer such as adam. "
+            f"The variables ({names}) were put back to the last finite values."
         )
 
     def run(self, steps):

@@ -96,6 +96,7 @@ class DescentPanel:
         self.step.on_click(lambda _: runner.call(self._step))
         self.stop.on_click(lambda _: runner.call(self._stop))
         self.reset.on_click(lambda _: runner.call(self._reset))
+        self._eta_max = engine.suggested_eta()  # sgd diverges above it: worth showing next to eta
         engine.observe(self._on_chunk)
         runner.on_end.append(self.refresh)
         self._warning = ""
@@ -129,7 +130,8 @@ class DescentPanel:
         device = e.device.rsplit("device:", 1)[-1] if e.device else "CPU:0"
         parts = [
             f"iteration <b>{e.steps}</b>", f"loss <b>{_fmt(loss)}</b>", f"|grad| {_fmt(grad)}",
-            f"eta {e.eta:g}", f"{e.steps_per_second:,.0f} steps/s", device,
+            f"eta {e.eta:g}" + (f" (sgd diverges above ≈ {self._eta_max:.3g})" if self._eta_max else ""),
+            f"{e.steps_per_second:,.0f} steps/s", device,
         ]
         badge = (f"<span style='background:{color};color:white;border-radius:3px;padding:1px 6px;"
                  f"margin-right:8px'>{label}</span>")

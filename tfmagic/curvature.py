@@ -1,0 +1,43 @@
+"""The largest curvature of the loss at a point, and the eta it allows.
+
+Plain gradient descent on a quadratic with largest Hessian eigenvalue λ
+diverges for eta > 2/λ. We estimate λ by power iteration on Hessian-vector
+products (two nested tapes), never forming the Hessian.
+"""
+
+import numpy as np
+
+
+def largest_curvature(tf, loss_fn, variables, iterations=30, seed=0):
+    """λ, the dominant Hessian eigenvalue at the current values (None if not positive)."""
+    variables = list(variables)
+    rng = np.random.default_rng(seed)
+    start = [tf.constant(rng.standard_normal(v.shape).astype(np.float32)) for v in variables]
+
+    def hvp(vectors):
+        with tf.GradientTape() as outer:
+            with tf.GradientTape() as inner:
+                loss = tf.cast(loss_fn(), tf.float32)
+            grads = inner.gradient(loss, variables)
+            grads = [tf.zeros_like(v) if g is None else tf.cast(g, tf.float32) for g, v in zip(grads, variables)]
+            directional = tf.add_n([tf.reduce_sum(g * u) for g, u in zip(grads, vectors)])
+        out = outer.gradient(directional, variables)
+        return [tf.zeros_like(v) if h is None else tf.cast(h, tf.float32) for h, v in zip(out, variables)]
+
+    def norm(vectors):
+        return tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(u)) for u in vectors]))
+
+    def power(vectors):
+        n = norm(vectors)
+        vectors = [u / n for u in vectors]
+        lam = tf.constant(0.0)
+        for _ in tf.range(iterations):
+            hv = hvp(vectors)
+            lam = tf.add_n([tf.reduce_sum(h * u) for h, u in zip(hv, vectors)])
+            n = norm(hv)
+            if n > 0:
+                vectors = [h / n for h in hv]
+        return lam
+
+    lam = float(tf.function(power)(start))
+    return lam if np.isfinite(lam) and lam > 0 else None
