@@ -84,8 +84,25 @@ def _init_variable(tf, name, expr, namespace, device):
         return tf.Variable(tf.cast(tensor, tf.float32), name=name)
 
 
-def resolve_variables(tf, specs, namespace, device):
-    """(variables to optimise, variables to create in the namespace) for NAME[=INIT] specs."""
+def _range(tf, name, expr, namespace):
+    """(lo, hi) for INIT written as LO:HI (a range for --restarts), else None."""
+    if ":" not in expr or any(c in expr for c in "[({"):
+        return None
+    lo, hi = expr.split(":", 1)
+    try:
+        lo, hi = (float(eval(part, {"tf": tf, **namespace})) for part in (lo, hi))
+    except Exception:
+        raise TfmagicError(f"{name}={expr}: a range is LO:HI with two numbers, e.g. {name}=-5:5") from None
+    if not lo < hi:
+        raise TfmagicError(f"{name}={expr}: the range needs LO < HI")
+    return lo, hi
+
+
+def resolve_variables(tf, specs, namespace, device, ranges=None):
+    """(variables to optimise, variables to create in the namespace) for NAME[=INIT] specs.
+
+    A NAME=LO:HI spec starts NAME at the middle and records (LO, HI) in `ranges`.
+    """
     variables, created = {}, {}
     for spec in specs:
         name, sep, expr = spec.partition("=")
@@ -93,6 +110,13 @@ def resolve_variables(tf, specs, namespace, device):
         if not name.isidentifier():
             raise TfmagicError(f"{spec!r} is not NAME or NAME=INIT.", hint="e.g. %%descend x=10.0 or %%descend W=tf.zeros([2, 2])")
         if sep:
+            span = _range(tf, name, expr.strip(), namespace)
+            if span is not None:
+                if ranges is None:
+                    raise TfmagicError(f"{name}={expr} is a range, which only --restarts N uses.",
+                                       hint=f"add --restarts 10, or give one start value: {name}={span[0]}")
+                ranges[name] = span
+                expr = repr((span[0] + span[1]) / 2)
             var = _init_variable(tf, name, expr.strip(), namespace, device)
             variables[name] = created[name] = var
             continue
@@ -126,9 +150,9 @@ def _example(obj):
         return "10.0"
 
 
-def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit):
-    """Compile and check the cell; return (engine, cell, created variables, result)."""
-    variables, created = resolve_variables(tf, specs, namespace, device)
+def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, ranges=None):
+    """Compile and check the cell; return (engine, created variables, result, evaluate)."""
+    variables, created = resolve_variables(tf, specs, namespace, device, ranges)
     overlay = {**namespace, **created}
     cell = compile_cell(source, overlay, default_globals={"tf": tf})
     if not specs:

@@ -87,11 +87,18 @@ class Descent:
         self.reset()
 
     # -- state -------------------------------------------------------------
-    def reset(self, device=None):
+    def reset(self, device=None, start=None):
         """Back to the initial values, history cleared, optimizer state fresh.
 
-        `device` (a full TensorFlow device name) moves the computation there.
+        `device` (a full TensorFlow device name) moves the computation there;
+        `start` (name -> value) makes those the new initial values (restarts).
         """
+        if start is not None:
+            self._initial = [
+                self.tf.cast(self.tf.reshape(start[n], v.shape), v.dtype) if n in start else init
+                for (n, v), init in zip(self.variables.items(), self._initial)
+            ]
+            self.__dict__.pop("_curvature", None)
         if device is not None and device != self.device:
             self.device = device
             self._loss = self.tf.function(self.loss_fn)

@@ -82,15 +82,30 @@ class TfMagics(Magics):
             raise UsageError(f"--tol must be a positive number, got {args.tol}")
         if args.print_every < 0:
             raise UsageError(f"--print-every must be 0 or more, got {args.print_every}")
+        compare = None
+        if args.compare:
+            from .experiments import parse_compare
+
+            try:
+                compare = parse_compare(args.compare, OPTIMIZERS)
+            except ValueError as err:
+                raise UsageError(str(err)) from None
+        if args.restarts < 0 or (args.restarts and compare):
+            raise UsageError("--restarts takes a positive N, and cannot be combined with --compare")
         tf = _tensorflow(self.shell)
         device = _device(tf, args.device)
         from .descend import prepare
 
+        ranges = {} if args.restarts else None
         engine, created, result, evaluate = prepare(
             tf, cell, self.shell.user_ns, args.names,
-            eta=args.eta, optimizer=args.optimizer, device=device, tol=args.tol, jit=args.jit,
+            eta=args.eta, optimizer=args.optimizer, device=device, tol=args.tol, jit=args.jit, ranges=ranges,
         )
+        if args.restarts and not ranges:
+            raise UsageError("--restarts needs a range to draw starts from, e.g. %%descend x=-5:5 --restarts 10")
         self.shell.user_ns.update(created)
+        if compare or args.restarts:
+            return self._run_several(tf, engine, result, evaluate, args, compare, ranges)
         if not args.no_widgets:
             from . import live
 
@@ -98,6 +113,28 @@ class TfMagics(Magics):
                 return self._run_live(tf, engine, result, evaluate, args)
             self._say_why_not_live()
         return self._run_blocking(tf, engine, result, evaluate, args)
+
+    def _run_several(self, tf, engine, result, evaluate, args, compare, ranges):
+        from . import experiments, live
+
+        tol = args.tol or 1e-3
+        try:
+            if compare:
+                multi = experiments.compare(engine, *compare, args.steps, tol=tol)
+            else:
+                multi = experiments.restarts(engine, ranges, args.restarts, args.steps, seed=args.seed, tol=tol)
+        except Exception as err:
+            raise explain(err, result.cell, "running the comparison") from err
+        if not args.no_widgets and live.cell_is_awaited():
+            from IPython.display import display
+
+            from .probe import probe_for
+            from .widgets.compare import CompareView
+
+            curve, surface = probe_for(tf, engine)
+            display(CompareView(multi, curve=curve, surface=surface).widget)
+        self._publish_final(tf, engine, evaluate, args, multi)
+        return multi
 
     def _say_why_not_live(self):
         from . import live

@@ -30,6 +30,11 @@ descend_arguments = [
              help="print 'iteration: i x: ... y: ...' every K steps, like the course's loop"),
     argument("--jit", choices=("auto", "on", "off"), default="auto",
              help="XLA compilation: auto uses it for long runs, where it pays off"),
+    argument("--compare", metavar="SPEC",
+             help="several runs from the same start, one per value: eta=0.01,0.1,0.9 or optimizer=sgd,adam"),
+    argument("--restarts", type=int, default=0, metavar="N",
+             help="N runs from random starts drawn from NAME=LO:HI ranges; the best is kept"),
+    argument("--seed", type=int, default=None, metavar="S", help="random seed for --restarts"),
     argument("--no-widgets", action="store_true", help="text progress and summary instead of live widgets"),
     argument("-o", "--out", metavar="OUT", help="also store the result in the variable OUT"),
 ]

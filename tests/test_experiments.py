@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+from IPython.core.error import UsageError
+
+from tfmagic.errors import TfmagicError
+
+COURSE = "y = tf.pow(x, 2.0) - 4.0 * x + 4.0"
+TWO_MINIMA = "y = (x * x - 4.0) ** 2 + 0.5 * x"  # minima near -2 and +2
+
+
+def test_compare_eta_answers_the_course_question(ip, run):
+    res = run("descend", "x=10.0 --steps 200 --compare eta=0.01,0.1,0.9,1.1 --no-widgets", COURSE)
+    runs = res.runs
+    assert list(runs) == ["eta=0.01", "eta=0.1", "eta=0.9", "eta=1.1"]
+    assert runs["eta=1.1"].status == "diverged"
+    assert runs["eta=0.1"].status == "max_steps" and runs["eta=0.1"].final_loss < 1e-6
+    assert runs["eta=0.01"].final_loss > runs["eta=0.1"].final_loss  # too small: slow
+    # |1 - 2 eta| is 0.8 for both 0.1 and 0.9: as fast, but 0.9 jumps across the minimum each step
+    assert runs["eta=0.1"].converged_at == runs["eta=0.9"].converged_at
+    side = lambda r: np.sign(r.history["x"][:20] - 2.0)
+    assert np.all(side(runs["eta=0.1"]) == 1) and np.all(side(runs["eta=0.9"])[1:] != side(runs["eta=0.9"])[:-1])
+    assert all(r.start["x"] == 10.0 for r in runs.values())
+    assert res.best in ("eta=0.1", "eta=0.9")
+    assert abs(ip.user_ns["x"].numpy() - 2.0) < 1e-3  # the best run's values are kept
+    text = repr(res)
+    assert "diverged" in text and "2/λ = 1" in text
+    assert "<table" in res._repr_html_()
+
+
+def test_compare_optimizers(ip, run):
+    res = run("descend", "x=10.0 --eta 0.1 --steps 300 --compare optimizer=sgd,momentum,adam,rmsprop --no-widgets", COURSE)
+    assert list(res.runs) == ["sgd", "momentum", "adam", "rmsprop"]
+    assert all(r.final_loss < 1.0 for r in res.runs.values())
+    assert res.engine.optimizer_name == "sgd"  # the engine's own setting is restored
+
+
+@pytest.mark.parametrize("spec", ["eta=0.1", "lr=0.1,0.2", "optimizer=sgd,foo", "eta=0.1,-1"])
+def test_bad_compare_specs(ip, run, spec):
+    with pytest.raises(UsageError):
+        run("descend", f"x=10.0 --compare {spec} --no-widgets", COURSE)
+
+
+def test_restarts_find_both_minima_reproducibly(ip, run):
+    a = run("descend", "x=-4:4 --restarts 8 --seed 3 --eta 0.01 --steps 500 --no-widgets", TWO_MINIMA)
+    b = run("descend", "x=-4:4 --restarts 8 --seed 3 --eta 0.01 --steps 500 --no-widgets", TWO_MINIMA)
+    starts_a = [r.start["x"].item() for r in a.runs.values()]
+    assert starts_a == [r.start["x"].item() for r in b.runs.values()]
+    assert len(set(starts_a)) == 8 and all(-4 <= s <= 4 for s in starts_a)
+    assert len(a.minima) == 2
+    ends = sorted(round(float(rep[0]), 1) for rep, _ in a.minima)
+    assert ends[0] < -1.5 and ends[1] > 1.5
+    best_loss = min(r.final_loss for r in a.runs.values())
+    assert a.runs[a.best].final_loss == best_loss
+    assert float(ip.user_ns["x"].numpy()) == pytest.approx(a.runs[a.best].values["x"].item())
+    assert "2 distinct minima" in repr(a)
+
+
+def test_restarts_need_a_range_and_ranges_need_restarts(ip, run):
+    with pytest.raises(UsageError, match="range"):
+        run("descend", "x=1.0 --restarts 3 --no-widgets", COURSE)
+    with pytest.raises(TfmagicError, match="--restarts"):
+        run("descend", "x=-4:4 --no-widgets", COURSE)
+
+
+def test_compare_view_builds_with_a_legend(ip, run):
+    from tfmagic.probe import probe_for
+    from tfmagic.widgets.compare import CompareView
+
+    res = run("descend", "x=10.0 --steps 50 --compare eta=0.1,1.1 --no-widgets", COURSE)
+    curve, surface = probe_for(ip.user_ns["tf"], res.engine)
+    view = CompareView(res, curve=curve)
+    loss_fig, paths_fig = view.widget.children
+    labels = [m.labels[0] for m in loss_fig.marks]
+    assert labels == ["eta=0.1 (max_steps)", "eta=1.1 (diverged)"]
+    assert len(paths_fig.marks) == 3 and paths_fig.marks[1].x[0] == 10.0

@@ -1,0 +1,179 @@
+"""Several runs of one descent: side-by-side comparisons and random restarts.
+
+Each run starts from a reset engine, so they all share the compiled chunk
+(eta is a variable; an optimizer switch builds one chunk per optimizer).
+"""
+
+import html
+from dataclasses import dataclass
+
+import numpy as np
+
+from .engine import check_eta
+
+
+@dataclass
+class RunSummary:
+    label: str
+    history: dict  # column -> numpy array (a copy)
+    status: str
+    steps: int
+    final_loss: float | None
+    start: dict  # name -> numpy value
+    values: dict  # name -> numpy value at the end
+    converged_at: int | None  # first step with |grad| < tol
+    message: str = ""
+
+
+def _snapshot(engine, label, start, tol):
+    history = {k: v.copy() for k, v in engine.history.items()}
+    below = np.flatnonzero(history["grad_norm"] < tol) if engine.steps else []
+    at = int(below[0]) if len(below) else None
+    if engine.status == "converged":
+        at = engine.steps
+    return RunSummary(
+        label=label,
+        history=history,
+        status=engine.status,
+        steps=engine.steps,
+        final_loss=engine.final_loss,
+        start=start,
+        values={n: v.numpy().copy() for n, v in engine.variables.items()},
+        converged_at=at,
+        message=engine.message,
+    )
+
+
+def _keep_best(engine, runs):
+    finished = [r for r in runs.values() if r.final_loss is not None and r.status != "diverged"]
+    best = min(finished or runs.values(), key=lambda r: np.inf if r.final_loss is None else r.final_loss)
+    for name, var in engine.variables.items():
+        var.assign(best.values[name])
+    return best.label
+
+
+def parse_compare(spec, optimizers):
+    """'eta=0.01,0.1' -> ('eta', [0.01, 0.1]); 'optimizer=sgd,adam' -> ('optimizer', [...])."""
+    what, sep, values = spec.partition("=")
+    what = what.strip()
+    items = [v.strip() for v in values.split(",") if v.strip()]
+    if not sep or what not in ("eta", "optimizer") or len(items) < 2:
+        raise ValueError(f"--compare takes eta=V1,V2,... or optimizer=NAME1,NAME2,...; got {spec!r}")
+    if what == "eta":
+        return what, [check_eta(v) for v in items]
+    unknown = [v for v in items if v not in optimizers]
+    if unknown:
+        raise ValueError(f"unknown optimizer {unknown[0]!r}; choose from: {', '.join(optimizers)}")
+    return what, items
+
+
+def compare(engine, what, values, steps, tol=1e-3):
+    """One run per value of eta or optimizer, all from the same start."""
+    eta0, opt0 = engine.eta, engine.optimizer_name
+    start = {n: init.numpy() for n, init in zip(engine.variables, engine._initial)}
+    runs = {}
+    try:
+        for value in values:
+            engine.reset()
+            if what == "eta":
+                engine.eta = value
+                label = f"eta={value:g}"
+            else:
+                engine.set_optimizer(value)
+                label = value
+            engine.run(steps)
+            runs[label] = _snapshot(engine, label, start, tol)
+            if engine.status == "interrupted":
+                break
+    finally:
+        engine.eta = eta0
+        engine.set_optimizer(opt0)
+    return MultiResult("compare", what, runs, _keep_best(engine, runs), engine)
+
+
+def restarts(engine, ranges, count, steps, seed=None, tol=1e-3):
+    """`count` runs from random starts drawn uniformly from `ranges` (name -> (lo, hi))."""
+    rng = np.random.default_rng(seed)
+    runs = {}
+    for i in range(count):
+        start = {}
+        for name, var in engine.variables.items():
+            lo, hi = ranges.get(name, (None, None))
+            if lo is None:
+                start[name] = engine._initial[list(engine.variables).index(name)].numpy()
+            else:
+                start[name] = rng.uniform(lo, hi, size=tuple(var.shape)).astype(np.float32)
+        engine.reset(start=start)
+        engine.run(steps)
+        label = f"start {i + 1}"
+        runs[label] = _snapshot(engine, label, start, tol)
+        if engine.status == "interrupted":
+            break
+    return MultiResult("restarts", "start", runs, _keep_best(engine, runs), engine)
+
+
+def distinct_minima(runs, rel=1e-2):
+    """Groups of runs that ended at the same point (diverged runs left out)."""
+    groups = []  # (representative vector, [labels])
+    for run in runs.values():
+        if run.status in ("diverged", "interrupted", "error"):
+            continue
+        vec = np.concatenate([np.ravel(v) for v in run.values.values()]).astype(np.float64)
+        for rep, labels in groups:
+            if np.linalg.norm(vec - rep) <= rel * (1.0 + np.linalg.norm(rep)):
+                labels.append(run.label)
+                break
+        else:
+            groups.append((vec, [run.label]))
+    return groups
+
+
+class MultiResult:
+    """The runs of --compare or --restarts; the variables hold the best run's values."""
+
+    def __init__(self, kind, what, runs, best, engine):
+        self.kind, self.what, self.runs, self.best, self.engine = kind, what, runs, best, engine
+        self.minima = distinct_minima(runs)
+
+    def rows(self):
+        for run in self.runs.values():
+            values = ", ".join(
+                f"{n}={float(np.ravel(v)[0]):.4g}" if np.size(v) == 1 else f"‖{n}‖={np.linalg.norm(v):.4g}"
+                for n, v in run.values.items()
+            )
+            yield (
+                run.label,
+                run.status,
+                "–" if run.final_loss is None else f"{run.final_loss:.4g}",
+                "–" if run.converged_at is None else str(run.converged_at),
+                str(run.steps),
+                values,
+            )
+
+    HEAD = ("run", "status", "final loss", "steps to |grad|<tol", "steps", "final values")
+
+    def summary(self):
+        lines = [f"best: {self.best} (its values are now in the variables)"]
+        if self.kind == "restarts":
+            lines.append(f"{len(self.minima)} distinct minim{'um' if len(self.minima) == 1 else 'a'} found by {len(self.runs)} runs")
+        advice = self.engine.eta_advice()
+        if advice and self.what == "eta":
+            lines.append(advice)
+        return lines
+
+    def __repr__(self):
+        rows = [self.HEAD] + list(self.rows())
+        widths = [max(len(r[i]) for r in rows) for i in range(len(self.HEAD))]
+        table = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+        return "\n".join(table + self.summary())
+
+    def _repr_html_(self):
+        from .present import STYLE
+
+        e = html.escape
+        head = "".join(f"<th>{e(h)}</th>" for h in self.HEAD)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in self.rows()
+        )
+        notes = "".join(f"<p>{e(s)}</p>" for s in self.summary())
+        return f"{STYLE}<div class='tfmagic-html tfmagic-compare'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{notes}</div>"
