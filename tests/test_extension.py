@@ -65,3 +65,12 @@ def test_users_own_tf_is_kept(ip):
     ip.run_line_magic("unload_ext", "tfmagic")
     assert ip.user_ns["tf"] == "mine"
     ip.run_line_magic("load_ext", "tfmagic")
+
+
+def test_plain_cell_tf_errors_get_a_hint(ip, capsys):
+    ip.run_cell("a=tf.constant(3.0, tf.float32)\nb=tf.constant(3, tf.int32)\nc=tf.add(a,b)")
+    out = capsys.readouterr().out
+    assert "InvalidArgumentError" in out and "tfmagic hint" in out and "tf.cast(t, tf.float" in out
+    ip.run_cell("a=tf.constant([1,2])\nb=tf.constant([2,3,1])\nf=tf.add(a,b)")
+    out = capsys.readouterr().out
+    assert "Incompatible shapes: [2] vs. [3]" in out and "broadcast" in out

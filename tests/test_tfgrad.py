@@ -135,3 +135,21 @@ def test_autograph_converts_python_control_flow(ip, run):
     res = run("tfgrad", "", "y = x\nfor i in tf.range(3):\n    y = y * x\nif y > 10.0:\n    y = y * 2.0\ny")
     assert float(res.value) == 162.0
     assert float(res.gradients["x"]) == pytest.approx(2 * 4 * 27.0)
+
+
+def test_cell_without_variables_shows_value_and_tensors(ip, run):
+    res = run("tfgrad", "", "a = tf.constant([[1, 2], [3, 4]])\nb = tf.reduce_sum(a, axis=0)\nb")
+    assert res.gradients == {}
+    assert res.value.numpy().tolist() == [4, 6]
+    assert res.tensors["a"].shape == (2, 2) and res.tensors["a"].dtype == "int32"
+    assert "no gradients" in repr(res)
+
+
+def test_bench_measures_compiled_against_eager(ip, run):
+    ip.run_cell("x = tf.Variable(10.0)")
+    body = "y = x\nfor i in range(30):\n    y = tf.sin(y) * 0.5 + x * 0.1\ny"
+    res = run("tfgrad", "--bench", body)
+    b = res.bench
+    assert b["traces"] == 1 and b["calls"] >= 10
+    assert b["compiled_s"] > 0 and b["speedup"] == pytest.approx(b["eager_s"] / b["compiled_s"])
+    assert "faster compiled" in repr(res) and "traced once" in repr(res)

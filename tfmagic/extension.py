@@ -1,9 +1,17 @@
 """What `%load_ext tfmagic` adds, and `%unload_ext tfmagic` takes away."""
 
-from . import live
+from . import hints, live
 from .lazytf import LazyTensorFlow
 
 _loaded = {}
+
+
+def _pre_run_cell(info=None):
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is not None:
+        hints.install_when_tensorflow_is_imported(shell)
 
 
 def load(shell):
@@ -16,6 +24,7 @@ def load(shell):
     # In a kernel that can, %%descend cells await, so widgets stay live while they run.
     if live.register_await_transform(shell, ["descend"]):
         live.install_idle_status_fix(getattr(shell, "kernel", None))
+    shell.events.register("pre_run_cell", _pre_run_cell)
     added_tf = "tf" not in shell.user_ns  # never replace the user's own tf
     if added_tf:
         shell.user_ns["tf"] = LazyTensorFlow(shell.user_ns)
@@ -27,6 +36,8 @@ def unload(shell):
     if entry is None:
         return
     magics, added_tf = entry
+    shell.events.unregister("pre_run_cell", _pre_run_cell)
+    hints.uninstall(shell)
     live.unregister_await_transform(shell)
     live.uninstall_idle_status_fix(getattr(shell, "kernel", None))
     cell = shell.magics_manager.magics["cell"]

@@ -62,7 +62,7 @@ class TfMagics(Magics):
         device = _device(tf, args.device)
         from .grad import differentiate
 
-        result, assigned = differentiate(tf, cell, self.shell.user_ns, args.names, device)
+        result, assigned = differentiate(tf, cell, self.shell.user_ns, args.names, device, bench=args.bench)
         self._publish(assigned, args.out, result)
         return result
 

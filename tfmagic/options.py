@@ -10,6 +10,8 @@ tfgrad_arguments = [
              help="what to differentiate with respect to (default: every tf.Variable the cell reads); "
                   "constants, numpy arrays and numbers are watched for you"),
     argument("--device", metavar="DEV", help="TensorFlow device to run on, e.g. CPU:0 or GPU:0"),
+    argument("--bench", action="store_true",
+             help="time the cell compiled (tf.function) and eager, and show the speed-up"),
     argument("-o", "--out", metavar="OUT", help="also store the result in the variable OUT"),
 ]
 

@@ -65,10 +65,30 @@ def grad_text(res):
         else:
             lines.append(f"d{res.target}/d{name} = {_value_text(g)}   ({_describe(g)})")
     lines += ["tensors:", tensors_text(res.tensors)]
+    lines += _grad_notes(res)
+    return "\n".join(lines)
+
+
+def _bench_text(b):
+    retrace = (
+        "traced once: later calls reuse the graph"
+        if b["traces"] == 1
+        else f"traced {b['traces']} times (a new Python value or tensor shape/dtype as argument makes a new graph)"
+    )
+    return (
+        f"compiled (tf.function): {b['compiled_s'] * 1e6:,.0f} µs per call, eager: {b['eager_s'] * 1e6:,.0f} µs "
+        f"per call: {b['speedup']:.1f}x faster compiled; {retrace}."
+    )
+
+
+def _grad_notes(res):
+    notes = list(res.notes)
+    if res.bench:
+        notes.append(_bench_text(res.bench))
     note = _constants_note(res.constants)
     if note:
-        lines.append(note)
-    return "\n".join(lines)
+        notes.append(note)
+    return notes
 
 
 def grad_html(res):
@@ -82,12 +102,10 @@ def grad_html(res):
             rows.append(f"<tr><th>{e(label)}</th><td>None</td><td class='tfmagic-reason'>{e(res.reasons[name])}</td></tr>")
         else:
             rows.append(f"<tr><th>{e(label)}</th><td><pre>{e(_value_text(g))}</pre></td><td>{e(_describe(g))}</td></tr>")
-    note = _constants_note(res.constants)
+    notes = "".join(f"<p class='tfmagic-note'>{e(n)}</p>" for n in _grad_notes(res))
     return (
         f"{STYLE}<div class='tfmagic-grad tfmagic-html'><table>{''.join(rows)}</table>"
-        f"<div>device: {e(res.device)}</div>{tensors_html(res.tensors)}"
-        + (f"<p class='tfmagic-note'>{e(note)}</p>" if note else "")
-        + "</div>"
+        f"<div>device: {e(res.device)}</div>{tensors_html(res.tensors)}{notes}</div>"
     )
 
 
