@@ -1,4 +1,4 @@
-"""The example notebooks run top to bottom in a real kernel, and show the course's numbers."""
+"""The example notebooks run top to bottom in a real kernel and show the course's numbers."""
 
 import pathlib
 import re
@@ -12,48 +12,94 @@ EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 
 def run_notebook(name):
     nb = nbformat.read(EXAMPLES / name, as_version=4)
-    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(EXAMPLES)}}).execute()
+    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                                     resources={"metadata": {"path": str(EXAMPLES)}})
+    client.execute()
     return nb
 
 
-def outputs_of(nb):
-    """(stdout + results text, stderr text) of every code cell, in order."""
-    cells = []
-    for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
-        text, err = [], []
-        for out in cell.outputs:
-            if out.output_type == "stream":
-                (err if out.name == "stderr" else text).append(out.text)
-            elif "data" in out:
-                text.append(out.data.get("text/plain", ""))
-        cells.append(("".join(text), "".join(err)))
-    return cells
+class Outputs:
+    def __init__(self, nb):
+        self.text, self.stderr, self.errors, self.widgets = [], [], [], 0
+        for cell in nb.cells:
+            if cell.cell_type != "code":
+                continue
+            for out in cell.outputs:
+                if out.output_type == "stream":
+                    (self.stderr if out.name == "stderr" else self.text).append(out.text)
+                elif out.output_type == "error":
+                    self.errors.append("\n".join(out.traceback))
+                elif "data" in out:
+                    self.text.append(out.data.get("text/plain", ""))
+                    self.widgets += "application/vnd.jupyter.widget-view+json" in out.data
+        self.all = "\n".join(self.text)
 
 
 @pytest.fixture(scope="module")
 def lecture1():
-    return outputs_of(run_notebook("lecture1.ipynb"))
+    return Outputs(run_notebook("lecture1.ipynb"))
+
+
+def test_lecture1_tensor_basics(lecture1):
+    text = lecture1.all
+    assert "tf.Tensor(5.0, shape=(), dtype=float32)" in text
+    assert "[[ 6  8]\n [11 13]]" in text and "[[ 5 12]\n [24 36]]" in text
+    assert re.search(r"d\s+tensor\s+\(\)\s+int32", text) and re.search(r"e\s+tensor\s+\(\)\s+float32", text)
+    assert "[False  True False]" in text and "[ 5 10 12]\n[1 2]" in text
+
+
+def test_lecture1_course_errors_are_explained(lecture1):
+    dtype, shape = lecture1.errors
+    assert "InvalidArgumentError" in dtype and "tfmagic hint" in dtype and "tf.cast(t, tf.float32)" in dtype
+    assert "Incompatible shapes: [2] vs. [3]" in shape and "do not broadcast" in shape
 
 
 def test_lecture1_autodiff_numbers(lecture1):
-    text = "\n".join(t for t, _ in lecture1)
-    assert "dy/dx = 6 " in text  # y = x^2 at 3
+    text = lecture1.all
+    assert "dy/dx = 6 " in text
     assert "df/dx = 24 " in text and "df/dy = 1 " in text
-    assert "df/dx = 48 " in text  # x^3 at the constant 4
+    assert "df/dx = 48 " in text
     assert re.search(r"df/dW = \[\[.*\]\]\s+\(shape=\(2, 2\) dtype=float32\)", text, re.S)
 
 
 def test_lecture1_gradient_descent(lecture1):
-    text = "\n".join(t for t, _ in lecture1)
-    assert "iteration: 40 x: 2.00085" in text  # the course's loop output
+    text = lecture1.all
+    assert "iteration: 49 x: 2.000114 y: 0.0" in text  # the course's own loop
+    assert "iteration: 40 x: 2.00085" in text  # %%descend --print-every
     m = re.search(r"x = ([\d.]+)  y = ([\d.e-]+)  status: max_steps  steps: 50", text)
     assert m and abs(float(m.group(1)) - 2.0) < 1e-3 and float(m.group(2)) < 1e-5
-    assert "diverged after" in text and "eta=1.1 is too large" in text
+    assert "diverged after" in text and "eta=1.1 is too large" in text and "2/λ = 1" in text
+    assert re.search(r"\d+\.\dx faster compiled; traced once", text)
     assert "same as version 1: True" in text
     assert re.search(r"converged \d+ steps: a = 0\.99\d* +b = 0\.99", text)
+    assert lecture1.widgets >= 5  # live panels for the %%descend cells
 
 
 def test_lecture1_shows_no_red_noise(lecture1):
-    assert [err for _, err in lecture1 if err.strip()] == []
+    assert [e for e in lecture1.stderr if e.strip()] == []
+
+
+def test_learning_rate_notebook():
+    out = Outputs(run_notebook("learning_rate.ipynb"))
+    assert re.search(r"eta=1\.1\s+diverged", out.all)
+    assert re.search(r"eta=0\.1\s+max_steps\s+final loss 0\.0", out.all)
+    assert "sgd diverges above eta = 1.0" in out.all
+    assert out.errors == [] and [e for e in out.stderr if e.strip()] == []
+
+
+def test_landscapes_notebook():
+    out = Outputs(run_notebook("landscapes.ipynb"))
+    m = re.search(r"a = ([\d.]+)\n  b = ([\d.]+)", out.all)
+    assert m and abs(float(m.group(1)) - 1) < 1e-2 and abs(float(m.group(2)) - 1) < 1e-2
+    losses = dict(re.findall(r"^(sgd|momentum|adam|rmsprop)\s+max_steps\s+final loss (\S+)", out.all, re.M))
+    assert float(losses["momentum"]) < 1e-6 < float(losses["sgd"])
+    m = re.search(r"(\d+) distinct minima; best run: start \d+ loss (\S+)", out.all)
+    assert m and int(m.group(1)) >= 2 and float(m.group(2)) < -0.5
+    assert out.errors == []
+
+
+def test_first_network_notebook():
+    out = Outputs(run_notebook("first_network.ipynb"))
+    m = re.search(r"loss ([\d.]+) -> ([\d.]+); training accuracy ([\d.]+)", out.all)
+    assert m and float(m.group(2)) < 0.1 * float(m.group(1)) and float(m.group(3)) > 0.95
+    assert out.errors == [] and [e for e in out.stderr if e.strip()] == []

@@ -11,6 +11,8 @@ _DTYPE_PATTERNS = (
     re.compile(r"requested dtype (\w+) for Tensor with dtype (\w+)"),
     re.compile(r"has type (\w+) that does not match expected type of (\w+)"),
 )
+# TensorFlow's eager messages say "a float tensor" for float32 and "int" for int32.
+_DTYPE_NAMES = {"float": "float32", "int": "int32", "double": "float64"}
 _SHAPE_PATTERNS = (
     re.compile(r"[Ii]ncompatible shapes: (\[[^\]]*\]) vs\. (\[[^\]]*\])"),
     re.compile(r"input shapes: (\[[^\]]*\]), (\[[^\]]*\])"),
@@ -57,11 +59,12 @@ def hint_for(err):
     for pattern in _DTYPE_PATTERNS:
         m = pattern.search(text)
         if m:
-            a, b = m.groups()
+            a, b = (_DTYPE_NAMES.get(d, d) for d in m.groups())
+            target, other = (a, b) if a.startswith("float") or not b.startswith("float") else (b, a)
             return (
                 f"the two sides have different dtypes ({a} and {b}); TensorFlow never converts "
-                f"them for you. Cast one side, e.g. `tf.cast(t, tf.{a})`, or create it as float: "
-                "`tf.constant(3.0)` rather than `tf.constant(3)`."
+                f"them for you. Cast the {other} side: `tf.cast(t, tf.{target})`, or create it as "
+                f"{target} in the first place: `tf.constant(3.0)` rather than `tf.constant(3)`."
             )
     for pattern in _SHAPE_PATTERNS:
         m = pattern.search(text)

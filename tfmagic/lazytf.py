@@ -21,8 +21,12 @@ class LazyTensorFlow(types.ModuleType):
             self._namespace["tf"] = tf
         return tf
 
+    # Probes made by IPython's display and inspection machinery: answering them
+    # must not import TensorFlow just because someone looked at `tf`.
+    _PROBES = ("_repr_", "_ipython_", "__wrapped__", "__signature__", "__length_hint__", "_fields")
+
     def __getattr__(self, name):
-        if name.startswith("__") and name.endswith("__"):
+        if name.startswith(self._PROBES):
             raise AttributeError(name)
         return getattr(self._load(), name)
 

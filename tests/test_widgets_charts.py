@@ -1,0 +1,253 @@
+"""HistoryCharts without a browser: what reaches the marks, and when the
+expensive curve/surface callables run."""
+
+import numpy as np
+import pytest
+from bqplot import LinearScale, LogScale
+
+from tfmagic.widgets.charts import HistoryCharts, decimate
+
+N = 100_000
+MAX = 2000
+
+
+def history(n, names, loss=None, values=None):
+    """A synthetic history like the engine's: float32 columns of one (n, k) array."""
+    t = np.arange(n, dtype=np.float64)
+    cols = ["loss", "eta", "grad_norm"] + names
+    rows = np.zeros((n, len(cols)), np.float32)
+    rows[:, 0] = 50 * np.exp(-t / max(n / 8, 1)) if loss is None else loss
+    rows[:, 1] = 0.1
+    rows[:, 2] = 3 * np.exp(-t / max(n / 8, 1))
+    for i, name in enumerate(names):
+        rows[:, 3 + i] = (10 - 8 * (1 - np.exp(-t / max(n / 8, 1))) + i) if values is None else values[i]
+    return {c: rows[:, i] for i, c in enumerate(cols)}
+
+
+class Counter:
+    def __init__(self, fn):
+        self.fn, self.calls = fn, 0
+
+    def __call__(self, *args):
+        self.calls += 1
+        return self.fn(*args)
+
+
+def parabola(xs):
+    return xs**2 - 4 * xs + 4
+
+
+def rosenbrock(xs, ys):
+    X, Y = np.meshgrid(xs, ys)
+    return (1 - X) ** 2 + 100 * (Y - X**2) ** 2
+
+
+def marks_of(charts):
+    marks = [charts.loss_line, charts.vars_line]
+    for name in ("curve_line", "trail", "point", "path"):
+        if hasattr(charts, name):
+            marks.append(getattr(charts, name))
+    return marks
+
+
+def check_pushed(mark):
+    for attr in ("x", "y"):
+        a = getattr(mark, attr)
+        assert a.dtype == np.float32, (mark, attr)
+        assert a.shape[-1] <= MAX, (mark, attr, a.shape)
+
+
+def test_decimate():
+    assert np.array_equal(decimate(5), np.arange(5))
+    assert np.array_equal(decimate(MAX), np.arange(MAX))
+    idx = decimate(N, MAX)
+    assert len(idx) == MAX and idx[0] == 0 and idx[-1] == N - 1
+    assert np.all(np.diff(idx) > 0)
+    assert len(decimate(0)) == 0
+
+
+def test_one_scalar_with_curve():
+    curve = Counter(parabola)
+    c = HistoryCharts({"x": ()}, curve=curve)
+    h = history(N, ["x"])
+    now = {"x": 2.0}
+    c.update(h, now)
+
+    for mark in marks_of(c):
+        check_pushed(mark)
+    assert c.loss_line.y[-1] == h["loss"][-1]
+    assert c.loss_line.x[-1] == N - 1
+    # bqplot squeezes a single line's (1, n) y to (n,).
+    assert c.vars_line.y[-1] == h["x"][-1]
+    assert c.trail.x[-1] == h["x"][-1] and c.trail.y[-1] == h["loss"][-1]
+    # The current point sits on the curve at the present value.
+    assert c.point.x[0] == 2.0 and c.point.y[0] == pytest.approx(0.0, abs=0.05)
+    # Initial range: centred on the start value x0 = 10, half-width 1.2 * |x0|.
+    assert c.curve_line.x[0] == pytest.approx(-2.0) and c.curve_line.x[-1] == pytest.approx(22.0)
+
+    # Many updates inside the drawn range: the curve is not recomputed.
+    for n in range(1000, N, 1000):
+        c.update({k: v[:n] for k, v in h.items()}, {"x": float(h["x"][n])})
+    assert curve.calls == 1
+
+
+def test_figures_have_css_classes():
+    c = HistoryCharts({"x": ()}, curve=parabola)
+    assert "tfmagic-loss-chart" in c.loss_fig._dom_classes
+    assert "tfmagic-vars-chart" in c.vars_fig._dom_classes
+    assert "tfmagic-curve-chart" in c.curve_fig._dom_classes
+    assert "tfmagic-logscale" in c.log_toggle._dom_classes
+    s = HistoryCharts({"a": (), "b": ()}, surface=rosenbrock)
+    assert "tfmagic-surface-chart" in s.surface_fig._dom_classes
+    for fig in (c.loss_fig, c.vars_fig, c.curve_fig, s.surface_fig):
+        assert fig.animation_duration == 0 and fig.title
+        assert all(axis.label for axis in fig.axes)
+
+
+def test_curve_range_grows_when_the_trail_leaves_it():
+    curve = Counter(parabola)
+    c = HistoryCharts({"x": ()}, curve=curve)
+    c.update(history(10, ["x"], values=[np.linspace(10, 12, 10)]), {"x": 12.0})
+    assert curve.calls == 1
+    lo, hi = c.curve_line.x[0], c.curve_line.x[-1]
+    c.update(history(20, ["x"], values=[np.linspace(10, 40, 20)]), {"x": 45.0})
+    assert curve.calls == 2
+    assert c.curve_line.x[0] <= lo and c.curve_line.x[-1] > 45.0
+    assert c.curve_line.x.dtype == np.float32
+    # Back inside: no new call.
+    c.update(history(21, ["x"], values=[np.linspace(10, 40, 21)]), {"x": 41.0})
+    assert curve.calls == 2
+
+
+def test_log_toggle_switches_the_scale_and_clips_non_positive_losses():
+    c = HistoryCharts({"W": (3, 4)})
+    # Spans one decade: linear by default.
+    c.update(history(100, ["W"], loss=np.linspace(10, 1, 100)))
+    assert not c.log_toggle.value
+    assert isinstance(c.loss_line.scales["y"], LinearScale)
+    # Spans many decades: log by default.
+    c.update(history(100, ["W"], loss=np.logspace(2, -6, 100)))
+    assert c.log_toggle.value
+    assert isinstance(c.loss_line.scales["y"], LogScale)
+    shown = [m for m in c.loss_fig.marks if m.visible]
+    assert shown == [c.loss_line]
+    assert [a.scale for a in c.loss_fig.axes if a.visible][1] is c.loss_line.scales["y"]
+
+    # A loss that goes negative: linear by default, unclipped.
+    loss = np.linspace(5, -1, 100)
+    c.update(history(100, ["W"], loss=loss))
+    assert not c.log_toggle.value
+    assert c.loss_line.y.min() == np.float32(-1)
+    # The user turns log on: non-positive values drawn at a positive floor.
+    c.log_toggle.value = True
+    assert isinstance(c.loss_line.scales["y"], LogScale)
+    y = c.loss_line.y
+    assert y.dtype == np.float32 and (y > 0).all()
+    floor = loss[loss > 0].min() / 10
+    assert y.min() == pytest.approx(floor, rel=1e-5)
+    assert "≤ 0" in c.loss_fig.title
+    # The user's choice sticks across updates.
+    c.update(history(100, ["W"], loss=np.linspace(10, 1, 100)))
+    assert c.log_toggle.value and "≤ 0" not in c.loss_fig.title
+    c.log_toggle.value = False
+    c.update(history(100, ["W"], loss=np.logspace(2, -6, 100)))
+    assert not c.log_toggle.value
+
+
+def test_all_non_positive_loss_under_log_uses_a_tiny_floor():
+    c = HistoryCharts({"x": ()})
+    c.log_toggle.value = True
+    c.update(history(10, ["x"], loss=np.zeros(10)))
+    assert (c.loss_line.y > 0).all()
+
+
+def test_non_finite_values_become_gaps():
+    c = HistoryCharts({"x": ()}, curve=parabola)
+    loss = np.linspace(1, 100, 50)
+    loss[-1] = np.inf
+    c.update(history(50, ["x"], loss=loss))
+    assert np.isnan(c.loss_line.y[-1]) and np.isfinite(c.loss_line.y[:-1]).all()
+
+
+def test_each_mark_gets_one_message_per_update(monkeypatch):
+    c = HistoryCharts({"x": ()}, curve=parabola)
+    c.update(history(100, ["x"]), {"x": 3.0})
+    sent = {}
+    for mark in marks_of(c):
+        monkeypatch.setattr(mark, "_send", lambda msg, buffers=None, m=mark: sent.setdefault(m, []).append(msg))
+    c.update(history(200, ["x"]), {"x": 2.5})
+    for mark in (c.loss_line, c.vars_line, c.trail, c.point):
+        assert len(sent[mark]) == 1, mark
+        assert {"x", "y"} <= set(sent[mark][0]["state"])
+
+
+def test_reset_clears_the_lines_and_recentres_the_curve():
+    curve = Counter(parabola)
+    c = HistoryCharts({"x": ()}, curve=curve)
+    c.update(history(500, ["x"]), {"x": 2.0})
+    c.reset()
+    for mark in marks_of(c):
+        assert mark.x.shape[-1] == 0 and mark.y.shape[-1] == 0
+    assert curve.calls == 1
+    c.update(history(5, ["x"], values=[np.linspace(-30, -29, 5)]), {"x": -29.0})
+    assert curve.calls == 2
+    assert np.mean(c.curve_line.x[[0, -1]]) == pytest.approx(-30, abs=1e-3)
+
+
+def test_two_scalars_with_surface():
+    surface = Counter(rosenbrock)
+    c = HistoryCharts({"a": (), "b": ()}, surface=surface)
+    t = np.linspace(0, 1, N)
+    h = history(N, ["a", "b"], values=[-1.5 + 2.4 * t, 2.0 - 1.1 * t])
+    now = {"a": 0.95, "b": 0.92}
+    c.update({k: v[:1000] for k, v in h.items()}, now)
+    # The grid around the start, (-3.5, 0.5) x (-0.4, 4.4), grew once to take in a = 0.95.
+    assert surface.calls == 2
+    for n in range(10_000, N + 1, 10_000):
+        c.update({k: v[:n] for k, v in h.items()}, now)
+    assert surface.calls == 2
+
+    hm = c.heatmap
+    assert hm.color.shape == (60, 60) and hm.color.dtype == np.float32
+    assert np.isfinite(hm.color).all()
+    assert hm.x[0] <= -1.5 and hm.x[-1] >= 0.95
+    for mark in marks_of(c):
+        check_pushed(mark)
+    # The path ends at the present point, after the last history value.
+    assert c.path.x[-2] == h["a"][-1] and c.path.y[-2] == h["b"][-1]
+    assert c.path.x[-1] == np.float32(0.95) and c.point.y[0] == np.float32(0.92)
+    assert c.vars_line.y.shape == (2, MAX)
+    assert [a.label for a in c.surface_fig.axes] == ["a", "b"]
+
+    # The path leaves the grid: it is recomputed once, and covers the path.
+    far = {k: v.copy() for k, v in h.items()}
+    far["b"][-1] = 9.0
+    c.update(far, now)
+    assert surface.calls == 3
+    assert hm.y[-1] >= 9.0
+
+
+def test_matrix_variable_shows_norms():
+    c = HistoryCharts({"W": (4, 3)}, curve=parabola, surface=rosenbrock)
+    h = history(N, ["W"])
+    c.update(h)
+    assert not hasattr(c, "curve_fig") and not hasattr(c, "surface_fig")
+    assert "norms" in c.vars_fig.title
+    assert list(c.vars_line.labels) == ["‖W‖", "‖gradient‖"]
+    assert c.vars_line.y.shape == (2, MAX) and c.vars_line.y.dtype == np.float32
+    assert c.vars_line.y[0, -1] == h["W"][-1] and c.vars_line.y[1, -1] == h["grad_norm"][-1]
+    for mark in marks_of(c):
+        check_pushed(mark)
+
+
+def test_scalar_and_matrix_together():
+    c = HistoryCharts({"W": (4, 3), "b": ()})
+    c.update(history(10, ["W", "b"]))
+    assert list(c.vars_line.labels) == ["‖W‖", "b", "‖gradient‖"]
+
+
+def test_update_before_any_step():
+    c = HistoryCharts({"x": ()}, curve=parabola)
+    c.update(history(0, ["x"]), {"x": 10.0})
+    assert c.loss_line.x.shape == (0,)
+    assert c.point.x[0] == 10.0 and len(c.curve_line.x) > 0
