@@ -89,7 +89,8 @@ def test_momentum_is_keras_momentum(ip, run):
 def test_two_variables_and_a_matrix(ip, run):
     res = run("descend", "a=1.0 b=-1.0 W=tf.ones([2, 2]) --steps 200 --no-widgets",
               "loss = (a - 3.0)**2 + (b + 2.0)**2 + tf.reduce_sum(tf.square(W))")
-    assert set(res.history) == {"loss", "eta", "grad_norm", "a", "b", "W"}
+    assert set(res.history) == {"loss", "eta", "grad_norm", "a", "b", "W", "step"}
+    assert res.history["step"].tolist() == list(range(200))
     assert res.history["W"][0] == pytest.approx(2.0)  # a matrix is shown by its norm
     assert ip.user_ns["a"].numpy() == pytest.approx(3.0, abs=1e-3)
     assert ip.user_ns["W"].shape == (2, 2)
@@ -336,3 +337,21 @@ def test_suggested_eta_for_a_quadratic_form(ip, run):
     res = run("descend", "w=tf.ones([2]) --steps 1 --no-widgets", "loss = tf.tensordot(w, tf.linalg.matvec(A, w), 1)")
     lam = 2 * max(np.linalg.eigvalsh(np.array([[3.0, 1.0], [1.0, 2.0]])))
     assert res.engine.curvature() == pytest.approx(lam, rel=1e-3)
+
+
+def test_very_long_runs_keep_a_bounded_strided_history(ip, run, monkeypatch):
+    import tfmagic.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "XLA_CAPACITY", 256)
+    monkeypatch.setattr(engine_module, "HISTORY_MAX", 4096)
+    res = run("descend", "x=10.0 --eta 1e-4 --steps 200000 --jit on --no-widgets", COURSE)
+    h = res.history
+    assert res.steps == 200000 and len(h["loss"]) <= 4096
+    steps = h["step"]
+    assert steps[-1] == 199999 and np.all(np.diff(steps) > 0) and np.diff(steps).max() > 1
+    # each row is the point at its step: x_t - 2 = 8 (1 - 2 eta)^t (a row one stride off is ~1 % off)
+    expected = 8 * (1 - 2e-4) ** steps.astype(np.float64)
+    seen = h["x"].astype(np.float64) - 2
+    far = expected > 1e-2  # where float32 still resolves x - 2 well
+    assert far.sum() > 50
+    np.testing.assert_allclose(seen[far], expected[far], rtol=2e-3)

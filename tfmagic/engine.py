@@ -22,7 +22,9 @@ OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "rmsprop", "adagrad")
 FINAL_STATUSES = ("converged", "diverged", "max_steps", "stopped", "paused", "interrupted", "error")
 CHUNK_SECONDS = 0.02  # a chunk this long reaches >= 95 % of the in-graph rate
 MAX_CHUNK_GROWTH = 4
-XLA_MIN_STEPS = 5000  # XLA costs 0.1-0.3 s to compile; below this it does not pay
+XLA_PAYS_AFTER_SECONDS = 1.0  # XLA compiles in 0.1-0.3 s: worth it when clearly more work than that is left
+XLA_CAPACITY = 1 << 16  # rows per XLA chunk; faster problems record every k-th step
+HISTORY_MAX = 1 << 20  # rows kept; longer runs keep every other row
 BLOWUP_FACTOR = 1e6  # |loss| above this times the starting loss counts as divergence
 _RUNNING, _CONVERGED, _DIVERGED = 0, 1, 2
 
@@ -79,7 +81,6 @@ class Descent:
             self._initial = [tf.identity(v) for v in self.variables.values()]
             self._backup = [tf.Variable(v, trainable=False) for v in self.variables.values()]
             self._snapshot = [tf.Variable(v, trainable=False) for v in self.variables.values()]
-        self._loss = tf.function(loss_fn)
         self._observers = []
         self._chunk_fns = {}
         self.optimizer = None
@@ -101,7 +102,6 @@ class Descent:
             self.__dict__.pop("_curvature", None)
         if device is not None and device != self.device:
             self.device = device
-            self._loss = self.tf.function(self.loss_fn)
             self._chunk_fns = {}
         for var, init in zip(self.variables.values(), self._initial):
             var.assign(init)
@@ -114,6 +114,12 @@ class Descent:
         self.steps_per_second = 0.0
         self._stop_request = None
         self._start_loss = None
+        self._row_steps = []
+        self._stride = 1
+        self._exit_loss = math.nan
+        self._xla_verdict = None  # auto: does XLA beat the plain rate here? (None: not tried)
+        self._xla_ran = False
+        self._plain_rate = 0.0
         if getattr(self, "optimizer", None) is None:
             self._set_optimizer(self.optimizer_name)
         else:
@@ -158,83 +164,123 @@ class Descent:
 
     @property
     def history(self):
+        """Per-step arrays; 'step' says which step each row is (see HISTORY_MAX, stride)."""
         if self._history is None:
             rows = np.concatenate(self._rows) if self._rows else np.zeros((0, len(self.columns)), np.float32)
             self._history = {c: rows[:, i] for i, c in enumerate(self.columns)}
+            self._history["step"] = np.concatenate(self._row_steps) if self._row_steps else np.zeros(0, np.int64)
         return self._history
 
     # -- compiled pieces ---------------------------------------------------
     def _build_chunk(self, jit):
+        """One tf.function that runs up to n steps in a graph while loop.
+
+        The health checks (finite, not blown up, above tol) are the loop's
+        condition, so the body has no branch: a branch costs ~4 ns/step under
+        XLA, as much as a small problem's whole step.
+        """
         tf = self.tf
         variables = list(self.variables.values())
         backup, snapshot, opt, loss_fn = self._backup, self._snapshot, self.optimizer, self.loss_fn
         width = len(self.columns)
-        capacity = 1 << 16 if jit else 0
 
         def summary(v):
             v = tf.cast(v, tf.float32)
             return tf.reshape(v, []) if v.shape.num_elements() == 1 else tf.norm(v)
 
-        def chunk(n, tol, limit):
-            for s, v in zip(snapshot, variables):
+        def evaluate():
+            with tf.GradientTape() as tape:
+                loss = tf.cast(loss_fn(), tf.float32)
+            grads = tape.gradient(loss, variables)
+            grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
+            gnorm = tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(tf.cast(g, tf.float32))) for g in grads]))
+            return loss, grads, gnorm
+
+        def chunk(n, stride, tol, start_loss):
+            for s, b, v in zip(snapshot, backup, variables):
                 s.assign(v)
-            # XLA needs a fixed-size buffer; without XLA a growing one is cheaper.
-            rows = tf.TensorArray(tf.float32, size=capacity, dynamic_size=not jit, element_shape=[width])
-            i = tf.constant(0)
-            code = tf.constant(_RUNNING)
-            while i < n and code == _RUNNING:
-                with tf.GradientTape() as tape:
-                    loss = tf.cast(loss_fn(), tf.float32)
-                grads = tape.gradient(loss, variables)
-                grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
-                gnorm = tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(tf.cast(g, tf.float32))) for g in grads]))
-                finite = tf.math.is_finite(loss) and tf.math.is_finite(gnorm) and tf.abs(loss) <= limit
-                # Written unconditionally: under XLA a write inside a cond copies the whole buffer.
-                row = [loss, tf.cast(opt.learning_rate, tf.float32), gnorm] + [summary(v) for v in variables]
-                rows = rows.write(i, tf.stack(row))
-                if not finite:
-                    code = tf.constant(_DIVERGED)
-                    for v, b in zip(variables, backup):
-                        v.assign(b)  # the values before the step that blew up
-                elif gnorm < tol:
-                    code = tf.constant(_CONVERGED)
+                b.assign(v)
+            loss, grads, gnorm = evaluate()
+            reference = tf.where(tf.math.is_nan(start_loss), loss, start_loss)
+            limit = BLOWUP_FACTOR * tf.maximum(tf.abs(reference), 1.0)
+
+            def healthy(loss, gnorm):
+                return tf.math.is_finite(loss) & tf.math.is_finite(gnorm) & (tf.abs(loss) <= limit)
+
+            # XLA needs a fixed-size buffer (rows land at i // stride, the last
+            # step of each stride block stays); without XLA a growing one is cheaper.
+            rows = tf.zeros([XLA_CAPACITY, width]) if jit else tf.TensorArray(
+                tf.float32, size=0, dynamic_size=True, element_shape=[width])
+
+            def cond(i, loss, grads, gnorm, rows):
+                return (i < n) & healthy(loss, gnorm) & (gnorm >= tol)
+
+            def body(i, loss, grads, gnorm, rows):
+                row = tf.stack([loss, tf.cast(opt.learning_rate, tf.float32), gnorm] + [summary(v) for v in variables])
+                if jit:
+                    rows = tf.tensor_scatter_nd_update(rows, [[i // stride]], [row])
                 else:
-                    for b, v in zip(backup, variables):
-                        b.assign(v)
-                    opt.apply_gradients(zip(grads, variables))
-                    i += 1
-            return rows.stack(), i, code
+                    rows = rows.write(i, row)
+                for b, v in zip(backup, variables):
+                    b.assign(v)
+                opt.apply_gradients(zip(grads, variables))
+                loss, grads, gnorm = evaluate()
+                return i + 1, loss, grads, gnorm, rows
 
-        return tf.function(chunk, jit_compile=jit, autograph=True)
+            i, loss, grads, gnorm, rows = tf.while_loop(cond, body, [tf.constant(0), loss, grads, gnorm, rows])
+            ok = healthy(loss, gnorm)
+            for v, b in zip(variables, backup):
+                v.assign(tf.where(ok, v, b))  # blew up: back to the values before that step
+            code = tf.where(ok, tf.where(gnorm < tol, _CONVERGED, _RUNNING), _DIVERGED)
+            return (rows if jit else rows.stack()), i, code, loss, reference
 
-    def _chunk_fn(self, steps_wanted):
-        use_xla = self.jit == "on" or (self.jit == "auto" and steps_wanted >= XLA_MIN_STEPS)
-        key = use_xla
-        if key not in self._chunk_fns:
-            fn = self._build_chunk(use_xla)
-            try:
-                # A call that runs no step traces (and compiles) up front; XLA's
-                # first compile writes C++ log lines we keep out of the notebook.
-                with quiet_native_stderr(), self.tf.device(self.device):
-                    fn(self.tf.constant(0), self.tf.constant(0.0), self.tf.constant(np.inf, self.tf.float32))
-            except Exception as err:
-                if not use_xla:
-                    raise
-                # XLA cannot compile every op (py_function, strings, ...): run without it.
-                self.notes.append(f"XLA could not compile this cell ({type(err).__name__}); running without XLA.")
-                self.jit = "off"
-                return self._chunk_fn(steps_wanted)
-            self._chunk_fns[key] = fn
-        return self._chunk_fns[key], (1 << 16 if use_xla else 1 << 20)
+        return tf.function(chunk, jit_compile=jit, autograph=False)
+
+    def _chunk_fn(self, xla):
+        if xla not in self._chunk_fns:
+            self._chunk_fns[xla] = self._build_chunk(xla)
+        return self._chunk_fns[xla]
+
+    def _call_chunk(self, xla, n, stride, tol):
+        """Run one chunk; returns (rows, count, code, exit loss, whether it traced)."""
+        tf = self.tf
+        fn = self._chunk_fn(xla)
+        start = np.nan if self._start_loss is None else self._start_loss
+        args = (tf.constant(n), tf.constant(stride), tol, tf.constant(start, tf.float32))
+        traced = fn.experimental_get_tracing_count() == 0
+        if traced:
+            # The first call traces (and compiles); XLA's compiler writes C++ log
+            # lines we keep out of the notebook.
+            with quiet_native_stderr(), tf.device(self.device):
+                out = fn(*args)
+        else:
+            with tf.device(self.device):
+                out = fn(*args)
+        rows, count, code, loss, reference = out
+        if self._start_loss is None:
+            self._start_loss = float(reference)
+        return rows.numpy(), int(count), int(code), float(loss), traced
 
     # -- running -----------------------------------------------------------
-    def _limit(self):
-        if self._start_loss is None:
-            with self.tf.device(self.device):
-                self._start_loss = float(self._loss())
-        if not math.isfinite(self._start_loss):
-            return 0.0  # the very first check fails: report divergence at the start
-        return BLOWUP_FACTOR * max(abs(self._start_loss), 1.0)
+    def _use_xla_next(self, remaining, rate):
+        """XLA for what is left when it is expected to pay for its compile time."""
+        if self.jit != "auto":
+            return self.jit == "on"
+        if self._xla_verdict is not None:
+            return self._xla_verdict
+        return remaining / max(rate, 1e-9) > XLA_PAYS_AFTER_SECONDS
+
+    def _record(self, rows, count, stride):
+        slots = -(-count // stride)
+        steps = self.steps + np.minimum(np.arange(slots) * stride + stride - 1, count - 1)
+        self._rows.append(rows[:slots])
+        self._row_steps.append(steps)
+        self._history = None
+        if sum(len(r) for r in self._rows) > HISTORY_MAX:
+            # Very long runs: keep every other row, and record half as often from now on.
+            rows, steps = np.concatenate(self._rows)[1::2], np.concatenate(self._row_steps)[1::2]
+            self._rows, self._row_steps = [rows], [steps]
+            self._stride *= 2
 
     def steps_iter(self, steps):
         """Run up to `steps` steps, yielding each Chunk; sets .status at the end.
@@ -248,40 +294,52 @@ class Descent:
         self._stop_request = None
         self.status = "running"
         self.message = ""
-        for b, v in zip(self._backup, self.variables.values()):
-            b.assign(v)
         tol = tf.constant(float(self.tol or 0.0), tf.float32)
-        limit = tf.constant(self._limit(), tf.float32)
-        done, k = 0, 16
+        done, k, xla = 0, 16, self.jit == "on"
         while done < steps:
-            # Looked up every chunk: the optimizer may have been switched between chunks.
-            fn, capacity = self._chunk_fn(steps)
-            n = min(k, steps - done, capacity)
+            n = min(k, steps - done)
+            stride = max(self._stride, -(-n // XLA_CAPACITY)) if xla else 1
             t0 = time.perf_counter()
             try:
-                with tf.device(self.device):
-                    rows, count, code = fn(tf.constant(n), tol, limit)
-                count, code = int(count), int(code)
-                rows = rows.numpy()[:count]
-            except BaseException as err:
-                # Back to the start of this chunk: the values match the history.
+                rows, count, code, exit_loss, traced = self._call_chunk(xla, n, stride, tol)
+            except Exception as err:
+                if xla and self._chunk_fns[True].experimental_get_tracing_count() <= 1 and not self._xla_ran:
+                    # XLA cannot compile every op (py_function, strings, ...): run without it.
+                    self._restore_snapshot()
+                    self.notes.append(f"XLA could not compile this cell ({type(err).__name__}); it runs without XLA.")
+                    self.jit, self._xla_verdict, xla = "off", False, False
+                    continue
+                self._restore_snapshot()  # back to the start of this chunk: values match the history
+                self.status, self.message = "error", f"stopped by an error after {self.steps} steps: {err}"
+                raise
+            except BaseException:
                 self._restore_snapshot()
-                if not isinstance(err, KeyboardInterrupt):
-                    self.status, self.message = "error", f"stopped by an error after {self.steps} steps: {err}"
                 raise
             elapsed = time.perf_counter() - t0
+            self._xla_ran |= xla
             done += count
+            self._exit_loss = exit_loss
+            rate = None
             if count:
-                self._rows.append(rows)
-                self._history = None
+                self._record(rows, count, stride if xla else 1)
                 self.steps += count
-                self.steps_per_second = count / max(elapsed, 1e-9)
+                # A chunk that traced says nothing about the rate of the next ones.
+                rate = None if traced else count / max(elapsed, 1e-9)
+                self.steps_per_second = rate or self.steps_per_second
+            if rate and xla and self.jit == "auto" and self._xla_verdict is None and elapsed > CHUNK_SECONDS / 2:
+                # The first full XLA chunk: keep XLA only if it beats the plain rate.
+                self._xla_verdict = rate >= self._plain_rate
+                xla = self._xla_verdict
+            elif rate and not xla:
+                self._plain_rate = rate
             status = {_CONVERGED: "converged", _DIVERGED: "diverged"}.get(code, "running")
             if status == "running" and done >= steps:
                 status = "max_steps"
             if status == "running" and self._stop_request:
                 status = self._stop_request
-            chunk = Chunk(self.steps - count, {c: rows[:, i] for i, c in enumerate(self.columns)}, status, self.steps_per_second)
+            start = self.steps - count
+            view = {c: rows[: -(-count // (stride if xla else 1)), i] for i, c in enumerate(self.columns)}
+            chunk = Chunk(start, view, status, self.steps_per_second)
             if status != "running":
                 self._finish(status)
             for callback in list(self._observers):
@@ -289,7 +347,10 @@ class Descent:
             yield chunk
             if status != "running":
                 return
-            k = int(min(capacity, k * min(MAX_CHUNK_GROWTH, CHUNK_SECONDS / max(elapsed, 1e-6)))) or 1
+            if rate:
+                k = max(1, int(k * min(MAX_CHUNK_GROWTH, CHUNK_SECONDS / max(elapsed, 1e-6))))
+            if not xla and rate and self._use_xla_next(steps - done, rate):
+                xla, k = True, max(k, 16)
 
     def _restore_snapshot(self):
         for v, s in zip(self.variables.values(), self._snapshot):
@@ -297,11 +358,9 @@ class Descent:
 
     def _finish(self, status):
         self.status = status
-        try:
-            with self.tf.device(self.device):
-                loss = float(self._loss())
-        except Exception:  # reported by the run itself; the status must still be set
-            loss = math.nan
+        loss = self._exit_loss
+        if status == "diverged" and self.steps:
+            loss = float(self.history["loss"][-1])  # the point the variables went back to
         self.final_loss = loss if math.isfinite(loss) else None
         if status == "diverged":
             self.message = self.divergence_message()
@@ -374,6 +433,3 @@ class Descent:
             self.interrupted()
         return self.status
 
-    def evaluate(self):
-        with self.tf.device(self.device):
-            return float(self._loss())
