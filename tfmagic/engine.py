@@ -120,6 +120,7 @@ class Descent:
         self._xla_verdict = None  # auto: does XLA beat the plain rate here? (None: not tried)
         self._xla_ran = False
         self._plain_rate = 0.0
+        self._run_steps, self._run_seconds = 0, 0.0
         if getattr(self, "optimizer", None) is None:
             self._set_optimizer(self.optimizer_name)
         else:
@@ -296,6 +297,7 @@ class Descent:
         self.message = ""
         tol = tf.constant(float(self.tol or 0.0), tf.float32)
         done, k, xla = 0, 16, self.jit == "on"
+        self._run_steps, self._run_seconds = 0, 0.0
         while done < steps:
             n = min(k, steps - done)
             stride = max(self._stride, -(-n // XLA_CAPACITY)) if xla else 1
@@ -320,6 +322,9 @@ class Descent:
             done += count
             self._exit_loss = exit_loss
             rate = None
+            if not traced:
+                self._run_steps += count
+                self._run_seconds += elapsed
             if count:
                 self._record(rows, count, stride if xla else 1)
                 self.steps += count
@@ -358,6 +363,8 @@ class Descent:
 
     def _finish(self, status):
         self.status = status
+        if self._run_seconds > 0:  # the run's average, not its last (maybe partial) chunk's
+            self.steps_per_second = self._run_steps / self._run_seconds
         loss = self._exit_loss
         if status == "diverged" and self.steps:
             loss = float(self.history["loss"][-1])  # the point the variables went back to

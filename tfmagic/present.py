@@ -40,7 +40,7 @@ def tensors_text(tensors):
 # Scoped to tfmagic's own classes; JupyterLab's theme variables keep it readable in dark themes.
 STYLE = """<style>
 .tfmagic-html table {border-collapse: collapse; margin: 4px 0; font-size: 13px;}
-.tfmagic-html th, .tfmagic-html td {padding: 2px 10px; text-align: left; vertical-align: top;
+.tfmagic-html th, .tfmagic-html td {padding: 2px 10px; text-align: left !important; vertical-align: top;
   border-bottom: 1px solid var(--jp-border-color2, #ddd);}
 .tfmagic-html thead th {border-bottom: 2px solid var(--jp-border-color1, #bbb);}
 .tfmagic-html pre {margin: 0; background: none; padding: 0;}

@@ -18,9 +18,10 @@ import numpy as np
 
 CURVE_POINTS = 241  # samples of the 1-D loss curve
 GRID = 60  # the 2-D loss surface is GRID x GRID
+TRAIL_POINTS = 200
 MARGIN = 0.2  # when the path leaves the drawn range, extend by this fraction of the new span
 FIG_HEIGHT = "300px"
-FIG_MARGIN = dict(top=40, bottom=42, left=62, right=16)
+FIG_MARGIN = dict(top=40, bottom=42, left=62, right=36)  # room for the last x tick label
 LOG_DECADES = 2  # default to a log loss axis when the loss spans more than this
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
           "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
@@ -191,7 +192,8 @@ class HistoryCharts:
     def _build_vars(self, all_scalar):
         if all_scalar:
             self._var_series = [(k, k) for k in self.variables]
-            title, ylabel = "Variables", "value"
+            title = "Variables" if len(self.variables) > 1 else f"Value of {next(iter(self.variables))}"
+            ylabel = "value"
         else:
             # Non-scalars are drawn by their norm, scalars (if any) by value.
             self._var_series = [(k, k if k in self._scalars else f"‖{k}‖") for k in self.variables]
@@ -204,7 +206,7 @@ class HistoryCharts:
             x=_empty(), y=np.zeros((k, 0), np.float32), scales={"x": self._iter_scale, "y": sy},
             labels=[label for _, label in self._var_series],
             colors=[COLORS[(i + 1) % len(COLORS)] for i in range(k)],
-            display_legend=True, stroke_width=1.5,
+            display_legend=k > 1, stroke_width=1.5,  # one line: the axis label says what it is
         )
         axes = _axes(self._iter_scale, sy, "iteration", ylabel)
         self._iter_axes.append(axes[0])
@@ -358,15 +360,17 @@ class HistoryCharts:
         if grown is not None:
             self._draw_curve(*grown)
 
-        trail_x = _f32(xs[idx])
+        # Every trail point is an SVG marker: a few hundred are plenty to see the steps.
+        trail_idx = decimate(len(xs), TRAIL_POINTS)
+        trail_x = _f32(xs[trail_idx])
         with self.trail.hold_sync():
-            self.trail.x, self.trail.y = trail_x, loss
+            self.trail.x, self.trail.y = trail_x, _f32(np.asarray(history["loss"])[trail_idx])
         if now is not None:
             # The loss at the present value (after the last step) is not in the
             # history: read it off the drawn curve.
             px, py = [now], [np.interp(now, self._curve_x, self._curve_y)]
         elif len(trail_x):
-            px, py = trail_x[-1:], loss[-1:]
+            px, py = trail_x[-1:], _f32(np.asarray(history["loss"])[-1:])
         else:
             return
         with self.point.hold_sync():

@@ -16,7 +16,8 @@ from tfmagic.present import STYLE, tensors_html
 
 from .charts import HistoryCharts
 
-PUSH_INTERVAL = 0.1  # seconds between chart pushes: <= 10 per second
+PUSH_INTERVAL = 0.2  # seconds between chart pushes while running: the browser redraws ~2000 SVG nodes each time
+ETA_STEP = 0.01  # of the eta slider, in decades
 BADGES = {
     "converged": ("converged", "#1b7f3b"),
     "diverged": ("diverged", "#b3261e"),
@@ -48,16 +49,18 @@ class DescentPanel:
 
         eta = engine.eta
         decade = math.log10(eta)
+        # min is log10(eta) - 3 exactly, so eta sits on a slider position: a
+        # snapped value would come back from the browser as a change.
         self.eta_slider = W.FloatLogSlider(
-            value=eta, base=10, min=math.floor(decade) - 3, max=math.ceil(decade) + 1, step=0.01,
+            value=eta, base=10, min=decade - 3, max=decade + 2, step=ETA_STEP,
             description="eta", readout=False, continuous_update=True,
             layout=W.Layout(width="260px"),
         )
-        self.eta_text = W.FloatText(value=eta, layout=W.Layout(width="90px"), step=None)
+        self.eta_text = W.FloatText(value=eta, layout=W.Layout(width="120px"), step=None)
         self.optimizer = W.Dropdown(options=list(OPTIMIZERS), value=engine.optimizer_name,
                                     description="optimizer", layout=W.Layout(width="200px"))
         self.steps = W.BoundedIntText(value=steps, min=1, max=10**9, description="steps",
-                                      layout=W.Layout(width="170px"))
+                                      layout=W.Layout(width="210px"))
         short_now = next((s for s, full in devices.items() if full == engine.device), next(iter(devices)))
         self.device = W.Dropdown(options=list(devices), value=short_now, description="device",
                                  tooltip="takes effect on Reset", layout=W.Layout(width="170px"))
@@ -128,13 +131,13 @@ class DescentPanel:
             loss = e.final_loss
         grad = float(h["grad_norm"][-1]) if e.steps else None
         device = e.device.rsplit("device:", 1)[-1] if e.device else "CPU:0"
+        limit = f" (sgd diverges above ≈ {self._eta_max:.3g})" if self._eta_max and e.optimizer_name == "sgd" else ""
         parts = [
             f"iteration <b>{e.steps}</b>", f"loss <b>{_fmt(loss)}</b>", f"|grad| {_fmt(grad)}",
-            f"eta {e.eta:g}" + (f" (sgd diverges above ≈ {self._eta_max:.3g})" if self._eta_max else ""),
-            f"{e.steps_per_second:,.0f} steps/s", device,
+            f"eta {e.eta:g}{limit}", f"{e.steps_per_second:,.0f} steps/s", device,
         ]
         badge = (f"<span style='background:{color};color:white;border-radius:3px;padding:1px 6px;"
-                 f"margin-right:8px'>{label}</span>")
+                 f"margin-right:10px'>{label}</span>")
         message = e.message if status not in ("running", "ready") else ""
         if self.runner.detached:
             message = "A newer run took over these variables; this panel no longer controls them."
@@ -143,7 +146,12 @@ class DescentPanel:
         extra = "".join(
             f"<div style='color:#444;max-width:880px'>{html.escape(m)}</div>" for m in (message, self._warning) if m
         )
-        self.status.value = f"<div style='font-family:var(--jp-code-font-family,monospace)'>{badge}{' · '.join(parts)}</div>{extra}"
+        # Separate boxes rather than " · " joins, so a wrapped line never starts with a dot.
+        fields = "".join(f"<span style='margin-right:14px;white-space:nowrap'>{p}</span>" for p in parts)
+        self.status.value = (
+            "<div style='display:flex;flex-wrap:wrap;align-items:center;"
+            f"font-family:var(--jp-code-font-family,monospace)'>{badge}{fields}</div>{extra}"
+        )
 
     def _update_buttons(self):
         running = self.runner.running
@@ -161,6 +169,8 @@ class DescentPanel:
             self.eta_text.value = self.engine.eta
             self._update_status()
             return
+        if source == "slider" and abs(math.log10(eta) - math.log10(self.engine.eta)) < ETA_STEP / 2:
+            return  # the slider rounding a typed eta to its grid, not a move
         if eta != self.engine.eta:  # (an unchanged value is our own revert echoing back)
             self._warning = ""
             self.engine.eta = eta  # a variable assign: the next step uses it
