@@ -141,13 +141,13 @@ def test_eta_change_in_an_observer_applies_to_the_next_chunk(ip, run):
     seen = []
 
     def observer(eng, chunk):
-        seen.append(chunk.start)
+        seen.append(len(chunk.rows["loss"]))
         if len(seen) == 1:
             eng.eta = 0.002
 
     engine.observe(observer)
     engine.run(2000)
-    first = len(engine._rows[0])
+    first = seen[0]
     assert np.all(res.history["eta"][:first] == np.float32(0.001))
     assert np.all(res.history["eta"][first:] == np.float32(0.002))
 

@@ -105,7 +105,9 @@ class Descent:
             self._chunk_fns = {}
         for var, init in zip(self.variables.values(), self._initial):
             var.assign(init)
-        self._rows = []
+        self._rows = np.zeros((1024, len(self.columns)), np.float32)  # grows by doubling
+        self._row_steps = np.zeros(1024, np.int64)
+        self._n_rows = 0
         self._history = None
         self.steps = 0
         self.status = "ready"
@@ -114,7 +116,6 @@ class Descent:
         self.steps_per_second = 0.0
         self._stop_request = None
         self._start_loss = None
-        self._row_steps = []
         self._stride = 1
         self._exit_loss = math.nan
         self._xla_verdict = None  # auto: does XLA beat the plain rate here? (None: not tried)
@@ -167,9 +168,11 @@ class Descent:
     def history(self):
         """Per-step arrays; 'step' says which step each row is (see HISTORY_MAX, stride)."""
         if self._history is None:
-            rows = np.concatenate(self._rows) if self._rows else np.zeros((0, len(self.columns)), np.float32)
-            self._history = {c: rows[:, i] for i, c in enumerate(self.columns)}
-            self._history["step"] = np.concatenate(self._row_steps) if self._row_steps else np.zeros(0, np.int64)
+            # Views, not copies: appends land past them and thinning builds new arrays,
+            # so a history handed out earlier never changes under its holder.
+            n = self._n_rows
+            self._history = {c: self._rows[:n, i] for i, c in enumerate(self.columns)}
+            self._history["step"] = self._row_steps[:n]
         return self._history
 
     # -- compiled pieces ---------------------------------------------------
@@ -274,13 +277,20 @@ class Descent:
     def _record(self, rows, count, stride):
         slots = -(-count // stride)
         steps = self.steps + np.minimum(np.arange(slots) * stride + stride - 1, count - 1)
-        self._rows.append(rows[:slots])
-        self._row_steps.append(steps)
+        n = self._n_rows
+        if n + slots > len(self._rows):
+            size = max(2 * len(self._rows), n + slots)
+            self._rows = np.concatenate([self._rows[:n], np.zeros((size - n, self._rows.shape[1]), np.float32)])
+            self._row_steps = np.concatenate([self._row_steps[:n], np.zeros(size - n, np.int64)])
+        self._rows[n : n + slots] = rows[:slots]
+        self._row_steps[n : n + slots] = steps
+        self._n_rows = n = n + slots
         self._history = None
-        if sum(len(r) for r in self._rows) > HISTORY_MAX:
+        if n > HISTORY_MAX:
             # Very long runs: keep every other row, and record half as often from now on.
-            rows, steps = np.concatenate(self._rows)[1::2], np.concatenate(self._row_steps)[1::2]
-            self._rows, self._row_steps = [rows], [steps]
+            self._rows = np.concatenate([self._rows[1:n:2], np.zeros_like(self._rows[: n // 2 + 1])])
+            self._row_steps = np.concatenate([self._row_steps[1:n:2], np.zeros_like(self._row_steps[: n // 2 + 1])])
+            self._n_rows = n // 2
             self._stride *= 2
 
     def steps_iter(self, steps):

@@ -1,0 +1,109 @@
+#!/usr/bin/env python
+"""What the live panel costs the descent: steps/s with and without it, in one process.
+
+Both runs go through the same LiveRunner (time-boxed chunks, a pause for the
+frontend between them), so the ratio isolates the panel: its engine observer,
+the status line, and the chart pushes, each serialised as ipywidgets would send
+it to a browser (a stand-in comm does the JSON encoding; no browser is needed).
+
+    python benchmarks/bench_ui.py [--seconds S] [--repeats R]
+
+Target: with-panel / without >= 0.9 (the UI costs at most 10 % of steps/s).
+"""
+
+import argparse
+import asyncio
+import json
+import statistics
+
+import comm
+
+
+class SerialisingComm(comm.DummyComm):
+    """Does the encoding work a real kernel comm does, then drops the message."""
+
+    sent_bytes = 0
+
+    def publish_msg(self, msg_type, data=None, metadata=None, buffers=None, **keys):
+        json.dumps(data, default=str)
+        SerialisingComm.sent_bytes += sum(memoryview(b).nbytes for b in (buffers or []))
+
+
+comm.create_comm = lambda **kw: SerialisingComm(**kw)
+
+import ipywidgets.widgets.widget as _widget  # noqa: E402  (after the comm is replaced)
+
+_widget.comm.create_comm = comm.create_comm
+
+import numpy as np  # noqa: E402
+
+from tfmagic import devices  # noqa: E402
+from tfmagic.engine import Descent  # noqa: E402
+from tfmagic.liverun import LiveRunner  # noqa: E402
+from tfmagic.probe import probe_for  # noqa: E402
+from tfmagic.tfimport import tensorflow  # noqa: E402
+
+tf = tensorflow()
+
+
+def problems():
+    x = tf.Variable(10.0)
+    yield "P1 x^2-4x+4 (curve)", (lambda: x * x - 4.0 * x + 4.0), {"x": x}, 0.001
+    a, b = tf.Variable(-1.5), tf.Variable(2.0)
+    yield "P2 Rosenbrock (surface)", (lambda: (1.0 - a) ** 2 + 100.0 * (b - a * a) ** 2), {"a": a, "b": b}, 1e-4
+    rng = np.random.default_rng(0)
+    A = tf.constant(rng.standard_normal((4096, 256)).astype(np.float32))
+    t = tf.constant(rng.standard_normal(4096).astype(np.float32))
+    w = tf.Variable(tf.zeros(256))
+    yield "P3 least squares 4096x256 (norms)", (lambda: tf.reduce_mean(tf.square(tf.linalg.matvec(A, w) - t))), {"w": w}, 0.01
+
+
+async def timed_run(engine, with_panel, seconds):
+    from tfmagic.descend import DescentResult
+    from tfmagic.widgets.panel import DescentPanel
+
+    engine.reset()
+    runner = LiveRunner(engine)
+    panel = None
+    if with_panel:
+        curve, surface = probe_for(tf, engine)
+        names = {devices.short(n): n for n in devices.available(tf)}
+        result = DescentResult(engine, {}, {}, "CPU:0", None)
+        panel = DescentPanel(runner, result, 10**9, names, curve=curve, surface=surface)
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(runner.run(10**9))
+    t0 = loop.time()
+    await asyncio.sleep(seconds)
+    runner.stop()
+    await task
+    elapsed = loop.time() - t0
+    if panel is not None:
+        engine.unobserve(panel._on_chunk)
+    return engine.steps / elapsed
+
+
+async def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    rows = []
+    for label, loss_fn, variables, eta in problems():
+        engine = Descent(tf, loss_fn, variables, eta=eta)
+        await timed_run(engine, True, args.seconds)  # warm-up: traces, XLA verdict, chart set-up
+        plain, ui = [], []
+        for _ in range(args.repeats):  # interleaved, so drift in machine load hits both
+            plain.append(await timed_run(engine, False, args.seconds))
+            ui.append(await timed_run(engine, True, args.seconds))
+        rows.append((label, statistics.median(plain), statistics.median(ui)))
+    print("| problem | steps/s without panel | steps/s with panel | ratio | target |")
+    print("|---|---|---|---|---|")
+    for label, plain, ui in rows:
+        ratio = ui / plain
+        print(f"| {label} | {plain:,.0f} | {ui:,.0f} | {ratio:.2f} | >= 0.9 {'ok' if ratio >= 0.9 else 'MISS'} |")
+    print(f"(medians of {args.repeats} interleaved {args.seconds:g}-second runs; "
+          f"{SerialisingComm.sent_bytes / 1e6:.1f} MB of chart buffers serialised in all)")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
