@@ -137,7 +137,7 @@ class DescentPanel:
             f"eta {e.eta:g}{limit}", f"{e.steps_per_second:,.0f} steps/s", device,
         ]
         badge = (f"<span style='background:{color};color:white;border-radius:3px;padding:1px 6px;"
-                 f"margin-right:10px'>{label}</span>")
+                 f"margin-right:10px'>{label}</span> ")
         message = e.message if status not in ("running", "ready") else ""
         if self.runner.detached:
             message = "A newer run took over these variables; this panel no longer controls them."
@@ -147,7 +147,7 @@ class DescentPanel:
             f"<div style='color:#444;max-width:880px'>{html.escape(m)}</div>" for m in (message, self._warning) if m
         )
         # Separate boxes rather than " · " joins, so a wrapped line never starts with a dot.
-        fields = "".join(f"<span style='margin-right:14px;white-space:nowrap'>{p}</span>" for p in parts)
+        fields = " ".join(f"<span style='margin-right:14px;white-space:nowrap'>{p}</span>" for p in parts)
         self.status.value = (
             "<div style='display:flex;flex-wrap:wrap;align-items:center;"
             f"font-family:var(--jp-code-font-family,monospace)'>{badge}{fields}</div>{extra}"

@@ -225,6 +225,44 @@ def lab(lab_server, browser, artifacts_dir, request):
         context.close()
 
 
+@pytest.fixture(scope="module")
+def module_lab(lab_server, browser, artifacts_dir, request):
+    """One page on the session's JupyterLab for a whole test module, for tests
+    that share one notebook and one Run All (a page load + kernel start costs
+    10-20 s). The viewport is the module's ``LAB_VIEWPORT`` (default 1280x900).
+    If any test of the module failed: a screenshot and the console and server
+    logs, named after the module."""
+    viewport = getattr(request.module, "LAB_VIEWPORT", {"width": 1280, "height": 900})
+    context = browser.new_context(viewport=viewport)
+    page = context.new_page()
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    console: list[str] = []
+    page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+    helper = Lab(lab_server, page, artifacts_dir, console)
+    try:
+        yield helper
+    finally:
+        stem = request.module.__name__.rsplit(".", 1)[-1]
+        failed = [
+            item for item in request.session.items
+            if item.module is request.module
+            and any(getattr(getattr(item, f"rep_{w}", None), "failed", False) for w in ("setup", "call"))
+        ]
+        if failed:
+            try:
+                helper.screenshot(f"{stem}-FAILED")
+            except Exception:
+                pass
+            (artifacts_dir / f"{stem}-console.log").write_text("\n".join(console))
+            (artifacts_dir / f"{stem}-jupyterlab.log").write_text(lab_server.log_tail(200_000))
+        for kernel_id in helper.opened_kernels:
+            try:
+                lab_server.api("DELETE", f"/api/kernels/{kernel_id}", timeout=15)
+            except Exception:
+                pass
+        context.close()
+
+
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
@@ -255,6 +293,7 @@ class Lab:
         self.page = page
         self.artifacts = artifacts
         self.console = console
+        self.opened_kernels: list[str] = []  # shut down by module_lab's teardown
 
     def _js(self, body: str) -> str:
         """A function of (path, ...) that has `panel` bound (or returns null)."""
@@ -379,6 +418,54 @@ class Lab:
             if type(exc).__name__ != "TimeoutError":
                 raise
             return False
+
+    # -- helpers for tests that look inside cells ---------------------------
+
+    def kernel_id(self, name: str) -> str | None:
+        return self.page.evaluate(self._js("""
+            const s = panel.sessionContext.session;
+            return s && s.kernel ? s.kernel.id : null;
+        """), [name])
+
+    def cell(self, name: str, index: int):
+        """A locator for cell `index` of notebook `name` (input and outputs).
+
+        JupyterLab 4 renders cells in a windowed list; every cell carries
+        ``data-windowed-list-index``.
+        """
+        panel_id = self.page.evaluate(self._js("return panel.id;"), [name])
+        assert panel_id, f"notebook {name} is not open"
+        return self.page.locator(
+            f'[id="{panel_id}"] .jp-Cell[data-windowed-list-index="{index}"]'
+        )
+
+    def execution_count(self, name: str, index: int):
+        return self.page.evaluate(self._js("""
+            const cell = panel.content.model.cells.get(args[1]);
+            return cell ? cell.executionCount : null;
+        """), [name, index])
+
+    def poll(self, fn, timeout_s: float, what: str = "condition", interval_ms: int = 50):
+        """Call fn() until it returns something truthy; return that.
+
+        Raises TimeoutError (with fn's last value) after timeout_s. The wait
+        between calls is a polling interval, not a synchronisation.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            value = fn()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out after {timeout_s:g}s waiting for {what}; last: {value!r}")
+            self.page.wait_for_timeout(interval_ms)
+
+    def element_screenshot(self, locator, stem: str) -> Path:
+        """A screenshot of one element (scrolled into view), as stem.png."""
+        path = self.artifacts / f"{stem}.png"
+        locator.scroll_into_view_if_needed(timeout=10_000)
+        locator.screenshot(path=str(path), timeout=20_000, animations="disabled")
+        return path
 
     def screenshot(self, stem: str) -> Path:
         path = self.artifacts / f"{stem}.png"
