@@ -19,7 +19,6 @@ import numpy as np
 from .tfimport import quiet_native_stderr
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "rmsprop", "adagrad")
-FINAL_STATUSES = ("converged", "diverged", "max_steps", "stopped", "paused", "interrupted", "error")
 CHUNK_SECONDS = 0.02  # a chunk this long reaches >= 95 % of the in-graph rate
 MAX_CHUNK_GROWTH = 4
 XLA_PAYS_AFTER_SECONDS = 1.0  # XLA compiles in 0.1-0.3 s: worth it when clearly more work than that is left
