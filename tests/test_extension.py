@@ -5,16 +5,22 @@ import pytest
 from IPython.core.error import UsageError
 
 
-def test_load_ext_does_not_import_tensorflow():
-    code = (
+def in_fresh_shell(code):
+    """Run `code` in a new Python process after `%load_ext tfmagic` in a shell `ip`."""
+    prelude = (
         "import sys\n"
         "from IPython.core.interactiveshell import InteractiveShell\n"
         "ip = InteractiveShell.instance()\n"
         "ip.run_line_magic('load_ext', 'tfmagic')\n"
+    )
+    return subprocess.run([sys.executable, "-c", prelude + code], capture_output=True, text=True, check=True)
+
+
+def test_load_ext_does_not_import_tensorflow():
+    out = in_fresh_shell(
         "assert 'descend' in ip.magics_manager.magics['cell']\n"
         "print('tensorflow' in sys.modules)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
@@ -41,18 +47,13 @@ def test_bad_option_is_a_usage_error(ip, run):
 
 
 def test_tf_is_provided_lazily_and_quietly():
-    code = (
-        "import sys\n"
-        "from IPython.core.interactiveshell import InteractiveShell\n"
-        "ip = InteractiveShell.instance()\n"
-        "ip.run_line_magic('load_ext', 'tfmagic')\n"
+    out = in_fresh_shell(
         "assert 'tensorflow' not in sys.modules\n"
         "ip.run_cell('x = tf.Variable(3.0)', store_history=False)\n"
         "import tensorflow\n"
         "assert ip.user_ns['tf'] is tensorflow, ip.user_ns['tf']\n"
         "print(float(ip.user_ns['x'].numpy()))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "3.0"
     assert "oneDNN" not in out.stderr and "absl" not in out.stderr, out.stderr
 

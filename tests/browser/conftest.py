@@ -8,6 +8,8 @@ torn down.
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import os
 import signal
@@ -202,10 +204,11 @@ def browser():
             b.close()
 
 
-@pytest.fixture
-def lab(lab_server, browser, artifacts_dir, request):
-    """A fresh page on the session's JupyterLab; screenshot on failure."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+@contextlib.contextmanager
+def _page(lab_server, browser, artifacts_dir, viewport, failed_name):
+    """A page on the session's JupyterLab. `failed_name()` is called at the end:
+    a name means something failed, so save a screenshot and the logs under it."""
+    context = browser.new_context(viewport=viewport)
     page = context.new_page()
     page.set_default_timeout(PAGE_TIMEOUT_MS)
     console: list[str] = []
@@ -214,15 +217,32 @@ def lab(lab_server, browser, artifacts_dir, request):
     try:
         yield helper
     finally:
-        failed = getattr(request.node, "rep_call", None)
-        if failed is not None and failed.failed:
+        name = failed_name()
+        if name:
             try:
-                helper.screenshot(f"{request.node.name}-FAILED")
+                helper.screenshot(f"{name}-FAILED")
             except Exception:
                 pass
-            (artifacts_dir / f"{request.node.name}-console.log").write_text("\n".join(console))
-            (artifacts_dir / f"{request.node.name}-jupyterlab.log").write_text(lab_server.log_tail(200_000))
+            (artifacts_dir / f"{name}-console.log").write_text("\n".join(console))
+            (artifacts_dir / f"{name}-jupyterlab.log").write_text(lab_server.log_tail(200_000))
+        for kernel_id in helper.opened_kernels:
+            try:
+                lab_server.api("DELETE", f"/api/kernels/{kernel_id}", timeout=15)
+            except Exception:
+                pass
         context.close()
+
+
+@pytest.fixture
+def lab(lab_server, browser, artifacts_dir, request):
+    """A fresh page on the session's JupyterLab; screenshot on failure."""
+
+    def failed_name():
+        rep = getattr(request.node, "rep_call", None)
+        return request.node.name if rep is not None and rep.failed else None
+
+    with _page(lab_server, browser, artifacts_dir, {"width": 1280, "height": 900}, failed_name) as helper:
+        yield helper
 
 
 @pytest.fixture(scope="module")
@@ -233,34 +253,17 @@ def module_lab(lab_server, browser, artifacts_dir, request):
     If any test of the module failed: a screenshot and the console and server
     logs, named after the module."""
     viewport = getattr(request.module, "LAB_VIEWPORT", {"width": 1280, "height": 900})
-    context = browser.new_context(viewport=viewport)
-    page = context.new_page()
-    page.set_default_timeout(PAGE_TIMEOUT_MS)
-    console: list[str] = []
-    page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-    helper = Lab(lab_server, page, artifacts_dir, console)
-    try:
-        yield helper
-    finally:
-        stem = request.module.__name__.rsplit(".", 1)[-1]
-        failed = [
-            item for item in request.session.items
-            if item.module is request.module
+
+    def failed_name():
+        failed = any(
+            item.module is request.module
             and any(getattr(getattr(item, f"rep_{w}", None), "failed", False) for w in ("setup", "call"))
-        ]
-        if failed:
-            try:
-                helper.screenshot(f"{stem}-FAILED")
-            except Exception:
-                pass
-            (artifacts_dir / f"{stem}-console.log").write_text("\n".join(console))
-            (artifacts_dir / f"{stem}-jupyterlab.log").write_text(lab_server.log_tail(200_000))
-        for kernel_id in helper.opened_kernels:
-            try:
-                lab_server.api("DELETE", f"/api/kernels/{kernel_id}", timeout=15)
-            except Exception:
-                pass
-        context.close()
+            for item in request.session.items
+        )
+        return request.module.__name__.rsplit(".", 1)[-1] if failed else None
+
+    with _page(lab_server, browser, artifacts_dir, viewport, failed_name) as helper:
+        yield helper
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
@@ -293,7 +296,7 @@ class Lab:
         self.page = page
         self.artifacts = artifacts
         self.console = console
-        self.opened_kernels: list[str] = []  # shut down by module_lab's teardown
+        self.opened_kernels: list[str] = []  # shut down when the page is closed
 
     def _js(self, body: str) -> str:
         """A function of (path, ...) that has `panel` bound (or returns null)."""
