@@ -182,7 +182,8 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
 
     try:
         with tf.device(device):
-            loss, grads, assigned = tf.function(probe)()
+            probe = tf.function(probe)
+            loss, grads, assigned = probe()
     except Exception as err:
         raise explain(err, cell) from err
     label = cell.target_label
@@ -215,5 +216,8 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
             tensors[name] = rec
     where = short_device(device) if device else short_device(loss.device) or "CPU:0"
     result = DescentResult(engine, tensors, cell.constants, where, cell)
-    evaluate = tf.function(lambda: cell.function(**extra)[1])
+    def evaluate():
+        """The names the cell assigns, at the current values (reuses the probe's trace)."""
+        return probe()[2]
+
     return engine, created, result, evaluate

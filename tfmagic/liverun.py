@@ -77,11 +77,7 @@ class LiveRunner:
         if self.running or self.detached:
             return
         self.running = True  # claimed now, so a second click cannot start a second task
-        self.task = self.loop.create_task(self._background(steps))
-
-    async def _background(self, steps):
-        self.running = False
-        await self.run(steps, raise_errors=False)
+        self.task = self.loop.create_task(self.run(steps, raise_errors=False))
 
     def stop(self, status="stopped"):
         if self.running:
