@@ -193,7 +193,7 @@ def steady_engine(p, jit, target, repeats):
     chunk_log = []
 
     def on_chunk(engine, chunk):
-        count = len(chunk.rows["loss"])
+        count = engine.steps - chunk.start  # steps, not rows (long XLA chunks keep every k-th row)
         if count and chunk.steps_per_second:  # 0 for a chunk that traced
             chunk_log.append((count, count / chunk.steps_per_second))
 
@@ -212,7 +212,7 @@ def steady_engine(p, jit, target, repeats):
     steps = sum(c for c, _ in chunk_log)
     res["in_chunk_rate"] = steps / sum(t for _, t in chunk_log)
     res["chunks"] = len(chunk_log)
-    res["xla_used"] = True in eng._chunk_fns
+    res["xla_used"] = "xla" in eng._chunk_fns
     return res
 
 

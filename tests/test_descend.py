@@ -339,16 +339,45 @@ def test_suggested_eta_for_a_quadratic_form(ip, run):
 def test_very_long_runs_keep_a_bounded_strided_history(ip, run, monkeypatch):
     import tfmagic.engine as engine_module
 
-    monkeypatch.setattr(engine_module, "XLA_CAPACITY", 256)
+    monkeypatch.setattr(engine_module, "ROW_CAPACITY", 256)
     monkeypatch.setattr(engine_module, "HISTORY_MAX", 4096)
     res = run("descend", "x=10.0 --eta 1e-4 --steps 200000 --jit on --no-widgets", COURSE)
     h = res.history
     assert res.steps == 200000 and len(h["loss"]) <= 4096
     steps = h["step"]
-    assert steps[-1] == 199999 and np.all(np.diff(steps) > 0) and np.diff(steps).max() > 1
+    # a row is the point before the first step of its block: step 0 is the start
+    assert steps[0] == 0 and np.all(np.diff(steps) > 0) and np.diff(steps).max() > 1
+    assert 199999 - steps[-1] < np.diff(steps).max()
     # each row is the point at its step: x_t - 2 = 8 (1 - 2 eta)^t (a row one stride off is ~1 % off)
     expected = 8 * (1 - 2e-4) ** steps.astype(np.float64)
     seen = h["x"].astype(np.float64) - 2
     far = expected > 1e-2  # where float32 still resolves x - 2 well
     assert far.sum() > 50
     np.testing.assert_allclose(seen[far], expected[far], rtol=2e-3)
+
+
+@pytest.mark.parametrize("steps", [20, 3000])  # a per-step function, then graph loops
+def test_python_control_flow_on_tensors_in_the_cell(ip, run, steps):
+    # AutoGraph turns the cell's `if` and `for` on tensors into graph ops inside the engine's steps.
+    branch = run("descend", f"x=3.0 --eta 0.01 --steps {steps} --no-widgets",
+                 "if x > 1.0:\n    y = (x - 1.0)**2\nelse:\n    y = 0.5 * (x - 1.0)**2\ny")
+    assert branch.status == "max_steps" and 1.0 < ip.user_ns["x"].numpy() < 3.0
+    loop = run("descend", f"x=3.0 --eta 0.01 --steps {steps} --no-widgets",
+               "y = 0.0\nfor i in tf.range(3):\n    y += (x - tf.cast(i, tf.float32))**2\ny")
+    assert loop.status == "max_steps" and loop.history["loss"][-1] < loop.history["loss"][0]
+
+
+@pytest.mark.parametrize("flags", ["--eta 1.05", "--eta 0.01 --tol 1e-3"])
+def test_strided_xla_ends_on_the_exact_step(ip, run, monkeypatch, flags):
+    # With 4 rows per chunk, XLA chunks run blocks of many steps between rows; a block
+    # that diverges or converges inside is redone one step at a time from its start.
+    import tfmagic.engine as engine_module
+
+    plain = run("descend", f"x=10.0 {flags} --steps 100000 --jit off --no-widgets", COURSE)
+    monkeypatch.setattr(engine_module, "ROW_CAPACITY", 4)
+    xla = run("descend", f"x=10.0 {flags} --steps 100000 --jit on --no-widgets", COURSE)
+    assert xla.status == plain.status and plain.status in ("diverged", "converged")
+    assert xla.steps == plain.steps and np.diff(xla.history["step"]).max() > 1
+    assert xla.history["step"][-1] == plain.history["step"][-1]
+    assert xla.values["x"] == pytest.approx(plain.values["x"], rel=1e-5)
+    assert np.isfinite(xla.values["x"]) and xla.final_loss == pytest.approx(plain.final_loss, rel=1e-4, abs=1e-5)

@@ -3,11 +3,19 @@
 TensorFlow only: no IPython, no widgets. A UI drives it (run, pause, stop,
 step, reset, eta, optimizer) and observes it through `observe(callback)`.
 
-Why chunks: one tf.function call that runs K steps in-graph is 10-600x faster
-than calling a compiled step from Python (FACTS.md). K grows until a chunk takes
-about 20 ms, so a live change (eta, pause) waits at most one chunk. eta lives
-in the Keras optimizer's learning-rate variable, read inside the graph: changing
-it never retraces and the next step uses it.
+How a run is executed depends on its length, as a person writing it by hand
+would choose (measured in benchmarks/bench_descent.py):
+- "step": a compiled single step called from Python (the course's way). Its
+  trace is the cheapest, so it wins for short runs (<= STEP_MODE_STEPS).
+- "plain": one tf.function call runs K steps in a graph while loop.
+- "xla": the same loop compiled by XLA; history rows every `stride` steps in an
+  inner loop, so a step costs what a hand-written XLA loop costs.
+K grows until a chunk takes about CHUNK_SECONDS, so a live change (eta, pause)
+waits at most one chunk. eta is the Keras optimizer's learning-rate variable,
+read inside the graph: changing it never retraces and the next step uses it.
+
+Between calls the engine carries the loss and gradients at the current point,
+so each compiled function evaluates the loss once per step and never twice.
 """
 
 import math
@@ -21,8 +29,11 @@ from .tfimport import quiet_native_stderr
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "rmsprop", "adagrad")
 CHUNK_SECONDS = 0.02  # a chunk this long reaches >= 95 % of the in-graph rate
 MAX_CHUNK_GROWTH = 4
-XLA_PAYS_AFTER_SECONDS = 1.0  # XLA compiles in 0.1-0.3 s: worth it when clearly more work than that is left
-XLA_CAPACITY = 1 << 16  # rows per XLA chunk; faster problems record every k-th step
+FIRST_CHUNK = 16
+STEP_MODE_STEPS = 200  # runs this short: one compiled step per call (cheapest to trace)
+XLA_FROM_START_STEPS = 2000  # runs this long start with XLA: its ~0.1 s compile pays back on most problems
+XLA_PAYS_AFTER_SECONDS = 0.25  # a plain run switches to XLA when more than this is left
+ROW_CAPACITY = 1 << 13  # rows per chunk (longer XLA chunks record every k-th step); copying more costs ~5 % of a chunk
 HISTORY_MAX = 1 << 20  # rows kept; longer runs keep every other row
 BLOWUP_FACTOR = 1e6  # |loss| above this times the starting loss counts as divergence
 _RUNNING, _CONVERGED, _DIVERGED = 0, 1, 2
@@ -58,7 +69,7 @@ class Chunk:
     """What one chunk did, handed to observers."""
 
     start: int  # index of its first step in the history
-    rows: dict  # column -> numpy array of this chunk's steps
+    rows: dict  # column -> numpy array of this chunk's recorded steps
     status: str
     steps_per_second: float
 
@@ -78,10 +89,9 @@ class Descent:
         self.columns = ["loss", "eta", "grad_norm"] + list(self.variables)
         with tf.device(device):
             self._initial = [tf.identity(v) for v in self.variables.values()]
-            self._backup = [tf.Variable(v, trainable=False) for v in self.variables.values()]
-            self._snapshot = [tf.Variable(v, trainable=False) for v in self.variables.values()]
         self._observers = []
-        self._chunk_fns = {}
+        self._chunk_fns = {}  # mode ("step", "plain", "xla") -> tf.function
+        self._chunk_steps = {}  # mode -> the last chunk size: the next run starts there
         self.optimizer = None
         self.notes = []
         self.reset()
@@ -101,7 +111,7 @@ class Descent:
             self.__dict__.pop("_curvature", None)
         if device is not None and device != self.device:
             self.device = device
-            self._chunk_fns = {}
+            self.optimizer = None  # rebuilt there, with its state
         for var, init in zip(self.variables.values(), self._initial):
             var.assign(init)
         self._rows = np.zeros((1024, len(self.columns)), np.float32)  # grows by doubling
@@ -121,19 +131,24 @@ class Descent:
         self._xla_ran = False
         self._plain_rate = 0.0
         self._run_steps, self._run_seconds = 0, 0.0
-        if getattr(self, "optimizer", None) is None:
+        if self.optimizer is None:
             self._set_optimizer(self.optimizer_name)
         else:
-            # Zero the optimizer's state in place: a new optimizer would retrace the chunk.
-            for v in self.optimizer.variables:
-                if v is not self.optimizer._learning_rate:
-                    v.assign(self.tf.zeros_like(v))
+            # Zero the optimizer's state in place: a new optimizer would retrace.
+            for v in self._opt_state:
+                v.assign(self.tf.zeros_like(v))
 
     def _set_optimizer(self, name):
         tf = self.tf
         with tf.device(self.device):
             opt = make_optimizer(name, self._eta)
             opt.build(list(self.variables.values()))
+            self._opt_state = [v.value for v in opt.variables if v is not opt._learning_rate]
+            # Everything a step changes: the variables and the optimizer's state.
+            self._live = list(self.variables.values()) + self._opt_state
+            self._snapshot = [tf.Variable(v, trainable=False) for v in self._live]  # at the chunk's start
+            # The chunks' history rows (a variable: cheaper to compile than a TensorArray).
+            self._row_buffer = tf.Variable(tf.zeros([ROW_CAPACITY, len(self.columns) - 1]), trainable=False)
         self.optimizer_name, self.optimizer = name, opt
         self._chunk_fns = {}
 
@@ -152,7 +167,10 @@ class Descent:
         self.optimizer.learning_rate = self._eta  # an assign: no retrace
 
     def observe(self, callback):
-        """Call `callback(engine, chunk)` after every chunk."""
+        """Call `callback(engine, chunk)` after every chunk.
+
+        A callback with `needs_every_step = True` gets a row for every step (else
+        long XLA chunks record every k-th step)."""
         self._observers.append(callback)
 
     def unobserve(self, callback):
@@ -175,122 +193,255 @@ class Descent:
         return self._history
 
     # -- compiled pieces ---------------------------------------------------
-    def _build_chunk(self, jit):
-        """One tf.function that runs up to n steps in a graph while loop.
-
-        The health checks (finite, not blown up, above tol) are the loop's
-        condition, so the body has no branch: a branch costs ~4 ns/step under
-        XLA, as much as a small problem's whole step.
-        """
+    # Every op costs ~0.2 ms of tracing and more of XLA compiling, which is most of
+    # a short run: the graphs hold the step and the history row, nothing else.
+    # Health checks, eta and divergence restores happen in Python between calls.
+    def _pieces(self):
+        """evaluate() -> (loss, grads) at the current point; advance(grads) takes one step
+        and evaluates the new point; norm(grads) is |grad|; point(loss, gnorm) is a
+        history row without eta: [loss, |grad|, one summary per variable]."""
         tf = self.tf
         variables = list(self.variables.values())
-        backup, snapshot, opt, loss_fn = self._backup, self._snapshot, self.optimizer, self.loss_fn
-        width = len(self.columns)
+        opt, loss_fn = self.optimizer, self.loss_fn
 
-        def summary(v):
-            v = tf.cast(v, tf.float32)
-            return tf.reshape(v, []) if v.shape.num_elements() == 1 else tf.norm(v)
+        def squared(g):
+            g = tf.cast(g, tf.float32)
+            return g * g if g.shape.rank == 0 else tf.reduce_sum(g * g, axis=list(range(g.shape.rank)))
+
+        def norm(grads):
+            total = squared(grads[0])
+            for g in grads[1:]:
+                total += squared(g)
+            return tf.sqrt(total)
 
         def evaluate():
             with tf.GradientTape() as tape:
                 loss = tf.cast(loss_fn(), tf.float32)
             grads = tape.gradient(loss, variables)
-            grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
-            gnorm = tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(tf.cast(g, tf.float32))) for g in grads]))
-            return loss, grads, gnorm
+            grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g) for g, v in zip(grads, variables)]
+            # Loop variables keep their shapes (a py_function's output has none).
+            loss = loss if loss.shape.rank == 0 else tf.reshape(loss, [])
+            grads = [g if g.shape == v.shape else tf.reshape(g, v.shape) for g, v in zip(grads, variables)]
+            return loss, grads
 
-        def chunk(n, stride, tol, start_loss):
-            for s, b, v in zip(snapshot, backup, variables):
-                s.assign(v)
-                b.assign(v)
-            loss, grads, gnorm = evaluate()
-            reference = tf.where(tf.math.is_nan(start_loss), loss, start_loss)
-            limit = BLOWUP_FACTOR * tf.maximum(tf.abs(reference), 1.0)
+        def advance(grads):
+            opt.apply_gradients(zip(grads, variables))
+            return evaluate()
 
-            def healthy(loss, gnorm):
-                return tf.math.is_finite(loss) & tf.math.is_finite(gnorm) & (tf.abs(loss) <= limit)
+        def summary(v):
+            v = tf.cast(v, tf.float32)
+            if v.shape.rank == 0:
+                return v
+            return tf.reshape(v, []) if v.shape.num_elements() == 1 else tf.norm(v)
 
-            # XLA needs a fixed-size buffer (rows land at i // stride, the last
-            # step of each stride block stays); without XLA a growing one is cheaper.
-            rows = tf.zeros([XLA_CAPACITY, width]) if jit else tf.TensorArray(
-                tf.float32, size=0, dynamic_size=True, element_shape=[width])
+        def point(loss, gnorm):
+            return tf.stack([loss, gnorm] + [summary(v) for v in variables])
 
-            def cond(i, loss, grads, gnorm, rows):
-                return (i < n) & healthy(loss, gnorm) & (gnorm >= tol)
+        return evaluate, advance, norm, point
 
-            def body(i, loss, grads, gnorm, rows):
-                row = tf.stack([loss, tf.cast(opt.learning_rate, tf.float32), gnorm] + [summary(v) for v in variables])
-                if jit:
-                    rows = tf.tensor_scatter_nd_update(rows, [[i // stride]], [row])
-                else:
-                    rows = rows.write(i, row)
-                for b, v in zip(backup, variables):
-                    b.assign(v)
-                opt.apply_gradients(zip(grads, variables))
-                loss, grads, gnorm = evaluate()
-                return i + 1, loss, grads, gnorm, rows
+    def _save(self, targets):
+        for t, v in zip(targets, self._live):
+            t.assign(v)
 
-            i, loss, grads, gnorm, rows = tf.while_loop(cond, body, [tf.constant(0), loss, grads, gnorm, rows])
-            ok = healthy(loss, gnorm)
-            for v, b in zip(variables, backup):
-                v.assign(tf.where(ok, v, b))  # blew up: back to the values before that step
-            code = tf.where(ok, tf.where(gnorm < tol, _CONVERGED, _RUNNING), _DIVERGED)
-            return (rows if jit else rows.stack()), i, code, loss, reference
+    def _restore(self, sources):
+        for v, s in zip(self._live, sources):
+            v.assign(s)
 
-        return tf.function(chunk, jit_compile=jit, autograph=False)
+    def _build_step(self):
+        """One compiled step (the course's shape), called from Python per step."""
+        _, advance, norm, point = self._pieces()
 
-    def _chunk_fn(self, xla):
-        if xla not in self._chunk_fns:
-            self._chunk_fns[xla] = self._build_chunk(xla)
-        return self._chunk_fns[xla]
+        def step(grads):
+            loss, grads = advance(grads)
+            return point(loss, norm(grads)), grads
 
-    def _call_chunk(self, xla, n, stride, tol):
-        """Run one chunk; returns (rows, count, code, exit loss, whether it traced)."""
+        return self.tf.function(step)
+
+    def _build_plain(self):
+        """Up to n steps in a graph while loop, a history row per step.
+
+        Without XLA every op and loop variable costs ~1 us per step, so the loop
+        carries only what the next step needs. Its condition holds the health
+        checks: the body has no branch.
+        """
         tf = self.tf
-        fn = self._chunk_fn(xla)
-        start = np.nan if self._start_loss is None else self._start_loss
-        args = (tf.constant(n), tf.constant(stride), tol, tf.constant(start, tf.float32))
+        _, advance, norm, point = self._pieces()
+        buffer = self._row_buffer
+
+        def loop(n, stride, tol, limit, start, grads):
+            def going(i, loss, gnorm, grads):
+                # False for NaN and inf too
+                return (i < n) & (tf.abs(loss) <= limit) & (gnorm >= tol)
+
+            def body(i, loss, gnorm, grads):
+                buffer.scatter_nd_update([[i]], [point(loss, gnorm)])
+                loss, grads = advance(grads)
+                return i + 1, loss, norm(grads), grads
+
+            i, loss, gnorm, grads = tf.while_loop(going, body, [tf.constant(0), start[0], start[1], grads])
+            return i, i, tf.maximum(i - 1, 0), point(loss, gnorm), gnorm, grads
+
+        return tf.function(loop)
+
+    def _build_xla(self):
+        """Up to n steps under XLA; a history row every `stride` steps.
+
+        The steps between rows run in an inner loop that does only the step, so
+        a step costs what a hand-written XLA loop's does; the health checks are
+        the outer loop's condition. `lowest` (the smallest |grad| seen, only with
+        a tol) makes convergence inside a block visible.
+        """
+        tf = self.tf
+        _, advance, norm, point = self._pieces()
+        buffer = self._row_buffer
+        track = bool(self.tol)
+
+        def loop(n, stride, tol, limit, start, grads):
+            def going(i, r, block, loss, lowest, grads):
+                ok = (i < n) & (tf.abs(loss) <= limit)  # False for NaN and inf too
+                return ok & (lowest >= tol) if track else ok
+
+            def body(i, r, block, loss, lowest, grads):
+                buffer.scatter_nd_update([[r]], [point(loss, norm(grads))])
+
+                def inner(j, loss, lowest, grads):
+                    loss, grads = advance(grads)
+                    return j + 1, loss, tf.minimum(lowest, norm(grads)) if track else lowest, grads
+
+                m = tf.minimum(stride, n - i)
+                _, loss, lowest, grads = tf.while_loop(lambda j, *_: j < m, inner, [tf.constant(0), loss, lowest, grads])
+                return i + m, r + 1, i, loss, lowest, grads
+
+            zero = tf.constant(0)
+            i, r, block, loss, lowest, grads = tf.while_loop(
+                going, body, [zero, zero, zero, start[0], start[1], grads])
+            gnorm = norm(grads)
+            return i, r, block, point(loss, gnorm), lowest if track else gnorm, grads
+
+        return tf.function(loop, jit_compile=True)
+
+    def _fn(self, mode):
+        if mode not in self._chunk_fns:
+            self._chunk_fns[mode] = {"step": self._build_step, "plain": self._build_plain, "xla": self._build_xla}[mode]()
+        return self._chunk_fns[mode]
+
+    def _prime(self):
+        """Evaluate the current point eagerly (no trace): the next step needs its gradients."""
+        tf = self.tf
+        evaluate, _, norm, point = self._pieces()
+        with tf.device(self.device):
+            loss, grads = evaluate()
+            start = point(loss, norm(grads))
+        self._state = (start, grads)
+        self._point = start.numpy()
+        if self._start_loss is None and math.isfinite(self._point[0]):
+            self._start_loss = float(self._point[0])
+
+    def _limit(self):
+        start = self._start_loss if self._start_loss is not None else 1.0
+        return BLOWUP_FACTOR * max(abs(start), 1.0)
+
+    def _code(self, point, lowest):
+        loss, gnorm = float(point[0]), float(point[1])
+        if not (math.isfinite(loss) and math.isfinite(gnorm) and abs(loss) <= self._limit()):
+            return _DIVERGED
+        return _CONVERGED if lowest < float(self.tol or 0.0) else _RUNNING
+
+    def _call(self, mode, n, stride):
+        """Up to n steps from the current point.
+
+        Returns (rows, steps taken, first step of the last block, lowest |grad|, traced);
+        a row is the point before its step, without eta.
+        """
+        tf = self.tf
+        fn = self._fn(mode)
         traced = fn.experimental_get_tracing_count() == 0
-        if traced:
-            # The first call traces (and compiles); XLA's compiler writes C++ log
-            # lines we keep out of the notebook.
-            with quiet_native_stderr(), tf.device(self.device):
-                out = fn(*args)
-        else:
-            with tf.device(self.device):
-                out = fn(*args)
-        rows, count, code, loss, reference = out
-        if self._start_loss is None:
-            self._start_loss = float(reference)
-        return rows.numpy(), int(count), int(code), float(loss), traced
+        with tf.device(self.device), quiet_native_stderr(traced):
+            if mode == "step":
+                # The concrete function: a call costs ~0.2 ms instead of ~0.3 ms.
+                fn = fn.get_concrete_function(self._state[1])
+                rows = np.empty((n, len(self.columns) - 1), np.float32)
+                start, grads = self._state
+                now, count, code, lowest = self._point, 0, _RUNNING, math.inf
+                while count < n and code == _RUNNING:
+                    rows[count] = now
+                    start, grads = fn(grads)
+                    now, count = start.numpy(), count + 1
+                    lowest = min(lowest, float(now[1]))
+                    code = self._code(now, lowest)
+                self._state, self._point = (start, grads), now
+                return rows[:count], count, count - 1, lowest, traced
+            tol = tf.constant(float(self.tol or 0.0), tf.float32)
+            limit = tf.constant(self._limit(), tf.float32)
+            out = fn(tf.constant(n), tf.constant(stride), tol, limit, *self._state)
+            count, used, block, now, lowest, grads = out
+            rows = self._row_buffer.numpy()[: int(used)]
+        self._state, self._point = (now, grads), now.numpy()
+        return rows, int(count), int(block), float(lowest), traced
+
+    def _run_chunk(self, mode, n, stride):
+        """One chunk, recorded; returns (rows recorded, steps, code, traced).
+
+        A chunk that ends unhealthy, or converged inside a block of several steps,
+        is redone from its start (the same compiled steps give the same numbers)
+        up to its last block, and that block in finer blocks, down to one row per
+        step: the history then ends exactly where it happened, and a divergence
+        leaves the last finite values.
+        """
+        begin = self._state, self._point
+        self._save(self._snapshot)  # for a redo, an error or an interrupt
+        rows, count, block, lowest, traced = self._call(mode, n, stride)
+        code = self._code(self._point, lowest)
+        if code == _RUNNING or (code == _CONVERGED and count - block == 1):
+            return self._record(rows, count, stride), count, code, traced
+        self._restore(self._snapshot)
+        self._state, self._point = begin
+        done = [np.zeros((0, len(self.columns)), np.float32)]
+        if block:
+            rows, steps, _, _, _ = self._call(mode, block, stride)
+            done.append(self._record(rows, steps, stride))
+        if count - block > 1:
+            last = count - block  # finer blocks, down to one step, within the rows' capacity
+            rows, steps, code, _ = self._run_chunk(mode, last, -(-last // ROW_CAPACITY))
+            return np.concatenate(done + [rows]), block + steps, code, traced
+        # The step after `block` blew up: it counts, and its start is the last row.
+        done.append(self._record(self._point[None], 1, 1))
+        return np.concatenate(done), block + 1, _DIVERGED, traced
 
     # -- running -----------------------------------------------------------
-    def _use_xla_next(self, remaining, rate):
-        """XLA for what is left when it is expected to pay for its compile time."""
-        if self.jit != "auto":
-            return self.jit == "on"
-        if self._xla_verdict is not None:
-            return self._xla_verdict
-        return remaining / max(rate, 1e-9) > XLA_PAYS_AFTER_SECONDS
+    def _first_mode(self, steps):
+        if self.jit == "on":
+            return "xla"
+        if steps <= STEP_MODE_STEPS:
+            return "step"
+        if self.jit == "auto" and steps >= XLA_FROM_START_STEPS and self._xla_verdict is not False:
+            return "xla"
+        return "plain"
 
-    def _record(self, rows, count, stride):
-        slots = -(-count // stride)
-        steps = self.steps + np.minimum(np.arange(slots) * stride + stride - 1, count - 1)
+    def _record(self, points, count, stride):
+        """Append rows (one per `stride` of `count` steps), eta added; returns them."""
+        slots = len(points)
         n = self._n_rows
         if n + slots > len(self._rows):
             size = max(2 * len(self._rows), n + slots)
             self._rows = np.concatenate([self._rows[:n], np.zeros((size - n, self._rows.shape[1]), np.float32)])
             self._row_steps = np.concatenate([self._row_steps[:n], np.zeros(size - n, np.int64)])
-        self._rows[n : n + slots] = rows[:slots]
-        self._row_steps[n : n + slots] = steps
+        rows = self._rows[n : n + slots]
+        rows[:, 0] = points[:, 0]
+        rows[:, 1] = self._eta  # eta only changes between chunks
+        rows[:, 2:] = points[:, 1:]
+        self._row_steps[n : n + slots] = self.steps + np.arange(slots) * stride
+        rows = rows.copy()
         self._n_rows = n = n + slots
+        self.steps += count
         self._history = None
         if n > HISTORY_MAX:
             # Very long runs: keep every other row, and record half as often from now on.
-            self._rows = np.concatenate([self._rows[1:n:2], np.zeros_like(self._rows[: n // 2 + 1])])
-            self._row_steps = np.concatenate([self._row_steps[1:n:2], np.zeros_like(self._row_steps[: n // 2 + 1])])
-            self._n_rows = n // 2
+            self._rows = np.concatenate([self._rows[0:n:2], np.zeros_like(self._rows[: n // 2 + 1])])
+            self._row_steps = np.concatenate([self._row_steps[0:n:2], np.zeros_like(self._row_steps[: n // 2 + 1])])
+            self._n_rows = -(-n // 2)
             self._stride *= 2
+        return rows
 
     def steps_iter(self, steps):
         """Run up to `steps` steps, yielding each Chunk; sets .status at the end.
@@ -298,77 +449,85 @@ class Descent:
         A generator so a blocking loop and an awaiting loop (the live UI) share
         one implementation: the caller decides what happens between chunks.
         """
-        tf = self.tf
         if steps <= 0:
             raise ValueError(f"steps must be a positive whole number, got {steps}")
         self._stop_request = None
         self.status = "running"
         self.message = ""
-        tol = tf.constant(float(self.tol or 0.0), tf.float32)
-        done, k, xla = 0, 16, self.jit == "on"
         self._run_steps, self._run_seconds = 0, 0.0
-        while done < steps:
+        self._prime()
+        code = self._code(self._point, float(self._point[1]))
+        mode = self._first_mode(steps)
+        done, k = 0, self._chunk_steps.get(mode, FIRST_CHUNK)
+        while code == _RUNNING and done < steps:
             n = min(k, steps - done)
-            stride = max(self._stride, -(-n // XLA_CAPACITY)) if xla else 1
+            if mode == "plain":
+                n = min(n, ROW_CAPACITY)  # one row per step in the row buffer
+            stride = max(self._stride, -(-n // ROW_CAPACITY)) if mode == "xla" else 1
+            if stride > 1 and any(getattr(cb, "needs_every_step", False) for cb in self._observers):
+                n, stride = min(n, ROW_CAPACITY), 1  # e.g. the course's per-iteration printout
+            start = self.steps
             t0 = time.perf_counter()
             try:
-                rows, count, code, exit_loss, traced = self._call_chunk(xla, n, stride, tol)
+                rows, count, code, traced = self._run_chunk(mode, n, stride)
             except Exception as err:
-                if xla and self._chunk_fns[True].experimental_get_tracing_count() <= 1 and not self._xla_ran:
+                self._restore(self._snapshot)  # back to the start of this chunk: values match the history
+                if mode == "xla" and self._chunk_fns["xla"].experimental_get_tracing_count() <= 1 and not self._xla_ran:
                     # XLA cannot compile every op (py_function, strings, ...): run without it.
-                    self._restore_snapshot()
                     self.notes.append(f"XLA could not compile this cell ({type(err).__name__}); it runs without XLA.")
-                    self.jit, self._xla_verdict, xla = "off", False, False
+                    self.jit, self._xla_verdict, mode = "off", False, "plain"
+                    self._prime()
                     continue
-                self._restore_snapshot()  # back to the start of this chunk: values match the history
                 self.status, self.message = "error", f"stopped by an error after {self.steps} steps: {err}"
                 raise
             except BaseException:
-                self._restore_snapshot()
+                self._restore(self._snapshot)
                 raise
             elapsed = time.perf_counter() - t0
-            self._xla_ran |= xla
+            self._xla_ran |= mode == "xla"
             done += count
-            self._exit_loss = exit_loss
-            rate = None
-            if not traced:
+            # A chunk that traced says nothing about the rate of the next ones.
+            rate = count / max(elapsed, 1e-9) if count and not traced else None
+            if rate:
                 self._run_steps += count
                 self._run_seconds += elapsed
-            if count:
-                self._record(rows, count, stride if xla else 1)
-                self.steps += count
-                # A chunk that traced says nothing about the rate of the next ones.
-                rate = None if traced else count / max(elapsed, 1e-9)
-                self.steps_per_second = rate or self.steps_per_second
-            if rate and xla and self.jit == "auto" and self._xla_verdict is None and elapsed > CHUNK_SECONDS / 2:
+                self.steps_per_second = rate
+            if rate and mode == "xla" and self.jit == "auto" and self._xla_verdict is None and elapsed > CHUNK_SECONDS / 2:
                 # The first full XLA chunk: keep XLA only if it beats the plain rate.
                 self._xla_verdict = rate >= self._plain_rate
-                xla = self._xla_verdict
-            elif rate and not xla:
+                mode = "xla" if self._xla_verdict else "plain"
+            elif rate and mode == "plain":
                 self._plain_rate = rate
-            status = {_CONVERGED: "converged", _DIVERGED: "diverged"}.get(code, "running")
-            if status == "running" and done >= steps:
-                status = "max_steps"
-            if status == "running" and self._stop_request:
-                status = self._stop_request
-            start = self.steps - count
-            view = {c: rows[: -(-count // (stride if xla else 1)), i] for i, c in enumerate(self.columns)}
-            chunk = Chunk(start, view, status, self.steps_per_second)
-            if status != "running":
-                self._finish(status)
-            for callback in list(self._observers):
-                callback(self, chunk)
-            yield chunk
-            if status != "running":
+            yield self._chunk_done(start, rows, code, done >= steps)
+            if self.status != "running":
                 return
-            if rate:
-                k = max(1, int(k * min(MAX_CHUNK_GROWTH, CHUNK_SECONDS / max(elapsed, 1e-6))))
-            if not xla and rate and self._use_xla_next(steps - done, rate):
-                xla, k = True, max(k, 16)
+            if rate and count == n == k:  # a full chunk: size the next by its time
+                k = self._chunk_steps[mode] = max(1, int(k * min(MAX_CHUNK_GROWTH, CHUNK_SECONDS / max(elapsed, 1e-6))))
+            if mode == "plain" and rate and self._use_xla_next(steps - done, rate):
+                mode, k = "xla", self._chunk_steps.get("xla", max(k, FIRST_CHUNK))
+        if code != _RUNNING:  # unhealthy or converged at the start: no step taken
+            yield self._chunk_done(self.steps, np.zeros((0, len(self.columns)), np.float32), code, False)
 
-    def _restore_snapshot(self):
-        for v, s in zip(self.variables.values(), self._snapshot):
-            v.assign(s)
+    def _chunk_done(self, start, rows, code, complete):
+        """Set the status after a chunk, tell the observers; returns the Chunk."""
+        status = {_CONVERGED: "converged", _DIVERGED: "diverged"}.get(code, "running")
+        if status == "running" and complete:
+            status = "max_steps"
+        if status == "running" and self._stop_request:
+            status = self._stop_request
+        self._exit_loss = float(self._point[0])
+        if status != "running":
+            self._finish(status)
+        chunk = Chunk(start, {c: rows[:, i] for i, c in enumerate(self.columns)}, status, self.steps_per_second)
+        for callback in list(self._observers):
+            callback(self, chunk)
+        return chunk
+
+    def _use_xla_next(self, remaining, rate):
+        """XLA for what is left when it is expected to pay for its compile time."""
+        if self.jit != "auto" or self._xla_verdict is False:
+            return False
+        return self._xla_verdict or remaining / max(rate, 1e-9) > XLA_PAYS_AFTER_SECONDS
 
     def _finish(self, status):
         self.status = status

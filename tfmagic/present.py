@@ -174,6 +174,8 @@ class CoursePrinter:
     The course prints x after its update and y before it; so do we.
     """
 
+    needs_every_step = True  # rows one step apart, so i and "x after" are right
+
     def __init__(self, every, stream):
         self.every, self.stream = every, stream
 

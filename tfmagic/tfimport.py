@@ -35,8 +35,11 @@ _filter = _DropRetraceWarning()
 
 
 @contextlib.contextmanager
-def quiet_native_stderr():
+def quiet_native_stderr(active=True):
     """Catch what C++ code writes to fd 2; pass on all but known start-up noise."""
+    if not active:
+        yield
+        return
     try:
         sys.stderr.flush()
         saved = os.dup(2)
