@@ -127,6 +127,7 @@ class Descent:
         self._start_loss = None
         self._stride = 1
         self._exit_loss = math.nan
+        self._unhealthy_start = False
         self._xla_verdict = None  # auto: does XLA beat the plain rate here? (None: not tried)
         self._xla_ran = False
         self._plain_rate = 0.0
@@ -134,9 +135,10 @@ class Descent:
         if self.optimizer is None:
             self._set_optimizer(self.optimizer_name)
         else:
-            # Zero the optimizer's state in place: a new optimizer would retrace.
-            for v in self._opt_state:
-                v.assign(self.tf.zeros_like(v))
+            # The optimizer's state back to its start, in place: a new optimizer would
+            # retrace. (Not zeros: Adagrad's accumulators start at 0.1.)
+            for v, init in zip(self._opt_state, self._opt_initial):
+                v.assign(init)
 
     def _set_optimizer(self, name):
         tf = self.tf
@@ -144,6 +146,7 @@ class Descent:
             opt = make_optimizer(name, self._eta)
             opt.build(list(self.variables.values()))
             self._opt_state = [v.value for v in opt.variables if v is not opt._learning_rate]
+            self._opt_initial = [tf.identity(v) for v in self._opt_state]
             # Everything a step changes: the variables and the optimizer's state.
             self._live = list(self.variables.values()) + self._opt_state
             self._snapshot = [tf.Variable(v, trainable=False) for v in self._live]  # at the chunk's start
@@ -270,8 +273,8 @@ class Descent:
 
         def loop(n, stride, tol, limit, start, grads):
             def going(i, loss, gnorm, grads):
-                # False for NaN and inf too
-                return (i < n) & (tf.abs(loss) <= limit) & (gnorm >= tol)
+                # (comparisons are False for NaN and inf too)
+                return (i < n) & (tf.abs(loss) <= limit) & (gnorm >= tol) & tf.math.is_finite(gnorm)
 
             def body(i, loss, gnorm, grads):
                 buffer.scatter_nd_update([[i]], [point(loss, gnorm)])
@@ -297,12 +300,13 @@ class Descent:
         track = bool(self.tol)
 
         def loop(n, stride, tol, limit, start, grads):
-            def going(i, r, block, loss, lowest, grads):
-                ok = (i < n) & (tf.abs(loss) <= limit)  # False for NaN and inf too
+            def going(i, r, block, loss, gnorm, lowest, grads):
+                # (comparisons are False for NaN and inf too)
+                ok = (i < n) & (tf.abs(loss) <= limit) & tf.math.is_finite(gnorm)
                 return ok & (lowest >= tol) if track else ok
 
-            def body(i, r, block, loss, lowest, grads):
-                buffer.scatter_nd_update([[r]], [point(loss, norm(grads))])
+            def body(i, r, block, loss, gnorm, lowest, grads):
+                buffer.scatter_nd_update([[r]], [point(loss, gnorm)])
 
                 def inner(j, loss, lowest, grads):
                     loss, grads = advance(grads)
@@ -310,12 +314,11 @@ class Descent:
 
                 m = tf.minimum(stride, n - i)
                 _, loss, lowest, grads = tf.while_loop(lambda j, *_: j < m, inner, [tf.constant(0), loss, lowest, grads])
-                return i + m, r + 1, i, loss, lowest, grads
+                return i + m, r + 1, i, loss, norm(grads), lowest, grads
 
             zero = tf.constant(0)
-            i, r, block, loss, lowest, grads = tf.while_loop(
-                going, body, [zero, zero, zero, start[0], start[1], grads])
-            gnorm = norm(grads)
+            i, r, block, loss, gnorm, lowest, grads = tf.while_loop(
+                going, body, [zero, zero, zero, start[0], start[1], start[1], grads])
             return i, r, block, point(loss, gnorm), lowest if track else gnorm, grads
 
         return tf.function(loop, jit_compile=True)
@@ -334,6 +337,7 @@ class Descent:
             start = point(loss, norm(grads))
         self._state = (start, grads)
         self._point = start.numpy()
+        self._exit_loss = float(self._point[0])
         if self._start_loss is None and math.isfinite(self._point[0]):
             self._start_loss = float(self._point[0])
 
@@ -345,7 +349,7 @@ class Descent:
         loss, gnorm = float(point[0]), float(point[1])
         if not (math.isfinite(loss) and math.isfinite(gnorm) and abs(loss) <= self._limit()):
             return _DIVERGED
-        return _CONVERGED if lowest < float(self.tol or 0.0) else _RUNNING
+        return _CONVERGED if lowest < np.float32(self.tol or 0.0) else _RUNNING  # float32, as in the graph
 
     def _call(self, mode, n, stride):
         """Up to n steps from the current point.
@@ -390,23 +394,25 @@ class Descent:
         """
         begin = self._state, self._point
         self._save(self._snapshot)  # for a redo, an error or an interrupt
+        self._exit_loss = float(self._point[0])  # where an interrupt puts the variables back
         rows, count, block, lowest, traced = self._call(mode, n, stride)
         code = self._code(self._point, lowest)
         if code == _RUNNING or (code == _CONVERGED and count - block == 1):
             return self._record(rows, count, stride), count, code, traced
         self._restore(self._snapshot)
         self._state, self._point = begin
-        done = [np.zeros((0, len(self.columns)), np.float32)]
+        head = np.zeros((0, len(self.columns)), np.float32)
         if block:
-            rows, steps, _, _, _ = self._call(mode, block, stride)
-            done.append(self._record(rows, steps, stride))
+            # (a loss with randomness in it may not repeat: then this ends early, and is the result)
+            head, steps, code, _ = self._run_chunk(mode, block, stride)
+            if code != _RUNNING or steps < block:
+                return head, steps, code, traced
         if count - block > 1:
             last = count - block  # finer blocks, down to one step, within the rows' capacity
             rows, steps, code, _ = self._run_chunk(mode, last, -(-last // ROW_CAPACITY))
-            return np.concatenate(done + [rows]), block + steps, code, traced
-        # The step after `block` blew up: it counts, and its start is the last row.
-        done.append(self._record(self._point[None], 1, 1))
-        return np.concatenate(done), block + 1, _DIVERGED, traced
+            return np.concatenate([head, rows]), block + steps, code, traced
+        # The step after `block` blew up: not taken; the variables hold the point after `block` steps.
+        return head, block, _DIVERGED, traced
 
     # -- running -----------------------------------------------------------
     def _first_mode(self, steps):
@@ -419,27 +425,34 @@ class Descent:
         return "plain"
 
     def _record(self, points, count, stride):
-        """Append rows (one per `stride` of `count` steps), eta added; returns them."""
-        slots = len(points)
+        """Append rows (one per `stride` of `count` steps), eta added; returns them.
+
+        Once a long run has thinned the history (self._stride > 1), rows closer
+        than that are stored every k-th only; observers still get them all.
+        """
+        rows = np.empty((len(points), len(self.columns)), np.float32)
+        rows[:, 0] = points[:, 0]
+        rows[:, 1] = self._eta  # eta only changes between chunks
+        rows[:, 2:] = points[:, 1:]
+        every = max(1, self._stride // stride)
+        kept = rows[::every]
+        slots = len(kept)
         n = self._n_rows
         if n + slots > len(self._rows):
             size = max(2 * len(self._rows), n + slots)
             self._rows = np.concatenate([self._rows[:n], np.zeros((size - n, self._rows.shape[1]), np.float32)])
             self._row_steps = np.concatenate([self._row_steps[:n], np.zeros(size - n, np.int64)])
-        rows = self._rows[n : n + slots]
-        rows[:, 0] = points[:, 0]
-        rows[:, 1] = self._eta  # eta only changes between chunks
-        rows[:, 2:] = points[:, 1:]
-        self._row_steps[n : n + slots] = self.steps + np.arange(slots) * stride
-        rows = rows.copy()
+        self._rows[n : n + slots] = kept
+        self._row_steps[n : n + slots] = self.steps + np.arange(slots) * stride * every
         self._n_rows = n = n + slots
         self.steps += count
         self._history = None
         if n > HISTORY_MAX:
-            # Very long runs: keep every other row, and record half as often from now on.
-            self._rows = np.concatenate([self._rows[0:n:2], np.zeros_like(self._rows[: n // 2 + 1])])
-            self._row_steps = np.concatenate([self._row_steps[0:n:2], np.zeros_like(self._row_steps[: n // 2 + 1])])
-            self._n_rows = -(-n // 2)
+            # Very long runs: keep every other row (and the newest), and record half as often from now on.
+            keep = np.arange(0, n, 2) if n % 2 else np.append(np.arange(0, n, 2), n - 1)
+            self._rows = np.concatenate([self._rows[keep], np.zeros_like(self._rows[: n // 2 + 1])])
+            self._row_steps = np.concatenate([self._row_steps[keep], np.zeros_like(self._row_steps[: n // 2 + 1])])
+            self._n_rows = len(keep)
             self._stride *= 2
         return rows
 
@@ -457,6 +470,7 @@ class Descent:
         self._run_steps, self._run_seconds = 0, 0.0
         self._prime()
         code = self._code(self._point, float(self._point[1]))
+        self._unhealthy_start = code == _DIVERGED
         mode = self._first_mode(steps)
         done, k = 0, self._chunk_steps.get(mode, FIRST_CHUNK)
         while code == _RUNNING and done < steps:
@@ -533,9 +547,7 @@ class Descent:
         self.status = status
         if self._run_seconds > 0:  # the run's average, not its last (maybe partial) chunk's
             self.steps_per_second = self._run_steps / self._run_seconds
-        loss = self._exit_loss
-        if status == "diverged" and self.steps:
-            loss = float(self.history["loss"][-1])  # the point the variables went back to
+        loss = self._exit_loss  # at the point the variables hold
         self.final_loss = loss if math.isfinite(loss) else None
         if status == "diverged":
             self.message = self.divergence_message()
@@ -580,20 +592,19 @@ class Descent:
         )
 
     def divergence_message(self):
-        eta = self.history["eta"][-1] if self.steps else self._eta
+        eta = self._eta
         names = ", ".join(self.variables)
-        where = f"after {self.steps} steps" if self.steps else "at the starting point"
-        if not self.steps:
+        if self._unhealthy_start:
             return (
-                f"diverged {where}: the loss is not finite (or huge) at the start, before any step. "
-                f"Check the initial values of {names}."
+                f"diverged at the starting point: the loss or its gradient is not finite (or huge) "
+                f"at the start, before any step. Check the initial values of {names}."
             )
         suggestion = self.suggested_eta()
         advice = self.eta_advice()
         smaller = 0.5 * suggestion if suggestion and suggestion < eta else eta / 10
         return (
-            f"diverged {where}: the loss blew up (it became infinite, NaN or over "
-            f"{BLOWUP_FACTOR:g}x its starting value). eta={eta:g} is too large for this function: each "
+            f"diverged after {self.steps} steps: step {self.steps + 1} made the loss blow up (infinite, NaN "
+            f"or over {BLOWUP_FACTOR:g}x its starting value). eta={eta:g} is too large for this function: each "
             f"step overshoots the minimum by more than it gains. {advice + ' ' if advice else ''}"
             f"Try a smaller eta (e.g. {smaller:.3g}) or an adaptive optimizer such as adam. "
             f"The variables ({names}) were put back to the last finite values."

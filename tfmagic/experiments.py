@@ -28,7 +28,7 @@ class RunSummary:
 def _snapshot(engine, label, start, tol):
     history = {k: v.copy() for k, v in engine.history.items()}
     below = np.flatnonzero(history["grad_norm"] < tol) if engine.steps else []
-    at = int(below[0]) if len(below) else None
+    at = int(history["step"][below[0]]) if len(below) else None  # a step, not a row (long runs are strided)
     if engine.status == "converged":
         at = engine.steps
     return RunSummary(
