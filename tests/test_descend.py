@@ -299,8 +299,9 @@ def test_xla_long_run_matches_plain_run(ip, run):
     np.testing.assert_allclose(a, b, rtol=1e-4)
 
 
-def test_reset_does_not_retrace_and_repeats_the_run(ip, run):
-    res = run("descend", "x=10.0 --optimizer adam --eta 0.5 --steps 30 --no-widgets", COURSE)
+@pytest.mark.parametrize("optimizer", ["adam", "adagrad"])  # adagrad's state starts at 0.1, not 0
+def test_reset_does_not_retrace_and_repeats_the_run(ip, run, optimizer):
+    res = run("descend", f"x=10.0 --optimizer {optimizer} --eta 0.5 --steps 30 --no-widgets", COURSE)
     first = res.history["x"].copy()
     fn = next(iter(res.engine._chunk_fns.values()))
     res.engine.reset()
@@ -389,3 +390,36 @@ def test_strided_xla_ends_on_the_exact_step(ip, run, monkeypatch, flags):
     assert xla.history["step"][-1] < xla.steps
     assert xla.values["x"] == pytest.approx(plain.values["x"], rel=1e-5)
     assert np.isfinite(xla.values["x"]) and xla.final_loss == pytest.approx(plain.final_loss, rel=1e-4, abs=1e-5)
+
+
+
+@pytest.mark.parametrize("jit", ["off", "on"])
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+def test_a_gradient_that_stops_being_finite_diverges_in_every_mode(bad, jit):
+    # The loss -x stays finite; its gradient turns inf/NaN once x > 3 (sgd, eta 1: x = 0, 1, 2, ...).
+    from tfmagic.engine import Descent
+
+    tf = __import__("tensorflow")
+    x = tf.Variable(0.0)
+
+    @tf.custom_gradient
+    def line(v):
+        return -v, lambda up: up * tf.where(v > 3.0, tf.constant(bad, tf.float32), -1.0)
+
+    engine = Descent(tf, lambda: line(x), {"x": x}, eta=1.0, jit=jit)
+    assert engine.run(3000) == "diverged"
+    assert engine.steps == 3 and x.numpy() == 3.0 and list(engine.history["step"]) == [0, 1, 2]
+
+
+def test_a_thinned_history_keeps_its_ends_and_stays_sparse(monkeypatch):
+    import tfmagic.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "HISTORY_MAX", 64)
+    tf = __import__("tensorflow")
+    x = tf.Variable(10.0)
+    engine = engine_module.Descent(tf, lambda: (x - 2.0) ** 2, {"x": x}, eta=1e-4, jit="off")
+    engine.run(1000)
+    engine.run(1000)  # a second run records as sparsely as the history now holds
+    steps = engine.history["step"]
+    assert steps[0] == 0 and 1999 - steps[-1] < engine._stride and len(steps) <= 65
+    assert np.all(np.diff(steps) > 0) and np.diff(steps)[-10:].min() > 1

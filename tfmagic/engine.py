@@ -447,12 +447,12 @@ class Descent:
         self._n_rows = n = n + slots
         self.steps += count
         self._history = None
-        if n > HISTORY_MAX:
+        while n > HISTORY_MAX:
             # Very long runs: keep every other row (and the newest), and record half as often from now on.
             keep = np.arange(0, n, 2) if n % 2 else np.append(np.arange(0, n, 2), n - 1)
             self._rows = np.concatenate([self._rows[keep], np.zeros_like(self._rows[: n // 2 + 1])])
             self._row_steps = np.concatenate([self._row_steps[keep], np.zeros_like(self._row_steps[: n // 2 + 1])])
-            self._n_rows = len(keep)
+            self._n_rows = n = len(keep)
             self._stride *= 2
         return rows
 
