@@ -86,3 +86,35 @@ def test_interrupt_mid_run_keeps_good_values(kernel):
     reply, text, _ = k.run("%%descend x=10.0 --steps 50 -o r3\ny = (x - 2.0) ** 2\n")
     reply, text, _ = k.run("print(r3.status, r3.steps)")
     assert text.split() == ["max_steps", "50"]
+
+
+@pytest.mark.parametrize("frontend_subshell", [False, True], ids=["plain", "subshell"])
+def test_kernel_indicator_stays_busy_while_widgets_change_mid_run(kernel, frontend_subshell):
+    # JupyterLab shows the latest status of any parent: each idle published for a
+    # widget message during the run must be followed by busy for the running cell.
+    k = kernel
+    subshell = k.create_subshell() if frontend_subshell else None
+    start = len(k.iopub)
+    long_id = k.kc.execute("%%descend x=10.0 --eta 0.0001 --steps 100000000 --jit off\ny = (x - 2.0) ** 2")
+    k.wait_iopub(k.child_of(long_id, "display_data"), timeout=60, start=start)
+    ids = _widget_ids(k, long_id)
+    k.wait_iopub(lambda m: m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == ids["tfmagic-status"]
+                 and "running" in m["content"]["data"].get("state", {}).get("value", ""), timeout=30, start=start)
+    for i in range(3):
+        k.send_update(ids["tfmagic-eta"], 0.0002 * (i + 1), subshell)
+        k.wait_iopub(lambda m: m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == ids["tfmagic-status"]
+                     and f"eta {0.0002 * (i + 1):g}" in m["content"]["data"].get("state", {}).get("value", ""),
+                     timeout=10, start=start)
+    _click(k, ids["tfmagic-stop"])
+    k.reply(long_id, timeout=30)
+    k.wait_iopub(lambda m: m["msg_type"] == "status" and m["parent_header"].get("msg_id") == long_id
+                 and m["content"]["execution_state"] == "idle", timeout=10, start=start)
+    statuses = [(m["content"]["execution_state"], m["parent_header"].get("msg_id") == long_id)
+                for m in k.iopub[start:] if m["msg_type"] == "status"]
+    end = statuses.index(("idle", True))
+    during = statuses[1:end]  # after the cell's own busy, before its idle
+    others = [s for s in during if not s[1]]
+    assert len([s for s in others if s[0] == "idle"]) >= 3, statuses  # one per eta update at least
+    for j, (state, mine) in enumerate(during):
+        if state == "idle":
+            assert during[j + 1] == ("busy", True), (j, during)

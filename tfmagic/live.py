@@ -23,6 +23,7 @@ No TensorFlow and no ipywidgets here: this is plumbing only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import inspect
 import logging
@@ -313,15 +314,54 @@ def _make_dispatch_wrapper(kernel: Any, original: Any) -> Any:
             return await original(msg, *args, **kwargs)
         finally:
             # The widget manager waits for this idle (parent = its comm_msg)
-            # before it sends the model's next update.  (A frontend's kernel
-            # indicator then shows "idle" while the cell runs; control and
-            # subshell messages already do the same on ipykernel 7.4.)
+            # before it sends the model's next update.  (busy_while keeps the
+            # frontend's kernel indicator at busy meanwhile.)
             kernel._publish_status("idle", "shell", parent=comm_parent)
 
     dispatch_shell._tfmagic_idle_fix = True
     dispatch_shell.original = original
     dispatch_shell.enabled = True
     return dispatch_shell
+
+
+@contextlib.contextmanager
+def busy_while(kernel: Any):
+    """Keep the frontend's kernel indicator at busy while the block (an awaiting
+    cell's run) goes on.
+
+    While a cell awaits, ipykernel 7.4 publishes idle for each widget, control
+    or subshell message it handles (and so does the idle-status fix), and
+    JupyterLab's indicator shows the latest status of any parent: it said
+    "Idle" during a run.  Each such idle is followed by busy for the cell.
+    Wraps the kernel instance's private ``_publish_status``; without it, does nothing.
+    """
+    publish = getattr(kernel, "_publish_status", None)
+    get_parent = getattr(kernel, "get_parent", None)
+    if publish is None or get_parent is None:
+        yield
+        return
+    cell = get_parent("shell")  # the cell's execute_request (a context variable: ours)
+    cell_id = (cell or {}).get("header", {}).get("msg_id")
+    if not cell_id:
+        yield
+        return
+
+    def publish_status(status, channel, parent=None):
+        publish(status, channel, parent)
+        if status == "idle":
+            other = (parent or get_parent(channel) or {}).get("header", {}).get("msg_id")
+            if other != cell_id:
+                publish("busy", "shell", cell)
+
+    kernel._publish_status = publish_status  # instance attribute: looked up at call time
+    try:
+        yield
+    finally:
+        if kernel.__dict__.get("_publish_status") is publish_status:
+            if getattr(publish, "__func__", None) is getattr(type(kernel), "_publish_status", None):
+                del kernel._publish_status
+            else:
+                kernel._publish_status = publish
 
 
 def install_idle_status_fix(kernel: Any) -> bool:

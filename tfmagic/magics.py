@@ -150,7 +150,7 @@ class TfMagics(Magics):
     def _run_live(self, tf, engine, result, evaluate, args):
         from IPython.display import display
 
-        from . import devices
+        from . import devices, live
         from .liverun import LiveRunner
         from .present import CoursePrinter
         from .probe import probe_for
@@ -167,7 +167,8 @@ class TfMagics(Magics):
 
         async def run():
             try:
-                await runner.run(args.steps)
+                with live.busy_while(getattr(self.shell, "kernel", None)):
+                    await runner.run(args.steps)
             except Exception as err:
                 raise explain(err, result.cell, f"running step {engine.steps + 1}") from err
             finally:

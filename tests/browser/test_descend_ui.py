@@ -294,6 +294,12 @@ class DescendNotebook:
             presses.append(entry)
         rec["presses"], rec["seen_etas"] = presses, seen_etas
         rec["still_running_after_presses"] = lab.cell_running(self.name, C_LONG)
+        # The toolbar's kernel indicator: busy while the cell runs, also after widget messages.
+        try:
+            lab.poll(lambda: lab.kernel_status(self.name) == "busy", 3, what="kernel status busy")
+            rec["kernel_busy_after_presses"] = True
+        except TimeoutError:
+            rec["kernel_busy_after_presses"] = lab.kernel_status(self.name)
         rec["status_after_presses"] = read_status(c8)
         rec["shot_live"] = lab.element_screenshot(c8, "descend-live")
 
@@ -399,6 +405,7 @@ def test_eta_slider_stays_live_during_a_run(nb):
     assert len(arrived) == PRESSES, detail
     assert len({f"{e:.5g}" for e in rec["seen_etas"]}) >= 6, rec["seen_etas"]
     assert rec["still_running_after_presses"], "the run ended before the presses did"
+    assert rec["kernel_busy_after_presses"] is True, f"kernel indicator: {rec['kernel_busy_after_presses']}"
 
     # The history the kernel kept: 0.0001 and then each new eta, mid-run.
     printed = rec["printed"].strip().splitlines()[-1]
