@@ -31,7 +31,7 @@ CHUNK_SECONDS = 0.02  # a chunk this long reaches >= 95 % of the in-graph rate
 MAX_CHUNK_GROWTH = 4
 FIRST_CHUNK = 16
 STEP_MODE_STEPS = 200  # runs this short: one compiled step per call (cheapest to trace)
-XLA_FROM_START_STEPS = 2000  # runs this long start with XLA: its ~0.1 s compile pays back on most problems
+XLA_FROM_START_STEPS = 2000  # runs this long start with XLA: its 0.1-0.3 s compile pays back on most problems
 XLA_PAYS_AFTER_SECONDS = 0.25  # a plain run switches to XLA when more than this is left
 ROW_CAPACITY = 1 << 13  # rows per chunk (longer XLA chunks record every k-th step); copying more costs ~5 % of a chunk
 HISTORY_MAX = 1 << 20  # rows kept; longer runs keep every other row
