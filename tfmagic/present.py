@@ -161,7 +161,8 @@ class TextProgress:
         loss = chunk.rows["loss"][-1] if len(chunk.rows["loss"]) else float("nan")
         self.stream.write(
             f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} loss {loss:.6g} "
-            f"eta {engine.eta:g} {engine.steps_per_second:,.0f} steps/s"
+            f"eta {engine.eta:g} " + (f"{engine.steps_per_second:,.0f} steps/s" if engine.steps_per_second
+                                      or chunk.status != "running" else "compiling")
         )
         if chunk.status != "running":
             self.stream.write("\n")

@@ -134,7 +134,7 @@ class DescentPanel:
         limit = f" (sgd diverges above ≈ {self._eta_max:.3g})" if self._eta_max and e.optimizer_name == "sgd" else ""
         parts = [
             f"iteration <b>{e.steps}</b>", f"loss <b>{_fmt(loss)}</b>", f"|grad| {_fmt(grad)}",
-            f"eta {e.eta:g}{limit}", f"{e.steps_per_second:,.0f} steps/s", device,
+            f"eta {e.eta:g}{limit}", "compiling" if status == "running" and not e.steps_per_second else f"{e.steps_per_second:,.0f} steps/s", device,
         ]
         badge = (f"<span style='background:{color};color:white;border-radius:3px;padding:1px 6px;"
                  f"margin-right:10px'>{label}</span> ")
