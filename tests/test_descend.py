@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 from IPython.core.error import UsageError
 
+from tfmagic.tfimport import tensorflow
 from tfmagic.errors import CellRuntimeError, CellSyntaxError, LossError, TfmagicError
 
 COURSE = "y=tf.pow(x,2.0)-4.0*x+4.0"
+tf = tensorflow()  # (conftest has imported it, with two logical CPUs)
 
 
 def course_loop(tf, eta=0.1, steps=50):
@@ -399,7 +401,6 @@ def test_a_gradient_that_stops_being_finite_diverges_in_every_mode(bad, jit):
     # The loss -x stays finite; its gradient turns inf/NaN once x > 3 (sgd, eta 1: x = 0, 1, 2, ...).
     from tfmagic.engine import Descent
 
-    tf = __import__("tensorflow")
     x = tf.Variable(0.0)
 
     @tf.custom_gradient
@@ -415,7 +416,6 @@ def test_a_thinned_history_keeps_its_ends_and_stays_sparse(monkeypatch):
     import tfmagic.engine as engine_module
 
     monkeypatch.setattr(engine_module, "HISTORY_MAX", 64)
-    tf = __import__("tensorflow")
     x = tf.Variable(10.0)
     engine = engine_module.Descent(tf, lambda: (x - 2.0) ** 2, {"x": x}, eta=1e-4, jit="off")
     engine.run(1000)

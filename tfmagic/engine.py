@@ -126,7 +126,7 @@ class Descent:
         self._stop_request = None
         self._start_loss = None
         self._stride = 1
-        self._exit_loss = math.nan
+        self._point = None  # [loss, |grad|, summaries] at the current point, once evaluated
         self._unhealthy_start = False
         self._xla_verdict = None  # auto: does XLA beat the plain rate here? (None: not tried)
         self._xla_ran = False
@@ -242,13 +242,16 @@ class Descent:
 
         return evaluate, advance, norm, point
 
-    def _save(self, targets):
-        for t, v in zip(targets, self._live):
+    def _take_snapshot(self):
+        """Remember the current point: the variables, the optimizer's state and what is carried."""
+        for t, v in zip(self._snapshot, self._live):
             t.assign(v)
+        self._snapshot_state = self._state, self._point
 
-    def _restore(self, sources):
-        for v, s in zip(self._live, sources):
+    def _back_to_snapshot(self):
+        for v, s in zip(self._live, self._snapshot):
             v.assign(s)
+        self._state, self._point = self._snapshot_state
 
     def _build_step(self):
         """One compiled step (the course's shape), called from Python per step."""
@@ -337,7 +340,6 @@ class Descent:
             start = point(loss, norm(grads))
         self._state = (start, grads)
         self._point = start.numpy()
-        self._exit_loss = float(self._point[0])
         if self._start_loss is None and math.isfinite(self._point[0]):
             self._start_loss = float(self._point[0])
 
@@ -366,15 +368,14 @@ class Descent:
                 fn = fn.get_concrete_function(self._state[1])
                 rows = np.empty((n, len(self.columns) - 1), np.float32)
                 start, grads = self._state
-                now, count, code, lowest = self._point, 0, _RUNNING, math.inf
-                while count < n and code == _RUNNING:
+                now, count, code = self._point, 0, _RUNNING
+                while count < n and code == _RUNNING:  # checked every step: no block to redo
                     rows[count] = now
                     start, grads = fn(grads)
                     now, count = start.numpy(), count + 1
-                    lowest = min(lowest, float(now[1]))
-                    code = self._code(now, lowest)
+                    code = self._code(now, now[1])
                 self._state, self._point = (start, grads), now
-                return rows[:count], count, count - 1, lowest, traced
+                return rows[:count], count, count - 1, now[1], traced
             tol = tf.constant(float(self.tol or 0.0), tf.float32)
             limit = tf.constant(self._limit(), tf.float32)
             out = fn(tf.constant(n), tf.constant(stride), tol, limit, *self._state)
@@ -392,15 +393,12 @@ class Descent:
         step: the history then ends exactly where it happened, and a divergence
         leaves the last finite values.
         """
-        begin = self._state, self._point
-        self._save(self._snapshot)  # for a redo, an error or an interrupt
-        self._exit_loss = float(self._point[0])  # where an interrupt puts the variables back
+        self._take_snapshot()  # for a redo, an error or an interrupt
         rows, count, block, lowest, traced = self._call(mode, n, stride)
         code = self._code(self._point, lowest)
         if code == _RUNNING or (code == _CONVERGED and count - block == 1):
             return self._record(rows, count, stride), count, code, traced
-        self._restore(self._snapshot)
-        self._state, self._point = begin
+        self._back_to_snapshot()
         head = np.zeros((0, len(self.columns)), np.float32)
         if block:
             # (a loss with randomness in it may not repeat: then this ends early, and is the result)
@@ -485,17 +483,16 @@ class Descent:
             try:
                 rows, count, code, traced = self._run_chunk(mode, n, stride)
             except Exception as err:
-                self._restore(self._snapshot)  # back to the start of this chunk: values match the history
+                self._back_to_snapshot()  # the start of this chunk: values match the history
                 if mode == "xla" and self._chunk_fns["xla"].experimental_get_tracing_count() <= 1 and not self._xla_ran:
                     # XLA cannot compile every op (py_function, strings, ...): run without it.
                     self.notes.append(f"XLA could not compile this cell ({type(err).__name__}); it runs without XLA.")
                     self.jit, self._xla_verdict, mode = "off", False, "plain"
-                    self._prime()
                     continue
                 self.status, self.message = "error", f"stopped by an error after {self.steps} steps: {err}"
                 raise
             except BaseException:
-                self._restore(self._snapshot)
+                self._back_to_snapshot()
                 raise
             elapsed = time.perf_counter() - t0
             self._xla_ran |= mode == "xla"
@@ -529,7 +526,6 @@ class Descent:
             status = "max_steps"
         if status == "running" and self._stop_request:
             status = self._stop_request
-        self._exit_loss = float(self._point[0])
         if status != "running":
             self._finish(status)
         chunk = Chunk(start, {c: rows[:, i] for i, c in enumerate(self.columns)}, status, self.steps_per_second)
@@ -547,7 +543,7 @@ class Descent:
         self.status = status
         if self._run_seconds > 0:  # the run's average, not its last (maybe partial) chunk's
             self.steps_per_second = self._run_steps / self._run_seconds
-        loss = self._exit_loss  # at the point the variables hold
+        loss = math.nan if self._point is None else float(self._point[0])  # where the variables are
         self.final_loss = loss if math.isfinite(loss) else None
         if status == "diverged":
             self.message = self.divergence_message()
