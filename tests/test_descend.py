@@ -251,10 +251,14 @@ def test_error_part_way_keeps_last_good_values(ip, run):
     )
     cell = "g = tf.py_function(guard, [x], tf.float32)\ny = (x - 2.0) ** 2 + 0.0 * g"
     with pytest.raises(CellRuntimeError, match="allowed range") as info:
-        run("descend", "x=10.0 --eta 0.01 --steps 5000 --no-widgets", cell)
+        run("descend", "x=10.0 --eta 0.01 --steps 5000 --no-widgets -o r", cell)
     x = ip.user_ns["x"].numpy()
-    assert math.isfinite(x) and x > 3.0
+    # the last good step: the next one (x - 0.01 * 2(x - 2)) is where the check fails
+    assert x >= 3.0 and x - 0.02 * (x - 2.0) < 3.0
     assert info.value.line == 1
+    r = ip.user_ns["r"]  # kept, with the history up to there
+    assert r.status == "error" and r.steps == len(r.history["x"]) and f"step {r.steps + 1}" in str(info.value)
+    assert r.history["x"][-1] == pytest.approx(x + 0.02 * (r.history["x"][-1] - 2.0), rel=1e-5)
 
 
 def test_ctrl_c_mid_run_is_interrupted_with_good_values(ip, run):
@@ -423,3 +427,13 @@ def test_a_thinned_history_keeps_its_ends_and_stays_sparse(monkeypatch):
     steps = engine.history["step"]
     assert steps[0] == 0 and 1999 - steps[-1] < engine._stride and len(steps) <= 65
     assert np.all(np.diff(steps) > 0) and np.diff(steps)[-10:].min() > 1
+
+
+def test_xla_never_skips_the_cells_checks(ip, run):
+    # XLA compiles tf.debugging asserts to nothing: auto keeps them by not using XLA.
+    cell = "tf.debugging.assert_greater(x, 3.0, message='x got too small')\ny = (x - 2.0) ** 2"
+    with pytest.raises(CellRuntimeError, match="x got too small"):
+        run("descend", "x=10.0 --eta 0.001 --steps 5000 --no-widgets", cell)
+    assert ip.user_ns["x"].numpy() >= 3.0
+    forced = run("descend", "x=10.0 --eta 0.001 --steps 5000 --jit on --no-widgets", cell)
+    assert forced.status == "max_steps" and any("XLA skips the cell's checks" in n for n in forced.engine.notes)

@@ -20,10 +20,12 @@ so each compiled function evaluates the loss once per step and never twice.
 
 import math
 import time
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
 
+from .callopts import calling_with, lean_options, on_one_cpu
 from .tfimport import quiet_native_stderr
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "rmsprop", "adagrad")
@@ -37,6 +39,17 @@ ROW_CAPACITY = 1 << 13  # rows per chunk (longer XLA chunks record every k-th st
 HISTORY_MAX = 1 << 20  # rows kept; longer runs keep every other row
 BLOWUP_FACTOR = 1e6  # |loss| above this times the starting loss counts as divergence
 _RUNNING, _CONVERGED, _DIVERGED = 0, 1, 2
+_CHECK_OPS = {"Assert", "CheckNumerics"}  # XLA compiles these to nothing: the check silently never runs
+
+
+class _XlaSkipsChecks(Exception):
+    pass
+
+
+def _check_ops(concrete):
+    graph = concrete.graph.as_graph_def()
+    nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
+    return {n.op for n in nodes} & _CHECK_OPS
 
 
 def make_optimizer(name, eta):
@@ -91,6 +104,8 @@ class Descent:
             self._initial = [tf.identity(v) for v in self.variables.values()]
         self._observers = []
         self._chunk_fns = {}  # mode ("step", "plain", "xla") -> tf.function
+        self._default_runtime = set()  # modes the lean runtime (callopts) could not run
+        self._one_cpu = weakref.WeakKeyDictionary()  # concrete function -> runs on one CPU only
         self._chunk_steps = {}  # mode -> the last chunk size: the next run starts there
         self.optimizer = None
         self.notes = []
@@ -354,7 +369,7 @@ class Descent:
         return _CONVERGED if lowest < np.float32(self.tol or 0.0) else _RUNNING  # float32, as in the graph
 
     def _call(self, mode, n, stride):
-        """Up to n steps from the current point.
+        """Up to n steps from the current point (just snapshotted).
 
         Returns (rows, steps taken, first step of the last block, lowest |grad|, traced);
         a row is the point before its step, without eta.
@@ -362,27 +377,63 @@ class Descent:
         tf = self.tf
         fn = self._fn(mode)
         traced = fn.experimental_get_tracing_count() == 0
+        if mode in self._default_runtime:
+            return self._call_with(False, fn, mode, n, stride, traced)
+        try:
+            return self._call_with(True, fn, mode, n, stride, traced)
+        except tf.errors.OpError:
+            # The lean runtime is only faster: TensorFlow's default one runs what it
+            # cannot, and a real error then comes with the node's place in the cell.
+            # (A fresh trace: a second instantiation loses the nodes' stack traces.)
+            self._default_runtime.add(mode)
+            self._back_to_snapshot()
+            self._chunk_fns.pop(mode)
+            return self._call_with(False, self._fn(mode), mode, n, stride, True)
+
+    def _call_with(self, lean, fn, mode, n, stride, traced):
+        tf = self.tf
+        # Traced under the options it runs with: a While traced for the default
+        # executor is lowered to a form the single-threaded one cannot run.
+        options = lean_options(tf, single_threaded=mode != "xla") if lean else None
         with tf.device(self.device), quiet_native_stderr(traced):
-            if mode == "step":
-                # The concrete function: a call costs ~0.2 ms instead of ~0.3 ms.
-                fn = fn.get_concrete_function(self._state[1])
-                rows = np.empty((n, len(self.columns) - 1), np.float32)
-                start, grads = self._state
-                now, count, code = self._point, 0, _RUNNING
-                while count < n and code == _RUNNING:  # checked every step: no block to redo
-                    rows[count] = now
-                    start, grads = fn(grads)
-                    now, count = start.numpy(), count + 1
-                    code = self._code(now, now[1])
-                self._state, self._point = (start, grads), now
-                return rows[:count], count, count - 1, now[1], traced
-            tol = tf.constant(float(self.tol or 0.0), tf.float32)
-            limit = tf.constant(self._limit(), tf.float32)
-            out = fn(tf.constant(n), tf.constant(stride), tol, limit, *self._state)
-            count, used, block, now, lowest, grads = out
-            rows = self._row_buffer.numpy()[: int(used)]
+            with calling_with(options):
+                if mode == "step":
+                    # The concrete function: a call costs ~0.1 ms instead of ~0.2 ms.
+                    fn = fn.get_concrete_function(self._state[1])
+                else:
+                    tol = tf.constant(float(self.tol or 0.0), tf.float32)
+                    limit = tf.constant(self._limit(), tf.float32)
+                    args = (tf.constant(n), tf.constant(stride), tol, limit, *self._state)
+                    fn = fn.get_concrete_function(*args)
+            if mode == "xla" and traced and _check_ops(fn):
+                if self.jit == "auto":
+                    raise _XlaSkipsChecks()
+                self.notes.append("XLA skips the cell's checks (tf.debugging asserts, check_numerics): with --jit on they are not run.")
+            if lean:
+                if fn not in self._one_cpu:
+                    self._one_cpu[fn] = on_one_cpu(tf, fn, self.device)
+                if not self._one_cpu[fn]:
+                    options = None  # across devices: TensorFlow's defaults (see on_one_cpu)
+            with calling_with(options):
+                if mode == "step":
+                    return self._steps(fn, n, traced)
+                count, used, block, now, lowest, grads = fn(*args)
+                rows = self._row_buffer.numpy()[: int(used)]
         self._state, self._point = (now, grads), now.numpy()
         return rows, int(count), int(block), float(lowest), traced
+
+    def _steps(self, fn, n, traced):
+        """Up to n calls of the compiled single step, checked after each."""
+        rows = np.empty((n, len(self.columns) - 1), np.float32)
+        start, grads = self._state
+        now, count, code = self._point, 0, _RUNNING
+        while count < n and code == _RUNNING:  # checked every step: no block to redo
+            rows[count] = now
+            start, grads = fn(grads)
+            now, count = start.numpy(), count + 1
+            code = self._code(now, now[1])
+        self._state, self._point = (start, grads), now
+        return rows[:count], count, count - 1, now[1], traced
 
     def _run_chunk(self, mode, n, stride):
         """One chunk, recorded; returns (rows recorded, steps, code, traced).
@@ -471,6 +522,7 @@ class Descent:
         self._unhealthy_start = code == _DIVERGED
         mode = self._first_mode(steps)
         done, k = 0, self._chunk_steps.get(mode, FIRST_CHUNK)
+        exact_until = 0  # after an error: one step per chunk up to here, to find its step
         while code == _RUNNING and done < steps:
             n = min(k, steps - done)
             if mode == "plain":
@@ -478,16 +530,28 @@ class Descent:
             stride = max(self._stride, -(-n // ROW_CAPACITY)) if mode == "xla" else 1
             if stride > 1 and any(getattr(cb, "needs_every_step", False) for cb in self._observers):
                 n, stride = min(n, ROW_CAPACITY), 1  # e.g. the course's per-iteration printout
+            chunk_mode = mode
+            if self.steps < exact_until:
+                chunk_mode, n, stride = "step", 1, 1
             start = self.steps
             t0 = time.perf_counter()
             try:
-                rows, count, code, traced = self._run_chunk(mode, n, stride)
+                rows, count, code, traced = self._run_chunk(chunk_mode, n, stride)
+            except _XlaSkipsChecks:
+                self.notes.append("The cell has checks (tf.debugging asserts, check_numerics) that XLA would skip, so it runs without XLA.")
+                self.jit, self._xla_verdict, mode = "off", False, "plain"
+                continue
             except Exception as err:
                 self._back_to_snapshot()  # the start of this chunk: values match the history
-                if mode == "xla" and self._chunk_fns["xla"].experimental_get_tracing_count() <= 1 and not self._xla_ran:
+                if chunk_mode == "xla" and self._chunk_fns["xla"].experimental_get_tracing_count() <= 1 and not self._xla_ran:
                     # XLA cannot compile every op (py_function, strings, ...): run without it.
                     self.notes.append(f"XLA could not compile this cell ({type(err).__name__}); it runs without XLA.")
                     self.jit, self._xla_verdict, mode = "off", False, "plain"
+                    continue
+                if n > 1:
+                    # Redo the chunk a step at a time: the error then names its step, and
+                    # the variables and the history end at the last good step.
+                    exact_until = self.steps + n
                     continue
                 self.status, self.message = "error", f"stopped by an error after {self.steps} steps: {err}"
                 raise
@@ -495,10 +559,10 @@ class Descent:
                 self._back_to_snapshot()
                 raise
             elapsed = time.perf_counter() - t0
-            self._xla_ran |= mode == "xla"
+            self._xla_ran |= chunk_mode == "xla"
             done += count
-            # A chunk that traced says nothing about the rate of the next ones.
-            rate = count / max(elapsed, 1e-9) if count and not traced else None
+            # A chunk that traced (or a single step after an error) says nothing about the rate of the next ones.
+            rate = count / max(elapsed, 1e-9) if count and not traced and chunk_mode == mode else None
             if rate:
                 self._run_steps += count
                 self._run_seconds += elapsed

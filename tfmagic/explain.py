@@ -21,6 +21,9 @@ _SHAPE_PATTERNS = (
 )
 
 
+_OP_SUFFIX = re.compile(r"\s*\[Op:[^\]]*\]$")  # which compiled function ran: not the user's business
+
+
 def _first_line(text):
     for line in str(text).splitlines():
         if line.strip():
@@ -33,9 +36,9 @@ def _tf_message(err):
     msg = getattr(err, "message", None) or str(err)
     lines = [ln for ln in msg.splitlines() if ln.strip()]
     kept = [
-        ln.strip()
+        _OP_SUFFIX.sub("", ln.strip())
         for ln in lines
-        if not ln.strip().startswith(("File ", "in user code", "Traceback", "Call arguments", "•"))
+        if not ln.strip().startswith(("File ", "in user code", "Traceback", "Call arguments", "•", "[[", "[Op:"))
         and "{{node" not in ln
     ]
     return kept[-1] if kept else _first_line(msg)

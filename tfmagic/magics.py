@@ -120,9 +120,11 @@ class TfMagics(Magics):
         tol = args.tol or 1e-3
         try:
             if compare:
-                multi = experiments.compare(engine, *compare, args.steps, tol=tol)
+                multi = experiments.compare(engine, *compare, args.steps, tol=tol, print_every=args.print_every)
             else:
-                multi = experiments.restarts(engine, ranges, args.restarts, args.steps, seed=args.seed, tol=tol)
+                multi = experiments.restarts(
+                    engine, ranges, args.restarts, args.steps, seed=args.seed, tol=tol, print_every=args.print_every
+                )
         except Exception as err:
             raise explain(err, result.cell, "running the comparison") from err
         if not args.no_widgets and live.cell_is_awaited():
@@ -170,7 +172,7 @@ class TfMagics(Magics):
                 with live.busy_while(getattr(self.shell, "kernel", None)):
                     await runner.run(args.steps)
             except Exception as err:
-                raise explain(err, result.cell, f"running step {engine.steps + 1}") from err
+                raise self._failed(err, engine, result, args) from err
             finally:
                 if printer:
                     engine.unobserve(printer)
@@ -191,12 +193,19 @@ class TfMagics(Magics):
         try:
             engine.run(args.steps)
         except Exception as err:
-            raise explain(err, result.cell, f"running step {engine.steps + 1}") from err
+            raise self._failed(err, engine, result, args) from err
         finally:
             for obs in observers:
                 engine.unobserve(obs)
         self._publish_final(tf, engine, evaluate, args, result)
         return result
+
+    def _failed(self, err, engine, result, args):
+        """The error to raise for a run that stopped by an error; OUT still gets the result
+        (its history ends at the last good step, where the variables are)."""
+        if args.out:
+            self.shell.user_ns[args.out] = result
+        return explain(err, result.cell, f"running step {engine.steps + 1}")
 
     def _publish_final(self, tf, engine, evaluate, args, result):
         try:
