@@ -73,3 +73,48 @@ def test_compare_view_builds_with_a_legend(ip, run):
     labels = [m.labels[0] for m in loss_fig.marks]
     assert labels == ["eta=0.1 (max_steps)", "eta=1.1 (diverged)"]
     assert len(paths_fig.marks) == 3 and paths_fig.marks[1].x[0] == 10.0
+
+
+def test_restarts_count_only_converged_runs_as_minima(ip, run):
+    # 20 steps of eta=0.1 from |x-2| up to 12 leave |grad| > 1e-3: no run found the minimum yet
+    res = run("descend", "x=-10:10 --restarts 6 --seed 0 --steps 20 --no-widgets", COURSE)
+    assert all(r.converged_at is None for r in res.runs.values())
+    assert res.minima == []
+    text = repr(res)
+    assert "distinct minim" not in text
+    assert "no minimum found: none of the 6 runs reached |grad| < 0.001" in text
+    assert "6 runs did not reach |grad| < 0.001 in 20 steps: give more --steps or a larger --eta" in text
+    assert float(ip.user_ns["x"].numpy()) == pytest.approx(res.runs[res.best].values["x"].item())
+    # enough steps for some runs only: the others are named as not converged, not as minima
+    res = run("descend", "x=-10:10 --restarts 6 --seed 0 --steps 40 --no-widgets", COURSE)
+    done = [r for r in res.runs.values() if r.converged_at is not None]
+    assert 0 < len(done) < 6
+    assert len(res.minima) == 1 and sorted(res.minima[0][1]) == sorted(r.label for r in done)
+    assert f"1 distinct minimum found by {len(done)} of 6 runs" in repr(res)
+    assert f"{6 - len(done)} runs did not reach |grad| < 0.001 in 40 steps" in repr(res)
+
+
+def test_compare_refuses_duplicates_and_keeps_close_values_apart(ip, run):
+    for spec in ("eta=0.1,0.1,0.5", "eta=0.1,1e-1", "optimizer=sgd,adam,sgd"):
+        with pytest.raises(UsageError, match="twice"):
+            run("descend", f"x=10.0 --compare {spec} --no-widgets", COURSE)
+    res = run("descend", "x=10.0 --steps 20 --compare eta=0.1,0.1000001,0.5 --no-widgets", COURSE)
+    assert list(res.runs) == ["eta=0.1", "eta=0.1000001", "eta=0.5"]
+    assert res.runs["eta=0.1000001"].label == "eta=0.1000001"
+    assert "eta=0.1000001" in repr(res)
+
+
+def test_compare_and_restarts_print_every(ip, run, capsys):
+    from tfmagic import experiments
+
+    res = run("descend", "x=10.0 --steps 5 --no-widgets", COURSE)
+    capsys.readouterr()
+    experiments.compare(res.engine, "eta", [0.1, 0.5], 4, print_every=2)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "eta=0.1:" and out[1].startswith("iteration: 0 x: 8.4 y: 64")
+    assert out[3] == "eta=0.5:" and out[4].startswith("iteration: 0 x: 2 y: 64")
+    assert len(out) == 6
+    experiments.restarts(res.engine, {"x": (-1.0, 1.0)}, 2, 3, seed=0, print_every=1)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "start 1:" and out[4] == "start 2:" and len(out) == 8
+    assert not res.engine._observers  # the printers are removed

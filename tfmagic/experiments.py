@@ -5,6 +5,8 @@ Each run starts from a reset engine, so they all share the compiled chunk
 """
 
 import html
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,38 +62,75 @@ def parse_compare(spec, optimizers):
     if not sep or what not in ("eta", "optimizer") or len(items) < 2:
         raise ValueError(f"--compare takes eta=V1,V2,... or optimizer=NAME1,NAME2,...; got {spec!r}")
     if what == "eta":
-        return what, [check_eta(v) for v in items]
-    unknown = [v for v in items if v not in optimizers]
-    if unknown:
-        raise ValueError(f"unknown optimizer {unknown[0]!r}; choose from: {', '.join(optimizers)}")
-    return what, items
+        values = [check_eta(v) for v in items]
+        # float32 is what the optimizer uses: values equal there give the same run
+        same = np.float32
+    else:
+        unknown = [v for v in items if v not in optimizers]
+        if unknown:
+            raise ValueError(f"unknown optimizer {unknown[0]!r}; choose from: {', '.join(optimizers)}")
+        values, same = items, str
+    seen = {}
+    for item, value in zip(items, values):
+        first = seen.get(same(value))
+        if first is not None:
+            why = "given twice" if first[1] == value else "given twice (equal in float32, the precision runs use)"
+            raise ValueError(f"--compare {what}: {first[0]} and {item} are the same value, {why}")
+        seen[same(value)] = (item, value)
+    return what, values
 
 
-def compare(engine, what, values, steps, tol=1e-3):
+def eta_labels(values):
+    """'eta=V' labels, with as many significant digits as it takes to tell them apart."""
+    for digits in range(6, 18):
+        labels = [f"eta={v:.{digits}g}" for v in values]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [f"eta={v!r}" for v in values]
+
+
+@contextmanager
+def _printing(engine, label, every):
+    """--print-every for one run: its label, then the course's lines."""
+    if not every:
+        yield
+        return
+    from .present import CoursePrinter
+
+    sys.stdout.write(f"{label}:\n")
+    printer = CoursePrinter(every, sys.stdout)
+    engine.observe(printer)
+    try:
+        yield
+    finally:
+        engine.unobserve(printer)
+
+
+def compare(engine, what, values, steps, tol=1e-3, print_every=0):
     """One run per value of eta or optimizer, all from the same start."""
     eta0, opt0 = engine.eta, engine.optimizer_name
     start = {n: init.numpy() for n, init in zip(engine.variables, engine._initial)}
+    labels = eta_labels(values) if what == "eta" else list(values)
     runs = {}
     try:
-        for value in values:
+        for value, label in zip(values, labels):
             engine.reset()
             if what == "eta":
                 engine.eta = value
-                label = f"eta={value:g}"
             else:
                 engine.set_optimizer(value)
-                label = value
-            engine.run(steps)
+            with _printing(engine, label, print_every):
+                engine.run(steps)
             runs[label] = _snapshot(engine, label, start, tol)
             if engine.status == "interrupted":
                 break
     finally:
         engine.eta = eta0
         engine.set_optimizer(opt0)
-    return MultiResult("compare", what, runs, _keep_best(engine, runs), engine)
+    return MultiResult("compare", what, runs, _keep_best(engine, runs), engine, tol, steps)
 
 
-def restarts(engine, ranges, count, steps, seed=None, tol=1e-3):
+def restarts(engine, ranges, count, steps, seed=None, tol=1e-3, print_every=0):
     """`count` runs from random starts drawn uniformly from `ranges` (name -> (lo, hi))."""
     rng = np.random.default_rng(seed)
     runs = {}
@@ -104,19 +143,25 @@ def restarts(engine, ranges, count, steps, seed=None, tol=1e-3):
             else:
                 start[name] = rng.uniform(lo, hi, size=tuple(var.shape)).astype(np.float32)
         engine.reset(start=start)
-        engine.run(steps)
         label = f"start {i + 1}"
+        with _printing(engine, label, print_every):
+            engine.run(steps)
         runs[label] = _snapshot(engine, label, start, tol)
         if engine.status == "interrupted":
             break
-    return MultiResult("restarts", "start", runs, _keep_best(engine, runs), engine)
+    return MultiResult("restarts", "start", runs, _keep_best(engine, runs), engine, tol, steps)
+
+
+def _found_minimum(run):
+    # a run still descending has not found a minimum, wherever it stopped
+    return run.converged_at is not None and run.status not in ("diverged", "interrupted", "error")
 
 
 def distinct_minima(runs, rel=1e-2):
-    """Groups of runs that ended at the same point (diverged runs left out)."""
+    """Groups of runs that converged (|grad| < tol) to the same point."""
     groups = []  # (representative vector, [labels])
     for run in runs.values():
-        if run.status in ("diverged", "interrupted", "error"):
+        if not _found_minimum(run):
             continue
         vec = np.concatenate([np.ravel(v) for v in run.values.values()]).astype(np.float64)
         for rep, labels in groups:
@@ -131,8 +176,9 @@ def distinct_minima(runs, rel=1e-2):
 class MultiResult:
     """The runs of --compare or --restarts; the variables hold the best run's values."""
 
-    def __init__(self, kind, what, runs, best, engine):
+    def __init__(self, kind, what, runs, best, engine, tol=1e-3, steps=None):
         self.kind, self.what, self.runs, self.best, self.engine = kind, what, runs, best, engine
+        self.tol, self.steps = tol, steps
         self.minima = distinct_minima(runs)
 
     def rows(self):
@@ -155,10 +201,35 @@ class MultiResult:
     def summary(self):
         lines = [f"best: {self.best} (its values are now in the variables)"]
         if self.kind == "restarts":
-            lines.append(f"{len(self.minima)} distinct minim{'um' if len(self.minima) == 1 else 'a'} found by {len(self.runs)} runs")
+            lines += self._minima_lines()
         advice = self.engine.eta_advice()
         if advice and self.what == "eta":
             lines.append(advice)
+        return lines
+
+    def _minima_lines(self):
+        n, tol = len(self.runs), f"{self.tol:g}"
+        found = sum(_found_minimum(r) for r in self.runs.values())
+        count = lambda status: sum(r.status == status for r in self.runs.values())
+        diverged, cut = count("diverged"), count("interrupted") + count("error")
+        short = n - found - diverged - cut  # ran all their steps (or were stopped) still descending
+        runs = lambda k: f"{k} run{'s' if k > 1 else ''}"
+        if found:
+            k = len(self.minima)
+            lines = [f"{k} distinct minim{'um' if k == 1 else 'a'} found by {found} of {n} runs (|grad| < {tol});"
+                     " not counted:"]
+        else:
+            lines = [f"no minimum found: none of the {n} runs reached |grad| < {tol}, "
+                     "so the best run is not a minimum yet:"]
+        if short:
+            lines.append(f"{runs(short)} did not reach |grad| < {tol} in {self.steps} steps: "
+                         "give more --steps or a larger --eta.")
+        if diverged:
+            lines.append(f"{runs(diverged)} diverged: try a smaller --eta.")
+        if cut:
+            lines.append(f"{runs(cut)} interrupted.")
+        if len(lines) == 1:
+            lines[0] = lines[0].rsplit(";", 1)[0]
         return lines
 
     def __repr__(self):
