@@ -153,3 +153,69 @@ def test_bench_measures_compiled_against_eager(ip, run):
     assert b["traces"] == 1 and b["calls"] >= 10
     assert b["compiled_s"] > 0 and b["speedup"] == pytest.approx(b["eager_s"] / b["compiled_s"])
     assert "faster compiled" in repr(res) and "traced once" in repr(res)
+
+
+def test_bench_leaves_variables_as_one_run_does(ip, run):
+    ip.run_cell("count = tf.Variable(0.0)\nx = tf.Variable(10.0)\neta = 0.1")
+    res = run("tfgrad", "--bench", "count.assign_add(1.0)\nf = count * 2.0")
+    assert float(ip.user_ns["count"]) == 1.0 and float(res.value) == 2.0
+    assert "undone" in repr(res)
+    run("tfgrad", "--bench", "y = tf.pow(x,2.0)-4.0*x+4.0\nx.assign(x - eta*(2*x-4))\ny")  # the course's step
+    assert float(ip.user_ns["x"]) == pytest.approx(8.4)
+
+
+def test_bench_error_or_interrupt_while_timing_restores_variables(ip, run, monkeypatch):
+    from tfmagic import grad
+
+    ip.run_cell("count = tf.Variable(0.0)")
+    # one run passes the assert; the timing repeats break it
+    with pytest.raises(CellRuntimeError, match="--bench"):
+        run("tfgrad", "--bench", "count.assign_add(1.0)\ntf.debugging.assert_less(count, 3.0)\nf = count * 2.0")
+    assert float(ip.user_ns["count"]) == 0.0
+
+    def interrupted(fn, args, budget=0.25):
+        for _ in range(3):
+            fn(*args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(grad, "_time_per_call", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run("tfgrad", "--bench", "count.assign_add(1.0)\nf = count * 2.0")
+    assert float(ip.user_ns["count"]) == 0.0  # as before the cell, which did not finish
+
+
+def test_keras_model_and_tf_module_are_expanded_to_their_trainable_variables(ip, run):
+    tf = ip.user_ns["tf"]
+    ip.run_cell(
+        "import keras, numpy as np\n"
+        "X = np.ones((4, 2), 'float32'); Y = np.ones((4, 1), 'float32')\n"
+        "model = keras.Sequential([keras.layers.Dense(1, name='dense')]); model(X)\n"
+        "class Scale(tf.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__(name='scale')\n"
+        "        self.w = tf.Variable(2.0, name='w')\n"
+        "scale = Scale()"
+    )
+    body = "loss = tf.reduce_mean((model(X) * scale.w - Y) ** 2)"
+    model, scale, X, Y = (ip.user_ns[k] for k in ("model", "scale", "X", "Y"))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean((model(X) * scale.w - Y) ** 2)
+    kernel, bias = (v.value if hasattr(v, "value") else v for v in model.trainable_variables)
+    expected = dict(zip(("model/dense/kernel", "model/dense/bias", "scale/w"), tape.gradient(loss, [kernel, bias, scale.w])))
+    for line in ("model scale", ""):  # by name, and by default (what the cell reads)
+        res = run("tfgrad", line, body)
+        assert list(res.gradients) == list(expected)
+        for name, g in expected.items():
+            np.testing.assert_allclose(res.gradients[name].numpy(), g.numpy(), rtol=1e-6)
+        assert res.gradients["model/dense/kernel"].shape == (2, 1)
+        assert res.tensors["model/dense/kernel"].shape == (2, 1)
+        assert "no gradients" not in repr(res) and "dloss/dmodel/dense/kernel" in repr(res)
+
+
+def test_non_scalar_target_says_gradients_are_of_its_sum(ip, run):
+    ip.run_cell("q = tf.Variable([1.0, 5.0])")
+    res = run("tfgrad", "", "f = tf.stack([q[0]*q[1], q[0]])")
+    assert res.gradients["q"].numpy().tolist() == [6.0, 1.0]  # kept: tape.gradient's sum
+    text = repr(res)
+    assert "shape (2,)" in text and "sum" in text and "tape.jacobian" in text
+    assert "jacobian" not in repr(run("tfgrad", "", "f = q[0] * q[1]"))

@@ -3,6 +3,7 @@
 from dataclasses import dataclass, field
 
 from .compiler import compile_cell
+from .descend import _module_variables
 from .errors import TfmagicError
 from .explain import explain
 from .tensors import record, short_device
@@ -97,6 +98,62 @@ def _bench(compiled, eager, args):
     }
 
 
+def _snapshot(tf, variables):
+    # tf.identity copies, so a later in-place assign_add cannot change the saved value
+    distinct = {v.ref(): v for v in variables}.values()
+    return [(v, tf.identity(v.read_value())) for v in distinct]
+
+
+def _restore(snapshot):
+    for v, value in snapshot:
+        v.assign(value)
+
+
+def _changed(snapshot):
+    """Variables whose value differs from the snapshot."""
+    import numpy as np
+
+    out = []
+    for v, value in snapshot:
+        try:
+            same = np.array_equal(np.asarray(v.numpy()), np.asarray(value.numpy()), equal_nan=True)
+        except TypeError:  # strings and the like
+            same = np.array_equal(np.asarray(v.numpy()), np.asarray(value.numpy()))
+        if not same:
+            out.append(v)
+    return out
+
+
+def _model_like(tf, value):
+    """A Keras model/layer or tf.Module: something whose trainable variables stand for it."""
+    return (
+        not isinstance(value, (tf.Variable, type))
+        and not tf.is_tensor(value)
+        and hasattr(value, "trainable_variables")
+    )
+
+
+def _expand(tf, name, obj):
+    """name/path -> tf.Variable for each trainable variable of obj, e.g. model/dense/kernel."""
+    found = {}
+    own = getattr(obj, "name", None)
+    for key, var in _module_variables(tf, name, obj).items():
+        label = key[len(name) + 1 :]
+        if own and label.startswith(f"{own}/"):  # Keras paths start with the model's own name
+            label = label[len(own) + 1 :]
+        found[f"{name}/{label}" if f"{name}/{label}" not in found else key] = var
+    return found
+
+
+def _add_distinct(variables, more):
+    """Add variables not already present (the same variable may be named directly and in a model)."""
+    have = {v.ref() for v in variables.values()}
+    for name, var in more.items():
+        if var.ref() not in have:
+            variables[name] = var
+            have.add(var.ref())
+
+
 def differentiate(tf, source, namespace, names=(), device=None, bench=False):
     """Run `source` once under a tape; return a GradResult. Publishes nothing."""
     if names:
@@ -110,17 +167,28 @@ def differentiate(tf, source, namespace, names=(), device=None, bench=False):
     for name in names:
         value = namespace[name]
         if isinstance(value, tf.Variable):
-            variables[name] = value
+            _add_distinct(variables, {name: value})
+        elif _model_like(tf, value):
+            _add_distinct(variables, _expand(tf, name, value))
         else:
             watched[name] = _watchable(tf, name, value)
 
     cell = compile_cell(source, namespace, params=list(watched), default_globals={"tf": tf})
     if not names:
-        variables = {n: namespace[n] for n in cell.reads if isinstance(namespace.get(n), tf.Variable)}
+        for n in cell.reads:
+            value = namespace.get(n)
+            if isinstance(value, tf.Variable):
+                _add_distinct(variables, {n: value})
+            elif _model_like(tf, value):
+                if value.trainable_variables:
+                    _add_distinct(variables, _expand(tf, n, value))
+                elif getattr(value, "built", True) is False:
+                    notes.append(f"{n} has no weights yet; call it once on data in an earlier cell to get their gradients.")
         if not variables:
             notes.append(
-                "The cell reads no tf.Variable, so there are no gradients: shown are its value and tensors. "
-                "Name what to differentiate with respect to, e.g. `%%tfgrad x` (constants and numbers are watched for you)."
+                "The cell reads no tf.Variable, Keras model or tf.Module with trainable variables, so there are "
+                "no gradients: shown are its value and tensors. Name what to differentiate with respect to, "
+                "e.g. `%%tfgrad x` (constants and numbers are watched for you)."
             )
     extra = {n: namespace[n] for n in cell.params if n not in watched}
     sources = list(variables.values()) + list(watched.values())
@@ -136,15 +204,44 @@ def differentiate(tf, source, namespace, names=(), device=None, bench=False):
         return target, grads, assigned
 
     compiled = tf.function(run)
+    args = list(watched.values())
+    before = None
     try:
         with tf.device(device):
-            target, grads, assigned = compiled(*watched.values())
+            if bench:
+                # Every variable the graph captures, read or written: the timing repeats must not keep
+                # their side effects (assign_add would count thousands of calls).
+                touched = compiled.get_concrete_function(*args).variables
+                before = _snapshot(tf, list(touched) + list(variables.values()))
+            target, grads, assigned = compiled(*args)
     except Exception as err:  # the user's code failed: keep TF's message, add ours
         raise explain(err, cell) from err
     timing = None
     if bench:
-        with tf.device(device):
-            timing = _bench(compiled, run, list(watched.values()))
+        after = _snapshot(tf, [v for v, _ in before])
+        try:
+            with tf.device(device):
+                timing = _bench(compiled, run, args)
+        except BaseException as err:  # incl. Ctrl-C: the cell did not finish, so leave things as before it
+            _restore(before)
+            if not isinstance(err, Exception):
+                raise
+            raised = explain(err, cell)
+            raised.hint = " ".join(filter(None, [raised.hint, (
+                "This failed in --bench's repeated timing calls (one run alone succeeds); their changes were "
+                "undone, so the variables are as before the cell."
+            )]))
+            raise raised from err
+        undone = _changed(after)
+        _restore(after)
+        if undone:
+            by_ref = {v.ref(): n for n, v in namespace.items() if isinstance(v, tf.Variable)}
+            by_ref.update((v.ref(), n) for n, v in variables.items())
+            labels = ", ".join(by_ref.get(v.ref(), v.name.split(":")[0]) for v in undone)
+            notes.append(
+                f"--bench: the timing calls changed {labels}; that was undone, so the variables are as one run "
+                "of the cell leaves them."
+            )
 
     grad_names = list(variables) + list(watched)
     gradients = dict(zip(grad_names, grads))
@@ -153,11 +250,19 @@ def differentiate(tf, source, namespace, names=(), device=None, bench=False):
         for n, s, g in zip(grad_names, sources, grads)
         if g is None
     }
+    if grad_names and target.shape.rank:
+        notes.append(
+            f"The target {cell.target_label} has shape {tuple(target.shape)}, so the gradients are of its sum, "
+            f"tf.reduce_sum({cell.target_label}), as tape.gradient does; for the Jacobian use tape.jacobian."
+        )
     tensors = {}
     for name in cell.reads:
         rec = record(tf, name, namespace.get(name))
         if rec:
             tensors[name] = rec
+    for name, var in variables.items():
+        if name not in tensors:  # a model's variables, e.g. model/dense/kernel
+            tensors[name] = record(tf, name, var)
     for name, value in assigned.items():
         rec = record(tf, name, value)
         if rec:

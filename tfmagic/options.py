@@ -7,11 +7,12 @@ from .engine import OPTIMIZERS
 tfgrad_arguments = [
     magic_arguments(),
     argument("names", nargs="*", metavar="NAME",
-             help="what to differentiate with respect to (default: every tf.Variable the cell reads); "
-                  "constants, numpy arrays and numbers are watched for you"),
+             help="what to differentiate with respect to: a tf.Variable, a Keras model/layer/tf.Module "
+                  "(its trainable variables), or a constant, numpy array or number (watched for you); "
+                  "default: every tf.Variable, model and module the cell reads"),
     argument("--device", metavar="DEV", help="TensorFlow device to run on, e.g. CPU:0 or GPU:0"),
     argument("--bench", action="store_true",
-             help="time the cell compiled (tf.function) and eager, and show the speed-up"),
+             help="time the cell compiled (tf.function) and eager, and show the speed-up (the timing runs' changes to variables are undone)"),
     argument("-o", "--out", metavar="OUT", help="also store the result in the variable OUT"),
 ]
 
