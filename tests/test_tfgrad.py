@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from IPython.core.error import UsageError
 
-from tfmagic.errors import CellRuntimeError, CellSyntaxError, UnknownNameError
+from tfmagic.errors import CellRuntimeError, CellSyntaxError, TfmagicError, UnknownNameError
 
 
 def test_course_two_variables(ip, run):
@@ -219,3 +219,28 @@ def test_non_scalar_target_says_gradients_are_of_its_sum(ip, run):
     text = repr(res)
     assert "shape (2,)" in text and "sum" in text and "tape.jacobian" in text
     assert "jacobian" not in repr(run("tfgrad", "", "f = q[0] * q[1]"))
+
+
+def test_a_cell_may_use_its_own_tape_and_keeps_its_defs(ip, run):
+    # The course writes `with tf.GradientTape() as tape:`; the tape is not a value to publish.
+    ip.run_cell("x = tf.Variable(4.0)")
+    res = run("tfgrad", "", "with tf.GradientTape() as tape:\n    y = x ** 3\ndy_dx = tape.gradient(y, x)\ndy_dx")
+    assert res.value.numpy() == 48.0 and res.gradients["x"].numpy() == 24.0  # 3x², then its derivative 6x
+    assert "tape" not in ip.user_ns and ip.user_ns["dy_dx"].numpy() == 48.0
+    # def, class and import in a cell are there afterwards, as after a normal cell
+    run("tfgrad", "", "import math\ndef calc_y(v):\n    return v * v\nf = calc_y(x)")
+    assert ip.user_ns["calc_y"](3.0) == 9.0 and ip.user_ns["math"].pi > 3
+    run("descend", "x=10.0 --steps 5 --no-widgets", "def parabola(v):\n    return v * v - 4.0 * v + 4.0\ny = parabola(x)")
+    assert ip.user_ns["parabola"](2.0) == 0.0
+
+
+def test_print_and_numpy_in_a_cell_get_a_plain_explanation(ip, run):
+    ip.run_cell("x = tf.Variable(4.0)")
+    with pytest.raises(TfmagicError, match="print") as info:
+        run("tfgrad", "", "y = x * x\nprint(y)")
+    assert info.value.line == 2 and "tf.print" in str(info.value)
+    with pytest.raises(TfmagicError, match="numpy") as info:
+        run("tfgrad", "", "with tf.GradientTape() as tape:\n    y = x * x\nprint(tape.gradient(y, x).numpy())\ny")
+    assert "tf.print" in str(info.value)
+    with pytest.raises(TfmagicError, match="several names"):
+        run("tfgrad", "", "f, g = x * 2.0, x * 3.0")

@@ -15,6 +15,7 @@ import difflib
 import itertools
 import linecache
 import numbers
+import types
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +24,7 @@ from .errors import CellSyntaxError, TfmagicError, UnknownNameError
 
 FUNC_NAME = "__tfmagic_cell__"
 TARGET_NAME = "__tfmagic_target__"
+KEEP_NAME = "__tfmagic_keep__"
 _counter = itertools.count(1)
 
 
@@ -36,6 +38,13 @@ class CompiledCell:
     reads: list  # names the cell reads from the namespace
     params: list  # parameters of the function, in order
     constants: dict = field(default_factory=dict)  # read globals baked in as constants
+    # Names bound to what a tf.function cannot return (a `def`, a class, a module),
+    # as the last trace left them; a GradientTape is not kept (it is spent).
+    python_values: dict = field(default_factory=dict)
+
+    def published(self, assigned):
+        """Everything the cell assigned, as a normal cell would leave it."""
+        return {**self.python_values, **assigned}
 
     @property
     def target_label(self):
@@ -91,6 +100,14 @@ class _Names(ast.NodeVisitor):
     visit_ImportFrom = visit_Import
 
 
+def _defined_at_top(body):
+    for stmt in body:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            yield stmt.name
+        elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            yield from ((a.asname or a.name).split(".")[0] for a in stmt.names if a.name != "*")
+
+
 def _syntax_error(err, source):
     lines = source.splitlines()
     lineno = err.lineno or 0
@@ -107,23 +124,60 @@ def _syntax_error(err, source):
 
 
 def _target_of(last, source):
+    line = source.splitlines()[last.lineno - 1]
     if isinstance(last, ast.Expr):
+        call = last.value
+        if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "print":
+            raise TfmagicError(
+                "The cell's last line is print(...), which gives None: there is nothing to differentiate or minimise.",
+                line=last.lineno,
+                line_text=line,
+                hint="end the cell with the expression itself, e.g. `y`. The cell is compiled, so print() runs "
+                "once while it is traced; use tf.print(...) to print values as it runs.",
+            )
         return None
     if isinstance(last, ast.Assign) and len(last.targets) == 1 and isinstance(last.targets[0], ast.Name):
         return last.targets[0].id
     if isinstance(last, (ast.AugAssign, ast.AnnAssign)) and isinstance(last.target, ast.Name):
         return last.target.id
-    kind = type(last).__name__.lower()
+    if isinstance(last, ast.Assign):
+        what = "assigns several names at once, so it is not clear which one is the target"
+    else:
+        kind = type(last).__name__.lower()
+        what = f"is {'an' if kind[0] in 'aeiou' else 'a'} `{kind}` statement, so there is nothing to differentiate or minimise"
     raise TfmagicError(
-        f"The cell's last statement is a `{kind}` statement, so there is nothing to differentiate or minimise.",
+        f"The cell's last statement {what}.",
         line=last.lineno,
-        line_text=source.splitlines()[last.lineno - 1],
+        line_text=line,
         hint="end the cell with the expression you want, e.g. `y` or `loss = tf.reduce_mean(err ** 2)`.",
     )
 
 
 def _is_python_constant(value):
     return isinstance(value, (numbers.Number, np.ndarray, np.generic)) and not isinstance(value, bool)
+
+
+def _can_return(value):
+    """Can a tf.function return this? (tensors, variables, numbers, strings, None, nests of them)"""
+    if value is None or isinstance(value, (numbers.Number, str, bytes, np.ndarray, np.generic)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_can_return(v) for v in value)
+    if isinstance(value, dict):
+        return all(_can_return(v) for v in value.values())
+    return hasattr(value, "_type_spec") or hasattr(value, "dtype") and hasattr(value, "shape")
+
+
+def _returnable(values, python_values):
+    """The assigned names a tf.function can return; the rest go to `python_values`
+    (only functions, classes and modules: other objects may hold graph tensors)."""
+    kept = {}
+    for name, value in values.items():
+        if _can_return(value):
+            kept[name] = value
+        elif isinstance(value, (type, types.FunctionType, types.ModuleType)):
+            python_values[name] = value
+    return kept
 
 
 def _unknown_name(name, namespace):
@@ -153,6 +207,7 @@ def compile_cell(source, namespace, params=(), default_globals=None):
         names.visit(stmt)
     params = list(params)
     assigned = [n for n in names.stored if not n.startswith("__tfmagic")]
+    assigned += [n for n in _defined_at_top(tree.body) if n not in assigned]  # def, class, import: a cell keeps them
     globals_ = dict(default_globals or {})
     globals_.update(namespace)
 
@@ -179,8 +234,10 @@ def compile_cell(source, namespace, params=(), default_globals=None):
     published = ", ".join(f"{n!r}: {n}" for n in assigned)
     body = "\n".join("    " + line for line in lines)
     generated = (
-        f"def {FUNC_NAME}({', '.join(params)}):\n{body}\n    return {result}, {{{published}}}\n"
+        f"def {FUNC_NAME}({', '.join(params)}):\n{body}\n    return {result}, {KEEP_NAME}({{{published}}})\n"
     )
+    python_values = {}
+    globals_[KEEP_NAME] = lambda values: _returnable(values, python_values)
     linecache.cache[filename] = (len(generated), None, generated.splitlines(True), filename)
     code = compile(generated, filename, "exec")
     exec(code, globals_)
@@ -193,4 +250,5 @@ def compile_cell(source, namespace, params=(), default_globals=None):
         reads=reads,
         params=params,
         constants=constants,
+        python_values=python_values,
     )

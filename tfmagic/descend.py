@@ -34,7 +34,9 @@ class DescentResult:
 
     @property
     def values(self):
-        """name -> final value (numpy)."""
+        """name -> value (numpy) when the run ended, whatever ran on these variables since."""
+        if self.engine.final_values is not None and self.engine.status not in ("running", "paused"):
+            return dict(self.engine.final_values)
         return {n: v.numpy() for n, v in self.engine.variables.items()}
 
     def __repr__(self):
@@ -218,6 +220,6 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
     result = DescentResult(engine, tensors, cell.constants, where, cell)
     def evaluate():
         """The names the cell assigns, at the current values (reuses the probe's trace)."""
-        return probe()[2]
+        return cell.published(probe()[2])
 
     return engine, created, result, evaluate

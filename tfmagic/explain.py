@@ -59,6 +59,12 @@ def locate(err, cell):
 
 def hint_for(err):
     text = str(err)
+    if "has no attribute 'numpy'" in text:
+        return (
+            "the cell is compiled into a graph (tf.function), where tensors have no value yet, so .numpy() "
+            "is not available inside it. Use tf.print(...) in the cell, or read the names after it: they are "
+            "put back into your namespace with their values."
+        )
     for pattern in _DTYPE_PATTERNS:
         m = pattern.search(text)
         if m:

@@ -280,4 +280,4 @@ def differentiate(tf, source, namespace, names=(), device=None, bench=False):
         notes=notes,
         bench=timing,
     )
-    return result, assigned
+    return result, cell.published(assigned)
