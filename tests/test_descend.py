@@ -437,3 +437,30 @@ def test_xla_never_skips_the_cells_checks(ip, run):
     assert ip.user_ns["x"].numpy() >= 3.0
     forced = run("descend", "x=10.0 --eta 0.001 --steps 5000 --jit on --no-widgets", cell)
     assert forced.status == "max_steps" and any("XLA skips the cell's checks" in n for n in forced.engine.notes)
+
+
+def test_a_result_keeps_its_values_when_a_later_run_moves_the_variable(ip, run):
+    slow = run("descend", "x=10.0 --eta 0.1 --steps 5 --no-widgets", COURSE)
+    kept = slow.values["x"].copy()
+    run("descend", "x --eta 0.4 --steps 5 --no-widgets", COURSE)
+    assert slow.values["x"] == kept and (kept - 2.0) ** 2 == pytest.approx(slow.final_loss, rel=1e-5)
+    assert f"x = {kept:g}" in repr(slow)
+
+
+def test_divergence_message_tells_an_unbounded_loss_and_a_nan_from_a_too_large_eta(ip, run):
+    unbounded = run("descend", "x=10.0 --eta 0.001 --steps 50000 --no-widgets", "y = 4.0 - tf.pow(x, 2.0)")
+    assert unbounded.status == "diverged" and "no minimum" in unbounded.message and "Try a smaller eta" not in unbounded.message
+    nan = run("descend", "x=1.0 --eta 0.1 --steps 500 --no-widgets", "y = tf.sqrt(x)")
+    assert nan.status == "diverged" and "NaN" in nan.message and "sqrt" in nan.message
+    assert ip.user_ns["x"].numpy() >= 0.0
+    overshoot = run("descend", "x=10.0 --eta 1.5 --steps 500 --no-widgets", COURSE)
+    assert "too large" in overshoot.message and "no minimum" not in overshoot.message
+
+
+def test_out_never_replaces_a_variable(ip, run):
+    with pytest.raises(UsageError, match="-o x would replace"):
+        run("descend", "x=10.0 --steps 5 --no-widgets -o x", COURSE)
+    ip.run_cell("w = tf.Variable(3.0)")
+    with pytest.raises(UsageError, match="-o w would replace"):
+        run("tfgrad", "-o w", "f = w * w")
+    assert isinstance(ip.user_ns["w"], tf.Variable)

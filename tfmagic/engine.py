@@ -137,6 +137,7 @@ class Descent:
         self.status = "ready"
         self.message = ""
         self.final_loss = None
+        self.final_values = None  # name -> numpy value when a run ended
         self.steps_per_second = 0.0
         self._stop_request = None
         self._start_loss = None
@@ -447,6 +448,8 @@ class Descent:
         self._take_snapshot()  # for a redo, an error or an interrupt
         rows, count, block, lowest, traced = self._call(mode, n, stride)
         code = self._code(self._point, lowest)
+        if code == _DIVERGED:
+            self._bad_point = self._point  # what the step that blew up reached (for the message)
         if code == _RUNNING or (code == _CONVERGED and count - block == 1):
             return self._record(rows, count, stride), count, code, traced
         self._back_to_snapshot()
@@ -554,6 +557,7 @@ class Descent:
                     exact_until = self.steps + n
                     continue
                 self.status, self.message = "error", f"stopped by an error after {self.steps} steps: {err}"
+                self._keep_final_values()
                 raise
             except BaseException:
                 self._back_to_snapshot()
@@ -609,10 +613,15 @@ class Descent:
             self.steps_per_second = self._run_steps / self._run_seconds
         loss = math.nan if self._point is None else float(self._point[0])  # where the variables are
         self.final_loss = loss if math.isfinite(loss) else None
+        self._keep_final_values()
         if status == "diverged":
             self.message = self.divergence_message()
         elif status == "converged":
             self.message = f"converged: gradient norm below tol={self.tol} after {self.steps} steps"
+
+    def _keep_final_values(self):
+        # A copy: a later run on the same variables (another cell) must not change this run's result.
+        self.final_values = {n: v.numpy().copy() for n, v in self.variables.items()}
 
     def interrupted(self):
         """Mark the run interrupted (Ctrl-C / kernel interrupt between or in a chunk)."""
@@ -658,6 +667,24 @@ class Descent:
             return (
                 f"diverged at the starting point: the loss or its gradient is not finite (or huge) "
                 f"at the start, before any step. Check the initial values of {names}."
+            )
+        bad = float(getattr(self, "_bad_point", [math.nan])[0])
+        losses = self.history["loss"][-4:]
+        growing = len(losses) >= 3 and np.all(np.diff(np.abs(losses)) > 0)
+        if bad < 0 and not math.isnan(bad):  # -inf or far below the start
+            return (
+                f"diverged after {self.steps} steps: the loss keeps decreasing without bound (step "
+                f"{self.steps + 1} took it to {bad:.3g}), so this function has no minimum in that direction; "
+                f"a smaller eta only takes longer. Check the sign of the loss (minimising -f maximises f) or "
+                f"add a term that bounds it. The variables ({names}) hold the last finite values."
+            )
+        if math.isnan(bad) and not growing:
+            return (
+                f"diverged after {self.steps} steps: step {self.steps + 1} made the loss NaN (not a number) "
+                f"while it was not blowing up: the cell computed something undefined there, e.g. the sqrt or "
+                f"log of a negative number or 0/0. Look at the values of {names} below and keep the step "
+                f"inside the function's domain (a smaller eta, or tf.abs/tf.maximum in the cell). "
+                f"The variables ({names}) hold the last finite values."
             )
         suggestion = self.suggested_eta()
         advice = self.eta_advice()

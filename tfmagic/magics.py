@@ -51,6 +51,19 @@ def _device(tf, spec):
 
 
 class TfMagics(Magics):
+    def _check_out(self, tf, args):
+        """-o OUT must not replace what the cell works on (a variable, or a model's)."""
+        out = args.out
+        if not out:
+            return
+        named = {spec.split("=", 1)[0].strip() for spec in args.names}
+        current = self.shell.user_ns.get(out)
+        if out in named or isinstance(current, tf.Variable) or hasattr(current, "trainable_variables"):
+            raise UsageError(
+                f"-o {out} would replace the {'variable' if out in named else type(current).__name__} {out}; "
+                f"store the result under another name, e.g. -o run"
+            )
+
     def _publish(self, values, out, result):
         self.shell.user_ns.update(values)
         if out:
@@ -62,6 +75,7 @@ class TfMagics(Magics):
         device = _device(tf, args.device)
         from .grad import differentiate
 
+        self._check_out(tf, args)
         result, assigned = differentiate(tf, cell, self.shell.user_ns, args.names, device, bench=args.bench)
         self._publish(assigned, args.out, result)
         return result
@@ -94,6 +108,7 @@ class TfMagics(Magics):
             raise UsageError("--restarts takes a positive N, and cannot be combined with --compare")
         tf = _tensorflow(self.shell)
         device = _device(tf, args.device)
+        self._check_out(tf, args)
         from .descend import prepare
 
         ranges = {} if args.restarts else None
@@ -197,6 +212,7 @@ class TfMagics(Magics):
         finally:
             for obs in observers:
                 engine.unobserve(obs)
+                getattr(obs, "close", lambda: None)()
         self._publish_final(tf, engine, evaluate, args, result)
         return result
 

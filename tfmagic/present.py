@@ -111,7 +111,7 @@ def grad_html(res):
 
 def descent_text(res):
     lines = [
-        f"{res.status}: {res.steps} steps of {res.optimizer} (eta={res.eta:g}) on {res.device}, "
+        f"{res.status}: {_steps(res.steps)} of {res.optimizer} (eta={res.eta:g}) on {res.device}, "
         f"final loss {res.final_loss if res.final_loss is None else format(res.final_loss, '.6g')}"
     ]
     for name, value in res.values.items():
@@ -131,10 +131,14 @@ def descent_html(res):
     extra = [res.message] + res.notes + [_constants_note(res.constants)]
     return (
         f"{STYLE}<div class='tfmagic-descent tfmagic-html'><b class='tfmagic-status-{e(res.status)}'>{e(res.status)}</b>: "
-        f"{res.steps} steps of {e(res.optimizer)} (eta={res.eta:g}) on {e(res.device)}, final loss "
+        f"{_steps(res.steps)} of {e(res.optimizer)} (eta={res.eta:g}) on {e(res.device)}, final loss "
         f"{e(str(res.final_loss if res.final_loss is None else format(res.final_loss, '.6g')))}"
         f"<table>{values}</table>" + "".join(f"<p>{e(x)}</p>" for x in extra if x) + "</div>"
     )
+
+
+def _steps(n):
+    return f"{n:,} step{'' if n == 1 else 's'}"
 
 
 class TextProgress:
@@ -158,15 +162,26 @@ class TextProgress:
         done = min(engine.steps, self.total)
         width = 30
         filled = int(width * done / max(self.total, 1))
-        loss = chunk.rows["loss"][-1] if len(chunk.rows["loss"]) else float("nan")
+        if chunk.status != "running" and engine.final_loss is not None:
+            loss = engine.final_loss  # where the run ended (also when it took no step)
+        else:
+            loss = chunk.rows["loss"][-1] if len(chunk.rows["loss"]) else float("nan")
+        rate = engine.steps_per_second
+        # (a run too short to time has no rate: the first chunk compiles)
+        rate = f" {rate:,.0f} steps/s" if rate else " compiling" if chunk.status == "running" else ""
         self.stream.write(
-            f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} loss {loss:.6g} "
-            f"eta {engine.eta:g} " + (f"{engine.steps_per_second:,.0f} steps/s" if engine.steps_per_second
-                                      or chunk.status != "running" else "compiling")
+            f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} loss {loss:.6g} eta {engine.eta:g}{rate}"
         )
-        if chunk.status != "running":
+        self._open = chunk.status == "running"
+        if not self._open:
             self.stream.write("\n")
         self.stream.flush()
+
+    def close(self):
+        """End the bar's line, so a message after a failed run starts on its own line."""
+        if getattr(self, "_open", False):
+            self.stream.write("\n")
+            self._open = False
 
 
 class CoursePrinter:
