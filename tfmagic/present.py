@@ -138,7 +138,7 @@ def descent_html(res):
 
 
 def _steps(n):
-    return f"{n:,} step{'' if n == 1 else 's'}"
+    return f"{n} step{'' if n == 1 else 's'}"
 
 
 class TextProgress:
