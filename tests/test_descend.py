@@ -290,6 +290,10 @@ def test_print_every_prints_the_course_lines(ip, run, capsys):
     lines = [ln for ln in out.splitlines() if ln.startswith("iteration:")]
     assert [ln.split()[1] for ln in lines] == ["0", "10", "20", "30", "40"]
     assert lines[0] == "iteration: 0 x: 8.4 y: 64"
+    # the loss under its own name; a larger variable by its norm, marked as such
+    run("descend", "W=tf.constant([[1.0, -2.0], [0.5, 3.0]]) --steps 1 --print-every 1 --no-widgets",
+        "loss = tf.reduce_sum(tf.square(W - 1.0))")
+    assert "iteration: 0 |W|: 3.1749 loss: 13.25" in capsys.readouterr().out  # |0.8 W + 0.2|, as the course prints x after its update
 
 
 def test_text_progress_and_summary(ip, run, capsys):

@@ -106,6 +106,8 @@ def test_course_shape_error_names_both_shapes(ip, run):
         run("tfgrad", "", "a=tf.constant([1.,2.])\nb=tf.constant([2.,3.,1.])\nf=tf.reduce_sum(tf.add(a,b))*x")
     msg = str(info.value)
     assert "[2]" in msg and "[3]" in msg and "broadcast" in msg.lower()
+    # TensorFlow's own words come first, without the graph node's dump
+    assert "Dimensions must be equal, but are 2 and 3" in msg.splitlines()[0] and "{{node" not in msg
 
 
 def test_device_choice_and_unknown_device(ip, run):

@@ -205,6 +205,7 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
             hint="check that the cell uses the variables you named (and not a copy made with .numpy()).",
         )
     engine = Descent(tf, loss_fn, variables, eta=eta, optimizer=optimizer, device=device, tol=tol, jit=jit)
+    engine.loss_label = cell.target_name  # what --print-every calls the loss (None: "y", as the course)
     tensors = {}
     for name in cell.reads:
         rec = record(tf, name, overlay.get(name))

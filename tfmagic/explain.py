@@ -31,14 +31,22 @@ def _first_line(text):
     return ""
 
 
+_ERROR_LINE = re.compile(r"^([\w.]*(?:Error|Exception)):\s*(.+)$")
+_NODE_REF = re.compile(r" for '\{\{node [^']*'")  # the graph node's dump inside a shape message
+
+
 def _tf_message(err):
     """TensorFlow's message without its graph dump and AutoGraph preamble."""
     msg = getattr(err, "message", None) or str(err)
-    lines = [ln for ln in msg.splitlines() if ln.strip()]
+    lines = [_OP_SUFFIX.sub("", _NODE_REF.sub("", ln.strip())) for ln in msg.splitlines() if ln.strip()]
+    raised = [m for m in map(_ERROR_LINE.match, lines) if m]
+    if raised:  # "ValueError: ..." after AutoGraph's code lines, or a py_function's own error
+        kind, text = raised[-1].groups()
+        return text if kind.rsplit(".", 1)[-1] == type(err).__name__ else f"{kind}: {text}"
     kept = [
-        _OP_SUFFIX.sub("", ln.strip())
+        ln
         for ln in lines
-        if not ln.strip().startswith(("File ", "in user code", "Traceback", "Call arguments", "•", "[[", "[Op:"))
+        if not ln.startswith(("File ", "in user code", "Traceback", "Call arguments", "•", "[[", "[Op:"))
         and "{{node" not in ln
     ]
     return kept[-1] if kept else _first_line(msg)

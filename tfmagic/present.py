@@ -198,11 +198,14 @@ class CoursePrinter:
     def __call__(self, engine, chunk):
         names = [c for c in engine.columns[3:]]
         after = {n: np.append(chunk.rows[n][1:], _summary(engine.variables[n])) for n in names}
+        # a larger variable is shown by its norm, and says so
+        shown = {n: n if engine.variables[n].shape.num_elements() == 1 else f"|{n}|" for n in names}
+        loss_name = getattr(engine, "loss_label", None) or "y"
         for j, loss in enumerate(chunk.rows["loss"]):
             i = chunk.start + j
             if i % self.every == 0:
-                xs = " ".join(f"{n}: {after[n][j]:.6g}" for n in names)
-                self.stream.write(f"iteration: {i} {xs} y: {loss:.6g}\n")
+                xs = " ".join(f"{shown[n]}: {after[n][j]:.6g}" for n in names)
+                self.stream.write(f"iteration: {i} {xs} {loss_name}: {loss:.6g}\n")
 
 
 def _summary(var):
