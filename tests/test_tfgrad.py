@@ -246,3 +246,13 @@ def test_print_and_numpy_in_a_cell_get_a_plain_explanation(ip, run):
     assert "tf.print" in str(info.value)
     with pytest.raises(TfmagicError, match="several names"):
         run("tfgrad", "", "f, g = x * 2.0, x * 3.0")
+
+
+def test_what_a_cell_assigns_is_there_afterwards(ip, run):
+    ip.run_cell("x = tf.Variable(4.0); scale = 2.0")
+    res = run("tfgrad", "", "import numpy as np\nsh = (x * tf.ones([2, 3])).shape\nk = x * 2.0\n"
+              "def g(a):\n    return a * k\ndef h(a):\n    return a * scale\ny = h(x) + float(np.pi)")
+    assert ip.user_ns["np"].pi > 3 and tuple(ip.user_ns["sh"]) == (2, 3)
+    ip.run_cell("scale = 3.0")
+    assert ip.user_ns["h"](1.0) == 3.0  # reads your namespace, as a def from a normal cell does
+    assert "g" not in ip.user_ns and any("g not kept" in n for n in res.notes)  # it used the trace's k

@@ -38,9 +38,18 @@ class CompiledCell:
     reads: list  # names the cell reads from the namespace
     params: list  # parameters of the function, in order
     constants: dict = field(default_factory=dict)  # read globals baked in as constants
-    # Names bound to what a tf.function cannot return (a `def`, a class, a module),
+    # Names bound to what a tf.function cannot return (a `def`, a module, a TensorShape),
     # as the last trace left them; a GradientTape is not kept (it is spent).
     python_values: dict = field(default_factory=dict)
+    not_kept: list = field(default_factory=list)  # names whose value uses the trace's tensors
+
+    @property
+    def not_kept_note(self):
+        if not self.not_kept:
+            return None
+        names = ", ".join(dict.fromkeys(self.not_kept))
+        return (f"{names} not kept: it uses tensors computed inside the compiled cell, which do not exist "
+                "after it; define it in a normal cell.")
 
     def published(self, assigned):
         """Everything the cell assigned, as a normal cell would leave it."""
@@ -161,6 +170,8 @@ def _can_return(value):
     """Can a tf.function return this? (tensors, variables, numbers, strings, None, nests of them)"""
     if value is None or isinstance(value, (numbers.Number, str, bytes, np.ndarray, np.generic)):
         return True
+    if isinstance(value, (type, types.ModuleType)) or callable(value):  # (numpy has .dtype and .shape)
+        return False
     if isinstance(value, (list, tuple)):
         return all(_can_return(v) for v in value)
     if isinstance(value, dict):
@@ -168,14 +179,30 @@ def _can_return(value):
     return hasattr(value, "_type_spec") or hasattr(value, "dtype") and hasattr(value, "shape")
 
 
-def _returnable(values, python_values):
-    """The assigned names a tf.function can return; the rest go to `python_values`
-    (only functions, classes and modules: other objects may hold graph tensors)."""
+def _uses_graph_tensors(value):
+    """A function closing over the trace's tensors: calling it after the cell would fail."""
+    for cell in getattr(value, "__closure__", None) or ():
+        try:
+            contents = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        if type(contents).__name__ == "SymbolicTensor" or _uses_graph_tensors(contents):
+            return True
+    return False
+
+
+def _returnable(values, python_values, not_kept):
+    """The assigned names a tf.function can return; other objects go to `python_values`
+    as the trace left them, except a spent GradientTape and what holds graph tensors."""
     kept = {}
     for name, value in values.items():
         if _can_return(value):
             kept[name] = value
-        elif isinstance(value, (type, types.FunctionType, types.ModuleType)):
+        elif type(value).__name__ == "GradientTape":
+            continue
+        elif _uses_graph_tensors(value):
+            not_kept.append(name)
+        else:
             python_values[name] = value
     return kept
 
@@ -236,8 +263,8 @@ def compile_cell(source, namespace, params=(), default_globals=None):
     generated = (
         f"def {FUNC_NAME}({', '.join(params)}):\n{body}\n    return {result}, {KEEP_NAME}({{{published}}})\n"
     )
-    python_values = {}
-    globals_[KEEP_NAME] = lambda values: _returnable(values, python_values)
+    python_values, not_kept = {}, []
+    globals_[KEEP_NAME] = lambda values: _returnable(values, python_values, not_kept)
     linecache.cache[filename] = (len(generated), None, generated.splitlines(True), filename)
     code = compile(generated, filename, "exec")
     exec(code, globals_)
@@ -251,4 +278,5 @@ def compile_cell(source, namespace, params=(), default_globals=None):
         params=params,
         constants=constants,
         python_values=python_values,
+        not_kept=not_kept,
     )

@@ -206,6 +206,8 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
         )
     engine = Descent(tf, loss_fn, variables, eta=eta, optimizer=optimizer, device=device, tol=tol, jit=jit)
     engine.loss_label = cell.target_name  # what --print-every calls the loss (None: "y", as the course)
+    if cell.not_kept_note:
+        engine.notes.append(cell.not_kept_note)
     tensors = {}
     for name in cell.reads:
         rec = record(tf, name, overlay.get(name))

@@ -243,6 +243,8 @@ def differentiate(tf, source, namespace, names=(), device=None, bench=False):
                 "of the cell leaves them."
             )
 
+    if cell.not_kept_note:
+        notes.append(cell.not_kept_note)
     grad_names = list(variables) + list(watched)
     gradients = dict(zip(grad_names, grads))
     reasons = {

@@ -1,6 +1,7 @@
 """The %%tfgrad and %%descend cell magics: parse options, call the pieces, publish results."""
 
 import sys
+import types
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, magics_class
@@ -65,7 +66,16 @@ class TfMagics(Magics):
             )
 
     def _publish(self, values, out, result):
-        self.shell.user_ns.update(values)
+        from .compiler import FUNC_NAME
+
+        ns = self.shell.user_ns
+        # A def from the cell reads its globals from your namespace from now on, as after a normal cell.
+        values = {
+            n: types.FunctionType(v.__code__, ns, v.__name__, v.__defaults__, v.__closure__)
+            if isinstance(v, types.FunctionType) and FUNC_NAME in v.__globals__ else v
+            for n, v in values.items()
+        }
+        ns.update(values)
         if out:
             self.shell.user_ns[out] = result
 
