@@ -468,3 +468,20 @@ def test_out_never_replaces_a_variable(ip, run):
     with pytest.raises(UsageError, match="-o w would replace"):
         run("tfgrad", "-o w", "f = w * w")
     assert isinstance(ip.user_ns["w"], tf.Variable)
+
+
+def test_an_error_that_does_not_come_back_still_stops_the_run(ip, run):
+    # A cell whose error depends on chance: redone step by step it may pass, but it did raise.
+    ip.run_cell(
+        "import random\nrandom.seed(1)\n"
+        "def flaky(v):\n"
+        "    if random.random() < 0.002:\n"
+        "        raise RuntimeError('read failed')\n"
+        "    return v\n"
+    )
+    cell = "y = (x - 2.0) ** 2 + 0.0 * tf.py_function(flaky, [x], tf.float32)"
+    with pytest.raises(CellRuntimeError, match="read failed"):
+        run("descend", "x=10.0 --eta 0.001 --steps 3000 --jit off --no-widgets -o r", cell)
+    r = ip.user_ns["r"]
+    assert r.status == "error" and "\n" not in r.message and "read failed" in r.message
+    assert r.final_loss == pytest.approx((ip.user_ns["x"].numpy() - 2.0) ** 2, rel=1e-5)

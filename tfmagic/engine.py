@@ -20,12 +20,12 @@ so each compiled function evaluates the loss once per step and never twice.
 
 import math
 import time
-import weakref
 from dataclasses import dataclass
 
 import numpy as np
 
 from .callopts import calling_with, lean_options, on_one_cpu
+from .explain import tf_message
 from .tfimport import quiet_native_stderr
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "rmsprop", "adagrad")
@@ -44,6 +44,10 @@ _CHECK_OPS = {"Assert", "CheckNumerics"}  # XLA compiles these to nothing: the c
 
 class _XlaSkipsChecks(Exception):
     pass
+
+
+def _steps(n):
+    return f"{n} step{'' if n == 1 else 's'}"
 
 
 def _check_ops(concrete):
@@ -105,7 +109,6 @@ class Descent:
         self._observers = []
         self._chunk_fns = {}  # mode ("step", "plain", "xla") -> tf.function
         self._default_runtime = set()  # modes the lean runtime (callopts) could not run
-        self._one_cpu = weakref.WeakKeyDictionary()  # concrete function -> runs on one CPU only
         self._chunk_steps = {}  # mode -> the last chunk size: the next run starts there
         self.optimizer = None
         self.notes = []
@@ -382,14 +385,17 @@ class Descent:
             return self._call_with(False, fn, mode, n, stride, traced)
         try:
             return self._call_with(True, fn, mode, n, stride, traced)
-        except tf.errors.OpError:
+        except tf.errors.OpError as err:
             # The lean runtime is only faster: TensorFlow's default one runs what it
             # cannot, and a real error then comes with the node's place in the cell.
             # (A fresh trace: a second instantiation loses the nodes' stack traces.)
             self._default_runtime.add(mode)
             self._back_to_snapshot()
             self._chunk_fns.pop(mode)
-            return self._call_with(False, self._fn(mode), mode, n, stride, True)
+            out = self._call_with(False, self._fn(mode), mode, n, stride, True)
+            if not isinstance(err, (tf.errors.FailedPreconditionError, tf.errors.UnimplementedError)):
+                raise err  # the cell's own error, gone on the second try: still an error
+            return out
 
     def _call_with(self, lean, fn, mode, n, stride, traced):
         tf = self.tf
@@ -410,11 +416,11 @@ class Descent:
                 if self.jit == "auto":
                     raise _XlaSkipsChecks()
                 self.notes.append("XLA skips the cell's checks (tf.debugging asserts, check_numerics): with --jit on they are not run.")
-            if lean:
-                if fn not in self._one_cpu:
-                    self._one_cpu[fn] = on_one_cpu(tf, fn, self.device)
-                if not self._one_cpu[fn]:
-                    options = None  # across devices: TensorFlow's defaults (see on_one_cpu)
+            if lean and traced and not on_one_cpu(tf, fn, self.device):  # (checked once, at its trace)
+                # Across devices: TensorFlow's defaults, traced for them (see on_one_cpu).
+                self._default_runtime.add(mode)
+                self._chunk_fns.pop(mode)
+                return self._call_with(False, self._fn(mode), mode, n, stride, True)
             with calling_with(options):
                 if mode == "step":
                     return self._steps(fn, n, traced)
@@ -525,7 +531,7 @@ class Descent:
         self._unhealthy_start = code == _DIVERGED
         mode = self._first_mode(steps)
         done, k = 0, self._chunk_steps.get(mode, FIRST_CHUNK)
-        exact_until = 0  # after an error: one step per chunk up to here, to find its step
+        exact_until, exact_error = 0, None  # after an error: one step per chunk up to here, to find its step
         while code == _RUNNING and done < steps:
             n = min(k, steps - done)
             if mode == "plain":
@@ -554,15 +560,19 @@ class Descent:
                 if n > 1:
                     # Redo the chunk a step at a time: the error then names its step, and
                     # the variables and the history end at the last good step.
-                    exact_until = self.steps + n
+                    exact_until, exact_error = self.steps + n, err
                     continue
-                self.status, self.message = "error", f"stopped by an error after {self.steps} steps: {err}"
-                self._keep_final_values()
+                self._stopped_by(f"stopped by an error after {_steps(self.steps)}: {tf_message(err)}")
                 raise
             except BaseException:
                 self._back_to_snapshot()
                 raise
             elapsed = time.perf_counter() - t0
+            if exact_error is not None and self.steps >= exact_until and code == _RUNNING:
+                # (a cell with randomness: redone, its steps all passed; still, the cell raised)
+                self._stopped_by(f"stopped after {_steps(self.steps)} by an error that did not come back when its "
+                                 f"steps were redone one at a time (randomness in the cell?): {tf_message(exact_error)}")
+                raise exact_error
             self._xla_ran |= chunk_mode == "xla"
             done += count
             # A chunk that traced (or a single step after an error) says nothing about the rate of the next ones.
@@ -617,7 +627,13 @@ class Descent:
         if status == "diverged":
             self.message = self.divergence_message()
         elif status == "converged":
-            self.message = f"converged: gradient norm below tol={self.tol} after {self.steps} steps"
+            self.message = f"converged: gradient norm below tol={self.tol} after {_steps(self.steps)}"
+
+    def _stopped_by(self, message):
+        self.status, self.message = "error", message
+        loss = float(self._point[0])  # where the variables are: the last good step
+        self.final_loss = loss if math.isfinite(loss) else None
+        self._keep_final_values()
 
     def _keep_final_values(self):
         # A copy: a later run on the same variables (another cell) must not change this run's result.
@@ -626,7 +642,7 @@ class Descent:
     def interrupted(self):
         """Mark the run interrupted (Ctrl-C / kernel interrupt between or in a chunk)."""
         self._finish("interrupted")
-        self.message = f"interrupted after {self.steps} steps; the variables hold the last good values"
+        self.message = f"interrupted after {_steps(self.steps)}; the variables hold the last good values"
 
     def curvature(self):
         """λ, the largest curvature of the loss at the initial values (None if not positive)."""
@@ -673,14 +689,14 @@ class Descent:
         growing = len(losses) >= 3 and np.all(np.diff(np.abs(losses)) > 0)
         if bad < 0 and not math.isnan(bad):  # -inf or far below the start
             return (
-                f"diverged after {self.steps} steps: the loss keeps decreasing without bound (step "
+                f"diverged after {_steps(self.steps)}: the loss keeps decreasing without bound (step "
                 f"{self.steps + 1} took it to {bad:.3g}), so this function has no minimum in that direction; "
                 f"a smaller eta only takes longer. Check the sign of the loss (minimising -f maximises f) or "
                 f"add a term that bounds it. The variables ({names}) hold the last finite values."
             )
         if math.isnan(bad) and not growing:
             return (
-                f"diverged after {self.steps} steps: step {self.steps + 1} made the loss NaN (not a number) "
+                f"diverged after {_steps(self.steps)}: step {self.steps + 1} made the loss NaN (not a number) "
                 f"while it was not blowing up: the cell computed something undefined there, e.g. the sqrt or "
                 f"log of a negative number or 0/0. Look at the values of {names} below and keep the step "
                 f"inside the function's domain (a smaller eta, or tf.abs/tf.maximum in the cell). "
@@ -690,7 +706,7 @@ class Descent:
         advice = self.eta_advice()
         smaller = 0.5 * suggestion if suggestion and suggestion < eta else eta / 10
         return (
-            f"diverged after {self.steps} steps: step {self.steps + 1} made the loss blow up (infinite, NaN "
+            f"diverged after {_steps(self.steps)}: step {self.steps + 1} made the loss blow up (infinite, NaN "
             f"or over {BLOWUP_FACTOR:g}x its starting value). eta={eta:g} is too large for this function: each "
             f"step overshoots the minimum by more than it gains. {advice + ' ' if advice else ''}"
             f"Try a smaller eta (e.g. {smaller:.3g}) or an adaptive optimizer such as adam. "

@@ -35,7 +35,7 @@ _ERROR_LINE = re.compile(r"^([\w.]*(?:Error|Exception)):\s*(.+)$")
 _NODE_REF = re.compile(r" for '\{\{node [^']*'")  # the graph node's dump inside a shape message
 
 
-def _tf_message(err):
+def tf_message(err):
     """TensorFlow's message without its graph dump and AutoGraph preamble."""
     msg = getattr(err, "message", None) or str(err)
     lines = [_OP_SUFFIX.sub("", _NODE_REF.sub("", ln.strip())) for ln in msg.splitlines() if ln.strip()]
@@ -106,7 +106,7 @@ def explain(err, cell, what="running the cell"):
         return err
     line, text = locate(err, cell)
     return CellRuntimeError(
-        f"{type(err).__name__} while {what}: {_tf_message(err)}",
+        f"{type(err).__name__} while {what}: {tf_message(err)}",
         line=line,
         line_text=text,
         hint=hint_for(err),
