@@ -46,7 +46,8 @@ class _XlaSkipsChecks(Exception):
     pass
 
 
-def _steps(n):
+def steps_text(n):
+    """'1 step', '2 steps'."""
     return f"{n} step{'' if n == 1 else 's'}"
 
 
@@ -389,13 +390,17 @@ class Descent:
             # The lean runtime is only faster: TensorFlow's default one runs what it
             # cannot, and a real error then comes with the node's place in the cell.
             # (A fresh trace: a second instantiation loses the nodes' stack traces.)
-            self._default_runtime.add(mode)
             self._back_to_snapshot()
-            self._chunk_fns.pop(mode)
-            out = self._call_with(False, self._fn(mode), mode, n, stride, True)
+            out = self._call_on_defaults(mode, n, stride)
             if not isinstance(err, (tf.errors.FailedPreconditionError, tf.errors.UnimplementedError)):
                 raise err  # the cell's own error, gone on the second try: still an error
             return out
+
+    def _call_on_defaults(self, mode, n, stride):
+        """The call on TensorFlow's default runtime from now on, freshly traced for it."""
+        self._default_runtime.add(mode)
+        self._chunk_fns.pop(mode)
+        return self._call_with(False, self._fn(mode), mode, n, stride, True)
 
     def _call_with(self, lean, fn, mode, n, stride, traced):
         tf = self.tf
@@ -417,19 +422,16 @@ class Descent:
                     raise _XlaSkipsChecks()
                 self.notes.append("XLA skips the cell's checks (tf.debugging asserts, check_numerics): with --jit on they are not run.")
             if lean and traced and not on_one_cpu(tf, fn, self.device):  # (checked once, at its trace)
-                # Across devices: TensorFlow's defaults, traced for them (see on_one_cpu).
-                self._default_runtime.add(mode)
-                self._chunk_fns.pop(mode)
-                return self._call_with(False, self._fn(mode), mode, n, stride, True)
+                return self._call_on_defaults(mode, n, stride)  # across devices (see on_one_cpu)
             with calling_with(options):
                 if mode == "step":
-                    return self._steps(fn, n, traced)
+                    return self._step_calls(fn, n, traced)
                 count, used, block, now, lowest, grads = fn(*args)
                 rows = self._row_buffer.numpy()[: int(used)]
         self._state, self._point = (now, grads), now.numpy()
         return rows, int(count), int(block), float(lowest), traced
 
-    def _steps(self, fn, n, traced):
+    def _step_calls(self, fn, n, traced):
         """Up to n calls of the compiled single step, checked after each."""
         rows = np.empty((n, len(self.columns) - 1), np.float32)
         start, grads = self._state
@@ -562,7 +564,7 @@ class Descent:
                     # the variables and the history end at the last good step.
                     exact_until, exact_error = self.steps + n, err
                     continue
-                self._stopped_by(f"stopped by an error after {_steps(self.steps)}: {tf_message(err)}")
+                self._stopped_by(f"stopped by an error after {steps_text(self.steps)}: {tf_message(err)}")
                 raise
             except BaseException:
                 self._back_to_snapshot()
@@ -570,7 +572,7 @@ class Descent:
             elapsed = time.perf_counter() - t0
             if exact_error is not None and self.steps >= exact_until and code == _RUNNING:
                 # (a cell with randomness: redone, its steps all passed; still, the cell raised)
-                self._stopped_by(f"stopped after {_steps(self.steps)} by an error that did not come back when its "
+                self._stopped_by(f"stopped after {steps_text(self.steps)} by an error that did not come back when its "
                                  f"steps were redone one at a time (randomness in the cell?): {tf_message(exact_error)}")
                 raise exact_error
             self._xla_ran |= chunk_mode == "xla"
@@ -627,7 +629,7 @@ class Descent:
         if status == "diverged":
             self.message = self.divergence_message()
         elif status == "converged":
-            self.message = f"converged: gradient norm below tol={self.tol} after {_steps(self.steps)}"
+            self.message = f"converged: gradient norm below tol={self.tol} after {steps_text(self.steps)}"
 
     def _stopped_by(self, message):
         self.status, self.message = "error", message
@@ -642,7 +644,7 @@ class Descent:
     def interrupted(self):
         """Mark the run interrupted (Ctrl-C / kernel interrupt between or in a chunk)."""
         self._finish("interrupted")
-        self.message = f"interrupted after {_steps(self.steps)}; the variables hold the last good values"
+        self.message = f"interrupted after {steps_text(self.steps)}; the variables hold the last good values"
 
     def curvature(self):
         """λ, the largest curvature of the loss at the initial values (None if not positive)."""
@@ -689,14 +691,14 @@ class Descent:
         growing = len(losses) >= 3 and np.all(np.diff(np.abs(losses)) > 0)
         if bad < 0 and not math.isnan(bad):  # -inf or far below the start
             return (
-                f"diverged after {_steps(self.steps)}: the loss keeps decreasing without bound (step "
+                f"diverged after {steps_text(self.steps)}: the loss keeps decreasing without bound (step "
                 f"{self.steps + 1} took it to {bad:.3g}), so this function has no minimum in that direction; "
                 f"a smaller eta only takes longer. Check the sign of the loss (minimising -f maximises f) or "
                 f"add a term that bounds it. The variables ({names}) hold the last finite values."
             )
         if math.isnan(bad) and not growing:
             return (
-                f"diverged after {_steps(self.steps)}: step {self.steps + 1} made the loss NaN (not a number) "
+                f"diverged after {steps_text(self.steps)}: step {self.steps + 1} made the loss NaN (not a number) "
                 f"while it was not blowing up: the cell computed something undefined there, e.g. the sqrt or "
                 f"log of a negative number or 0/0. Look at the values of {names} below and keep the step "
                 f"inside the function's domain (a smaller eta, or tf.abs/tf.maximum in the cell). "
@@ -706,7 +708,7 @@ class Descent:
         advice = self.eta_advice()
         smaller = 0.5 * suggestion if suggestion and suggestion < eta else eta / 10
         return (
-            f"diverged after {_steps(self.steps)}: step {self.steps + 1} made the loss blow up (infinite, NaN "
+            f"diverged after {steps_text(self.steps)}: step {self.steps + 1} made the loss blow up (infinite, NaN "
             f"or over {BLOWUP_FACTOR:g}x its starting value). eta={eta:g} is too large for this function: each "
             f"step overshoots the minimum by more than it gains. {advice + ' ' if advice else ''}"
             f"Try a smaller eta (e.g. {smaller:.3g}) or an adaptive optimizer such as adam. "

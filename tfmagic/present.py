@@ -4,6 +4,8 @@ import html
 
 import numpy as np
 
+from .engine import steps_text
+
 
 def _value_text(t):
     if t is None:
@@ -111,7 +113,7 @@ def grad_html(res):
 
 def descent_text(res):
     lines = [
-        f"{res.status}: {_steps(res.steps)} of {res.optimizer} (eta={res.eta:g}) on {res.device}, "
+        f"{res.status}: {steps_text(res.steps)} of {res.optimizer} (eta={res.eta:g}) on {res.device}, "
         f"final loss {res.final_loss if res.final_loss is None else format(res.final_loss, '.6g')}"
     ]
     for name, value in res.values.items():
@@ -131,14 +133,10 @@ def descent_html(res):
     extra = [res.message] + res.notes + [_constants_note(res.constants)]
     return (
         f"{STYLE}<div class='tfmagic-descent tfmagic-html'><b class='tfmagic-status-{e(res.status)}'>{e(res.status)}</b>: "
-        f"{_steps(res.steps)} of {e(res.optimizer)} (eta={res.eta:g}) on {e(res.device)}, final loss "
+        f"{steps_text(res.steps)} of {e(res.optimizer)} (eta={res.eta:g}) on {e(res.device)}, final loss "
         f"{e(str(res.final_loss if res.final_loss is None else format(res.final_loss, '.6g')))}"
         f"<table>{values}</table>" + "".join(f"<p>{e(x)}</p>" for x in extra if x) + "</div>"
     )
-
-
-def _steps(n):
-    return f"{n} step{'' if n == 1 else 's'}"
 
 
 class TextProgress:
