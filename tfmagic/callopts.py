@@ -39,10 +39,14 @@ def on_one_cpu(tf, concrete, device):
         return False  # the default device is a GPU
     where = {key(device)}
     where |= {key(h.device) for h in concrete.captured_inputs if h.dtype == tf.resource}
-    graph = concrete.graph.as_graph_def()
-    nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
-    where |= {key(n.device) for n in nodes if n.device}
+    where |= {key(n.device) for n in graph_nodes(concrete) if n.device}
     return len(where) == 1 and where.pop()[0] == "CPU"
+
+
+def graph_nodes(concrete):
+    """Every node of a traced function, loop bodies and nested functions included."""
+    graph = concrete.graph.as_graph_def()
+    return list(graph.node) + [n for f in graph.library.function for n in f.node_def]
 
 
 def lean_options(tf, single_threaded):

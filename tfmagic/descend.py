@@ -204,8 +204,8 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
             f"the loss {label} does not depend on {', '.join(variables)}, so their gradients are None.",
             hint="check that the cell uses the variables you named (and not a copy made with .numpy()).",
         )
-    engine = Descent(tf, loss_fn, variables, eta=eta, optimizer=optimizer, device=device, tol=tol, jit=jit)
-    engine.loss_label = cell.target_name  # what --print-every calls the loss (None: "y", as the course)
+    engine = Descent(tf, loss_fn, variables, eta=eta, optimizer=optimizer, device=device, tol=tol, jit=jit,
+                     loss_label=cell.target_name)
     if cell.not_kept_note:
         engine.notes.append(cell.not_kept_note)
     tensors = {}

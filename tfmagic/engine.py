@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .callopts import calling_with, lean_options, on_one_cpu
+from .callopts import calling_with, graph_nodes, lean_options, on_one_cpu
 from .explain import tf_message
 from .tfimport import quiet_native_stderr
 
@@ -52,9 +52,7 @@ def steps_text(n):
 
 
 def _check_ops(concrete):
-    graph = concrete.graph.as_graph_def()
-    nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
-    return {n.op for n in nodes} & _CHECK_OPS
+    return {n.op for n in graph_nodes(concrete)} & _CHECK_OPS
 
 
 def make_optimizer(name, eta):
@@ -95,8 +93,10 @@ class Chunk:
 class Descent:
     """Minimise `loss_fn()` over `variables` (name -> tf.Variable)."""
 
-    def __init__(self, tf, loss_fn, variables, *, eta=0.1, optimizer="sgd", device=None, tol=None, jit="auto"):
+    def __init__(self, tf, loss_fn, variables, *, eta=0.1, optimizer="sgd", device=None, tol=None, jit="auto",
+                 loss_label=None):
         self.tf = tf
+        self.loss_label = loss_label  # the loss's name in the cell, for printouts (None: unnamed)
         self.loss_fn = loss_fn
         self.variables = dict(variables)
         self.device = device
@@ -142,6 +142,7 @@ class Descent:
         self.message = ""
         self.final_loss = None
         self.final_values = None  # name -> numpy value when a run ended
+        self._bad_point = None  # what the step that blew up reached
         self.steps_per_second = 0.0
         self._stop_request = None
         self._start_loss = None
@@ -625,21 +626,16 @@ class Descent:
             self.steps_per_second = self._run_steps / self._run_seconds
         loss = math.nan if self._point is None else float(self._point[0])  # where the variables are
         self.final_loss = loss if math.isfinite(loss) else None
-        self._keep_final_values()
+        # A copy: a later run on the same variables (another cell) must not change this run's result.
+        self.final_values = {n: v.numpy().copy() for n, v in self.variables.items()}
         if status == "diverged":
             self.message = self.divergence_message()
         elif status == "converged":
             self.message = f"converged: gradient norm below tol={self.tol} after {steps_text(self.steps)}"
 
     def _stopped_by(self, message):
-        self.status, self.message = "error", message
-        loss = float(self._point[0])  # where the variables are: the last good step
-        self.final_loss = loss if math.isfinite(loss) else None
-        self._keep_final_values()
-
-    def _keep_final_values(self):
-        # A copy: a later run on the same variables (another cell) must not change this run's result.
-        self.final_values = {n: v.numpy().copy() for n, v in self.variables.items()}
+        self._finish("error")  # (the variables are at the last good step)
+        self.message = message
 
     def interrupted(self):
         """Mark the run interrupted (Ctrl-C / kernel interrupt between or in a chunk)."""
@@ -686,7 +682,7 @@ class Descent:
                 f"diverged at the starting point: the loss or its gradient is not finite (or huge) "
                 f"at the start, before any step. Check the initial values of {names}."
             )
-        bad = float(getattr(self, "_bad_point", [math.nan])[0])
+        bad = math.nan if self._bad_point is None else float(self._bad_point[0])
         losses = self.history["loss"][-4:]
         growing = len(losses) >= 3 and np.all(np.diff(np.abs(losses)) > 0)
         if bad < 0 and not math.isnan(bad):  # -inf or far below the start

@@ -210,27 +210,22 @@ class MultiResult:
     def _minima_lines(self):
         n, tol = len(self.runs), f"{self.tol:g}"
         found = sum(_found_minimum(r) for r in self.runs.values())
-        count = lambda status: sum(r.status == status for r in self.runs.values())
-        diverged, cut = count("diverged"), count("interrupted") + count("error")
+        count = lambda *statuses: sum(r.status in statuses for r in self.runs.values())
+        diverged, cut = count("diverged"), count("interrupted", "error")
         short = n - found - diverged - cut  # ran all their steps (or were stopped) still descending
         runs = lambda k: f"{k} run{'s' if k > 1 else ''}"
-        if found:
-            k = len(self.minima)
-            lines = [f"{k} distinct minim{'um' if k == 1 else 'a'} found by {found} of {n} runs (|grad| < {tol});"
-                     " not counted:"]
-        else:
-            lines = [f"no minimum found: none of the {n} runs reached |grad| < {tol}, "
-                     "so the best run is not a minimum yet:"]
-        if short:
-            lines.append(f"{runs(short)} did not reach |grad| < {tol} in {self.steps} steps: "
-                         "give more --steps or a larger --eta.")
-        if diverged:
-            lines.append(f"{runs(diverged)} diverged: try a smaller --eta.")
-        if cut:
-            lines.append(f"{runs(cut)} interrupted.")
-        if len(lines) == 1:
-            lines[0] = lines[0].rsplit(";", 1)[0]
-        return lines
+        others = [
+            line for k, line in (
+                (short, f"{runs(short)} did not reach |grad| < {tol} in {self.steps} steps: give more --steps or a larger --eta."),
+                (diverged, f"{runs(diverged)} diverged: try a smaller --eta."),
+                (cut, f"{runs(cut)} interrupted."),
+            ) if k
+        ]
+        if not found:
+            return [f"no minimum found: none of the {n} runs reached |grad| < {tol}, so the best run is not a minimum yet:"] + others
+        k = len(self.minima)
+        head = f"{k} distinct minim{'um' if k == 1 else 'a'} found by {found} of {n} runs (|grad| < {tol})"
+        return [head + ("; not counted:" if others else "")] + others
 
     def __repr__(self):
         rows = [self.HEAD] + list(self.rows())

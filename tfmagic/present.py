@@ -147,6 +147,7 @@ class TextProgress:
 
         self.total, self.stream, self.interval = total, stream, interval
         self._clock = time.perf_counter
+        self._open = False  # a bar line not ended yet
         self._last = 0.0
         self._start = None
 
@@ -177,7 +178,7 @@ class TextProgress:
 
     def close(self):
         """End the bar's line, so a message after a failed run starts on its own line."""
-        if getattr(self, "_open", False):
+        if self._open:
             self.stream.write("\n")
             self._open = False
 
@@ -198,7 +199,7 @@ class CoursePrinter:
         after = {n: np.append(chunk.rows[n][1:], _summary(engine.variables[n])) for n in names}
         # a larger variable is shown by its norm, and says so
         shown = {n: n if engine.variables[n].shape.num_elements() == 1 else f"|{n}|" for n in names}
-        loss_name = getattr(engine, "loss_label", None) or "y"
+        loss_name = engine.loss_label or "y"  # (unnamed: the course's y)
         for j, loss in enumerate(chunk.rows["loss"]):
             i = chunk.start + j
             if i % self.every == 0:
