@@ -51,6 +51,20 @@ def steps_text(n):
     return f"{n} step{'' if n == 1 else 's'}"
 
 
+def _autograph(tf):
+    """TensorFlow's AutoGraph entry for library code (None if this TensorFlow lacks it)."""
+    ag = getattr(getattr(tf, "__internal__", None), "autograph", None)
+    return ag if hasattr(ag, "tf_convert") and hasattr(ag, "control_status_ctx") else None
+
+
+def _autographed(tf, fn):
+    """`fn` converted by AutoGraph when called, also inside a tf.function(autograph=False):
+    the cell's Python `if`/`for` on tensors work while the engine's own code, which
+    needs no conversion, is traced without AutoGraph's per-call overhead."""
+    ag = _autograph(tf)
+    return fn if ag is None else ag.tf_convert(fn, ag.control_status_ctx(), user_requested=True)
+
+
 def _check_ops(concrete):
     return {n.op for n in graph_nodes(concrete)} & _CHECK_OPS
 
@@ -109,6 +123,9 @@ class Descent:
             self._initial = [tf.identity(v) for v in self.variables.values()]
         self._observers = []
         self._chunk_fns = {}  # mode ("step", "plain", "xla") -> tf.function
+        self._concrete = {}  # mode -> its traced ConcreteFunction
+        # History columns the graphs carry squared: |grad| and the norms of larger variables.
+        self._rooted = [2] + [3 + i for i, v in enumerate(self.variables.values()) if v.shape.num_elements() != 1]
         self._default_runtime = set()  # modes the lean runtime (callopts) could not run
         self._chunk_steps = {}  # mode -> the last chunk size: the next run starts there
         self.optimizer = None
@@ -170,11 +187,10 @@ class Descent:
             self._opt_initial = [tf.identity(v) for v in self._opt_state]
             # Everything a step changes: the variables and the optimizer's state.
             self._live = list(self.variables.values()) + self._opt_state
-            self._snapshot = [tf.Variable(v, trainable=False) for v in self._live]  # at the chunk's start
-            # The chunks' history rows (a variable: cheaper to compile than a TensorArray).
-            self._row_buffer = tf.Variable(tf.zeros([ROW_CAPACITY, len(self.columns) - 1]), trainable=False)
+        self._row_buffer = None  # made when a loop needs it (see _buffer)
         self.optimizer_name, self.optimizer = name, opt
         self._chunk_fns = {}
+        self._concrete = {}  # mode -> its traced ConcreteFunction
 
     def set_optimizer(self, name):
         """Switch optimizer; takes effect at the next chunk (fresh optimizer state)."""
@@ -220,23 +236,29 @@ class Descent:
     # Every op costs ~0.2 ms of tracing and more of XLA compiling, which is most of
     # a short run: the graphs hold the step and the history row, nothing else.
     # Health checks, eta and divergence restores happen in Python between calls.
-    def _pieces(self):
+    # Norms are carried squared and rooted in Python (_record): XLA:CPU takes ~10 ms
+    # longer to compile a graph with a sqrt, and about as long for abs or is_finite.
+    def _pieces(self, traced=True):
         """evaluate() -> (loss, grads) at the current point; advance(grads) takes one step
-        and evaluates the new point; norm(grads) is |grad|; point(loss, gnorm) is a
-        history row without eta: [loss, |grad|, one summary per variable]."""
+        and evaluates the new point; squared(grads) is |grad|²; ends(loss, gn2) is a
+        history row without eta, as scalars: loss, |grad|², one summary per variable
+        (its value if it has one element, else the sum of its squares).
+
+        `traced`: for a tf.function made by _compiled (AutoGraph converts the loss only)."""
         tf = self.tf
         variables = list(self.variables.values())
-        opt, loss_fn = self.optimizer, self.loss_fn
+        opt = self.optimizer
+        loss_fn = _autographed(tf, self.loss_fn) if traced else self.loss_fn
 
-        def squared(g):
-            g = tf.cast(g, tf.float32)
-            return g * g if g.shape.rank == 0 else tf.reduce_sum(g * g, axis=list(range(g.shape.rank)))
+        def sum_of_squares(t):
+            t = tf.cast(t, tf.float32)
+            return t * t if t.shape.rank == 0 else tf.reduce_sum(t * t, axis=list(range(t.shape.rank)))
 
-        def norm(grads):
-            total = squared(grads[0])
+        def squared(grads):
+            total = sum_of_squares(grads[0])
             for g in grads[1:]:
-                total += squared(g)
-            return tf.sqrt(total)
+                total += sum_of_squares(g)
+            return total
 
         def evaluate():
             with tf.GradientTape() as tape:
@@ -249,40 +271,57 @@ class Descent:
             return loss, grads
 
         def advance(grads):
-            opt.apply_gradients(zip(grads, variables))
+            # What apply_gradients runs for an optimizer without clipping, weight decay,
+            # EMA, loss scaling or accumulation (make_optimizer's), in ~1.2 ms less tracing.
+            learning_rate = opt.learning_rate
+            for g, v in zip(grads, variables):
+                opt.update_step(g, v, learning_rate)
+            opt.iterations.assign_add(1)
             return evaluate()
 
         def summary(v):
-            v = tf.cast(v, tf.float32)
-            if v.shape.rank == 0:
-                return v
-            return tf.reshape(v, []) if v.shape.num_elements() == 1 else tf.norm(v)
+            if v.shape.num_elements() == 1:
+                return tf.reshape(tf.cast(v, tf.float32), [])
+            return sum_of_squares(v)
 
-        def point(loss, gnorm):
-            return tf.stack([loss, gnorm] + [summary(v) for v in variables])
+        def ends(loss, gn2):
+            return [loss, gn2] + [summary(v) for v in variables]
 
-        return evaluate, advance, norm, point
+        return evaluate, advance, squared, ends
+
+    def _compiled(self, fn, **options):
+        """tf.function for the engine's own code (see _autographed: ~2-5 ms less tracing)."""
+        return self.tf.function(fn, autograph=_autograph(self.tf) is None, **options)
+
+    def _buffer(self):
+        """The chunks' history rows (a variable: cheaper to compile than a TensorArray)."""
+        if self._row_buffer is None:
+            with self.tf.device(self.device):
+                self._row_buffer = self.tf.Variable(
+                    self.tf.zeros([ROW_CAPACITY, len(self.columns) - 1]), trainable=False)
+        return self._row_buffer
 
     def _take_snapshot(self):
-        """Remember the current point: the variables, the optimizer's state and what is carried."""
-        for t, v in zip(self._snapshot, self._live):
-            t.assign(v)
-        self._snapshot_state = self._state, self._point
+        """Remember the current point: the variables, the optimizer's state and what is carried.
+        (Tensors: a variable's later update writes a new buffer while a read of it is held.)"""
+        with self.tf.device(self.device):
+            self._snapshot = [self.tf.identity(v) for v in self._live], self._state, self._point
 
     def _back_to_snapshot(self):
-        for v, s in zip(self._live, self._snapshot):
+        values, self._state, self._point = self._snapshot
+        for v, s in zip(self._live, values):
             v.assign(s)
-        self._state, self._point = self._snapshot_state
 
     def _build_step(self):
         """One compiled step (the course's shape), called from Python per step."""
-        _, advance, norm, point = self._pieces()
+        _, advance, squared, ends = self._pieces()
 
         def step(grads):
             loss, grads = advance(grads)
-            return point(loss, norm(grads)), grads
+            gn2 = squared(grads)
+            return self.tf.stack(ends(loss, gn2)), loss, gn2, grads
 
-        return self.tf.function(step)
+        return self._compiled(step)
 
     def _build_plain(self):
         """Up to n steps in a graph while loop, a history row per step.
@@ -292,60 +331,60 @@ class Descent:
         checks: the body has no branch.
         """
         tf = self.tf
-        _, advance, norm, point = self._pieces()
-        buffer = self._row_buffer
+        _, advance, squared, ends = self._pieces()
+        buffer = self._buffer()
 
-        def loop(n, stride, tol, limit, start, grads):
-            def going(i, loss, gnorm, grads):
-                # (comparisons are False for NaN and inf too)
-                return (i < n) & (tf.abs(loss) <= limit) & (gnorm >= tol) & tf.math.is_finite(gnorm)
+        def loop(n, stride, tol2, limit, loss, gn2, grads):
+            def going(i, loss, gn2, grads):
+                # (comparisons are False for NaN, and inf fails one of them)
+                return (i < n) & (loss <= limit) & (loss >= -limit) & (gn2 >= tol2) & (gn2 < math.inf)
 
-            def body(i, loss, gnorm, grads):
-                buffer.scatter_nd_update([[i]], [point(loss, gnorm)])
+            def body(i, loss, gn2, grads):
+                buffer.scatter_nd_update([[i]], [tf.stack(ends(loss, gn2))])
                 loss, grads = advance(grads)
-                return i + 1, loss, norm(grads), grads
+                return i + 1, loss, squared(grads), grads
 
-            i, loss, gnorm, grads = tf.while_loop(going, body, [tf.constant(0), start[0], start[1], grads])
-            return i, i, tf.maximum(i - 1, 0), point(loss, gnorm), gnorm, grads
+            i, loss, gn2, grads = tf.while_loop(going, body, [tf.constant(0), loss, gn2, grads])
+            return (i, i, tf.maximum(i - 1, 0), gn2, grads, *ends(loss, gn2))
 
-        return tf.function(loop)
+        return self._compiled(loop)
 
     def _build_xla(self):
         """Up to n steps under XLA; a history row every `stride` steps.
 
         The steps between rows run in an inner loop that does only the step, so
         a step costs what a hand-written XLA loop's does; the health checks are
-        the outer loop's condition. `lowest` (the smallest |grad| seen, only with
+        the outer loop's condition. `lowest` (the smallest |grad|² seen, only with
         a tol) makes convergence inside a block visible.
         """
         tf = self.tf
-        _, advance, norm, point = self._pieces()
-        buffer = self._row_buffer
+        _, advance, squared, ends = self._pieces()
+        buffer = self._buffer()
         track = bool(self.tol)
 
-        def loop(n, stride, tol, limit, start, grads):
-            def going(i, r, block, loss, gnorm, lowest, grads):
-                # (comparisons are False for NaN and inf too)
-                ok = (i < n) & (tf.abs(loss) <= limit) & tf.math.is_finite(gnorm)
-                return ok & (lowest >= tol) if track else ok
+        def loop(n, stride, tol2, limit, loss, gn2, grads):
+            def going(i, r, block, loss, gn2, lowest, grads):
+                # (comparisons are False for NaN, and inf fails one of them)
+                ok = (i < n) & (loss <= limit) & (loss >= -limit) & (gn2 < math.inf)
+                return ok & (lowest >= tol2) if track else ok
 
-            def body(i, r, block, loss, gnorm, lowest, grads):
-                buffer.scatter_nd_update([[r]], [point(loss, gnorm)])
+            def body(i, r, block, loss, gn2, lowest, grads):
+                buffer.scatter_nd_update([[r]], [tf.stack(ends(loss, gn2))])
 
                 def inner(j, loss, lowest, grads):
                     loss, grads = advance(grads)
-                    return j + 1, loss, tf.minimum(lowest, norm(grads)) if track else lowest, grads
+                    return j + 1, loss, tf.minimum(lowest, squared(grads)) if track else lowest, grads
 
                 m = tf.minimum(stride, n - i)
                 _, loss, lowest, grads = tf.while_loop(lambda j, *_: j < m, inner, [tf.constant(0), loss, lowest, grads])
-                return i + m, r + 1, i, loss, norm(grads), lowest, grads
+                return i + m, r + 1, i, loss, squared(grads), lowest, grads
 
             zero = tf.constant(0)
-            i, r, block, loss, gnorm, lowest, grads = tf.while_loop(
-                going, body, [zero, zero, zero, start[0], start[1], start[1], grads])
-            return i, r, block, point(loss, gnorm), lowest if track else gnorm, grads
+            i, r, block, loss, gn2, lowest, grads = tf.while_loop(going, body, [zero, zero, zero, loss, gn2, gn2, grads])
+            # Scalars, not one stacked row: a stack costs XLA ~14 ms more compiling.
+            return (i, r, block, lowest if track else gn2, grads, *ends(loss, gn2))
 
-        return tf.function(loop, jit_compile=True)
+        return self._compiled(loop, jit_compile=True)
 
     def _fn(self, mode):
         if mode not in self._chunk_fns:
@@ -355,12 +394,12 @@ class Descent:
     def _prime(self):
         """Evaluate the current point eagerly (no trace): the next step needs its gradients."""
         tf = self.tf
-        evaluate, _, norm, point = self._pieces()
+        evaluate, _, squared, ends = self._pieces(traced=False)
         with tf.device(self.device):
             loss, grads = evaluate()
-            start = point(loss, norm(grads))
-        self._state = (start, grads)
-        self._point = start.numpy()
+            gn2 = squared(grads)
+            self._point = tf.stack(ends(loss, gn2)).numpy()
+        self._state = (loss, gn2, grads)
         if self._start_loss is None and math.isfinite(self._point[0]):
             self._start_loss = float(self._point[0])
 
@@ -368,25 +407,29 @@ class Descent:
         start = self._start_loss if self._start_loss is not None else 1.0
         return BLOWUP_FACTOR * max(abs(start), 1.0)
 
+    def _tol2(self):
+        """tol², in float32 as the graphs compare it with |grad|²."""
+        return np.float32(self.tol or 0.0) ** 2
+
     def _code(self, point, lowest):
-        loss, gnorm = float(point[0]), float(point[1])
-        if not (math.isfinite(loss) and math.isfinite(gnorm) and abs(loss) <= self._limit()):
+        """`point`: a raw row (|grad|² second); `lowest`: the smallest |grad|² seen."""
+        loss, gn2 = float(point[0]), float(point[1])
+        if not (math.isfinite(loss) and math.isfinite(gn2) and abs(loss) <= self._limit()):
             return _DIVERGED
-        return _CONVERGED if lowest < np.float32(self.tol or 0.0) else _RUNNING  # float32, as in the graph
+        return _CONVERGED if np.float32(lowest) < self._tol2() else _RUNNING
 
     def _call(self, mode, n, stride):
         """Up to n steps from the current point (just snapshotted).
 
-        Returns (rows, steps taken, first step of the last block, lowest |grad|, traced);
-        a row is the point before its step, without eta.
+        Returns (raw rows, steps taken, first step of the last block, lowest |grad|², traced);
+        a row is the point before its step, without eta, |grad| squared (see _record).
         """
         tf = self.tf
-        fn = self._fn(mode)
-        traced = fn.experimental_get_tracing_count() == 0
+        traced = mode not in self._concrete
         if mode in self._default_runtime:
-            return self._call_with(False, fn, mode, n, stride, traced)
+            return self._call_with(False, mode, n, stride, traced)
         try:
-            return self._call_with(True, fn, mode, n, stride, traced)
+            return self._call_with(True, mode, n, stride, traced)
         except tf.errors.OpError as err:
             # The lean runtime is only faster: TensorFlow's default one runs what it
             # cannot, and a real error then comes with the node's place in the cell.
@@ -400,49 +443,55 @@ class Descent:
     def _call_on_defaults(self, mode, n, stride):
         """The call on TensorFlow's default runtime from now on, freshly traced for it."""
         self._default_runtime.add(mode)
-        self._chunk_fns.pop(mode)
-        return self._call_with(False, self._fn(mode), mode, n, stride, True)
+        self._chunk_fns.pop(mode, None)
+        self._concrete.pop(mode, None)
+        return self._call_with(False, mode, n, stride, True)
 
-    def _call_with(self, lean, fn, mode, n, stride, traced):
+    def _call_with(self, lean, mode, n, stride, traced):
         tf = self.tf
         # Traced under the options it runs with: a While traced for the default
         # executor is lowered to a form the single-threaded one cannot run.
         options = lean_options(tf, single_threaded=mode != "xla") if lean else None
+        loss, gn2, grads = self._state
+        if mode == "step":
+            args = (grads,)
+        else:
+            limit = tf.constant(self._limit(), tf.float32)
+            args = (tf.constant(n), tf.constant(stride), tf.constant(self._tol2()), limit, loss, gn2, grads)
         with tf.device(self.device), quiet_native_stderr(traced):
-            with calling_with(options):
-                if mode == "step":
-                    # The concrete function: a call costs ~0.1 ms instead of ~0.2 ms.
-                    fn = fn.get_concrete_function(self._state[1])
-                else:
-                    tol = tf.constant(float(self.tol or 0.0), tf.float32)
-                    limit = tf.constant(self._limit(), tf.float32)
-                    args = (tf.constant(n), tf.constant(stride), tol, limit, *self._state)
-                    fn = fn.get_concrete_function(*args)
-            if mode == "xla" and traced and _check_ops(fn):
-                if self.jit == "auto":
-                    raise _XlaSkipsChecks()
-                self.notes.append("XLA skips the cell's checks (tf.debugging asserts, check_numerics): with --jit on they are not run.")
-            if lean and traced and not on_one_cpu(tf, fn, self.device):  # (checked once, at its trace)
-                return self._call_on_defaults(mode, n, stride)  # across devices (see on_one_cpu)
+            if traced:
+                with calling_with(options):
+                    # Kept: calling the concrete function skips matching the arguments
+                    # to a trace (~0.1 ms a call).
+                    fn = self._fn(mode).get_concrete_function(*args)
+                if mode == "xla" and _check_ops(fn):
+                    if self.jit == "auto":
+                        raise _XlaSkipsChecks()
+                    self.notes.append("XLA skips the cell's checks (tf.debugging asserts, check_numerics): with --jit on they are not run.")
+                if lean and not on_one_cpu(tf, fn, self.device):  # (checked once, at its trace)
+                    return self._call_on_defaults(mode, n, stride)  # across devices (see on_one_cpu)
+                self._concrete[mode] = fn
+            fn = self._concrete[mode]
             with calling_with(options):
                 if mode == "step":
                     return self._step_calls(fn, n, traced)
-                count, used, block, now, lowest, grads = fn(*args)
+                count, used, block, lowest, grads, *ends = fn(*args)
                 rows = self._row_buffer.numpy()[: int(used)]
-        self._state, self._point = (now, grads), now.numpy()
+        self._state = ends[0], ends[1], grads
+        self._point = np.array([t.numpy() for t in ends], np.float32)
         return rows, int(count), int(block), float(lowest), traced
 
     def _step_calls(self, fn, n, traced):
         """Up to n calls of the compiled single step, checked after each."""
         rows = np.empty((n, len(self.columns) - 1), np.float32)
-        start, grads = self._state
+        loss, gn2, grads = self._state
         now, count, code = self._point, 0, _RUNNING
         while count < n and code == _RUNNING:  # checked every step: no block to redo
             rows[count] = now
-            start, grads = fn(grads)
-            now, count = start.numpy(), count + 1
+            row, loss, gn2, grads = fn(grads)
+            now, count = row.numpy(), count + 1
             code = self._code(now, now[1])
-        self._state, self._point = (start, grads), now
+        self._state, self._point = (loss, gn2, grads), now
         return rows[:count], count, count - 1, now[1], traced
 
     def _run_chunk(self, mode, n, stride):
@@ -486,7 +535,8 @@ class Descent:
         return "plain"
 
     def _record(self, points, count, stride):
-        """Append rows (one per `stride` of `count` steps), eta added; returns them.
+        """Append raw rows (one per `stride` of `count` steps) as history rows: eta added,
+        the squared columns rooted; returns them.
 
         Once a long run has thinned the history (self._stride > 1), rows closer
         than that are stored every k-th only; observers still get them all.
@@ -495,6 +545,7 @@ class Descent:
         rows[:, 0] = points[:, 0]
         rows[:, 1] = self._eta  # eta only changes between chunks
         rows[:, 2:] = points[:, 1:]
+        rows[:, self._rooted] = np.sqrt(rows[:, self._rooted])
         every = max(1, self._stride // stride)
         kept = rows[::every]
         slots = len(kept)
