@@ -311,8 +311,11 @@ def test_text_progress_and_summary(ip, run, capsys):
 
 def test_xla_long_run_matches_plain_run(ip, run):
     a = run("descend", "x=10.0 --eta 0.001 --steps 6000 --jit off --no-widgets", COURSE).history["x"]
-    b = run("descend", "x=10.0 --eta 0.001 --steps 6000 --jit on --no-widgets", COURSE).history["x"]
-    np.testing.assert_allclose(a, b, rtol=1e-4)
+    b = run("descend", "x=10.0 --eta 0.001 --steps 6000 --jit on --no-widgets", COURSE)
+    np.testing.assert_allclose(a, b.history["x"], rtol=1e-4)
+    # Chunks of up to ROW_CAPACITY steps keep every step; blocks only pay where rows cap the chunks.
+    np.testing.assert_array_equal(b.history["step"], np.arange(6000))
+    assert set(b.engine._chunk_fns) == {"xla"}
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "adagrad"])  # adagrad's state starts at 0.1, not 0
@@ -401,6 +404,7 @@ def test_strided_xla_ends_on_the_exact_step(ip, run, monkeypatch, flags):
     xla = run("descend", f"x=10.0 {flags} --steps 100000 --jit on --no-widgets", COURSE)
     assert xla.status == plain.status and plain.status in ("diverged", "converged")
     assert xla.steps == plain.steps and np.diff(xla.history["step"]).max() > 1
+    assert "blocks" in xla.engine._chunk_fns  # rows capped the one-row-per-step chunks
     # every row XLA kept is the plain run's row for that step
     np.testing.assert_allclose(xla.history["x"], plain.history["x"][xla.history["step"]], rtol=1e-5)
     assert xla.history["step"][-1] < xla.steps

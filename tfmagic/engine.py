@@ -8,8 +8,10 @@ would choose (measured in benchmarks/bench_descent.py):
 - "step": a compiled single step called from Python (the course's way). Its
   trace is the cheapest, so it wins for short runs (<= STEP_MODE_STEPS).
 - "plain": one tf.function call runs K steps in a graph while loop.
-- "xla": the same loop compiled by XLA; history rows every `stride` steps in an
-  inner loop, so a step costs what a hand-written XLA loop costs.
+- "xla": the same loop compiled by XLA, up to ROW_CAPACITY steps a call.
+- "blocks": for problems so fast that rows cap an XLA chunk: history rows every
+  `stride` steps, the steps between them in an inner loop, so a step costs what
+  a hand-written XLA loop costs (the inner loop takes ~15 ms more to compile).
 K grows until a chunk takes about CHUNK_SECONDS, so a live change (eta, pause)
 waits at most one chunk. eta is the Keras optimizer's learning-rate variable,
 read inside the graph: changing it never retraces and the next step uses it.
@@ -39,6 +41,7 @@ ROW_CAPACITY = 1 << 13  # rows per chunk (longer XLA chunks record every k-th st
 HISTORY_MAX = 1 << 20  # rows kept; longer runs keep every other row
 BLOWUP_FACTOR = 1e6  # |loss| above this times the starting loss counts as divergence
 _RUNNING, _CONVERGED, _DIVERGED = 0, 1, 2
+_XLA_MODES = ("xla", "blocks")
 _CHECK_OPS = {"Assert", "CheckNumerics"}  # XLA compiles these to nothing: the check silently never runs
 
 
@@ -122,7 +125,7 @@ class Descent:
         with tf.device(device):
             self._initial = [tf.identity(v) for v in self.variables.values()]
         self._observers = []
-        self._chunk_fns = {}  # mode ("step", "plain", "xla") -> tf.function
+        self._chunk_fns = {}  # mode ("step", "plain", "xla", "blocks") -> tf.function
         self._concrete = {}  # mode -> its traced ConcreteFunction
         # History columns the graphs carry squared: |grad| and the norms of larger variables.
         self._rooted = [2] + [3 + i for i, v in enumerate(self.variables.values()) if v.shape.num_elements() != 1]
@@ -248,6 +251,7 @@ class Descent:
         tf = self.tf
         variables = list(self.variables.values())
         opt = self.optimizer
+        iterations = opt.iterations.value  # the tf.Variable: Keras's own assign_add traces ~1 ms more
         loss_fn = _autographed(tf, self.loss_fn) if traced else self.loss_fn
 
         def sum_of_squares(t):
@@ -276,12 +280,13 @@ class Descent:
             learning_rate = opt.learning_rate
             for g, v in zip(grads, variables):
                 opt.update_step(g, v, learning_rate)
-            opt.iterations.assign_add(1)
+            iterations.assign_add(1)
             return evaluate()
 
         def summary(v):
             if v.shape.num_elements() == 1:
-                return tf.reshape(tf.cast(v, tf.float32), [])
+                v = tf.cast(v, tf.float32)
+                return v if v.shape.rank == 0 else tf.reshape(v, [])
             return sum_of_squares(v)
 
         def ends(loss, gn2):
@@ -323,7 +328,7 @@ class Descent:
 
         return self._compiled(step)
 
-    def _build_plain(self):
+    def _build_plain(self, jit=False):
         """Up to n steps in a graph while loop, a history row per step.
 
         Without XLA every op and loop variable costs ~1 us per step, so the loop
@@ -345,11 +350,13 @@ class Descent:
                 return i + 1, loss, squared(grads), grads
 
             i, loss, gn2, grads = tf.while_loop(going, body, [tf.constant(0), loss, gn2, grads])
-            return (i, i, tf.maximum(i - 1, 0), gn2, grads, *ends(loss, gn2))
+            # Nothing computed after the loop: under XLA every extra kernel, even a stack
+            # of the scalars or i - 1, costs ~14 ms of compiling.
+            return (i, gn2, grads, *ends(loss, gn2))
 
-        return self._compiled(loop)
+        return self._compiled(loop, jit_compile=jit)
 
-    def _build_xla(self):
+    def _build_blocks(self):
         """Up to n steps under XLA; a history row every `stride` steps.
 
         The steps between rows run in an inner loop that does only the step, so
@@ -373,22 +380,27 @@ class Descent:
 
                 def inner(j, loss, lowest, grads):
                     loss, grads = advance(grads)
-                    return j + 1, loss, tf.minimum(lowest, squared(grads)) if track else lowest, grads
+                    if track:
+                        gn2 = squared(grads)
+                        lowest = tf.where(gn2 < lowest, gn2, lowest)
+                    return j + 1, loss, lowest, grads
 
-                m = tf.minimum(stride, n - i)
-                _, loss, lowest, grads = tf.while_loop(lambda j, *_: j < m, inner, [tf.constant(0), loss, lowest, grads])
+                # (no tf.minimum/maximum here: each costs XLA:CPU ~15 ms more compiling)
+                m, loss, lowest, grads = tf.while_loop(
+                    lambda j, *_: (j < stride) & (i + j < n), inner, [tf.constant(0), loss, lowest, grads])
                 return i + m, r + 1, i, loss, squared(grads), lowest, grads
 
             zero = tf.constant(0)
             i, r, block, loss, gn2, lowest, grads = tf.while_loop(going, body, [zero, zero, zero, loss, gn2, gn2, grads])
-            # Scalars, not one stacked row: a stack costs XLA ~14 ms more compiling.
             return (i, r, block, lowest if track else gn2, grads, *ends(loss, gn2))
 
         return self._compiled(loop, jit_compile=True)
 
     def _fn(self, mode):
         if mode not in self._chunk_fns:
-            self._chunk_fns[mode] = {"step": self._build_step, "plain": self._build_plain, "xla": self._build_xla}[mode]()
+            build = {"step": self._build_step, "plain": self._build_plain, "blocks": self._build_blocks,
+                     "xla": lambda: self._build_plain(jit=True)}[mode]
+            self._chunk_fns[mode] = build()
         return self._chunk_fns[mode]
 
     def _prime(self):
@@ -451,7 +463,7 @@ class Descent:
         tf = self.tf
         # Traced under the options it runs with: a While traced for the default
         # executor is lowered to a form the single-threaded one cannot run.
-        options = lean_options(tf, single_threaded=mode != "xla") if lean else None
+        options = lean_options(tf, single_threaded=mode not in _XLA_MODES) if lean else None
         loss, gn2, grads = self._state
         if mode == "step":
             args = (grads,)
@@ -464,7 +476,7 @@ class Descent:
                     # Kept: calling the concrete function skips matching the arguments
                     # to a trace (~0.1 ms a call).
                     fn = self._fn(mode).get_concrete_function(*args)
-                if mode == "xla" and _check_ops(fn):
+                if mode in _XLA_MODES and _check_ops(fn):
                     if self.jit == "auto":
                         raise _XlaSkipsChecks()
                     self.notes.append("XLA skips the cell's checks (tf.debugging asserts, check_numerics): with --jit on they are not run.")
@@ -475,7 +487,12 @@ class Descent:
             with calling_with(options):
                 if mode == "step":
                     return self._step_calls(fn, n, traced)
-                count, used, block, lowest, grads, *ends = fn(*args)
+                out = fn(*args)
+                if mode == "blocks":
+                    count, used, block, lowest, grads, *ends = out
+                else:  # a row per step: the last block is the last step
+                    count, lowest, grads, *ends = out
+                    used, block = count, max(int(count) - 1, 0)
                 rows = self._row_buffer.numpy()[: int(used)]
         self._state = ends[0], ends[1], grads
         self._point = np.array([t.numpy() for t in ends], np.float32)
@@ -588,11 +605,9 @@ class Descent:
         exact_until, exact_error = 0, None  # after an error: one step per chunk up to here, to find its step
         while code == _RUNNING and done < steps:
             n = min(k, steps - done)
-            if mode == "plain":
+            if mode in ("plain", "xla"):
                 n = min(n, ROW_CAPACITY)  # one row per step in the row buffer
-            stride = max(self._stride, -(-n // ROW_CAPACITY)) if mode == "xla" else 1
-            if stride > 1 and any(getattr(cb, "needs_every_step", False) for cb in self._observers):
-                n, stride = min(n, ROW_CAPACITY), 1  # e.g. the course's per-iteration printout
+            stride = max(self._stride, -(-n // ROW_CAPACITY)) if mode == "blocks" else 1
             chunk_mode = mode
             if self.steps < exact_until:
                 chunk_mode, n, stride = "step", 1, 1
@@ -606,7 +621,7 @@ class Descent:
                 continue
             except Exception as err:
                 self._back_to_snapshot()  # the start of this chunk: values match the history
-                if chunk_mode == "xla" and self._chunk_fns["xla"].experimental_get_tracing_count() <= 1 and not self._xla_ran:
+                if chunk_mode in _XLA_MODES and not self._xla_ran:
                     # XLA cannot compile every op (py_function, strings, ...): run without it.
                     self.notes.append(f"XLA could not compile this cell ({type(err).__name__}); it runs without XLA.")
                     self.jit, self._xla_verdict, mode = "off", False, "plain"
@@ -627,7 +642,7 @@ class Descent:
                 self._stopped_by(f"stopped after {steps_text(self.steps)} by an error that did not come back when its "
                                  f"steps were redone one at a time (randomness in the cell?): {tf_message(exact_error)}")
                 raise exact_error
-            self._xla_ran |= chunk_mode == "xla"
+            self._xla_ran |= chunk_mode in _XLA_MODES
             done += count
             # A chunk that traced (or a single step after an error) says nothing about the rate of the next ones.
             rate = count / max(elapsed, 1e-9) if count and not traced and chunk_mode == mode else None
@@ -648,6 +663,8 @@ class Descent:
                 k = self._chunk_steps[mode] = max(1, int(k * min(MAX_CHUNK_GROWTH, CHUNK_SECONDS / max(elapsed, 1e-6))))
             if mode == "plain" and rate and self._use_xla_next(steps - done, rate):
                 mode, k = "xla", self._chunk_steps.get("xla", max(k, FIRST_CHUNK))
+            elif mode == "xla" and rate and k > ROW_CAPACITY and self._use_blocks_next(steps - done, rate):
+                mode, k = "blocks", self._chunk_steps.get("blocks", k)
         if code != _RUNNING:  # unhealthy or converged at the start: no step taken
             yield self._chunk_done(self.steps, np.zeros((0, len(self.columns)), np.float32), code, False)
 
@@ -670,6 +687,12 @@ class Descent:
         if self.jit != "auto" or self._xla_verdict is False:
             return False
         return self._xla_verdict or remaining / max(rate, 1e-9) > XLA_PAYS_AFTER_SECONDS
+
+    def _use_blocks_next(self, remaining, rate):
+        """Blocks when the row buffer caps XLA chunks and what is left pays for compiling them."""
+        if any(getattr(cb, "needs_every_step", False) for cb in self._observers):
+            return False  # e.g. the course's per-iteration printout
+        return remaining / max(rate, 1e-9) > XLA_PAYS_AFTER_SECONDS
 
     def _finish(self, status):
         self.status = status
