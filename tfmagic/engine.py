@@ -32,7 +32,7 @@ from .tfimport import quiet_native_stderr
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "rmsprop", "adagrad")
 CHUNK_SECONDS = 0.02  # a chunk this long reaches >= 95 % of the in-graph rate
-MAX_CHUNK_GROWTH = 4
+MAX_CHUNK_GROWTH = 16
 FIRST_CHUNK = 16
 STEP_MODE_STEPS = 200  # runs this short: one compiled step per call (cheapest to trace)
 XLA_FROM_START_STEPS = 2000  # runs this long start with XLA: its 0.1-0.3 s compile pays back on most problems
@@ -338,14 +338,18 @@ class Descent:
         tf = self.tf
         _, advance, squared, ends = self._pieces()
         buffer = self._buffer()
+        track = bool(self.tol)
 
         def loop(n, stride, tol2, limit, loss, gn2, grads):
             def going(i, loss, gn2, grads):
-                # (comparisons are False for NaN, and inf fails one of them)
-                return (i < n) & (loss <= limit) & (loss >= -limit) & (gn2 >= tol2) & (gn2 < math.inf)
+                # (comparisons are False for NaN, and inf fails one of them; each op
+                # costs every step, and abs ~10 ms of XLA compiling)
+                bounded = (loss <= limit) & (loss >= -limit) if jit else tf.abs(loss) <= limit
+                ok = (i < n) & bounded & (gn2 < math.inf)
+                return ok & (gn2 >= tol2) if track else ok
 
             def body(i, loss, gn2, grads):
-                buffer.scatter_nd_update([[i]], [tf.stack(ends(loss, gn2))])
+                buffer.scatter_update(tf.IndexedSlices(tf.stack(ends(loss, gn2)), i))
                 loss, grads = advance(grads)
                 return i + 1, loss, squared(grads), grads
 
@@ -376,7 +380,7 @@ class Descent:
                 return ok & (lowest >= tol2) if track else ok
 
             def body(i, r, block, loss, gn2, lowest, grads):
-                buffer.scatter_nd_update([[r]], [tf.stack(ends(loss, gn2))])
+                buffer.scatter_update(tf.IndexedSlices(tf.stack(ends(loss, gn2)), r))
 
                 def inner(j, loss, lowest, grads):
                     loss, grads = advance(grads)
