@@ -366,6 +366,7 @@ def test_very_long_runs_keep_a_bounded_strided_history(ip, run, monkeypatch):
     import tfmagic.engine as engine_module
 
     monkeypatch.setattr(engine_module, "ROW_CAPACITY", 256)
+    monkeypatch.setattr(engine_module, "BLOCK_ROWS", 256)
     monkeypatch.setattr(engine_module, "HISTORY_MAX", 4096)
     res = run("descend", "x=10.0 --eta 1e-4 --steps 200000 --jit on --no-widgets", COURSE)
     h = res.history
@@ -401,6 +402,7 @@ def test_strided_xla_ends_on_the_exact_step(ip, run, monkeypatch, flags):
 
     plain = run("descend", f"x=10.0 {flags} --steps 100000 --jit off --no-widgets", COURSE)
     monkeypatch.setattr(engine_module, "ROW_CAPACITY", 4)
+    monkeypatch.setattr(engine_module, "BLOCK_ROWS", 4)
     xla = run("descend", f"x=10.0 {flags} --steps 100000 --jit on --no-widgets", COURSE)
     assert xla.status == plain.status and plain.status in ("diverged", "converged")
     assert xla.steps == plain.steps and np.diff(xla.history["step"]).max() > 1
