@@ -135,6 +135,38 @@ def test_keras_model_by_name(ip, run):
     np.testing.assert_allclose(kernel, [1.0, -2.0, 0.5], atol=0.05)
 
 
+def test_a_module_with_two_unnamed_variables_optimises_both(ip, run):
+    ip.run_cell("m = tf.Module()\nm.a = tf.Variable(5.0)\nm.b = tf.Variable(-3.0)")
+    res = run("descend", "m --steps 200 --no-widgets", "loss = (m.a - 1.0)**2 + (m.b + 2.0)**2")
+    assert len(res.values) == 2  # both named "Variable": one column each
+    assert ip.user_ns["m"].a.numpy() == pytest.approx(1.0, abs=1e-3)
+    assert ip.user_ns["m"].b.numpy() == pytest.approx(-2.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("jit", ["off", "on"])
+def test_a_variables_constraint_holds_after_each_step(ip, run, jit):
+    # (as Keras's apply_gradients does; the engine runs the optimizer's update_step itself)
+    ip.run_cell("x = tf.Variable(5.0, constraint=lambda v: tf.clip_by_value(v, 1.0, 10.0))")
+    res = run("descend", f"x --steps 300 --jit {jit} --no-widgets", "y = x**2")
+    assert ip.user_ns["x"].numpy() == pytest.approx(1.0)
+    assert res.history["x"].min() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("steps", [100, 1000])  # a compiled step; a graph loop
+def test_a_tiny_tol_still_converges_on_the_exact_step(ip, run, steps):
+    # tol² below float32's smallest normal number would read as 0 inside a graph
+    res = run("descend", f"x=3.0 --eta 0.5 --tol 1e-30 --steps {steps} --no-widgets", "y = x**2")
+    assert res.status == "converged" and res.steps == 1
+
+
+def test_setting_tol_after_a_run_takes_effect(ip, run):
+    res = run("descend", "x=10.0 --steps 1000 --jit off --no-widgets", COURSE)
+    engine = res.engine
+    engine.tol = 1e-3
+    engine.reset()
+    assert engine.run(1000) == "converged" and engine.steps < 100
+
+
 def test_eta_change_never_retraces_and_shows_in_history(ip, run):
     res = run("descend", "x=10.0 --eta 0.1 --steps 20 --no-widgets", COURSE)
     engine = res.engine

@@ -202,6 +202,20 @@ class Descent:
             self._set_optimizer(name)
 
     @property
+    def tol(self):
+        return self._tol
+
+    @tol.setter
+    def tol(self, value):
+        # The loops test |grad| against tol only in a run with one (an op less a step):
+        # going from none to some, or back, needs them built again.
+        if bool(value) != bool(self.__dict__.get("_tol")):
+            for cache in (self.__dict__.get("_chunk_fns", {}), self.__dict__.get("_concrete", {})):
+                for mode in ("plain", "xla", "blocks"):
+                    cache.pop(mode, None)
+        self._tol = value
+
+    @property
     def eta(self):
         return self._eta
 
@@ -281,6 +295,9 @@ class Descent:
             learning_rate = opt.learning_rate
             for g, v in zip(grads, variables):
                 opt.update_step(g, v, learning_rate)
+            for v in variables:
+                if getattr(v, "constraint", None) is not None:  # as apply() does after the update
+                    v.assign(v.constraint(v))
             iterations.assign_add(1)
             return evaluate()
 
@@ -425,8 +442,12 @@ class Descent:
         return BLOWUP_FACTOR * max(abs(start), 1.0)
 
     def _tol2(self):
-        """tol², in float32 as the graphs compare it with |grad|²."""
-        return np.float32(self.tol or 0.0) ** 2
+        """tol², in float32 as the graphs compare it with |grad|². At least the smallest
+        normal float32: TensorFlow's CPU kernels read a subnormal as 0, which would make a
+        tol below ~1e-19 never converge in a graph while Python saw it converge."""
+        if not self.tol:
+            return np.float32(0.0)
+        return max(np.float32(self.tol) ** 2, np.finfo(np.float32).tiny)
 
     def _code(self, point, lowest):
         """`point`: a raw row (|grad|² second); `lowest`: the smallest |grad|² seen."""
@@ -484,7 +505,8 @@ class Descent:
                 if mode in _XLA_MODES and _check_ops(fn):
                     if self.jit == "auto":
                         raise _XlaSkipsChecks()
-                    self.notes.append("XLA skips the cell's checks (tf.debugging asserts, check_numerics): with --jit on they are not run.")
+                    note = "XLA skips the cell's checks (tf.debugging asserts, check_numerics): with --jit on they are not run."
+                    self.notes += [note] if note not in self.notes else []
                 if lean and not on_one_cpu(tf, fn, self.device):  # (checked once, at its trace)
                     return self._call_on_defaults(mode, n, stride)  # across devices (see on_one_cpu)
                 self._concrete[mode] = fn
