@@ -10,7 +10,7 @@ One process, three problems:
     compile that only a long run triggers is not timed; each repeat runs the variables from the
     starting point again) of
       engine-auto / engine-off / engine-on   tfmagic.engine.Descent(jit='auto'|'off'|'on').run(n)
-                                             (n >= 100 000 for 'auto', so it is a long run)
+                                             (n >= 20 000 for 'auto', so it is a long run)
       course    the course's @tf.function per-step update, called from Python n times
       graph     one tf.function running n steps in a `while i < n` loop (n an int32 tensor)
       graph-xla the same with jit_compile=True
@@ -209,7 +209,8 @@ def steady_engine(p, jit, target, repeats):
             raise RuntimeError(f"{p.key} engine jit={jit}: status {status} after {eng.steps} steps ({eng.message})")
         eng.reset()  # keep memory flat across repeats (history cleared, chunks kept)
 
-    min_n = 100_000 if jit == "auto" else 1
+    # A long run: auto starts with XLA, and a run's start (its first evaluation) is ~1 % of it.
+    min_n = 20_000 if jit == "auto" else 1
     res = steady(run, lambda: reset_vars(p, variables), target, repeats, min_n=min_n)
     # Rate inside the chunk calls only (the engine's own per-chunk timing), last repeat.
     steps = sum(c for c, _ in chunk_log)
