@@ -61,10 +61,10 @@ def _module_variables(tf, name, obj):
         raw = v if isinstance(v, tf.Variable) else getattr(v, "_value", None)
         if not isinstance(raw, tf.Variable):
             raise TfmagicError(f"{name} has a trainable variable of unsupported type {type(v).__name__}.")
-        label = f"{name}.{getattr(v, 'path', None) or raw.name.split(':')[0]}"
-        # (two unnamed tf.Variables are both "Variable": each keeps a column of its own)
-        label = next(f"{label}_{i}" if i else label for i in range(len(found) + 1)
-                     if (f"{label}_{i}" if i else label) not in found)
+        base = label = f"{name}.{getattr(v, 'path', None) or raw.name.split(':')[0]}"
+        i = 1
+        while label in found:  # (two unnamed tf.Variables are both "Variable": a column each)
+            label, i = f"{base}_{i}", i + 1
         found[label] = raw
     if not found:
         raise TfmagicError(f"{name} has no trainable variables yet; call it once on data so it builds its weights.")

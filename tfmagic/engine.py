@@ -358,7 +358,7 @@ class Descent:
         buffer = self._buffer()
         track = bool(self.tol)
 
-        def loop(n, stride, tol2, limit, loss, gn2, grads):
+        def loop(n, stride, tol2, limit, loss, gn2, grads):  # (stride unused: one signature for both loops)
             def going(i, loss, gn2, grads):
                 # (comparisons are False for NaN, and inf fails one of them; each op
                 # costs every step, and abs ~10 ms of XLA compiling)
@@ -372,8 +372,8 @@ class Descent:
                 return i + 1, loss, squared(grads), grads
 
             i, loss, gn2, grads = tf.while_loop(going, body, [tf.constant(0), loss, gn2, grads])
-            # Nothing computed after the loop: under XLA every extra kernel, even a stack
-            # of the scalars or i - 1, costs ~14 ms of compiling.
+            # No more computed after the loop than the row needs: under XLA every extra
+            # kernel, even a stack of the scalars or an i - 1, costs ~14 ms of compiling.
             return (i, gn2, grads, *ends(loss, gn2))
 
         return self._compiled(loop, jit_compile=jit)
