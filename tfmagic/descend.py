@@ -54,7 +54,7 @@ def _is_float_dtype(tf, dtype):
     return tf.as_dtype(dtype).is_floating
 
 
-def _module_variables(tf, name, obj):
+def module_variables(tf, name, obj):
     """Trainable variables of a Keras model/layer or tf.Module, as name -> tf.Variable."""
     found = {}
     for v in obj.trainable_variables:
@@ -139,7 +139,7 @@ def resolve_variables(tf, specs, namespace, device, ranges=None):
                 )
             variables[name] = obj
         elif hasattr(obj, "trainable_variables"):
-            variables.update(_module_variables(tf, name, obj))
+            variables.update(module_variables(tf, name, obj))
         else:
             raise TfmagicError(
                 f"{name} is a {type(obj).__name__}, not a tf.Variable, so descent cannot change it.",

@@ -55,6 +55,11 @@ def steps_text(n):
     return f"{n} step{'' if n == 1 else 's'}"
 
 
+def shown_by_value(variable):
+    """A variable with one element is shown (history, printouts) by its value, a larger one by its norm."""
+    return variable.shape.num_elements() == 1
+
+
 def _autograph(tf):
     """TensorFlow's AutoGraph entry for library code (None if this TensorFlow lacks it)."""
     ag = getattr(getattr(tf, "__internal__", None), "autograph", None)
@@ -129,7 +134,7 @@ class Descent:
         self._chunk_fns = {}  # mode ("step", "plain", "xla", "blocks") -> tf.function
         self._concrete = {}  # mode -> its traced ConcreteFunction
         # History columns the graphs carry squared: |grad| and the norms of larger variables.
-        self._rooted = [2] + [3 + i for i, v in enumerate(self.variables.values()) if v.shape.num_elements() != 1]
+        self._rooted = [2] + [3 + i for i, v in enumerate(self.variables.values()) if not shown_by_value(v)]
         self._default_runtime = set()  # modes the lean runtime (callopts) could not run
         self._chunk_steps = {}  # mode -> the last chunk size: the next run starts there
         self.optimizer = None
@@ -211,7 +216,7 @@ class Descent:
         # going from none to some, or back, needs them built again.
         if bool(value) != bool(self.__dict__.get("_tol")):
             for cache in (self.__dict__.get("_chunk_fns", {}), self.__dict__.get("_concrete", {})):
-                for mode in ("plain", "xla", "blocks"):
+                for mode in ("plain", *_XLA_MODES):
                     cache.pop(mode, None)
         self._tol = value
 
@@ -260,7 +265,8 @@ class Descent:
         """evaluate() -> (loss, grads) at the current point; advance(grads) takes one step
         and evaluates the new point; squared(grads) is |grad|²; ends(loss, gn2) is a
         history row without eta, as scalars: loss, |grad|², one summary per variable
-        (its value if it has one element, else the sum of its squares).
+        (its value, or the sum of its squares: see shown_by_value); healthy(...) is the
+        loops' health check.
 
         `traced`: for a tf.function made by _compiled (AutoGraph converts the loss only)."""
         tf = self.tf
@@ -302,7 +308,7 @@ class Descent:
             return evaluate()
 
         def summary(v):
-            if v.shape.num_elements() == 1:
+            if shown_by_value(v):
                 v = tf.cast(v, tf.float32)
                 return v if v.shape.rank == 0 else tf.reshape(v, [])
             return sum_of_squares(v)
@@ -310,7 +316,13 @@ class Descent:
         def ends(loss, gn2):
             return [loss, gn2] + [summary(v) for v in variables]
 
-        return evaluate, advance, squared, ends
+        def healthy(loss, gn2, limit, xla):
+            # (comparisons are False for NaN, and inf fails one of them; each op costs
+            # every step outside XLA, and abs ~10 ms of compiling under it)
+            bounded = (loss <= limit) & (loss >= -limit) if xla else tf.abs(loss) <= limit
+            return bounded & (gn2 < math.inf)
+
+        return evaluate, advance, squared, ends, healthy
 
     def _compiled(self, fn, **options):
         """tf.function for the engine's own code (see _autographed: ~2-5 ms less tracing)."""
@@ -337,7 +349,7 @@ class Descent:
 
     def _build_step(self):
         """One compiled step (the course's shape), called from Python per step."""
-        _, advance, squared, ends = self._pieces()
+        _, advance, squared, ends, _ = self._pieces()
 
         def step(grads):
             loss, grads = advance(grads)
@@ -354,16 +366,13 @@ class Descent:
         checks: the body has no branch.
         """
         tf = self.tf
-        _, advance, squared, ends = self._pieces()
+        _, advance, squared, ends, healthy = self._pieces()
         buffer = self._buffer()
         track = bool(self.tol)
 
         def loop(n, stride, tol2, limit, loss, gn2, grads):  # (stride unused: one signature for both loops)
             def going(i, loss, gn2, grads):
-                # (comparisons are False for NaN, and inf fails one of them; each op
-                # costs every step, and abs ~10 ms of XLA compiling)
-                bounded = (loss <= limit) & (loss >= -limit) if jit else tf.abs(loss) <= limit
-                ok = (i < n) & bounded & (gn2 < math.inf)
+                ok = (i < n) & healthy(loss, gn2, limit, jit)
                 return ok & (gn2 >= tol2) if track else ok
 
             def body(i, loss, gn2, grads):
@@ -387,14 +396,13 @@ class Descent:
         a tol) makes convergence inside a block visible.
         """
         tf = self.tf
-        _, advance, squared, ends = self._pieces()
+        _, advance, squared, ends, healthy = self._pieces()
         buffer = self._buffer()
         track = bool(self.tol)
 
         def loop(n, stride, tol2, limit, loss, gn2, grads):
             def going(i, r, block, loss, gn2, lowest, grads):
-                # (comparisons are False for NaN, and inf fails one of them)
-                ok = (i < n) & (loss <= limit) & (loss >= -limit) & (gn2 < math.inf)
+                ok = (i < n) & healthy(loss, gn2, limit, True)
                 return ok & (lowest >= tol2) if track else ok
 
             def body(i, r, block, loss, gn2, lowest, grads):
@@ -428,7 +436,7 @@ class Descent:
     def _prime(self):
         """Evaluate the current point eagerly (no trace): the next step needs its gradients."""
         tf = self.tf
-        evaluate, _, squared, ends = self._pieces(traced=False)
+        evaluate, _, squared, ends, _ = self._pieces(traced=False)
         with tf.device(self.device):
             loss, grads = evaluate()
             gn2 = squared(grads)

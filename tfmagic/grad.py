@@ -3,7 +3,7 @@
 from dataclasses import dataclass, field
 
 from .compiler import compile_cell
-from .descend import _module_variables
+from .descend import module_variables
 from .errors import TfmagicError
 from .explain import explain
 from .tensors import record, short_device
@@ -137,7 +137,7 @@ def _expand(tf, name, obj):
     """name/path -> tf.Variable for each trainable variable of obj, e.g. model/dense/kernel."""
     found = {}
     own = getattr(obj, "name", None)
-    for key, var in _module_variables(tf, name, obj).items():
+    for key, var in module_variables(tf, name, obj).items():
         label = key[len(name) + 1 :]
         if own and label.startswith(f"{own}/"):  # Keras paths start with the model's own name
             label = label[len(own) + 1 :]

@@ -4,7 +4,7 @@ import html
 
 import numpy as np
 
-from .engine import steps_text
+from .engine import shown_by_value, steps_text
 
 
 def _value_text(t):
@@ -198,7 +198,7 @@ class CoursePrinter:
         names = [c for c in engine.columns[3:]]
         after = {n: np.append(chunk.rows[n][1:], _summary(engine.variables[n])) for n in names}
         # a larger variable is shown by its norm, and says so
-        shown = {n: n if engine.variables[n].shape.num_elements() == 1 else f"|{n}|" for n in names}
+        shown = {n: n if shown_by_value(engine.variables[n]) else f"|{n}|" for n in names}
         loss_name = engine.loss_label or "y"  # (unnamed: the course's y)
         for j, loss in enumerate(chunk.rows["loss"]):
             i = chunk.start + j
@@ -209,4 +209,4 @@ class CoursePrinter:
 
 def _summary(var):
     arr = np.asarray(var)
-    return float(arr.reshape(())) if arr.size == 1 else float(np.linalg.norm(arr))
+    return float(arr.reshape(())) if shown_by_value(var) else float(np.linalg.norm(arr))
