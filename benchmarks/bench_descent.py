@@ -209,8 +209,10 @@ def steady_engine(p, jit, target, repeats):
             raise RuntimeError(f"{p.key} engine jit={jit}: status {status} after {eng.steps} steps ({eng.message})")
         eng.reset()  # keep memory flat across repeats (history cleared, chunks kept)
 
-    # A long run: auto starts with XLA, and a run's start (its first evaluation) is ~1 % of it.
+    # A long run: auto starts with XLA, and a run's start (its first evaluation) is ~1 % of it;
+    # and runs of 0.5 s even with --quick, as only runs with > 0.1 s of work left compile its blocks.
     min_n = 20_000 if jit == "auto" else 1
+    target = max(target, 0.5) if jit == "auto" else target
     res = steady(run, lambda: reset_vars(p, variables), target, repeats, min_n=min_n)
     # Rate inside the chunk calls only (the engine's own per-chunk timing), last repeat.
     steps = sum(c for c, _ in chunk_log)

@@ -37,6 +37,8 @@ FIRST_CHUNK = 16
 STEP_MODE_STEPS = 200  # runs this short: one compiled step per call (cheapest to trace)
 XLA_FROM_START_STEPS = 2000  # runs this long start with XLA: its 0.1-0.3 s compile pays back on most problems
 XLA_PAYS_AFTER_SECONDS = 0.25  # a plain run switches to XLA when more than this is left
+BLOCKS_PAY_AFTER_SECONDS = 0.1  # an XLA run switches to blocks when more than this is left: their ~0.1 s
+# of tracing and compiling (P1) is then repaid, as a capped XLA chunk runs ~12x slower than a block chunk
 ROW_CAPACITY = 1 << 16  # rows per chunk: plain and XLA chunks stop there (a call costs ~0.5 ms)
 BLOCK_ROWS = 1 << 13  # rows per "blocks" chunk: writing more costs its steady rate (242 vs 185 M steps/s on P1)
 HISTORY_MAX = 1 << 20  # rows kept; longer runs keep every other row
@@ -727,7 +729,7 @@ class Descent:
         """Blocks when the row buffer caps XLA chunks and what is left pays for compiling them."""
         if any(getattr(cb, "needs_every_step", False) for cb in self._observers):
             return False  # e.g. the course's per-iteration printout
-        return remaining / max(rate, 1e-9) > XLA_PAYS_AFTER_SECONDS
+        return remaining / max(rate, 1e-9) > BLOCKS_PAY_AFTER_SECONDS
 
     def _finish(self, status):
         self.status = status
