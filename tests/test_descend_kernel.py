@@ -1,6 +1,7 @@
 """%%descend live in a real kernel: eta and Stop sent as widget messages mid-run."""
 
 import json
+import os
 import time
 
 import pytest
@@ -118,3 +119,76 @@ def test_kernel_indicator_stays_busy_while_widgets_change_mid_run(kernel, fronte
     for j, (state, mine) in enumerate(during):
         if state == "idle":
             assert during[j + 1] == ("busy", True), (j, during)
+
+
+def _cpu_seconds(pid):
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_flood_of_eta_changes_settles_and_stop_leaves_the_kernel_idle(kernel):
+    """Hundreds of eta changes in a second from both views (a drag sends dozens; the two
+    views used to reset each other forever, the kernel spinning): the last one wins, the
+    panel's own traffic stays within its budget, and Stop ends the cell within a second."""
+    k = kernel
+    subshell = k.create_subshell()  # as JupyterLab 4.6's widget manager sends them
+    start = len(k.iopub)
+    long_id = k.kc.execute("%%descend x=10.0 --eta 0.0001 --steps 100000000 --jit off -o flood\ny = (x - 2.0) ** 2")
+    k.wait_iopub(k.child_of(long_id, "display_data"), timeout=60, start=start)
+    ids = _widget_ids(k, long_id)
+    status_has = lambda text: lambda m: (m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == ids["tfmagic-status"]
+                                         and text in m["content"]["data"].get("state", {}).get("value", ""))
+    k.wait_iopub(status_has("running"), timeout=30, start=start)
+
+    flood_start, t0 = len(k.iopub), time.monotonic()
+    for burst in range(4):
+        for i in range(100):  # a drag back and forth, sent without waiting for the kernel
+            k.send_update(ids["tfmagic-eta"], 10 ** (-4 + abs(50 - i) * 0.005 + burst * 0.05), subshell)
+        time.sleep(0.1)  # (a person takes far longer to move from the slider to the entry)
+        k.send_update(ids["tfmagic-eta-text"], 0.0001 * (1 + burst / 10), subshell)
+        time.sleep(0.1)
+    last = 10 ** -3.5
+    k.send_update(ids["tfmagic-eta"], last, subshell)
+    sent_seconds = time.monotonic() - t0
+    want = f"{last:.6g}"
+    k.wait_iopub(status_has(f"eta {want} "), timeout=20, start=flood_start)
+    settled = time.monotonic()
+    time.sleep(1.0)
+    while True:  # drain what arrived in that second
+        try:
+            msg = k.kc.get_iopub_msg(timeout=0.2)
+        except Exception:
+            break
+        msg["_t"] = time.monotonic()
+        k.iopub.append(msg)
+    window = k.iopub[flood_start:]
+
+    def own_updates(since):  # the panel's own messages: updates it sent, not echoes of the front end's
+        return [m for m in window if m["_t"] >= since and m["msg_type"] == "comm_msg"
+                and m["content"]["data"].get("method") == "update"]
+
+    eta_views = {ids["tfmagic-eta"], ids["tfmagic-eta-text"]}
+    quiet = [m for m in own_updates(settled + 0.3) if m["content"]["comm_id"] in eta_views]
+    assert quiet == [], f"the eta views still change each other: {len(quiet)} updates"
+    seconds = window[-1]["_t"] - t0
+    own_rate = len(own_updates(t0)) / seconds
+    assert own_rate < 60, (own_rate, seconds)
+    # Nothing amplifies: per message from the front end, its echo and busy/idle statuses (a
+    # real front end has one message per widget in flight, so it cannot flood like this).
+    inbound = 4 * 101 + 1
+    assert len(window) <= 5 * inbound + 60 * seconds, (len(window), seconds, sent_seconds)
+
+    pid = k.km.provisioner.process.pid
+    t_stop = time.monotonic()
+    _click(k, ids["tfmagic-stop"])
+    reply = k.reply(long_id, timeout=30)
+    assert time.monotonic() - t_stop < 1.0
+    assert reply["content"]["status"] == "ok"
+    time.sleep(0.3)
+    cpu0 = _cpu_seconds(pid)
+    time.sleep(2.0)
+    assert _cpu_seconds(pid) - cpu0 < 0.2  # idle, not echoing
+    reply, text, _ = k.run("print(flood.status, float(flood.eta), float(flood.history['eta'][-1]))")
+    status, eta, recorded = text.split()
+    assert status == "stopped" and eta == want and float(recorded) == pytest.approx(float(want), rel=1e-6)

@@ -2,6 +2,7 @@
 
 import asyncio
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -81,7 +82,8 @@ def test_slider_and_stop_drive_a_running_engine(ip, run, loop):
         await until(lambda: res.engine.eta == pytest.approx(0.0002))
         steps_at_change = res.steps
         await until(lambda: res.steps > steps_at_change + 2000)
-        assert "eta 0.0002" in panel.status.value and "running" in panel.status.value
+        await until(lambda: "eta 0.0002" in panel.status.value, timeout=1)  # redrawn within 1/STATUS_RATE s
+        assert "running" in panel.status.value
         panel.stop.click()
         status = await asyncio.wait_for(task, 10)
         return res, panel, status, steps_at_change
@@ -100,7 +102,7 @@ def test_invalid_eta_text_is_refused(ip, run, loop):
     async def scenario():
         res, runner, panel = make_panel(ip, run)
         panel.eta_text.value = -1.0
-        await asyncio.sleep(0.05)
+        await until(lambda: "positive" in panel.status.value, timeout=1)  # redrawn within 1/STATUS_RATE s
         return res, panel
 
     res, panel = loop.run_until_complete(scenario())
@@ -222,3 +224,87 @@ def test_a_newer_run_detaches_the_older_panel(ip, run, loop):
     assert runner1.detached and panel1.play.disabled and panel1.eta_slider.disabled
     assert "newer run" in panel1.status.value
     assert not panel2.play.disabled
+
+
+def _count_sends(monkeypatch):
+    """Every message a widget sends to the front end, as (time, widget class, thread)."""
+    import ipywidgets as W
+
+    sent = []
+    real = W.Widget._send
+
+    def send(self, *args, **kwargs):
+        sent.append((time.perf_counter(), type(self).__name__, threading.get_ident()))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(W.Widget, "_send", send)
+    return sent
+
+
+def test_a_burst_of_eta_changes_from_both_views_settles_on_the_last(ip, run, loop, monkeypatch):
+    """A drag sends dozens of changes, arrow keys more, typed values in between: the two
+    views of eta must not reset each other (they did, forever), and the last one wins."""
+    sent = _count_sends(monkeypatch)
+
+    async def scenario():
+        res, runner, panel = make_panel(ip, run, line="x=10.0 --eta 0.0001 --jit off")  # (XLA ends 1e8 steps in 1 s)
+        task = asyncio.ensure_future(runner.run(10**8))
+        await until(lambda: res.steps > 500)
+        changes = []
+        for w in (panel.eta_slider, panel.eta_text):
+            w.observe(lambda ch: changes.append(ch["new"]), names="value")
+
+        def browser():  # the subshell thread delivers the front end's messages
+            for burst in range(6):
+                for i in range(50):  # a drag, back and forth, without waiting for the kernel
+                    panel.eta_slider.value = 10 ** (-4 + abs(25 - i) * 0.01 + burst * 0.05)
+                time.sleep(0.05)  # (a person takes far longer to move to the entry)
+                panel.eta_text.value = 0.0001 * (1 + burst / 10)
+                time.sleep(0.05)
+            panel.eta_slider.value = 10 ** -3.5  # where the user lets go
+
+        t0, kernel = time.perf_counter(), threading.get_ident()
+        await asyncio.get_running_loop().run_in_executor(None, browser)
+        await until(lambda: res.engine.eta == pytest.approx(10 ** -3.5, rel=1e-5))
+        await asyncio.sleep(0.5)
+        settled = len(changes)
+        await asyncio.sleep(0.5)
+        quiet = len(changes) == settled  # nothing echoes back and forth
+        # The panel's own messages (a test thread's sets stand for the browser's changes).
+        rate = sum(1 for t, _, thread in sent if t >= t0 and thread == kernel) / (time.perf_counter() - t0)
+        panel.stop.click()
+        await asyncio.wait_for(task, 10)
+        return res, panel, quiet, rate
+
+    res, panel, quiet, rate = loop.run_until_complete(scenario())
+    assert quiet
+    want = float(f"{10 ** -3.5:.6g}")
+    assert res.engine.eta == want and panel.eta_text.value == want
+    assert panel.eta_slider.value == pytest.approx(10 ** -3.5)
+    assert f"eta {want:g}" in panel.status.value
+    assert res.status == "stopped" and res.history["eta"][-1] == np.float32(want)
+    # Status and entry <= 10 redraws/s, charts <= 5 pushes/s of a few marks each.
+    assert rate < 60, rate
+
+
+def test_a_paced_run_goes_at_its_pace_and_stops_at_once(ip, run, loop):
+    async def scenario():
+        res, runner, panel = make_panel(ip, run, line="x=10.0 --eta 0.01")
+        runner.pace = 100
+        t0 = loop.time()
+        await runner.run(40)
+        seconds = loop.time() - t0
+        assert "paced at 100 steps/s" in panel.status.value
+        task = asyncio.ensure_future(runner.run(10**6))
+        await asyncio.sleep(0.3)
+        steps_at_stop = res.steps
+        t1 = loop.time()
+        panel.stop.click()
+        await asyncio.wait_for(task, 5)
+        return res, seconds, steps_at_stop, loop.time() - t1
+
+    res, seconds, steps_at_stop, stop_seconds = loop.run_until_complete(scenario())
+    assert 0.38 <= seconds < 1.5, seconds  # 40 steps at 100 steps/s
+    assert 20 <= steps_at_stop - 40 <= 40, steps_at_stop  # ~30 steps in 0.3 s
+    assert res.status == "stopped" and stop_seconds < 0.2, stop_seconds
+    assert res.steps - steps_at_stop <= 5  # no chunk run after the Stop

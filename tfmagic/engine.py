@@ -247,6 +247,10 @@ class Descent:
         self._stop_request = status
 
     @property
+    def stop_requested(self):
+        return self._stop_request is not None
+
+    @property
     def history(self):
         """Per-step arrays; 'step' says which step each row is (see HISTORY_MAX, stride)."""
         if self._history is None:
@@ -622,11 +626,13 @@ class Descent:
             self._stride *= 2
         return rows
 
-    def steps_iter(self, steps):
+    def steps_iter(self, steps, max_chunk=None):
         """Run up to `steps` steps, yielding each Chunk; sets .status at the end.
 
         A generator so a blocking loop and an awaiting loop (the live UI) share
         one implementation: the caller decides what happens between chunks.
+        `max_chunk` caps the steps of a chunk (a paced run shows every few steps).
+        A stop requested between chunks ends the run before the next one.
         """
         if steps <= 0:
             raise ValueError(f"steps must be a positive whole number, got {steps}")
@@ -637,11 +643,14 @@ class Descent:
         self._prime()
         code = self._code(self._point, float(self._point[1]))
         self._unhealthy_start = code == _DIVERGED
-        mode = self._first_mode(steps)
+        mode = self._first_mode(min(steps, max_chunk or steps))  # (a paced run's chunks are short)
         done, k = 0, self._chunk_steps.get(mode, FIRST_CHUNK)
         exact_until, exact_error = 0, None  # after an error: one step per chunk up to here, to find its step
         while code == _RUNNING and done < steps:
-            n = min(k, steps - done)
+            if self._stop_request and done:
+                yield self._chunk_done(self.steps, np.zeros((0, len(self.columns)), np.float32), code, False)
+                return
+            n = min(k, steps - done, max_chunk or steps)
             if mode in ("plain", "xla"):
                 n = min(n, ROW_CAPACITY)  # one row per step in the row buffer
             stride = max(self._stride, -(-n // BLOCK_ROWS)) if mode == "blocks" else 1

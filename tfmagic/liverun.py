@@ -11,12 +11,16 @@ import asyncio
 from .live import STOP_EXCEPTIONS, pause_for_frontend
 
 
+PACE_FRAME = 0.05  # seconds of a paced run per chunk: the panel can show every frame
+
+
 class LiveRunner:
     # Runners alive in this kernel: a new one on the same variables detaches the old.
     _active = []
 
-    def __init__(self, engine, on_detach=None):
+    def __init__(self, engine, on_detach=None, pace=None):
         self.engine = engine
+        self.pace = pace  # steps per second a person can watch (None: as fast as it goes)
         self.loop = asyncio.get_event_loop()
         self.running = False
         self.detached = False
@@ -43,6 +47,13 @@ class LiveRunner:
         else:
             self.loop.call_soon_threadsafe(fn, *args)
 
+    def call_later(self, delay, fn):
+        """Run fn() on the main loop after `delay` seconds; safe from any thread."""
+        if self.loop.is_closed():
+            fn()
+        else:
+            self.loop.call_soon_threadsafe(self.loop.call_later, delay, fn)
+
     def when_idle(self, fn):
         """Run fn now if no run is going, else right after the run ends."""
         if self.running:
@@ -56,8 +67,11 @@ class LiveRunner:
             return self.engine.status
         self.running, self.error = True, None
         try:
-            for _ in self.engine.steps_iter(steps):
-                await pause_for_frontend()
+            if self.pace:
+                await self._run_paced(steps)
+            else:
+                for _ in self.engine.steps_iter(steps):
+                    await pause_for_frontend()
         except STOP_EXCEPTIONS:
             # Kernel interrupt: the chunk in flight finished; its values are good.
             self.engine.interrupted()
@@ -71,6 +85,15 @@ class LiveRunner:
             for fn in pending + self.on_end:
                 fn()
         return self.engine.status
+
+    async def _run_paced(self, steps):
+        """Chunks of PACE_FRAME's worth of steps, each started when its steps are due."""
+        t0, start = self.loop.time(), self.engine.steps
+        for _ in self.engine.steps_iter(steps, max_chunk=max(1, round(self.pace * PACE_FRAME))):
+            due = t0 + (self.engine.steps - start) / self.pace
+            while not self.engine.stop_requested and self.loop.time() < due:
+                await asyncio.sleep(min(PACE_FRAME, due - self.loop.time()))
+            await pause_for_frontend()
 
     def start(self, steps):
         """Run in the background (after the cell ended): Play on a finished run."""

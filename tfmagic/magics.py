@@ -104,6 +104,8 @@ class TfMagics(Magics):
             raise UsageError(f"unknown optimizer {args.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
         if args.tol is not None and not args.tol > 0:
             raise UsageError(f"--tol must be a positive number, got {args.tol}")
+        if args.pace is not None and not 0 < args.pace < float("inf"):
+            raise UsageError(f"--pace is steps per second, a positive number; got {args.pace}")
         if args.print_every < 0:
             raise UsageError(f"--print-every must be 0 or more, got {args.print_every}")
         compare = None
@@ -129,18 +131,18 @@ class TfMagics(Magics):
         if args.restarts and not ranges:
             raise UsageError("--restarts needs a range to draw starts from, e.g. %%descend x=-5:5 --restarts 10")
         self.shell.user_ns.update(created)
+        if args.pace and (compare or args.restarts or args.no_widgets or not self._live()):
+            print("tfmagic: --pace applies to the live panel of a single run; this one runs at full speed.")
         if compare or args.restarts:
             return self._run_several(tf, engine, result, evaluate, args, compare, ranges)
         if not args.no_widgets:
-            from . import live
-
-            if live.cell_is_awaited():
+            if self._live():
                 return self._run_live(tf, engine, result, evaluate, args)
             self._say_why_not_live()
         return self._run_blocking(tf, engine, result, evaluate, args)
 
     def _run_several(self, tf, engine, result, evaluate, args, compare, ranges):
-        from . import experiments, live
+        from . import experiments
 
         tol = args.tol or 1e-3
         try:
@@ -152,7 +154,7 @@ class TfMagics(Magics):
                 )
         except Exception as err:
             raise explain(err, result.cell, "running the comparison") from err
-        if not args.no_widgets and live.cell_is_awaited():
+        if not args.no_widgets and self._live():
             from IPython.display import display
 
             from .probe import probe_for
@@ -162,6 +164,12 @@ class TfMagics(Magics):
             display(CompareView(multi, curve=curve, surface=surface).widget)
         self._publish_final(tf, engine, evaluate, args, multi)
         return multi
+
+    @staticmethod
+    def _live():
+        from . import live
+
+        return live.cell_is_awaited()
 
     def _say_why_not_live(self):
         from . import live
@@ -183,7 +191,7 @@ class TfMagics(Magics):
         from .probe import probe_for
         from .widgets.panel import DescentPanel
 
-        runner = LiveRunner(engine)
+        runner = LiveRunner(engine, pace=args.pace)
         curve, surface = probe_for(tf, engine)
         names = {devices.short(full): full for full in devices.available(tf)}
         panel = DescentPanel(runner, result, args.steps, names, curve=curve, surface=surface)

@@ -38,6 +38,8 @@ descend_arguments = [
     argument("--restarts", type=int, default=0, metavar="N",
              help="N runs from random starts drawn from NAME=LO:HI ranges; the best is kept"),
     argument("--seed", type=int, default=None, metavar="S", help="random seed for --restarts"),
+    argument("--pace", type=float, default=None, metavar="N",
+             help="live panel only: run at N steps per second, slow enough to watch and steer"),
     argument("--no-widgets", action="store_true", help="text progress and summary instead of live widgets"),
     argument("-o", "--out", metavar="OUT", help="also store the result in the variable OUT"),
 ]

@@ -2,10 +2,19 @@
 
 The panel observes the engine (one callback per chunk, throttled) and sends
 control requests through the LiveRunner; it never runs steps itself.
+
+Traffic (the Jupyter server drops output above 1000 messages/s or 1 MB/s, and
+a mouse drag sends dozens of changes): control changes are coalesced, so only
+the latest value of each control is applied, once, between chunks; a control
+the panel sets itself (the other view of eta) does not come back as a change;
+the status line and the eta entry are redrawn at most STATUS_RATE times a
+second and the charts at most 1/PUSH_INTERVAL times a second, whatever the
+input rate.
 """
 
 import html
 import math
+import threading
 import time
 
 import ipywidgets as W
@@ -17,6 +26,7 @@ from tfmagic.present import STYLE, tensors_html
 from .charts import HistoryCharts
 
 PUSH_INTERVAL = 0.2  # seconds between chart pushes while running: the browser redraws ~2000 SVG nodes each time
+STATUS_RATE = 10  # status-line and eta-entry redraws per second, at most
 ETA_STEP = 0.01  # of the eta slider, in decades
 BADGES = {
     "converged": ("converged", "#1b7f3b"),
@@ -32,6 +42,11 @@ BADGES = {
 }
 
 
+def _entry(eta):
+    """eta as the exact entry shows it (6 significant digits, as the status line)."""
+    return float(f"{eta:.6g}")
+
+
 def _fmt(x):
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "–"
@@ -44,6 +59,11 @@ class DescentPanel:
         self.engine = engine = runner.engine
         self.result = result
         self._last_push = 0.0
+        self._last_status = 0.0
+        self._status_due = False  # a throttled status redraw is scheduled
+        self._inbox = {}  # control -> its latest value from the browser, not yet applied
+        self._inbox_lock = threading.Lock()  # observers run on a subshell's thread too
+        self._setting = None  # (thread, control) while the panel sets that control itself
         self._device_names = devices  # short name -> full TensorFlow name
         runner._on_detach = lambda: runner.call(self._show_detached)
 
@@ -92,9 +112,8 @@ class DescentPanel:
                              layout=W.Layout(max_width="920px"))
         self.widget.add_class("tfmagic-panel")
 
-        self.eta_slider.observe(lambda ch: runner.call(self._set_eta, ch["new"], "slider"), names="value")
-        self.eta_text.observe(lambda ch: runner.call(self._set_eta, ch["new"], "text"), names="value")
-        self.optimizer.observe(lambda ch: runner.call(self._set_optimizer, ch["new"]), names="value")
+        for control in ("eta_slider", "eta_text", "optimizer"):
+            getattr(self, control).observe(lambda ch, c=control: self._receive(c, ch["new"]), names="value")
         self.play.on_click(lambda _: runner.call(self._play_pause))
         self.step.on_click(lambda _: runner.call(self._step))
         self.stop.on_click(lambda _: runner.call(self._stop))
@@ -121,8 +140,21 @@ class DescentPanel:
         self._update_status()
         self._update_buttons()
 
+    def _show_status(self):
+        """Redraw the status line soon: now, or once when STATUS_RATE allows."""
+        wait = self._last_status + 1 / STATUS_RATE - time.perf_counter()
+        if wait <= 0:
+            self._update_status()
+        elif not self._status_due:
+            self._status_due = True
+            self.runner.call_later(wait, self._update_status)
+
     def _update_status(self):
+        self._status_due = False
+        self._last_status = time.perf_counter()
         e = self.engine
+        if not math.isclose(self.eta_text.value, e.eta, rel_tol=1e-6):
+            self._show("eta_text", _entry(e.eta))
         h = e.history
         status = "detached" if self.runner.detached else ("running" if self.runner.running else e.status)
         label, color = BADGES.get(status, (status, "#3c4b64"))
@@ -134,7 +166,7 @@ class DescentPanel:
         limit = f" (sgd diverges above ≈ {self._eta_max:.3g})" if self._eta_max and e.optimizer_name == "sgd" else ""
         parts = [
             f"iteration <b>{e.steps}</b>", f"loss <b>{_fmt(loss)}</b>", f"|grad| {_fmt(grad)}",
-            f"eta {e.eta:g}{limit}", "compiling" if status == "running" and not e.steps_per_second else f"{e.steps_per_second:,.0f} steps/s", device,
+            f"eta {e.eta:g}{limit}", self._rate_text(status), device,
         ]
         badge = (f"<span style='background:{color};color:white;border-radius:3px;padding:1px 6px;"
                  f"margin-right:10px'>{label}</span> ")
@@ -153,6 +185,13 @@ class DescentPanel:
             f"font-family:var(--jp-code-font-family,monospace)'>{badge}{fields}</div>{extra}"
         )
 
+    def _rate_text(self, status):
+        if self.runner.pace:
+            return f"paced at {self.runner.pace:g} steps/s"
+        if status == "running" and not self.engine.steps_per_second:
+            return "compiling"
+        return f"{self.engine.steps_per_second:,.0f} steps/s"
+
     def _update_buttons(self):
         running = self.runner.running
         self.play.description, self.play.icon = ("Pause", "pause") if running else ("Play", "play")
@@ -160,34 +199,61 @@ class DescentPanel:
             b.disabled = self.runner.detached
         self.stop.disabled = self.runner.detached or not running
 
-    # -- from the widgets (moved to the main loop by runner.call) ------------
-    def _set_eta(self, value, source):
+    # -- from the widgets ---------------------------------------------------
+    def _receive(self, control, value):
+        """A control changed (any thread): keep its latest value; apply once, between chunks."""
+        if self._setting == (threading.get_ident(), control):
+            return  # the panel showing a value, not the user choosing one
+        with self._inbox_lock:
+            first = not self._inbox
+            self._inbox.pop(control, None)  # re-inserted last: the latest change is applied last
+            self._inbox[control] = value
+        if first:
+            self.runner.call(self._apply_inbox)
+
+    def _apply_inbox(self):
+        """On the main loop: apply the latest value of each control that changed."""
+        with self._inbox_lock:
+            inbox, self._inbox = self._inbox, {}
+        for control, value in inbox.items():
+            if control == "optimizer":
+                self.engine.set_optimizer(value)  # between chunks: the next chunk uses it
+            else:
+                self._set_eta(value, control)
+        self._show_status()
+
+    def _show(self, control, value):
+        """Set a control's value without it counting as the user's change."""
+        self._setting = (threading.get_ident(), control)
+        try:
+            setattr(getattr(self, control), "value", value)
+        finally:
+            self._setting = None
+
+    def _set_eta(self, value, control):
         try:
             eta = check_eta(value)
         except ValueError as err:
             self._warning = f"{err}; eta stays {self.engine.eta:g}."
-            self.eta_text.value = self.engine.eta
-            self._update_status()
+            self._show("eta_text", _entry(self.engine.eta))
             return
-        if source == "slider" and abs(math.log10(eta) - math.log10(self.engine.eta)) < ETA_STEP / 2:
-            return  # the slider rounding a typed eta to its grid, not a move
-        if eta != self.engine.eta:  # (an unchanged value is our own revert echoing back)
-            self._warning = ""
-            self.engine.eta = eta  # a variable assign: the next step uses it
-        # Keep the two eta widgets in step without echoing back and forth.
-        if source == "text" and not math.isclose(self.eta_slider.value, eta, rel_tol=1e-9):
-            lo, hi = 10 ** self.eta_slider.min, 10 ** self.eta_slider.max
-            if not lo <= eta <= hi:
-                self.eta_slider.min = min(self.eta_slider.min, math.floor(math.log10(eta)))
-                self.eta_slider.max = max(self.eta_slider.max, math.ceil(math.log10(eta)))
-            self.eta_slider.value = eta
-        if source == "slider" and not math.isclose(self.eta_text.value, eta, rel_tol=1e-9):
-            self.eta_text.value = float(f"{eta:.6g}")
-        self._update_status()
-
-    def _set_optimizer(self, name):
-        self.engine.set_optimizer(name)  # between chunks: the next chunk uses it
-        self._update_status()
+        if control == "eta_slider" and abs(math.log10(eta) - math.log10(self.engine.eta)) < ETA_STEP / 2:
+            return  # the slider snapping a typed eta to its grid, not a move
+        if control == "eta_slider":
+            eta = _entry(eta)  # what the entry and the status show is what the engine uses
+        self._warning = ""
+        self.engine.eta = eta  # a variable assign: the next step uses it
+        if control == "eta_text":
+            slider = self.eta_slider
+            if not 10 ** slider.min <= eta <= 10 ** slider.max:
+                with slider.hold_sync():
+                    slider.min = min(slider.min, math.floor(math.log10(eta)))
+                    slider.max = max(slider.max, math.ceil(math.log10(eta)))
+            with self._inbox_lock:
+                moved = "eta_slider" in self._inbox
+            if not moved:  # (else the user moved the slider since: that value comes next)
+                self._show("eta_slider", eta)
+        # (the entry follows a slider move in the throttled status redraw)
 
     def _play_pause(self):
         if self.runner.running:
