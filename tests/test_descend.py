@@ -529,3 +529,19 @@ def test_an_error_that_does_not_come_back_still_stops_the_run(ip, run):
     r = ip.user_ns["r"]
     assert r.status == "error" and "\n" not in r.message and "read failed" in r.message
     assert r.final_loss == pytest.approx((ip.user_ns["x"].numpy() - 2.0) ** 2, rel=1e-5)
+
+
+def test_pace_is_for_the_live_panel_and_text_mode_says_so(ip, run, capsys):
+    res = run("descend", "x=10.0 --eta 0.1 --steps 40 --pace 10 --no-widgets", "y = (x - 2.0) ** 2")
+    out = capsys.readouterr().out
+    assert "--pace applies to the live panel" in out and out.count("--pace") == 1
+    assert res.status == "max_steps" and res.steps == 40  # at full speed, not 4 s
+
+
+@pytest.mark.parametrize("pace", ["0", "-3", "inf", "nan"])
+def test_pace_must_be_a_positive_rate(ip, run, pace):
+    from IPython.core.error import UsageError
+
+    with pytest.raises(UsageError, match="--pace is steps per second"):
+        run("descend", f"x=10.0 --pace {pace}", "y = x * x")
+    assert "x" not in ip.user_ns  # refused before anything changed

@@ -18,9 +18,20 @@ def run_notebook(name):
     return nb
 
 
+def seconds(cell):
+    """How long a cell ran, from nbclient's timing metadata."""
+    from datetime import datetime
+
+    t = cell.metadata.execution
+    start, end = (datetime.fromisoformat(t[k].replace("Z", "+00:00"))
+                  for k in ("iopub.execute_input", "shell.execute_reply"))
+    return (end - start).total_seconds()
+
+
 class Outputs:
     def __init__(self, nb):
         self.text, self.stderr, self.errors, self.widgets = [], [], [], 0
+        self.paced = [c for c in nb.cells if "--pace" in c.source and c.cell_type == "code"]
         for cell in nb.cells:
             if cell.cell_type != "code":
                 continue
@@ -73,6 +84,8 @@ def test_lecture1_gradient_descent(lecture1):
     assert "same as version 1: True" in text
     assert re.search(r"converged \d+ steps: a = 0\.99\d* +b = 0\.99", text)
     assert lecture1.widgets >= 5  # live panels for the %%descend cells
+    assert re.search(r"max_steps: 300 steps of sgd \(eta=0\.02\).*\n  x = 2\.0", text)  # the paced run
+    assert [9.5 <= seconds(c) < 15 for c in lecture1.paced] == [True]  # 300 steps at 30 steps/s, then the next cell
 
 
 def test_lecture1_shows_no_red_noise(lecture1):
@@ -84,6 +97,8 @@ def test_learning_rate_notebook():
     assert re.search(r"eta=1\.1\s+diverged", out.all)
     assert re.search(r"eta=0\.1\s+max_steps\s+final loss 0\.0", out.all)
     assert "sgd diverges above eta = 1.0" in out.all
+    assert re.search(r"max_steps: 300 steps of sgd \(eta=0\.02\)", out.all)  # the paced run to steer
+    assert [9.5 <= seconds(c) < 15 for c in out.paced] == [True]
     assert out.errors == [] and [e for e in out.stderr if e.strip()] == []
 
 

@@ -283,8 +283,8 @@ def test_a_burst_of_eta_changes_from_both_views_settles_on_the_last(ip, run, loo
     assert panel.eta_slider.value == pytest.approx(10 ** -3.5)
     assert f"eta {want:g}" in panel.status.value
     assert res.status == "stopped" and res.history["eta"][-1] == np.float32(want)
-    # Status and entry <= 10 redraws/s, charts <= 5 pushes/s of a few marks each.
-    assert rate < 60, rate
+    # Status and entry <= 10 redraws/s, charts <= 5 pushes/s of about 7 messages each.
+    assert rate < 80, rate
 
 
 def test_a_paced_run_goes_at_its_pace_and_stops_at_once(ip, run, loop):
@@ -301,10 +301,18 @@ def test_a_paced_run_goes_at_its_pace_and_stops_at_once(ip, run, loop):
         t1 = loop.time()
         panel.stop.click()
         await asyncio.wait_for(task, 5)
-        return res, seconds, steps_at_stop, loop.time() - t1
+        stop_seconds = loop.time() - t1
+        stopped_at = res.steps
+        assert res.status == "stopped" and stopped_at - steps_at_stop <= 5  # no chunk run after the Stop
+        panel.steps.value = 20
+        t2 = loop.time()
+        panel.play.click()  # Play on a finished panel continues at the same pace
+        await until(lambda: not runner.running and res.steps == stopped_at + 20)
+        return res, seconds, steps_at_stop, stop_seconds, loop.time() - t2
 
-    res, seconds, steps_at_stop, stop_seconds = loop.run_until_complete(scenario())
+    res, seconds, steps_at_stop, stop_seconds, play_seconds = loop.run_until_complete(scenario())
+    assert 0.18 <= play_seconds < 1.0, play_seconds
     assert 0.38 <= seconds < 1.5, seconds  # 40 steps at 100 steps/s
     assert 20 <= steps_at_stop - 40 <= 40, steps_at_stop  # ~30 steps in 0.3 s
-    assert res.status == "stopped" and stop_seconds < 0.2, stop_seconds
-    assert res.steps - steps_at_stop <= 5  # no chunk run after the Stop
+    assert stop_seconds < 0.2, stop_seconds
+    assert res.status == "max_steps"
