@@ -46,13 +46,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from tfmagic.tfimport import tensorflow  # noqa: E402
+from tfmagic.runtime.tfimport import tensorflow  # noqa: E402
 
 tf = tensorflow()
 
 from tfmagic import engine as engine_mod  # noqa: E402
-from tfmagic.descend import prepare  # noqa: E402
-from tfmagic.engine import Descent  # noqa: E402
+from tfmagic.descent.setup import prepare  # noqa: E402
+from tfmagic.descent.engine import Descent  # noqa: E402
 
 TARGET_STEADY_VS_BEST = 0.8
 TARGET_STEADY_VS_COURSE = 100.0  # P1 only

@@ -38,10 +38,10 @@ _widget.comm.create_comm = comm.create_comm
 import numpy as np  # noqa: E402
 
 from tfmagic import devices  # noqa: E402
-from tfmagic.engine import Descent  # noqa: E402
-from tfmagic.liverun import LiveRunner  # noqa: E402
-from tfmagic.probe import probe_for  # noqa: E402
-from tfmagic.tfimport import tensorflow  # noqa: E402
+from tfmagic.descent.engine import Descent  # noqa: E402
+from tfmagic.kernel.runner import LiveRunner  # noqa: E402
+from tfmagic.descent.probe import probe_for  # noqa: E402
+from tfmagic.runtime.tfimport import tensorflow  # noqa: E402
 
 tf = tensorflow()
 
@@ -59,7 +59,7 @@ def problems():
 
 
 async def timed_run(engine, with_panel, seconds):
-    from tfmagic.descend import DescentResult
+    from tfmagic.descent.setup import DescentResult
     from tfmagic.widgets.panel import DescentPanel
 
     engine.reset()

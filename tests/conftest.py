@@ -1,6 +1,6 @@
 import pytest
 
-from tfmagic.tfimport import tensorflow
+from tfmagic.runtime.tfimport import tensorflow
 
 tf = tensorflow()
 # Two logical CPUs, so device selection is tested on a machine without a GPU.

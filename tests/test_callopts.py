@@ -30,11 +30,11 @@ def test_runs_spanning_two_cpus_finish():
     # The single-threaded executor hangs, without an error, on a function that spans two
     # devices; the engine must not use it there. A fresh process, so a hang is a timeout.
     code = textwrap.dedent("""
-        from tfmagic.tfimport import tensorflow
+        from tfmagic.runtime.tfimport import tensorflow
         tf = tensorflow()
         cpus = tf.config.list_physical_devices("CPU")
         tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
-        from tfmagic.engine import Descent
+        from tfmagic.descent.engine import Descent
         for steps in (20, 1000):
             x = tf.Variable(10.0)  # on CPU:0
             e = Descent(tf, lambda: (x - 2.0) ** 2, {"x": x}, eta=0.01, jit="off",

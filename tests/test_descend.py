@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from IPython.core.error import UsageError
 
-from tfmagic.tfimport import tensorflow
+from tfmagic.runtime.tfimport import tensorflow
 from tfmagic.errors import CellRuntimeError, CellSyntaxError, LossError, TfmagicError
 
 COURSE = "y=tf.pow(x,2.0)-4.0*x+4.0"
@@ -84,7 +84,7 @@ def test_every_optimizer_reduces_the_loss(ip, run, opt, eta):
 def test_each_optimizer_is_keras_apply_gradients_step_for_step(ip, run, opt):
     # The engine runs the optimizer's update_step itself (less tracing): same numbers as Keras's own loop.
     tf = ip.user_ns["tf"]
-    from tfmagic.engine import make_optimizer
+    from tfmagic.descent.engine import make_optimizer
 
     res = run("descend", f"x=10.0 --optimizer {opt} --eta 0.05 --steps 20 --no-widgets", COURSE)
     x = tf.Variable(10.0)
@@ -395,7 +395,7 @@ def test_suggested_eta_for_a_quadratic_form(ip, run):
 
 
 def test_very_long_runs_keep_a_bounded_strided_history(ip, run, monkeypatch):
-    import tfmagic.engine as engine_module
+    import tfmagic.descent.engine as engine_module
 
     monkeypatch.setattr(engine_module, "ROW_CAPACITY", 256)
     monkeypatch.setattr(engine_module, "BLOCK_ROWS", 256)
@@ -430,7 +430,7 @@ def test_python_control_flow_on_tensors_in_the_cell(ip, run, steps):
 def test_strided_xla_ends_on_the_exact_step(ip, run, monkeypatch, flags):
     # With 4 rows per chunk, XLA chunks run blocks of many steps between rows; a block
     # that diverges or converges inside is redone one step at a time from its start.
-    import tfmagic.engine as engine_module
+    import tfmagic.descent.engine as engine_module
 
     plain = run("descend", f"x=10.0 {flags} --steps 100000 --jit off --no-widgets", COURSE)
     monkeypatch.setattr(engine_module, "ROW_CAPACITY", 4)
@@ -451,7 +451,7 @@ def test_strided_xla_ends_on_the_exact_step(ip, run, monkeypatch, flags):
 @pytest.mark.parametrize("bad", [np.inf, np.nan])
 def test_a_gradient_that_stops_being_finite_diverges_in_every_mode(bad, jit):
     # The loss -x stays finite; its gradient turns inf/NaN once x > 3 (sgd, eta 1: x = 0, 1, 2, ...).
-    from tfmagic.engine import Descent
+    from tfmagic.descent.engine import Descent
 
     x = tf.Variable(0.0)
 
@@ -465,7 +465,7 @@ def test_a_gradient_that_stops_being_finite_diverges_in_every_mode(bad, jit):
 
 
 def test_a_thinned_history_keeps_its_ends_and_stays_sparse(monkeypatch):
-    import tfmagic.engine as engine_module
+    import tfmagic.descent.engine as engine_module
 
     monkeypatch.setattr(engine_module, "HISTORY_MAX", 64)
     x = tf.Variable(10.0)

@@ -63,7 +63,7 @@ def test_restarts_need_a_range_and_ranges_need_restarts(ip, run):
 
 
 def test_compare_view_builds_with_a_legend(ip, run):
-    from tfmagic.probe import probe_for
+    from tfmagic.descent.probe import probe_for
     from tfmagic.widgets.compare import CompareView
 
     res = run("descend", "x=10.0 --steps 50 --compare eta=0.1,1.1 --no-widgets", COURSE)
@@ -105,7 +105,7 @@ def test_compare_refuses_duplicates_and_keeps_close_values_apart(ip, run):
 
 
 def test_compare_and_restarts_print_every(ip, run, capsys):
-    from tfmagic import experiments
+    from tfmagic.descent import experiments
 
     res = run("descend", "x=10.0 --steps 5 --no-widgets", COURSE)
     capsys.readouterr()

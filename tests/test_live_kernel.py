@@ -30,7 +30,7 @@ STEP_TIMEOUT = 20
 def test_plain_shell_is_not_live():
     from IPython.core.interactiveshell import InteractiveShell
 
-    from tfmagic import live
+    from tfmagic.kernel import awaiting as live
 
     shell = InteractiveShell.instance()
     ok, reason = live.live_supported(shell)
@@ -45,7 +45,7 @@ def test_plain_shell_is_not_live():
 def test_transformer_rewrites_only_named_cell_magics():
     from IPython.core.inputtransformer2 import TransformerManager
 
-    from tfmagic import live
+    from tfmagic.kernel import awaiting as live
 
     t = live._AwaitCellMagicTransformer(["descend"])
     tm = TransformerManager()
@@ -54,7 +54,7 @@ def test_transformer_rewrites_only_named_cell_magics():
         return "".join(t(tm.transform_cell(cell).splitlines(keepends=True)))
 
     out = run("%%descend -n 5 --eta 0.1\nf(x) = (x - 2)**2\n")
-    assert out.startswith("await __import__('tfmagic.live'")
+    assert out.startswith("await __import__('tfmagic.kernel.awaiting'")
     assert "'descend', '-n 5 --eta 0.1', 'f(x) = (x - 2)**2\\n')" in out
     compile(out, "<cell>", "exec", flags=0x2000)  # PyCF_ALLOW_TOP_LEVEL_AWAIT
     for other in ("%%timeit\nx\n", "x = 1\n", "%descend\n", "%%descendx\nx\n"):
@@ -62,7 +62,7 @@ def test_transformer_rewrites_only_named_cell_magics():
 
 
 def test_idle_fix_without_private_api_is_a_noop(caplog):
-    from tfmagic import live
+    from tfmagic.kernel import awaiting as live
 
     class NotAKernel:
         async def dispatch_shell(self, msg):  # no 'concurrent' parameter

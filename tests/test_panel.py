@@ -7,9 +7,9 @@ import time
 import numpy as np
 import pytest
 
-from tfmagic import devices
-from tfmagic.liverun import LiveRunner
-from tfmagic.probe import probe_for
+from tfmagic.runtime import devices
+from tfmagic.kernel.runner import LiveRunner
+from tfmagic.descent.probe import probe_for
 from tfmagic.widgets.panel import DescentPanel
 
 COURSE = "y = (x - 2.0) ** 2"

@@ -7,12 +7,12 @@ __version__ = "0.1.0"
 
 
 def load_ipython_extension(shell):
-    from .extension import load
+    from tfmagic.extension import load
 
     load(shell)
 
 
 def unload_ipython_extension(shell):
-    from .extension import unload
+    from tfmagic.extension import unload
 
     unload(shell)

@@ -1,7 +1,8 @@
 """What `%load_ext tfmagic` adds, and `%unload_ext tfmagic` takes away."""
 
-from . import hints, live
-from .lazytf import LazyTensorFlow
+from tfmagic.present import hints
+from tfmagic.kernel import awaiting as live
+from tfmagic.runtime.lazytf import LazyTensorFlow
 
 _loaded = {}
 
@@ -15,7 +16,7 @@ def _pre_run_cell(info=None):
 
 
 def load(shell):
-    from .magics import TfMagics
+    from tfmagic.magics import TfMagics
 
     if id(shell) in _loaded:
         return  # loading twice is harmless

@@ -7,9 +7,9 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, magics_class
 from IPython.core.magic_arguments import parse_argstring
 
-from . import options
-from .explain import explain
-from .tfimport import tensorflow
+from tfmagic import options
+from tfmagic.present.explain import explain
+from tfmagic.runtime.tfimport import tensorflow
 
 
 def _split_line(line):
@@ -34,7 +34,7 @@ def _parse(func, line):
 
 def _tensorflow(shell):
     """TensorFlow, with our lazy `tf` stand-in in the namespace swapped for the real module."""
-    from .lazytf import LazyTensorFlow
+    from tfmagic.runtime.lazytf import LazyTensorFlow
 
     tf = tensorflow()
     if isinstance(shell.user_ns.get("tf"), LazyTensorFlow):
@@ -43,7 +43,7 @@ def _tensorflow(shell):
 
 
 def _device(tf, spec):
-    from . import devices
+    from tfmagic.runtime import devices
 
     try:
         return devices.resolve(tf, spec)
@@ -66,7 +66,7 @@ class TfMagics(Magics):
             )
 
     def _publish(self, values, out, result):
-        from .compiler import FUNC_NAME
+        from tfmagic.cell.compiler import FUNC_NAME
 
         ns = self.shell.user_ns
         # A def from the cell reads its globals from your namespace from now on, as after a normal cell.
@@ -83,7 +83,7 @@ class TfMagics(Magics):
         args = _parse(self.tfgrad, line)
         tf = _tensorflow(self.shell)
         device = _device(tf, args.device)
-        from .grad import differentiate
+        from tfmagic.grad.gradients import differentiate
 
         self._check_out(tf, args)
         result, assigned = differentiate(tf, cell, self.shell.user_ns, args.names, device, bench=args.bench)
@@ -92,7 +92,7 @@ class TfMagics(Magics):
 
     def descend(self, line, cell):
         args = _parse(self.descend, line)
-        from .engine import OPTIMIZERS, check_eta
+        from tfmagic.descent.engine import OPTIMIZERS, check_eta
 
         try:
             check_eta(args.eta)
@@ -110,7 +110,7 @@ class TfMagics(Magics):
             raise UsageError(f"--print-every must be 0 or more, got {args.print_every}")
         compare = None
         if args.compare:
-            from .experiments import parse_compare
+            from tfmagic.descent.experiments import parse_compare
 
             try:
                 compare = parse_compare(args.compare, OPTIMIZERS)
@@ -121,7 +121,7 @@ class TfMagics(Magics):
         tf = _tensorflow(self.shell)
         device = _device(tf, args.device)
         self._check_out(tf, args)
-        from .descend import prepare
+        from tfmagic.descent.setup import prepare
 
         ranges = {} if args.restarts else None
         engine, created, result, evaluate = prepare(
@@ -142,7 +142,7 @@ class TfMagics(Magics):
         return self._run_blocking(tf, engine, result, evaluate, args)
 
     def _run_several(self, tf, engine, result, evaluate, args, compare, ranges):
-        from . import experiments
+        from tfmagic.descent import experiments
 
         tol = args.tol or 1e-3
         try:
@@ -157,8 +157,8 @@ class TfMagics(Magics):
         if not args.no_widgets and self._live():
             from IPython.display import display
 
-            from .probe import probe_for
-            from .widgets.compare import CompareView
+            from tfmagic.descent.probe import probe_for
+            from tfmagic.widgets.compare import CompareView
 
             curve, surface = probe_for(tf, engine)
             display(CompareView(multi, curve=curve, surface=surface).widget)
@@ -167,12 +167,12 @@ class TfMagics(Magics):
 
     @staticmethod
     def _live():
-        from . import live
+        from tfmagic.kernel import awaiting as live
 
         return live.cell_is_awaited()
 
     def _say_why_not_live(self):
-        from . import live
+        from tfmagic.kernel import awaiting as live
 
         if getattr(self, "_said_why_not_live", False):
             return
@@ -185,11 +185,12 @@ class TfMagics(Magics):
     def _run_live(self, tf, engine, result, evaluate, args):
         from IPython.display import display
 
-        from . import devices, live
-        from .liverun import LiveRunner
-        from .present import CoursePrinter
-        from .probe import probe_for
-        from .widgets.panel import DescentPanel
+        from tfmagic.runtime import devices
+        from tfmagic.kernel import awaiting as live
+        from tfmagic.kernel.runner import LiveRunner
+        from tfmagic.present.text import CoursePrinter
+        from tfmagic.descent.probe import probe_for
+        from tfmagic.widgets.panel import DescentPanel
 
         runner = LiveRunner(engine, pace=args.pace)
         curve, surface = probe_for(tf, engine)
@@ -215,7 +216,7 @@ class TfMagics(Magics):
         return run()
 
     def _run_blocking(self, tf, engine, result, evaluate, args):
-        from .present import CoursePrinter, TextProgress
+        from tfmagic.present.text import CoursePrinter, TextProgress
 
         if args.print_every:
             observers = [CoursePrinter(args.print_every, sys.stdout)]

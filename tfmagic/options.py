@@ -2,7 +2,7 @@
 
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from .engine import OPTIMIZERS
+from tfmagic.descent.engine import OPTIMIZERS
 
 tfgrad_arguments = [
     magic_arguments(),

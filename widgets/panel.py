@@ -20,8 +20,8 @@ import time
 import ipywidgets as W
 import numpy as np
 
-from tfmagic.engine import OPTIMIZERS, check_eta
-from tfmagic.present import STYLE, tensors_html
+from tfmagic.descent.engine import OPTIMIZERS, check_eta
+from tfmagic.present.text import STYLE, tensors_html
 
 from .charts import HistoryCharts
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 import time
 
-from tfmagic import live
+from tfmagic.kernel import awaiting as live
 
 CHUNK_SECONDS = 0.02
 

@@ -3,7 +3,7 @@
 import re
 import traceback
 
-from .errors import CellRuntimeError, TfmagicError
+from tfmagic.errors import CellRuntimeError, TfmagicError
 
 _DTYPE_PATTERNS = (
     re.compile(r"expected to be a (\w+) tensor but is a (\w+) tensor"),

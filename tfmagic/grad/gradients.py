@@ -2,11 +2,11 @@
 
 from dataclasses import dataclass, field
 
-from .compiler import compile_cell
-from .descend import module_variables
-from .errors import TfmagicError
-from .explain import explain
-from .tensors import record, short_device
+from tfmagic.cell.compiler import compile_cell
+from tfmagic.descent.setup import module_variables
+from tfmagic.errors import TfmagicError
+from tfmagic.present.explain import explain
+from tfmagic.cell.tensors import record, short_device
 
 
 @dataclass
@@ -22,12 +22,12 @@ class GradResult:
     bench: dict | None = None  # --bench: compiled vs eager timing
 
     def __repr__(self):
-        from .present import grad_text
+        from tfmagic.present.text import grad_text
 
         return grad_text(self)
 
     def _repr_html_(self):
-        from .present import grad_html
+        from tfmagic.present.text import grad_html
 
         return grad_html(self)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .engine import check_eta
+from tfmagic.descent.engine import check_eta
 
 
 @dataclass
@@ -95,7 +95,7 @@ def _printing(engine, label, every):
     if not every:
         yield
         return
-    from .present import CoursePrinter
+    from tfmagic.present.text import CoursePrinter
 
     sys.stdout.write(f"{label}:\n")
     printer = CoursePrinter(every, sys.stdout)
@@ -234,7 +234,7 @@ class MultiResult:
         return "\n".join(table + self.summary())
 
     def _repr_html_(self):
-        from .present import STYLE
+        from tfmagic.present.text import STYLE
 
         e = html.escape
         head = "".join(f"<th>{e(h)}</th>" for h in self.HEAD)

@@ -6,11 +6,11 @@ has been checked, so a typo never costs the user a variable.
 
 import numpy as np
 
-from .compiler import compile_cell
-from .engine import Descent
-from .errors import LossError, TfmagicError
-from .explain import explain
-from .tensors import record, short_device
+from tfmagic.cell.compiler import compile_cell
+from tfmagic.descent.engine import Descent
+from tfmagic.errors import LossError, TfmagicError
+from tfmagic.present.explain import explain
+from tfmagic.cell.tensors import record, short_device
 
 
 class DescentResult:
@@ -40,12 +40,12 @@ class DescentResult:
         return {n: v.numpy() for n, v in self.engine.variables.items()}
 
     def __repr__(self):
-        from .present import descent_text
+        from tfmagic.present.text import descent_text
 
         return descent_text(self)
 
     def _repr_html_(self):
-        from .present import descent_html
+        from tfmagic.present.text import descent_html
 
         return descent_html(self)
 

@@ -8,7 +8,7 @@ that runs TensorFlow steps. No widget code here: the UI calls these methods.
 
 import asyncio
 
-from .live import STOP_EXCEPTIONS, pause_for_frontend
+from tfmagic.kernel.awaiting import STOP_EXCEPTIONS, pause_for_frontend
 
 
 PACE_FRAME = 0.05  # seconds of a paced run per chunk: the panel can show every frame

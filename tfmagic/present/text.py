@@ -4,7 +4,7 @@ import html
 
 import numpy as np
 
-from .engine import shown_by_value, steps_text
+from tfmagic.descent.engine import shown_by_value, steps_text
 
 
 def _value_text(t):

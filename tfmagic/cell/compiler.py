@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import CellSyntaxError, TfmagicError, UnknownNameError
+from tfmagic.errors import CellSyntaxError, TfmagicError, UnknownNameError
 
 FUNC_NAME = "__tfmagic_cell__"
 TARGET_NAME = "__tfmagic_target__"

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .callopts import calling_with, graph_nodes, lean_options, on_one_cpu
-from .explain import tf_message
-from .tfimport import quiet_native_stderr
+from tfmagic.descent.callopts import calling_with, graph_nodes, lean_options, on_one_cpu
+from tfmagic.present.explain import tf_message
+from tfmagic.runtime.tfimport import quiet_native_stderr
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "rmsprop", "adagrad")
 CHUNK_SECONDS = 0.02  # a chunk this long reaches >= 95 % of the in-graph rate
@@ -765,7 +765,7 @@ class Descent:
     def curvature(self):
         """λ, the largest curvature of the loss at the initial values (None if not positive)."""
         if not hasattr(self, "_curvature"):
-            from .curvature import largest_curvature
+            from tfmagic.descent.curvature import largest_curvature
 
             now = [self.tf.identity(v) for v in self.variables.values()]
             try:

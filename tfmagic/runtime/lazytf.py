@@ -14,7 +14,7 @@ class LazyTensorFlow(types.ModuleType):
         self._namespace = namespace
 
     def _load(self):
-        from .tfimport import tensorflow
+        from tfmagic.runtime.tfimport import tensorflow
 
         tf = tensorflow()
         if self._namespace.get("tf") is self:
