@@ -1,4 +1,4 @@
-"""Kernel-level tests of tfmagic.live against a real ipykernel (no browser).
+"""Kernel-level tests of tfmagic.kernel (awaiting, ipykernel_fix) against a real ipykernel (no browser).
 
 The test plays the frontend: it sends ``comm_msg`` updates to a slider's model
 while an awaiting cell runs, the way JupyterLab's widget manager does (next
@@ -63,6 +63,7 @@ def test_transformer_rewrites_only_named_cell_magics():
 
 def test_idle_fix_without_private_api_is_a_noop(caplog):
     from tfmagic.kernel import awaiting as live
+    from tfmagic.kernel import ipykernel_fix
 
     class NotAKernel:
         async def dispatch_shell(self, msg):  # no 'concurrent' parameter
@@ -70,12 +71,51 @@ def test_idle_fix_without_private_api_is_a_noop(caplog):
 
     k = NotAKernel()
     live._warned.discard("idle-fix")
-    assert live.install_idle_status_fix(k) is False
-    assert live.install_idle_status_fix(k) is False
+    assert ipykernel_fix.install(k) is False
+    assert ipykernel_fix.install(k) is False
     assert "dispatch_shell" not in vars(k)
     assert sum("idle-status fix" in r.getMessage() for r in caplog.records) == 1
-    live.uninstall_idle_status_fix(k)  # harmless
-    assert live.install_idle_status_fix(None) is False
+    ipykernel_fix.uninstall(k)  # harmless
+    assert ipykernel_fix.install(None) is False
+
+
+class _Kernel74:
+    """Enough of an ipykernel 7.4 kernel for the patches: they wrap these two."""
+
+    def __init__(self):
+        from ipykernel.kernelbase import Kernel
+
+        self.dispatch_shell = Kernel.dispatch_shell.__get__(self)
+        self.published = []
+        self.session = object()
+
+    def _publish_status(self, status, channel, parent=None):
+        self.published.append(status)
+
+    def get_parent(self, channel):
+        return {"header": {"msg_id": "cell"}}
+
+
+@pytest.mark.parametrize("why", ["opt-out", "newer ipykernel"])
+def test_kernel_patches_stay_off_when_told_or_unchecked(monkeypatch, why):
+    import ipykernel
+
+    from tfmagic.kernel import ipykernel_fix
+
+    if why == "opt-out":
+        monkeypatch.setenv("TFMAGIC_KERNEL_PATCHES", "0")
+    else:
+        monkeypatch.setattr(ipykernel, "__version__", "8.0.0")
+    k = _Kernel74()
+    assert ipykernel_fix.install(k) is False and not ipykernel_fix.installed(k)
+    with ipykernel_fix.busy_while(k):
+        assert "_publish_status" not in vars(k)  # not wrapped
+    monkeypatch.undo()
+    assert ipykernel_fix.install(k) is True and ipykernel_fix.installed(k)
+    with ipykernel_fix.busy_while(k):
+        assert "_publish_status" in vars(k)
+    ipykernel_fix.uninstall(k)
+    assert not ipykernel_fix.installed(k)
 
 
 # --------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """What `%load_ext tfmagic` adds, and `%unload_ext tfmagic` takes away."""
 
 from tfmagic.present import hints
-from tfmagic.kernel import awaiting as live
+from tfmagic.kernel import awaiting, ipykernel_fix
 from tfmagic.runtime.lazytf import LazyTensorFlow
 
 _loaded = {}
@@ -23,8 +23,8 @@ def load(shell):
     magics = TfMagics(shell)
     shell.register_magics(magics)
     # In a kernel that can, %%descend cells await, so widgets stay live while they run.
-    if live.register_await_transform(shell, ["descend"]):
-        live.install_idle_status_fix(getattr(shell, "kernel", None))
+    if awaiting.register_await_transform(shell, ["descend"]):
+        ipykernel_fix.install(getattr(shell, "kernel", None))
     shell.events.register("pre_run_cell", _pre_run_cell)
     added_tf = "tf" not in shell.user_ns  # never replace the user's own tf
     if added_tf:
@@ -39,8 +39,8 @@ def unload(shell):
     magics, added_tf = entry
     shell.events.unregister("pre_run_cell", _pre_run_cell)
     hints.uninstall(shell)
-    live.unregister_await_transform(shell)
-    live.uninstall_idle_status_fix(getattr(shell, "kernel", None))
+    awaiting.unregister_await_transform(shell)
+    ipykernel_fix.uninstall(getattr(shell, "kernel", None))
     cell = shell.magics_manager.magics["cell"]
     for name in ("tfgrad", "descend"):
         cell.pop(name, None)

@@ -186,7 +186,7 @@ class TfMagics(Magics):
         from IPython.display import display
 
         from tfmagic.runtime import devices
-        from tfmagic.kernel import awaiting as live
+        from tfmagic.kernel import awaiting as live, ipykernel_fix
         from tfmagic.kernel.runner import LiveRunner
         from tfmagic.present.text import CoursePrinter
         from tfmagic.descent.probe import probe_for
@@ -203,7 +203,7 @@ class TfMagics(Magics):
 
         async def run():
             try:
-                with live.busy_while(getattr(self.shell, "kernel", None)):
+                with ipykernel_fix.busy_while(getattr(self.shell, "kernel", None)):
                     await runner.run(args.steps)
             except Exception as err:
                 raise self._failed(err, engine, result, args) from err

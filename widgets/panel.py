@@ -65,7 +65,7 @@ class DescentPanel:
         self._inbox_lock = threading.Lock()  # observers run on a subshell's thread too
         self._setting = None  # (thread, control) while the panel sets that control itself
         self._device_names = devices  # short name -> full TensorFlow name
-        runner._on_detach = lambda: runner.call(self._show_detached)
+        runner.on_detach = lambda: runner.call(self._show_detached)
 
         eta = engine.eta
         decade = math.log10(eta)

@@ -3,7 +3,7 @@
 It is the smallest stand-in for ``%%descend``: it displays an
 ``ipywidgets.FloatSlider`` and busy-waits for ``seconds`` in 20 ms chunks,
 recording the slider value after every chunk and awaiting
-``tfmagic.live.pause_for_frontend()`` between chunks.  The kernel must be able
+``tfmagic.kernel.awaiting.pause_for_frontend()`` between chunks.  The kernel must be able
 to import this directory (the tests put it on PYTHONPATH).
 
 Usage in a kernel::
@@ -21,6 +21,7 @@ import threading
 import time
 
 from tfmagic.kernel import awaiting as live
+from tfmagic.kernel import ipykernel_fix
 
 CHUNK_SECONDS = 0.02
 
@@ -30,9 +31,9 @@ def load(shell, *, idle_fix: bool = True) -> dict:
     supported, reason = live.live_supported(shell)
     kernel = getattr(shell, "kernel", None)
     if idle_fix:
-        fix = live.install_idle_status_fix(kernel)
+        fix = ipykernel_fix.install(kernel)
     else:
-        live.uninstall_idle_status_fix(kernel)
+        ipykernel_fix.uninstall(kernel)
         fix = False
     registered = live.register_await_transform(shell, ["livetest"])
     shell.register_magic_function(_livetest, "cell", "livetest")

@@ -3,7 +3,7 @@ awaiting cell runs (the dead-slider trap of FACTS.md), and "Run All" runs the
 next cell only after the long one.
 
 Set TFMAGIC_TEST_DISABLE_IDLE_FIX=1 to load the test magic *without*
-tfmagic.live.install_idle_status_fix: the test then fails and shows how many
+tfmagic.kernel.ipykernel_fix.install: the test then fails and shows how many
 presses reached the kernel (1 on ipykernel 7.4).
 """
 

@@ -55,7 +55,7 @@ IDLE_FIX = os.environ.get("TFMAGIC_TEST_DISABLE_IDLE_FIX", "") in ("", "0")
 
 CELLS = [
     "%load_ext tfmagic" + ("" if IDLE_FIX else
-                           "\nimport tfmagic.kernel.awaiting; tfmagic.kernel.awaiting.uninstall_idle_status_fix(get_ipython().kernel)"),
+                           "\nimport tfmagic.kernel.ipykernel_fix; tfmagic.kernel.ipykernel_fix.uninstall(get_ipython().kernel)"),
     "%%descend x=10.0 --eta 0.1 --steps 50 -o r\n"
     "y = tf.pow(x, 2.0) - 4.0 * x + 4.0",
     "print(r.status, r.steps)",

@@ -189,6 +189,10 @@ class Descent:
             for v, init in zip(self._opt_state, self._opt_initial):
                 v.assign(init)
 
+    def initial_values(self):
+        """name -> the value a reset puts back (numpy)."""
+        return {n: init.numpy() for n, init in zip(self.variables, self._initial)}
+
     def _set_optimizer(self, name):
         tf = self.tf
         with tf.device(self.device):

@@ -109,7 +109,7 @@ def _printing(engine, label, every):
 def compare(engine, what, values, steps, tol=1e-3, print_every=0):
     """One run per value of eta or optimizer, all from the same start."""
     eta0, opt0 = engine.eta, engine.optimizer_name
-    start = {n: init.numpy() for n, init in zip(engine.variables, engine._initial)}
+    start = engine.initial_values()
     labels = eta_labels(values) if what == "eta" else list(values)
     runs = {}
     try:
@@ -139,7 +139,7 @@ def restarts(engine, ranges, count, steps, seed=None, tol=1e-3, print_every=0):
         for name, var in engine.variables.items():
             lo, hi = ranges.get(name, (None, None))
             if lo is None:
-                start[name] = engine._initial[list(engine.variables).index(name)].numpy()
+                start[name] = engine.initial_values()[name]
             else:
                 start[name] = rng.uniform(lo, hi, size=tuple(var.shape)).astype(np.float32)
         engine.reset(start=start)

@@ -8,11 +8,8 @@ Why this module exists (measured on ipykernel 7.4, see FACTS.md):
   comm messages while the cell waits.  So the live path of a cell magic
   returns a coroutine, the cell is rewritten to ``await`` it, and the
   coroutine yields with :func:`pause_for_frontend` between ~20 ms chunks.
-* Trap: ipykernel 7.4 publishes no busy/idle status for comm messages it
-  dispatches while a cell awaits.  JupyterLab's widget manager sends the next
-  update of a model only after the *idle* of the previous one, so a slider goes
-  dead after its first change.  :func:`install_idle_status_fix` publishes that
-  status (private kernel API, guarded).
+* ipykernel 7.4 publishes no busy/idle status for those messages, which kills
+  a slider in JupyterLab: :mod:`tfmagic.kernel.ipykernel_fix` patches that.
 * A kernel interrupt during an awaiting cell arrives as
   ``asyncio.CancelledError`` (not ``KeyboardInterrupt``); catch
   :data:`STOP_EXCEPTIONS` around the loop to turn it into a clean stop.
@@ -41,9 +38,6 @@ __all__ = [
     "run_cell_magic_awaited",
     "cell_is_awaited",
     "pause_for_frontend",
-    "install_idle_status_fix",
-    "uninstall_idle_status_fix",
-    "idle_status_fix_installed",
 ]
 
 log = logging.getLogger(__name__)
@@ -267,168 +261,3 @@ async def pause_for_frontend(seconds: float = 0.001) -> None:
     await asyncio.sleep(seconds)
     for _ in range(_DRAIN_STEPS):
         await asyncio.sleep(0)
-
-
-# ---------------------------------------------------------------------------
-# The dead-slider fix: busy/idle around comm messages dispatched mid-cell
-# ---------------------------------------------------------------------------
-
-_COMM_TYPES = frozenset({"comm_open", "comm_msg", "comm_close"})
-
-
-def _kernel_log(kernel: Any) -> Any:
-    return getattr(kernel, "log", None) or log
-
-
-def _peek_header(kernel: Any, msg: Any) -> dict | None:
-    """Header of a raw (still serialized) shell message, or None.
-
-    ``deserialize(content=False)`` does not record the HMAC digest, so the
-    kernel's own deserialize of the same message still passes its
-    duplicate-signature check (ipykernel's shell_main peeks the same way).
-    """
-    session = getattr(kernel, "session", None)
-    if session is None:
-        return None
-    try:
-        _, frames = session.feed_identities(msg, copy=False)
-        return session.deserialize(frames, content=False, copy=False)["header"]
-    except Exception:
-        return None
-
-
-def _make_dispatch_wrapper(kernel: Any, original: Any) -> Any:
-    async def dispatch_shell(msg, /, *args, **kwargs):
-        # ipykernel 7.4 calls dispatch_shell(..., concurrent=True) only for
-        # comm messages that arrive while a cell holds the shell lock, and
-        # then skips the busy/idle status.  Everything else passes through.
-        if not kwargs.get("concurrent") or not getattr(dispatch_shell, "enabled", False):
-            return await original(msg, *args, **kwargs)
-        header = _peek_header(kernel, msg)
-        if header is None or header.get("msg_type") not in _COMM_TYPES:
-            return await original(msg, *args, **kwargs)
-
-        comm_parent = {"header": header}
-        kernel._publish_status("busy", "shell", parent=comm_parent)
-        try:
-            return await original(msg, *args, **kwargs)
-        finally:
-            # The widget manager waits for this idle (parent = its comm_msg)
-            # before it sends the model's next update.  (busy_while keeps the
-            # frontend's kernel indicator at busy meanwhile.)
-            kernel._publish_status("idle", "shell", parent=comm_parent)
-
-    dispatch_shell._tfmagic_idle_fix = True
-    dispatch_shell.original = original
-    dispatch_shell.enabled = True
-    return dispatch_shell
-
-
-@contextlib.contextmanager
-def busy_while(kernel: Any):
-    """Keep the frontend's kernel indicator at busy while the block (an awaiting
-    cell's run) goes on.
-
-    While a cell awaits, ipykernel 7.4 publishes idle for each widget, control
-    or subshell message it handles (and so does the idle-status fix), and
-    JupyterLab's indicator shows the latest status of any parent: it said
-    "Idle" during a run.  Each such idle is followed by busy for the cell.
-    Wraps the kernel instance's private ``_publish_status``; without it, does nothing.
-    """
-    publish = getattr(kernel, "_publish_status", None)
-    get_parent = getattr(kernel, "get_parent", None)
-    if publish is None or get_parent is None:
-        yield
-        return
-    cell = get_parent("shell")  # the cell's execute_request (a context variable: ours)
-    cell_id = (cell or {}).get("header", {}).get("msg_id")
-    if not cell_id:
-        yield
-        return
-
-    def publish_status(status, channel, parent=None):
-        publish(status, channel, parent)
-        if status == "idle":
-            other = (parent or get_parent(channel) or {}).get("header", {}).get("msg_id")
-            if other != cell_id:
-                publish("busy", "shell", cell)
-
-    kernel._publish_status = publish_status  # instance attribute: looked up at call time
-    try:
-        yield
-    finally:
-        if kernel.__dict__.get("_publish_status") is publish_status:
-            if getattr(publish, "__func__", None) is getattr(type(kernel), "_publish_status", None):
-                del kernel._publish_status
-            else:
-                kernel._publish_status = publish
-
-
-def install_idle_status_fix(kernel: Any) -> bool:
-    """Publish busy/idle for comm messages dispatched while a cell awaits.
-
-    Wraps the kernel instance's ``dispatch_shell`` (private API of ipykernel
-    7.4).  Returns True if the fix is active.  If the private API is missing or
-    different, does nothing, logs once and returns False.  Idempotent.
-    """
-    if kernel is None:
-        return False
-    current = getattr(kernel, "dispatch_shell", None)
-    if getattr(current, "_tfmagic_idle_fix", False):
-        current.enabled = True
-        return True
-    problems = []
-    if current is None or not inspect.iscoroutinefunction(current):
-        problems.append("dispatch_shell is not a coroutine function")
-    else:
-        try:
-            if "concurrent" not in inspect.signature(current).parameters:
-                problems.append("dispatch_shell has no 'concurrent' parameter")
-        except (TypeError, ValueError):
-            problems.append("dispatch_shell has no inspectable signature")
-    for name in ("_publish_status", "session"):
-        if not hasattr(kernel, name):
-            problems.append(f"kernel has no {name}")
-    if problems:
-        _warn_once(
-            "idle-fix",
-            "tfmagic: cannot install the widget idle-status fix ("
-            + "; ".join(problems)
-            + "); sliders may accept only one change while a cell runs",
-            _kernel_log(kernel),
-        )
-        return False
-    # Instance attribute: ipykernel looks up self.dispatch_shell at call time.
-    kernel.dispatch_shell = _make_dispatch_wrapper(kernel, current)
-    return True
-
-
-def uninstall_idle_status_fix(kernel: Any) -> None:
-    """Undo :func:`install_idle_status_fix` (safe to call when not installed)."""
-    if kernel is None:
-        return
-    current = kernel.__dict__.get("dispatch_shell") if hasattr(kernel, "__dict__") else None
-    if getattr(current, "_tfmagic_idle_fix", False):
-        current.enabled = False
-        original = current.original
-        # Drop the instance attribute when the original was the class method,
-        # otherwise put the previous instance attribute back.
-        if getattr(original, "__func__", None) is getattr(type(kernel), "dispatch_shell", None):
-            del kernel.dispatch_shell
-        else:
-            kernel.dispatch_shell = original
-        return
-    # Someone wrapped on top of us: we cannot unhook, so just switch off.
-    wrapped = getattr(kernel, "dispatch_shell", None)
-    seen = 0
-    while wrapped is not None and seen < 10:
-        if getattr(wrapped, "_tfmagic_idle_fix", False):
-            wrapped.enabled = False
-            return
-        wrapped = getattr(wrapped, "__wrapped__", None)
-        seen += 1
-
-
-def idle_status_fix_installed(kernel: Any) -> bool:
-    current = getattr(kernel, "dispatch_shell", None)
-    return bool(getattr(current, "_tfmagic_idle_fix", False) and current.enabled)

@@ -27,7 +27,7 @@ class LiveRunner:
         self.error = None
         self._after_run = []
         self.on_end = []  # callbacks after every run (the UI refreshes its buttons)
-        self._on_detach = on_detach
+        self.on_detach = on_detach
         self.task = None
         # Same variable objects, or the same names (a re-run cell makes new variables).
         mine = self._keys(engine)
@@ -112,5 +112,5 @@ class LiveRunner:
         self.detached = True
         if self in LiveRunner._active:
             LiveRunner._active.remove(self)
-        if self._on_detach:
-            self._on_detach()
+        if self.on_detach:
+            self.on_detach()

@@ -1,0 +1,32 @@
+"""The third-party private attributes tfmagic lists still exist on the installed versions."""
+
+import importlib
+
+import pytest
+
+from tfmagic.private_apis import PRIVATE_APIS
+
+
+@pytest.mark.parametrize("api", PRIVATE_APIS, ids=lambda a: f"{a.owner}.{a.path}")
+def test_listed_private_api_exists(api):
+    obj = importlib.import_module(api.owner)
+    for part in api.path.split("."):
+        if part == "_learning_rate":  # an instance attribute: made by the constructor
+            obj = obj(0.1)
+        assert hasattr(obj, part), f"{api.owner}.{api.path} is gone; used in {api.used_in}: {api.without_it}"
+        obj = getattr(obj, part)
+
+
+def test_no_unlisted_private_attribute_of_another_project():
+    """Private names tfmagic reads from other projects' objects are all in the list."""
+    import pathlib
+    import re
+
+    listed = {api.path.rsplit(".", 1)[-1] for api in PRIVATE_APIS}
+    root = pathlib.Path(__file__).resolve().parents[1]
+    ours = {"_active", "_tfmagic_idle_fix", "_warned", "_IN_AWAITED_CELL"}
+    found = set()
+    for path in list((root / "tfmagic").rglob("*.py")) + list((root / "widgets").glob("*.py")):
+        for m in re.finditer(r"\b(?!self\b)([a-z_]+)\.(_[a-z][A-Za-z_]*)\b", path.read_text()):
+            found.add(m.group(2))
+    assert found - listed - ours == set()

@@ -1,0 +1,37 @@
+"""Every private attribute of another project that tfmagic uses, in one place.
+
+Each entry: where it is used, the versions it was checked against, and what
+happens when it is missing (each use is guarded; tests/test_private_apis.py checks
+that every one still exists on the installed versions).
+"""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PrivateApi:
+    owner: str  # importable module that holds it
+    path: str  # attribute path from that module
+    used_in: str
+    checked: str
+    without_it: str
+
+
+PRIVATE_APIS = (
+    PrivateApi("ipykernel.kernelbase", "Kernel.dispatch_shell", "kernel/ipykernel_fix.py: install",
+               "ipykernel 7.4.0", "not patched: a slider takes one change per cell run in JupyterLab"),
+    PrivateApi("ipykernel.kernelbase", "Kernel._publish_status", "kernel/ipykernel_fix.py: install, busy_while",
+               "ipykernel 7.4.0", "not patched: as above, and the kernel indicator may say idle mid-run"),
+    PrivateApi("ipykernel.kernelbase", "Kernel.get_parent", "kernel/ipykernel_fix.py: busy_while",
+               "ipykernel 7.4.0", "the indicator may say idle mid-run"),
+    PrivateApi("IPython.core.async_helpers", "_asyncio_runner", "kernel/awaiting.py: live_supported",
+               "IPython 9.x", "the runner is not checked (the cell still awaits on asyncio in ipykernel)"),
+    PrivateApi("IPython.core.interactiveshell", "InteractiveShell._showtraceback", "present/hints.py: _handler",
+               "IPython 9.x", "the hint handler is not installed"),
+    PrivateApi("tensorflow.python.eager.context", "Context.function_call_options", "descent/callopts.py",
+               "TensorFlow 2.21", "the engine's calls run with TensorFlow's default executor (slower, same results)"),
+    PrivateApi("tensorflow", "__internal__.autograph.tf_convert", "descent/engine.py: _autographed",
+               "TensorFlow 2.21", "the engine's graphs are traced with AutoGraph (2-5 ms more a trace)"),
+    PrivateApi("keras.optimizers", "Optimizer._learning_rate", "descent/engine.py: _set_optimizer",
+               "Keras 3.x", "none: required to tell the optimizer's state from its learning rate"),
+)
