@@ -84,7 +84,7 @@ def test_every_optimizer_reduces_the_loss(ip, run, opt, eta):
 def test_each_optimizer_is_keras_apply_gradients_step_for_step(ip, run, opt):
     # The engine runs the optimizer's update_step itself (less tracing): same numbers as Keras's own loop.
     tf = ip.user_ns["tf"]
-    from tfmagic.descent.engine import make_optimizer
+    from tfmagic.descent.optimizers import make_optimizer
 
     res = run("descend", f"x=10.0 --optimizer {opt} --eta 0.05 --steps 20 --no-widgets", COURSE)
     x = tf.Variable(10.0)
@@ -170,7 +170,7 @@ def test_setting_tol_after_a_run_takes_effect(ip, run):
 def test_eta_change_never_retraces_and_shows_in_history(ip, run):
     res = run("descend", "x=10.0 --eta 0.1 --steps 20 --no-widgets", COURSE)
     engine = res.engine
-    fn = next(iter(engine._chunk_fns.values()))
+    fn = next(iter(engine.compiled.values()))
     traces = fn.experimental_get_tracing_count()
     engine.eta = 0.01
     engine.run(30)
@@ -347,17 +347,17 @@ def test_xla_long_run_matches_plain_run(ip, run):
     np.testing.assert_allclose(a, b.history["x"], rtol=1e-4)
     # Chunks of up to ROW_CAPACITY steps keep every step; blocks only pay where rows cap the chunks.
     np.testing.assert_array_equal(b.history["step"], np.arange(6000))
-    assert set(b.engine._chunk_fns) == {"xla"}
+    assert set(b.engine.compiled) == {"xla"}
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "adagrad"])  # adagrad's state starts at 0.1, not 0
 def test_reset_does_not_retrace_and_repeats_the_run(ip, run, optimizer):
     res = run("descend", f"x=10.0 --optimizer {optimizer} --eta 0.5 --steps 30 --no-widgets", COURSE)
     first = res.history["x"].copy()
-    fn = next(iter(res.engine._chunk_fns.values()))
+    fn = next(iter(res.engine.compiled.values()))
     res.engine.reset()
     res.engine.run(30)
-    assert fn.experimental_get_tracing_count() == 1 and next(iter(res.engine._chunk_fns.values())) is fn
+    assert fn.experimental_get_tracing_count() == 1 and next(iter(res.engine.compiled.values())) is fn
     np.testing.assert_array_equal(res.history["x"], first)  # adam's moments were zeroed too
 
 
@@ -396,10 +396,11 @@ def test_suggested_eta_for_a_quadratic_form(ip, run):
 
 def test_very_long_runs_keep_a_bounded_strided_history(ip, run, monkeypatch):
     import tfmagic.descent.engine as engine_module
+    import tfmagic.descent.history as history_module
 
     monkeypatch.setattr(engine_module, "ROW_CAPACITY", 256)
     monkeypatch.setattr(engine_module, "BLOCK_ROWS", 256)
-    monkeypatch.setattr(engine_module, "HISTORY_MAX", 4096)
+    monkeypatch.setattr(history_module, "HISTORY_MAX", 4096)
     res = run("descend", "x=10.0 --eta 1e-4 --steps 200000 --jit on --no-widgets", COURSE)
     h = res.history
     assert res.steps == 200000 and len(h["loss"]) <= 4096
@@ -438,7 +439,7 @@ def test_strided_xla_ends_on_the_exact_step(ip, run, monkeypatch, flags):
     xla = run("descend", f"x=10.0 {flags} --steps 100000 --jit on --no-widgets", COURSE)
     assert xla.status == plain.status and plain.status in ("diverged", "converged")
     assert xla.steps == plain.steps and np.diff(xla.history["step"]).max() > 1
-    assert "blocks" in xla.engine._chunk_fns  # rows capped the one-row-per-step chunks
+    assert "blocks" in xla.engine.compiled  # rows capped the one-row-per-step chunks
     # every row XLA kept is the plain run's row for that step
     np.testing.assert_allclose(xla.history["x"], plain.history["x"][xla.history["step"]], rtol=1e-5)
     assert xla.history["step"][-1] < xla.steps
@@ -466,14 +467,15 @@ def test_a_gradient_that_stops_being_finite_diverges_in_every_mode(bad, jit):
 
 def test_a_thinned_history_keeps_its_ends_and_stays_sparse(monkeypatch):
     import tfmagic.descent.engine as engine_module
+    import tfmagic.descent.history as history_module
 
-    monkeypatch.setattr(engine_module, "HISTORY_MAX", 64)
+    monkeypatch.setattr(history_module, "HISTORY_MAX", 64)
     x = tf.Variable(10.0)
     engine = engine_module.Descent(tf, lambda: (x - 2.0) ** 2, {"x": x}, eta=1e-4, jit="off")
     engine.run(1000)
     engine.run(1000)  # a second run records as sparsely as the history now holds
     steps = engine.history["step"]
-    assert steps[0] == 0 and 1999 - steps[-1] < engine._stride and len(steps) <= 65
+    assert steps[0] == 0 and 1999 - steps[-1] < engine.history_stride and len(steps) <= 65
     assert np.all(np.diff(steps) > 0) and np.diff(steps)[-10:].min() > 1
 
 

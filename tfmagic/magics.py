@@ -5,7 +5,6 @@ import types
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, magics_class
-from IPython.core.magic_arguments import parse_argstring
 
 from tfmagic import options
 from tfmagic.present.explain import explain
@@ -92,7 +91,7 @@ class TfMagics(Magics):
 
     def descend(self, line, cell):
         args = _parse(self.descend, line)
-        from tfmagic.descent.engine import OPTIMIZERS, check_eta
+        from tfmagic.descent.optimizers import OPTIMIZERS, check_eta
 
         try:
             check_eta(args.eta)
@@ -186,7 +185,7 @@ class TfMagics(Magics):
         from IPython.display import display
 
         from tfmagic.runtime import devices
-        from tfmagic.kernel import awaiting as live, ipykernel_fix
+        from tfmagic.kernel import ipykernel_fix
         from tfmagic.kernel.runner import LiveRunner
         from tfmagic.present.text import CoursePrinter
         from tfmagic.descent.probe import probe_for

@@ -2,7 +2,7 @@
 
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from tfmagic.descent.engine import OPTIMIZERS
+from tfmagic.descent.optimizers import OPTIMIZERS
 
 tfgrad_arguments = [
     magic_arguments(),

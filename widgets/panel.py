@@ -20,7 +20,7 @@ import time
 import ipywidgets as W
 import numpy as np
 
-from tfmagic.descent.engine import OPTIMIZERS, check_eta
+from tfmagic.descent.optimizers import OPTIMIZERS, check_eta
 from tfmagic.present.text import STYLE, tensors_html
 
 from .charts import HistoryCharts

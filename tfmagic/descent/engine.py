@@ -26,11 +26,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tfmagic.descent.callopts import calling_with, graph_nodes, lean_options, on_one_cpu
+from tfmagic.descent.graphs import ROW_CAPACITY, Graphs, check_ops
+from tfmagic.descent.history import History, shown_by_value
+from tfmagic.descent.optimizers import check_eta, make_optimizer
+from tfmagic.descent.callopts import calling_with, lean_options, on_one_cpu
 from tfmagic.present.explain import tf_message
 from tfmagic.runtime.tfimport import quiet_native_stderr
 
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "rmsprop", "adagrad")
 CHUNK_SECONDS = 0.02  # a chunk this long reaches >= 95 % of the in-graph rate
 MAX_CHUNK_GROWTH = 16
 FIRST_CHUNK = 16
@@ -39,13 +41,10 @@ XLA_FROM_START_STEPS = 2000  # runs this long start with XLA: its 0.1-0.3 s comp
 XLA_PAYS_AFTER_SECONDS = 0.25  # a plain run switches to XLA when more than this is left
 BLOCKS_PAY_AFTER_SECONDS = 0.1  # an XLA run switches to blocks when more than this is left: their ~0.1 s
 # of tracing and compiling (P1) is then repaid, as a capped XLA chunk runs ~12x slower than a block chunk
-ROW_CAPACITY = 1 << 16  # rows per chunk: plain and XLA chunks stop there (a call costs ~0.5 ms)
 BLOCK_ROWS = 1 << 13  # rows per "blocks" chunk: writing more costs its steady rate (242 vs 185 M steps/s on P1)
-HISTORY_MAX = 1 << 20  # rows kept; longer runs keep every other row
 BLOWUP_FACTOR = 1e6  # |loss| above this times the starting loss counts as divergence
 _RUNNING, _CONVERGED, _DIVERGED = 0, 1, 2
 _XLA_MODES = ("xla", "blocks")
-_CHECK_OPS = {"Assert", "CheckNumerics"}  # XLA compiles these to nothing: the check silently never runs
 
 
 class _XlaSkipsChecks(Exception):
@@ -55,54 +54,6 @@ class _XlaSkipsChecks(Exception):
 def steps_text(n):
     """'1 step', '2 steps'."""
     return f"{n} step{'' if n == 1 else 's'}"
-
-
-def shown_by_value(variable):
-    """A variable with one element is shown (history, printouts) by its value, a larger one by its norm."""
-    return variable.shape.num_elements() == 1
-
-
-def _autograph(tf):
-    """TensorFlow's AutoGraph entry for library code (None if this TensorFlow lacks it)."""
-    ag = getattr(getattr(tf, "__internal__", None), "autograph", None)
-    return ag if hasattr(ag, "tf_convert") and hasattr(ag, "control_status_ctx") else None
-
-
-def _autographed(tf, fn):
-    """`fn` converted by AutoGraph when called, also inside a tf.function(autograph=False):
-    the cell's Python `if`/`for` on tensors work while the engine's own code, which
-    needs no conversion, is traced without AutoGraph's per-call overhead."""
-    ag = _autograph(tf)
-    return fn if ag is None else ag.tf_convert(fn, ag.control_status_ctx(), user_requested=True)
-
-
-def _check_ops(concrete):
-    return {n.op for n in graph_nodes(concrete)} & _CHECK_OPS
-
-
-def make_optimizer(name, eta):
-    import keras
-
-    if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}")
-    return {
-        "sgd": lambda: keras.optimizers.SGD(eta),
-        "momentum": lambda: keras.optimizers.SGD(eta, momentum=0.9),
-        "nesterov": lambda: keras.optimizers.SGD(eta, momentum=0.9, nesterov=True),
-        "adam": lambda: keras.optimizers.Adam(eta),
-        "rmsprop": lambda: keras.optimizers.RMSprop(eta),
-        "adagrad": lambda: keras.optimizers.Adagrad(eta),
-    }[name]()
-
-
-def check_eta(eta):
-    try:
-        value = float(eta)
-    except (TypeError, ValueError):
-        raise ValueError(f"eta must be a number, got {eta!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"eta must be a positive finite number, got {eta!r}")
-    return value
 
 
 @dataclass
@@ -125,18 +76,18 @@ class Descent:
         self.loss_fn = loss_fn
         self.variables = dict(variables)
         self.device = device
-        self.tol = tol
-        self.jit = jit
+        self._tol = tol
+        self.jit = jit  # the user's choice; XLA found unusable for this cell is _xla_unusable
         self.optimizer_name = optimizer
         self._eta = check_eta(eta)
         self.columns = ["loss", "eta", "grad_norm"] + list(self.variables)
+        # Columns the graphs carry squared: |grad| and the norms of larger variables.
+        self._history = History(self.columns, ["grad_norm"] + [n for n, v in self.variables.items() if not shown_by_value(v)])
         with tf.device(device):
             self._initial = [tf.identity(v) for v in self.variables.values()]
         self._observers = []
-        self._chunk_fns = {}  # mode ("step", "plain", "xla", "blocks") -> tf.function
-        self._concrete = {}  # mode -> its traced ConcreteFunction
-        # History columns the graphs carry squared: |grad| and the norms of larger variables.
-        self._rooted = [2] + [3 + i for i, v in enumerate(self.variables.values()) if not shown_by_value(v)]
+        self._concrete = {}  # mode ("step", "plain", "xla", "blocks") -> its traced ConcreteFunction
+        self._xla_unusable = False  # XLA cannot compile this cell, or would drop its checks
         self._default_runtime = set()  # modes the lean runtime (callopts) could not run
         self._chunk_steps = {}  # mode -> the last chunk size: the next run starts there
         self.optimizer = None
@@ -161,10 +112,7 @@ class Descent:
             self.optimizer = None  # rebuilt there, with its state
         for var, init in zip(self.variables.values(), self._initial):
             var.assign(init)
-        self._rows = np.zeros((1024, len(self.columns)), np.float32)  # grows by doubling
-        self._row_steps = np.zeros(1024, np.int64)
-        self._n_rows = 0
-        self._history = None
+        self._history.clear()
         self.steps = 0
         self.status = "ready"
         self.message = ""
@@ -174,7 +122,6 @@ class Descent:
         self.steps_per_second = 0.0
         self._stop_request = None
         self._start_loss = None
-        self._stride = 1
         self._point = None  # [loss, |grad|, summaries] at the current point, once evaluated
         self._unhealthy_start = False
         self._xla_verdict = None  # auto: does XLA beat the plain rate here? (None: not tried)
@@ -202,10 +149,9 @@ class Descent:
             self._opt_initial = [tf.identity(v) for v in self._opt_state]
             # Everything a step changes: the variables and the optimizer's state.
             self._live = list(self.variables.values()) + self._opt_state
-        self._row_buffer = None  # made when a loop needs it (see _buffer)
         self.optimizer_name, self.optimizer = name, opt
-        self._chunk_fns = {}
-        self._concrete = {}  # mode -> its traced ConcreteFunction
+        self._graphs = Graphs(tf, self.loss_fn, self.variables, opt, self.device, bool(self._tol), len(self.columns) - 1)
+        self._concrete = {}
 
     def set_optimizer(self, name):
         """Switch optimizer; takes effect at the next chunk (fresh optimizer state)."""
@@ -220,10 +166,12 @@ class Descent:
     def tol(self, value):
         # The loops test |grad| against tol only in a run with one (an op less a step):
         # going from none to some, or back, needs them built again.
-        if bool(value) != bool(self.__dict__.get("_tol")):
-            for cache in (self.__dict__.get("_chunk_fns", {}), self.__dict__.get("_concrete", {})):
-                for mode in ("plain", *_XLA_MODES):
-                    cache.pop(mode, None)
+        if bool(value) != bool(self._tol):
+            loops = ("plain", *_XLA_MODES)
+            self._graphs.track_tol = bool(value)
+            self._graphs.forget(loops)
+            for mode in loops:
+                self._concrete.pop(mode, None)
         self._tol = value
 
     @property
@@ -256,96 +204,20 @@ class Descent:
 
     @property
     def history(self):
-        """Per-step arrays; 'step' says which step each row is (see HISTORY_MAX, stride)."""
-        if self._history is None:
-            # Views, not copies: appends land past them and thinning builds new arrays,
-            # so a history handed out earlier never changes under its holder.
-            n = self._n_rows
-            self._history = {c: self._rows[:n, i] for i, c in enumerate(self.columns)}
-            self._history["step"] = self._row_steps[:n]
-        return self._history
+        """Per-step arrays; 'step' says which step each row is (see history.HISTORY_MAX)."""
+        return self._history.as_dict()
 
-    # -- compiled pieces ---------------------------------------------------
-    # Every op costs ~0.2 ms of tracing and more of XLA compiling, which is most of
-    # a short run: the graphs hold the step and the history row, nothing else.
-    # Health checks, eta and divergence restores happen in Python between calls.
-    # Norms are carried squared and rooted in Python (_record): XLA:CPU takes ~10 ms
-    # longer to compile a graph with a sqrt, and about as long for abs or is_finite.
-    def _pieces(self, traced=True):
-        """evaluate() -> (loss, grads) at the current point; advance(grads) takes one step
-        and evaluates the new point; squared(grads) is |grad|²; ends(loss, gn2) is a
-        history row without eta, as scalars: loss, |grad|², one summary per variable
-        (its value, or the sum of its squares: see shown_by_value); healthy(...) is the
-        loops' health check.
+    @property
+    def compiled(self):
+        """mode ("step", "plain", "xla", "blocks") -> its tf.function, for those built so far."""
+        return self._graphs.built
 
-        `traced`: for a tf.function made by _compiled (AutoGraph converts the loss only)."""
-        tf = self.tf
-        variables = list(self.variables.values())
-        opt = self.optimizer
-        iterations = opt.iterations.value  # the tf.Variable: Keras's own assign_add traces ~1 ms more
-        loss_fn = _autographed(tf, self.loss_fn) if traced else self.loss_fn
+    @property
+    def history_stride(self):
+        """A history row every this many steps (1 until a very long run is thinned)."""
+        return self._history.stride
 
-        def sum_of_squares(t):
-            t = tf.cast(t, tf.float32)
-            return t * t if t.shape.rank == 0 else tf.reduce_sum(t * t, axis=list(range(t.shape.rank)))
-
-        def squared(grads):
-            total = sum_of_squares(grads[0])
-            for g in grads[1:]:
-                total += sum_of_squares(g)
-            return total
-
-        def evaluate():
-            with tf.GradientTape() as tape:
-                loss = tf.cast(loss_fn(), tf.float32)
-            grads = tape.gradient(loss, variables)
-            grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g) for g, v in zip(grads, variables)]
-            # Loop variables keep their shapes (a py_function's output has none).
-            loss = loss if loss.shape.rank == 0 else tf.reshape(loss, [])
-            grads = [g if g.shape == v.shape else tf.reshape(g, v.shape) for g, v in zip(grads, variables)]
-            return loss, grads
-
-        def advance(grads):
-            # What apply_gradients runs for an optimizer without clipping, weight decay,
-            # EMA, loss scaling or accumulation (make_optimizer's), in ~1.2 ms less tracing.
-            learning_rate = opt.learning_rate
-            for g, v in zip(grads, variables):
-                opt.update_step(g, v, learning_rate)
-            for v in variables:
-                if getattr(v, "constraint", None) is not None:  # as apply() does after the update
-                    v.assign(v.constraint(v))
-            iterations.assign_add(1)
-            return evaluate()
-
-        def summary(v):
-            if shown_by_value(v):
-                v = tf.cast(v, tf.float32)
-                return v if v.shape.rank == 0 else tf.reshape(v, [])
-            return sum_of_squares(v)
-
-        def ends(loss, gn2):
-            return [loss, gn2] + [summary(v) for v in variables]
-
-        def healthy(loss, gn2, limit, xla):
-            # (comparisons are False for NaN, and inf fails one of them; each op costs
-            # every step outside XLA, and abs ~10 ms of compiling under it)
-            bounded = (loss <= limit) & (loss >= -limit) if xla else tf.abs(loss) <= limit
-            return bounded & (gn2 < math.inf)
-
-        return evaluate, advance, squared, ends, healthy
-
-    def _compiled(self, fn, **options):
-        """tf.function for the engine's own code (see _autographed: ~2-5 ms less tracing)."""
-        return self.tf.function(fn, autograph=_autograph(self.tf) is None, **options)
-
-    def _buffer(self):
-        """The chunks' history rows (a variable: cheaper to compile than a TensorArray)."""
-        if self._row_buffer is None:
-            with self.tf.device(self.device):
-                self._row_buffer = self.tf.Variable(
-                    self.tf.zeros([ROW_CAPACITY, len(self.columns) - 1]), trainable=False)
-        return self._row_buffer
-
+    # -- the point and its snapshot -------------------------------------------
     def _take_snapshot(self):
         """Remember the current point: the variables, the optimizer's state and what is carried.
         (Tensors: a variable's later update writes a new buffer while a read of it is held.)"""
@@ -357,96 +229,10 @@ class Descent:
         for v, s in zip(self._live, values):
             v.assign(s)
 
-    def _build_step(self):
-        """One compiled step (the course's shape), called from Python per step."""
-        _, advance, squared, ends, _ = self._pieces()
-
-        def step(grads):
-            loss, grads = advance(grads)
-            gn2 = squared(grads)
-            return self.tf.stack(ends(loss, gn2)), loss, gn2, grads
-
-        return self._compiled(step)
-
-    def _build_plain(self, jit=False):
-        """Up to n steps in a graph while loop, a history row per step.
-
-        Without XLA every op and loop variable costs ~1 us per step, so the loop
-        carries only what the next step needs. Its condition holds the health
-        checks: the body has no branch.
-        """
-        tf = self.tf
-        _, advance, squared, ends, healthy = self._pieces()
-        buffer = self._buffer()
-        track = bool(self.tol)
-
-        def loop(n, stride, tol2, limit, loss, gn2, grads):  # (stride unused: one signature for both loops)
-            def going(i, loss, gn2, grads):
-                ok = (i < n) & healthy(loss, gn2, limit, jit)
-                return ok & (gn2 >= tol2) if track else ok
-
-            def body(i, loss, gn2, grads):
-                buffer.scatter_update(tf.IndexedSlices(tf.stack(ends(loss, gn2)), i))
-                loss, grads = advance(grads)
-                return i + 1, loss, squared(grads), grads
-
-            i, loss, gn2, grads = tf.while_loop(going, body, [tf.constant(0), loss, gn2, grads])
-            # No more computed after the loop than the row needs: under XLA every extra
-            # kernel, even a stack of the scalars or an i - 1, costs ~14 ms of compiling.
-            return (i, gn2, grads, *ends(loss, gn2))
-
-        return self._compiled(loop, jit_compile=jit)
-
-    def _build_blocks(self):
-        """Up to n steps under XLA; a history row every `stride` steps.
-
-        The steps between rows run in an inner loop that does only the step, so
-        a step costs what a hand-written XLA loop's does; the health checks are
-        the outer loop's condition. `lowest` (the smallest |grad|² seen, only with
-        a tol) makes convergence inside a block visible.
-        """
-        tf = self.tf
-        _, advance, squared, ends, healthy = self._pieces()
-        buffer = self._buffer()
-        track = bool(self.tol)
-
-        def loop(n, stride, tol2, limit, loss, gn2, grads):
-            def going(i, r, block, loss, gn2, lowest, grads):
-                ok = (i < n) & healthy(loss, gn2, limit, True)
-                return ok & (lowest >= tol2) if track else ok
-
-            def body(i, r, block, loss, gn2, lowest, grads):
-                buffer.scatter_update(tf.IndexedSlices(tf.stack(ends(loss, gn2)), r))
-
-                def inner(j, loss, lowest, grads):
-                    loss, grads = advance(grads)
-                    if track:
-                        gn2 = squared(grads)
-                        lowest = tf.where(gn2 < lowest, gn2, lowest)
-                    return j + 1, loss, lowest, grads
-
-                # (no tf.minimum/maximum here: each costs XLA:CPU ~15 ms more compiling)
-                m, loss, lowest, grads = tf.while_loop(
-                    lambda j, *_: (j < stride) & (i + j < n), inner, [tf.constant(0), loss, lowest, grads])
-                return i + m, r + 1, i, loss, squared(grads), lowest, grads
-
-            zero = tf.constant(0)
-            i, r, block, loss, gn2, lowest, grads = tf.while_loop(going, body, [zero, zero, zero, loss, gn2, gn2, grads])
-            return (i, r, block, lowest if track else gn2, grads, *ends(loss, gn2))
-
-        return self._compiled(loop, jit_compile=True)
-
-    def _fn(self, mode):
-        if mode not in self._chunk_fns:
-            build = {"step": self._build_step, "plain": self._build_plain, "blocks": self._build_blocks,
-                     "xla": lambda: self._build_plain(jit=True)}[mode]
-            self._chunk_fns[mode] = build()
-        return self._chunk_fns[mode]
-
     def _prime(self):
         """Evaluate the current point eagerly (no trace): the next step needs its gradients."""
         tf = self.tf
-        evaluate, _, squared, ends, _ = self._pieces(traced=False)
+        evaluate, _, squared, ends, _ = self._graphs.pieces(traced=False)
         with tf.device(self.device):
             loss, grads = evaluate()
             gn2 = squared(grads)
@@ -499,7 +285,7 @@ class Descent:
     def _call_on_defaults(self, mode, n, stride):
         """The call on TensorFlow's default runtime from now on, freshly traced for it."""
         self._default_runtime.add(mode)
-        self._chunk_fns.pop(mode, None)
+        self._graphs.forget([mode])
         self._concrete.pop(mode, None)
         return self._call_with(False, mode, n, stride, True)
 
@@ -519,8 +305,8 @@ class Descent:
                 with calling_with(options):
                     # Kept: calling the concrete function skips matching the arguments
                     # to a trace (~0.1 ms a call).
-                    fn = self._fn(mode).get_concrete_function(*args)
-                if mode in _XLA_MODES and _check_ops(fn):
+                    fn = self._graphs.function(mode).get_concrete_function(*args)
+                if mode in _XLA_MODES and check_ops(fn):
                     if self.jit == "auto":
                         raise _XlaSkipsChecks()
                     note = "XLA skips the cell's checks (tf.debugging asserts, check_numerics): with --jit on they are not run."
@@ -538,7 +324,7 @@ class Descent:
                 else:  # a row per step: the last block is the last step
                     count, lowest, grads, *ends = out
                     used, block = count, max(int(count) - 1, 0)
-                rows = self._row_buffer[: int(used)].numpy()
+                rows = self._graphs.buffer[: int(used)].numpy()
         self._state = ends[0], ends[1], grads
         self._point = np.array([t.numpy() for t in ends], np.float32)
         return rows, int(count), int(block), float(lowest), traced
@@ -573,7 +359,7 @@ class Descent:
         if code == _RUNNING or (code == _CONVERGED and count - block == 1):
             return self._record(rows, count, stride), count, code, traced
         self._back_to_snapshot()
-        head = np.zeros((0, len(self.columns)), np.float32)
+        head = self._history.empty_rows()
         if block:
             # (a loss with randomness in it may not repeat: then this ends early, and is the result)
             head, steps, code, _ = self._run_chunk(mode, block, stride)
@@ -588,6 +374,8 @@ class Descent:
 
     # -- running -----------------------------------------------------------
     def _first_mode(self, steps):
+        if self._xla_unusable or self.jit == "off":
+            return "step" if steps <= STEP_MODE_STEPS else "plain"
         if self.jit == "on":
             return "xla"
         if steps <= STEP_MODE_STEPS:
@@ -597,37 +385,9 @@ class Descent:
         return "plain"
 
     def _record(self, points, count, stride):
-        """Append raw rows (one per `stride` of `count` steps) as history rows: eta added,
-        the squared columns rooted; returns them.
-
-        Once a long run has thinned the history (self._stride > 1), rows closer
-        than that are stored every k-th only; observers still get them all.
-        """
-        rows = np.empty((len(points), len(self.columns)), np.float32)
-        rows[:, 0] = points[:, 0]
-        rows[:, 1] = self._eta  # eta only changes between chunks
-        rows[:, 2:] = points[:, 1:]
-        rows[:, self._rooted] = np.sqrt(rows[:, self._rooted])
-        every = max(1, self._stride // stride)
-        kept = rows[::every]
-        slots = len(kept)
-        n = self._n_rows
-        if n + slots > len(self._rows):
-            size = max(2 * len(self._rows), n + slots)
-            self._rows = np.concatenate([self._rows[:n], np.zeros((size - n, self._rows.shape[1]), np.float32)])
-            self._row_steps = np.concatenate([self._row_steps[:n], np.zeros(size - n, np.int64)])
-        self._rows[n : n + slots] = kept
-        self._row_steps[n : n + slots] = self.steps + np.arange(slots) * stride * every
-        self._n_rows = n = n + slots
+        """Add a chunk's raw rows to the history; returns them as history rows."""
+        rows = self._history.append(points, self.steps, stride, self._eta)  # (eta only changes between chunks)
         self.steps += count
-        self._history = None
-        while n > HISTORY_MAX:
-            # Very long runs: keep every other row (and the newest), and record half as often from now on.
-            keep = np.arange(0, n, 2) if n % 2 else np.append(np.arange(0, n, 2), n - 1)
-            self._rows = np.concatenate([self._rows[keep], np.zeros_like(self._rows[: n // 2 + 1])])
-            self._row_steps = np.concatenate([self._row_steps[keep], np.zeros_like(self._row_steps[: n // 2 + 1])])
-            self._n_rows = n = len(keep)
-            self._stride *= 2
         return rows
 
     def steps_iter(self, steps, max_chunk=None):
@@ -652,12 +412,12 @@ class Descent:
         exact_until, exact_error = 0, None  # after an error: one step per chunk up to here, to find its step
         while code == _RUNNING and done < steps:
             if self._stop_request and done:
-                yield self._chunk_done(self.steps, np.zeros((0, len(self.columns)), np.float32), code, False)
+                yield self._chunk_done(self.steps, self._history.empty_rows(), code, False)
                 return
             n = min(k, steps - done, max_chunk or steps)
             if mode in ("plain", "xla"):
                 n = min(n, ROW_CAPACITY)  # one row per step in the row buffer
-            stride = max(self._stride, -(-n // BLOCK_ROWS)) if mode == "blocks" else 1
+            stride = max(self._history.stride, -(-n // BLOCK_ROWS)) if mode == "blocks" else 1
             chunk_mode = mode
             if self.steps < exact_until:
                 chunk_mode, n, stride = "step", 1, 1
@@ -667,14 +427,14 @@ class Descent:
                 rows, count, code, traced = self._run_chunk(chunk_mode, n, stride)
             except _XlaSkipsChecks:
                 self.notes.append("The cell has checks (tf.debugging asserts, check_numerics) that XLA would skip, so it runs without XLA.")
-                self.jit, self._xla_verdict, mode = "off", False, "plain"
+                self._xla_unusable, mode = True, "plain"
                 continue
             except Exception as err:
                 self._back_to_snapshot()  # the start of this chunk: values match the history
                 if chunk_mode in _XLA_MODES and not self._xla_ran:
                     # XLA cannot compile every op (py_function, strings, ...): run without it.
                     self.notes.append(f"XLA could not compile this cell ({type(err).__name__}); it runs without XLA.")
-                    self.jit, self._xla_verdict, mode = "off", False, "plain"
+                    self._xla_unusable, mode = True, "plain"
                     continue
                 if n > 1:
                     # Redo the chunk a step at a time: the error then names its step, and
@@ -716,7 +476,7 @@ class Descent:
             elif mode == "xla" and rate and k > ROW_CAPACITY and self._use_blocks_next(steps - done, rate):
                 mode, k = "blocks", self._chunk_steps.get("blocks", k)
         if code != _RUNNING:  # unhealthy or converged at the start: no step taken
-            yield self._chunk_done(self.steps, np.zeros((0, len(self.columns)), np.float32), code, False)
+            yield self._chunk_done(self.steps, self._history.empty_rows(), code, False)
 
     def _chunk_done(self, start, rows, code, complete):
         """Set the status after a chunk, tell the observers; returns the Chunk."""
@@ -734,7 +494,7 @@ class Descent:
 
     def _use_xla_next(self, remaining, rate):
         """XLA for what is left when it is expected to pay for its compile time."""
-        if self.jit != "auto" or self._xla_verdict is False:
+        if self.jit != "auto" or self._xla_verdict is False or self._xla_unusable:
             return False
         return self._xla_verdict or remaining / max(rate, 1e-9) > XLA_PAYS_AFTER_SECONDS
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tfmagic.descent.engine import check_eta
+from tfmagic.descent.optimizers import check_eta
 
 
 @dataclass

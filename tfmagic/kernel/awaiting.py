@@ -20,7 +20,6 @@ No TensorFlow and no ipywidgets here: this is plumbing only.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import inspect
 import logging

@@ -4,7 +4,8 @@ import html
 
 import numpy as np
 
-from tfmagic.descent.engine import shown_by_value, steps_text
+from tfmagic.descent.engine import steps_text
+from tfmagic.descent.history import shown_by_value
 
 
 def _value_text(t):

@@ -1,0 +1,227 @@
+"""The engine's compiled functions: one step, the graph loop (also under XLA) and
+the XLA "blocks" loop, for one set of variables, optimizer and device.
+
+Every op costs ~0.2 ms of tracing and more of XLA compiling, which is most of a
+short run: the graphs hold the step and the history row, nothing else. Health
+checks, eta and divergence restores happen in Python between calls (engine.py).
+Norms are carried squared and rooted in Python (history.py): XLA:CPU takes ~10 ms
+longer to compile a graph with a sqrt, and about as long for abs or is_finite.
+"""
+
+import math
+
+from tfmagic.descent.callopts import graph_nodes
+from tfmagic.descent.history import shown_by_value
+
+ROW_CAPACITY = 1 << 16  # rows per chunk: plain and XLA chunks stop there (a call costs ~0.5 ms)
+_CHECK_OPS = {"Assert", "CheckNumerics"}  # XLA compiles these to nothing: the check silently never runs
+
+
+def _autograph(tf):
+    """TensorFlow's AutoGraph entry for library code (None if this TensorFlow lacks it)."""
+    ag = getattr(getattr(tf, "__internal__", None), "autograph", None)
+    return ag if hasattr(ag, "tf_convert") and hasattr(ag, "control_status_ctx") else None
+
+
+def _autographed(tf, fn):
+    """`fn` converted by AutoGraph when called, also inside a tf.function(autograph=False):
+    the cell's Python `if`/`for` on tensors work while the engine's own code, which
+    needs no conversion, is traced without AutoGraph's per-call overhead."""
+    ag = _autograph(tf)
+    return fn if ag is None else ag.tf_convert(fn, ag.control_status_ctx(), user_requested=True)
+
+
+def check_ops(concrete):
+    """The check ops (asserts, check_numerics) in a traced function: XLA drops them."""
+    return {n.op for n in graph_nodes(concrete)} & _CHECK_OPS
+
+
+class Graphs:
+    """Builds and keeps the compiled functions; `track_tol`: the loops stop at |grad| < tol
+    (an op less a step without one). `width`: a raw history row's length."""
+
+    def __init__(self, tf, loss_fn, variables, optimizer, device, track_tol, width):
+        self.tf, self.loss_fn, self.device = tf, loss_fn, device
+        self.variables = dict(variables)
+        self.optimizer = optimizer
+        self.track_tol = track_tol
+        self.width = width
+        self.buffer = None  # the loops' history rows, made when a loop needs them
+        self._fns = {}
+
+    # Every op costs ~0.2 ms of tracing and more of XLA compiling, which is most of
+    # a short run: the graphs hold the step and the history row, nothing else.
+    # Health checks, eta and divergence restores happen in Python between calls.
+    # Norms are carried squared and rooted in Python (_record): XLA:CPU takes ~10 ms
+    # longer to compile a graph with a sqrt, and about as long for abs or is_finite.
+    def pieces(self, traced=True):
+        """evaluate() -> (loss, grads) at the current point; advance(grads) takes one step
+        and evaluates the new point; squared(grads) is |grad|²; ends(loss, gn2) is a
+        history row without eta, as scalars: loss, |grad|², one summary per variable
+        (its value, or the sum of its squares: see shown_by_value); healthy(...) is the
+        loops' health check.
+
+        `traced`: for a tf.function made by _compiled (AutoGraph converts the loss only)."""
+        tf = self.tf
+        variables = list(self.variables.values())
+        opt = self.optimizer
+        iterations = opt.iterations.value  # the tf.Variable: Keras's own assign_add traces ~1 ms more
+        loss_fn = _autographed(tf, self.loss_fn) if traced else self.loss_fn
+
+        def sum_of_squares(t):
+            t = tf.cast(t, tf.float32)
+            return t * t if t.shape.rank == 0 else tf.reduce_sum(t * t, axis=list(range(t.shape.rank)))
+
+        def squared(grads):
+            total = sum_of_squares(grads[0])
+            for g in grads[1:]:
+                total += sum_of_squares(g)
+            return total
+
+        def evaluate():
+            with tf.GradientTape() as tape:
+                loss = tf.cast(loss_fn(), tf.float32)
+            grads = tape.gradient(loss, variables)
+            grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g) for g, v in zip(grads, variables)]
+            # Loop variables keep their shapes (a py_function's output has none).
+            loss = loss if loss.shape.rank == 0 else tf.reshape(loss, [])
+            grads = [g if g.shape == v.shape else tf.reshape(g, v.shape) for g, v in zip(grads, variables)]
+            return loss, grads
+
+        def advance(grads):
+            # What apply_gradients runs for an optimizer without clipping, weight decay,
+            # EMA, loss scaling or accumulation (make_optimizer's), in ~1.2 ms less tracing.
+            learning_rate = opt.learning_rate
+            for g, v in zip(grads, variables):
+                opt.update_step(g, v, learning_rate)
+            for v in variables:
+                if getattr(v, "constraint", None) is not None:  # as apply() does after the update
+                    v.assign(v.constraint(v))
+            iterations.assign_add(1)
+            return evaluate()
+
+        def summary(v):
+            if shown_by_value(v):
+                v = tf.cast(v, tf.float32)
+                return v if v.shape.rank == 0 else tf.reshape(v, [])
+            return sum_of_squares(v)
+
+        def ends(loss, gn2):
+            return [loss, gn2] + [summary(v) for v in variables]
+
+        def healthy(loss, gn2, limit, xla):
+            # (comparisons are False for NaN, and inf fails one of them; each op costs
+            # every step outside XLA, and abs ~10 ms of compiling under it)
+            bounded = (loss <= limit) & (loss >= -limit) if xla else tf.abs(loss) <= limit
+            return bounded & (gn2 < math.inf)
+
+        return evaluate, advance, squared, ends, healthy
+
+    def _compiled(self, fn, **options):
+        """tf.function for the engine's own code (see _autographed: ~2-5 ms less tracing)."""
+        return self.tf.function(fn, autograph=_autograph(self.tf) is None, **options)
+
+    def _buffer(self):
+        """The chunks' history rows (a variable: cheaper to compile than a TensorArray)."""
+        if self.buffer is None:
+            with self.tf.device(self.device):
+                self.buffer = self.tf.Variable(self.tf.zeros([ROW_CAPACITY, self.width]), trainable=False)
+        return self.buffer
+
+    def _build_step(self):
+        """One compiled step (the course's shape), called from Python per step."""
+        _, advance, squared, ends, _ = self.pieces()
+
+        def step(grads):
+            loss, grads = advance(grads)
+            gn2 = squared(grads)
+            return self.tf.stack(ends(loss, gn2)), loss, gn2, grads
+
+        return self._compiled(step)
+
+    def _build_plain(self, jit=False):
+        """Up to n steps in a graph while loop, a history row per step.
+
+        Without XLA every op and loop variable costs ~1 us per step, so the loop
+        carries only what the next step needs. Its condition holds the health
+        checks: the body has no branch.
+        """
+        tf = self.tf
+        _, advance, squared, ends, healthy = self.pieces()
+        buffer = self._buffer()
+        track = self.track_tol
+
+        def loop(n, stride, tol2, limit, loss, gn2, grads):  # (stride unused: one signature for both loops)
+            def going(i, loss, gn2, grads):
+                ok = (i < n) & healthy(loss, gn2, limit, jit)
+                return ok & (gn2 >= tol2) if track else ok
+
+            def body(i, loss, gn2, grads):
+                buffer.scatter_update(tf.IndexedSlices(tf.stack(ends(loss, gn2)), i))
+                loss, grads = advance(grads)
+                return i + 1, loss, squared(grads), grads
+
+            i, loss, gn2, grads = tf.while_loop(going, body, [tf.constant(0), loss, gn2, grads])
+            # No more computed after the loop than the row needs: under XLA every extra
+            # kernel, even a stack of the scalars or an i - 1, costs ~14 ms of compiling.
+            return (i, gn2, grads, *ends(loss, gn2))
+
+        return self._compiled(loop, jit_compile=jit)
+
+    def _build_blocks(self):
+        """Up to n steps under XLA; a history row every `stride` steps.
+
+        The steps between rows run in an inner loop that does only the step, so
+        a step costs what a hand-written XLA loop's does; the health checks are
+        the outer loop's condition. `lowest` (the smallest |grad|² seen, only with
+        a tol) makes convergence inside a block visible.
+        """
+        tf = self.tf
+        _, advance, squared, ends, healthy = self.pieces()
+        buffer = self._buffer()
+        track = self.track_tol
+
+        def loop(n, stride, tol2, limit, loss, gn2, grads):
+            def going(i, r, block, loss, gn2, lowest, grads):
+                ok = (i < n) & healthy(loss, gn2, limit, True)
+                return ok & (lowest >= tol2) if track else ok
+
+            def body(i, r, block, loss, gn2, lowest, grads):
+                buffer.scatter_update(tf.IndexedSlices(tf.stack(ends(loss, gn2)), r))
+
+                def inner(j, loss, lowest, grads):
+                    loss, grads = advance(grads)
+                    if track:
+                        gn2 = squared(grads)
+                        lowest = tf.where(gn2 < lowest, gn2, lowest)
+                    return j + 1, loss, lowest, grads
+
+                # (no tf.minimum/maximum here: each costs XLA:CPU ~15 ms more compiling)
+                m, loss, lowest, grads = tf.while_loop(
+                    lambda j, *_: (j < stride) & (i + j < n), inner, [tf.constant(0), loss, lowest, grads])
+                return i + m, r + 1, i, loss, squared(grads), lowest, grads
+
+            zero = tf.constant(0)
+            i, r, block, loss, gn2, lowest, grads = tf.while_loop(going, body, [zero, zero, zero, loss, gn2, gn2, grads])
+            return (i, r, block, lowest if track else gn2, grads, *ends(loss, gn2))
+
+        return self._compiled(loop, jit_compile=True)
+
+    def function(self, mode):
+        """The tf.function of `mode` ("step", "plain", "xla", "blocks"), built once."""
+        if mode not in self._fns:
+            build = {"step": self._build_step, "plain": self._build_plain, "blocks": self._build_blocks,
+                     "xla": lambda: self._build_plain(jit=True)}[mode]
+            self._fns[mode] = build()
+        return self._fns[mode]
+
+    @property
+    def built(self):
+        """mode -> its tf.function, for those built so far."""
+        return dict(self._fns)
+
+    def forget(self, modes):
+        """Build these modes' functions again when next asked (for another runtime or tol)."""
+        for mode in modes:
+            self._fns.pop(mode, None)
+

@@ -1,0 +1,30 @@
+"""The optimizers %%descend offers (Keras's) and the one check of an eta."""
+
+import math
+
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "rmsprop", "adagrad")
+
+
+def make_optimizer(name, eta):
+    import keras
+
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}")
+    return {
+        "sgd": lambda: keras.optimizers.SGD(eta),
+        "momentum": lambda: keras.optimizers.SGD(eta, momentum=0.9),
+        "nesterov": lambda: keras.optimizers.SGD(eta, momentum=0.9, nesterov=True),
+        "adam": lambda: keras.optimizers.Adam(eta),
+        "rmsprop": lambda: keras.optimizers.RMSprop(eta),
+        "adagrad": lambda: keras.optimizers.Adagrad(eta),
+    }[name]()
+
+
+def check_eta(eta):
+    try:
+        value = float(eta)
+    except (TypeError, ValueError):
+        raise ValueError(f"eta must be a number, got {eta!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"eta must be a positive finite number, got {eta!r}")
+    return value
