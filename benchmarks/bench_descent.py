@@ -53,6 +53,7 @@ tf = tensorflow()
 from tfmagic import engine as engine_mod  # noqa: E402
 from tfmagic.descent.setup import prepare  # noqa: E402
 from tfmagic.descent.engine import Descent  # noqa: E402
+from tfmagic.present.messages import outcome  # noqa: E402
 
 TARGET_STEADY_VS_BEST = 0.8
 TARGET_STEADY_VS_COURSE = 100.0  # P1 only
@@ -206,7 +207,7 @@ def steady_engine(p, jit, target, repeats):
         chunk_log.clear()
         status = eng.run(n)
         if status != "max_steps":
-            raise RuntimeError(f"{p.key} engine jit={jit}: status {status} after {eng.steps} steps ({eng.message})")
+            raise RuntimeError(f"{p.key} engine jit={jit}: status {status} after {eng.steps} steps ({outcome(eng)})")
         eng.reset()  # keep memory flat across repeats (history cleared, chunks kept)
 
     # A long run: auto starts with XLA, and a run's start (its first evaluation) is ~1 % of it;
@@ -257,7 +258,7 @@ def e2e_engine(p, jit, n):
         [v.numpy() for v in vs.values()]
         t = time.perf_counter() - t0
         if status != "max_steps":
-            raise RuntimeError(f"{p.key} engine jit={jit} n={n}: {status} ({eng.message})")
+            raise RuntimeError(f"{p.key} engine jit={jit} n={n}: {status} ({outcome(eng)})")
         return t
 
     return once
@@ -275,7 +276,7 @@ def e2e_descend(p, n):
         evaluate()
         t = time.perf_counter() - t0
         if status != "max_steps":
-            raise RuntimeError(f"{p.key} %%descend n={n}: {status} ({eng.message})")
+            raise RuntimeError(f"{p.key} %%descend n={n}: {status} ({outcome(eng)})")
         return t
 
     return once

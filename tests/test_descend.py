@@ -486,7 +486,7 @@ def test_xla_never_skips_the_cells_checks(ip, run):
         run("descend", "x=10.0 --eta 0.001 --steps 5000 --no-widgets", cell)
     assert ip.user_ns["x"].numpy() >= 3.0
     forced = run("descend", "x=10.0 --eta 0.001 --steps 5000 --jit on --no-widgets", cell)
-    assert forced.status == "max_steps" and any("XLA skips the cell's checks" in n for n in forced.engine.notes)
+    assert forced.status == "max_steps" and any("XLA skips the cell's checks" in n for n in forced.notes)
 
 
 def test_a_result_keeps_its_values_when_a_later_run_moves_the_variable(ip, run):

@@ -1,6 +1,6 @@
 """What `%load_ext tfmagic` adds, and `%unload_ext tfmagic` takes away."""
 
-from tfmagic.present import hints
+from tfmagic.kernel import hints
 from tfmagic.kernel import awaiting, ipykernel_fix
 from tfmagic.runtime.lazytf import LazyTensorFlow
 

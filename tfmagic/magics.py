@@ -7,7 +7,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, magics_class
 
 from tfmagic import options
-from tfmagic.present.explain import explain
+from tfmagic.cell.explain import explain
 from tfmagic.runtime.tfimport import tensorflow
 
 

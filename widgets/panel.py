@@ -21,6 +21,7 @@ import ipywidgets as W
 import numpy as np
 
 from tfmagic.descent.optimizers import OPTIMIZERS, check_eta
+from tfmagic.present.messages import outcome
 from tfmagic.present.text import STYLE, tensors_html
 
 from .charts import HistoryCharts
@@ -170,7 +171,7 @@ class DescentPanel:
         ]
         badge = (f"<span style='background:{color};color:white;border-radius:3px;padding:1px 6px;"
                  f"margin-right:10px'>{label}</span> ")
-        message = e.message if status not in ("running", "ready") else ""
+        message = outcome(e) if status not in ("running", "ready") else ""
         if self.runner.detached:
             message = "A newer run took over these variables; this panel no longer controls them."
         if self.runner.error is not None:

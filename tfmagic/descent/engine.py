@@ -30,7 +30,6 @@ from tfmagic.descent.graphs import ROW_CAPACITY, Graphs, check_ops
 from tfmagic.descent.history import History, shown_by_value
 from tfmagic.descent.optimizers import check_eta, make_optimizer
 from tfmagic.descent.callopts import calling_with, lean_options, on_one_cpu
-from tfmagic.present.explain import tf_message
 from tfmagic.runtime.tfimport import quiet_native_stderr
 
 CHUNK_SECONDS = 0.02  # a chunk this long reaches >= 95 % of the in-graph rate
@@ -45,15 +44,14 @@ BLOCK_ROWS = 1 << 13  # rows per "blocks" chunk: writing more costs its steady r
 BLOWUP_FACTOR = 1e6  # |loss| above this times the starting loss counts as divergence
 _RUNNING, _CONVERGED, _DIVERGED = 0, 1, 2
 _XLA_MODES = ("xla", "blocks")
+# What the engine notes about a run (facts; present/messages.py words them):
+NOTE_NO_XLA_FOR_CHECKS = "no-xla-for-checks"  # auto left XLA out: it would drop the cell's checks
+NOTE_XLA_DROPS_CHECKS = "xla-drops-checks"  # --jit on: the cell's checks are not run
+NOTE_XLA_FAILED = "xla-failed:"  # + the error's type: XLA could not compile the cell
 
 
 class _XlaSkipsChecks(Exception):
     pass
-
-
-def steps_text(n):
-    """'1 step', '2 steps'."""
-    return f"{n} step{'' if n == 1 else 's'}"
 
 
 @dataclass
@@ -91,7 +89,7 @@ class Descent:
         self._default_runtime = set()  # modes the lean runtime (callopts) could not run
         self._chunk_steps = {}  # mode -> the last chunk size: the next run starts there
         self.optimizer = None
-        self.notes = []
+        self.notes = []  # facts about how the run went: NOTE_* codes (present/messages.py words them)
         self.reset()
 
     # -- state -------------------------------------------------------------
@@ -115,7 +113,8 @@ class Descent:
         self._history.clear()
         self.steps = 0
         self.status = "ready"
-        self.message = ""
+        self.error = None  # the exception that stopped the run (status "error")
+        self.error_redone = False  # ... which did not come back when its steps were redone one at a time
         self.final_loss = None
         self.final_values = None  # name -> numpy value when a run ended
         self._bad_point = None  # what the step that blew up reached
@@ -309,8 +308,7 @@ class Descent:
                 if mode in _XLA_MODES and check_ops(fn):
                     if self.jit == "auto":
                         raise _XlaSkipsChecks()
-                    note = "XLA skips the cell's checks (tf.debugging asserts, check_numerics): with --jit on they are not run."
-                    self.notes += [note] if note not in self.notes else []
+                    self.notes += [NOTE_XLA_DROPS_CHECKS] if NOTE_XLA_DROPS_CHECKS not in self.notes else []
                 if lean and not on_one_cpu(tf, fn, self.device):  # (checked once, at its trace)
                     return self._call_on_defaults(mode, n, stride)  # across devices (see on_one_cpu)
                 self._concrete[mode] = fn
@@ -402,7 +400,7 @@ class Descent:
             raise ValueError(f"steps must be a positive whole number, got {steps}")
         self._stop_request = None
         self.status = "running"
-        self.message = ""
+        self.error, self.error_redone = None, False
         self._run_steps, self._run_seconds = 0, 0.0
         self._prime()
         code = self._code(self._point, float(self._point[1]))
@@ -426,14 +424,14 @@ class Descent:
             try:
                 rows, count, code, traced = self._run_chunk(chunk_mode, n, stride)
             except _XlaSkipsChecks:
-                self.notes.append("The cell has checks (tf.debugging asserts, check_numerics) that XLA would skip, so it runs without XLA.")
+                self.notes.append(NOTE_NO_XLA_FOR_CHECKS)
                 self._xla_unusable, mode = True, "plain"
                 continue
             except Exception as err:
                 self._back_to_snapshot()  # the start of this chunk: values match the history
                 if chunk_mode in _XLA_MODES and not self._xla_ran:
                     # XLA cannot compile every op (py_function, strings, ...): run without it.
-                    self.notes.append(f"XLA could not compile this cell ({type(err).__name__}); it runs without XLA.")
+                    self.notes.append(NOTE_XLA_FAILED + type(err).__name__)
                     self._xla_unusable, mode = True, "plain"
                     continue
                 if n > 1:
@@ -441,7 +439,7 @@ class Descent:
                     # the variables and the history end at the last good step.
                     exact_until, exact_error = self.steps + n, err
                     continue
-                self._stopped_by(f"stopped by an error after {steps_text(self.steps)}: {tf_message(err)}")
+                self._stopped_by(err)
                 raise
             except BaseException:
                 self._back_to_snapshot()
@@ -449,8 +447,7 @@ class Descent:
             elapsed = time.perf_counter() - t0
             if exact_error is not None and self.steps >= exact_until and code == _RUNNING:
                 # (a cell with randomness: redone, its steps all passed; still, the cell raised)
-                self._stopped_by(f"stopped after {steps_text(self.steps)} by an error that did not come back when its "
-                                 f"steps were redone one at a time (randomness in the cell?): {tf_message(exact_error)}")
+                self._stopped_by(exact_error, redone=True)
                 raise exact_error
             self._xla_ran |= chunk_mode in _XLA_MODES
             done += count
@@ -512,19 +509,14 @@ class Descent:
         self.final_loss = loss if math.isfinite(loss) else None
         # A copy: a later run on the same variables (another cell) must not change this run's result.
         self.final_values = {n: v.numpy().copy() for n, v in self.variables.items()}
-        if status == "diverged":
-            self.message = self.divergence_message()
-        elif status == "converged":
-            self.message = f"converged: gradient norm below tol={self.tol} after {steps_text(self.steps)}"
 
-    def _stopped_by(self, message):
+    def _stopped_by(self, err, redone=False):
         self._finish("error")  # (the variables are at the last good step)
-        self.message = message
+        self.error, self.error_redone = err, redone
 
     def interrupted(self):
         """Mark the run interrupted (Ctrl-C / kernel interrupt between or in a chunk)."""
         self._finish("interrupted")
-        self.message = f"interrupted after {steps_text(self.steps)}; the variables hold the last good values"
 
     def curvature(self):
         """λ, the largest curvature of the loss at the initial values (None if not positive)."""
@@ -544,56 +536,20 @@ class Descent:
                     var.assign(value)
         return self._curvature
 
+    @property
+    def unhealthy_start(self):
+        """The last run could not start: the loss or its gradient was not finite (or huge) at the start."""
+        return self._unhealthy_start
+
+    @property
+    def blowup_loss(self):
+        """The loss the step that diverged reached (not kept; NaN when it was NaN or none did)."""
+        return math.nan if self._bad_point is None else float(self._bad_point[0])
+
     def suggested_eta(self):
         """2/λ: plain gradient descent diverges above it (for a quadratic, exactly)."""
         lam = self.curvature()
         return 2.0 / lam if lam else None
-
-    def eta_advice(self):
-        lam = self.curvature()
-        if not lam:
-            return ""
-        return (
-            f"The largest curvature at the start is λ ≈ {lam:.4g}, so plain gradient descent "
-            f"diverges above eta ≈ 2/λ = {2.0 / lam:.4g}."
-        )
-
-    def divergence_message(self):
-        eta = self._eta
-        names = ", ".join(self.variables)
-        if self._unhealthy_start:
-            return (
-                f"diverged at the starting point: the loss or its gradient is not finite (or huge) "
-                f"at the start, before any step. Check the initial values of {names}."
-            )
-        bad = math.nan if self._bad_point is None else float(self._bad_point[0])
-        losses = self.history["loss"][-4:]
-        growing = len(losses) >= 3 and np.all(np.diff(np.abs(losses)) > 0)
-        if bad < 0 and not math.isnan(bad):  # -inf or far below the start
-            return (
-                f"diverged after {steps_text(self.steps)}: the loss keeps decreasing without bound (step "
-                f"{self.steps + 1} took it to {bad:.3g}), so this function has no minimum in that direction; "
-                f"a smaller eta only takes longer. Check the sign of the loss (minimising -f maximises f) or "
-                f"add a term that bounds it. The variables ({names}) hold the last finite values."
-            )
-        if math.isnan(bad) and not growing:
-            return (
-                f"diverged after {steps_text(self.steps)}: step {self.steps + 1} made the loss NaN (not a number) "
-                f"while it was not blowing up: the cell computed something undefined there, e.g. the sqrt or "
-                f"log of a negative number or 0/0. Look at the values of {names} below and keep the step "
-                f"inside the function's domain (a smaller eta, or tf.abs/tf.maximum in the cell). "
-                f"The variables ({names}) hold the last finite values."
-            )
-        suggestion = self.suggested_eta()
-        advice = self.eta_advice()
-        smaller = 0.5 * suggestion if suggestion and suggestion < eta else eta / 10
-        return (
-            f"diverged after {steps_text(self.steps)}: step {self.steps + 1} made the loss blow up (infinite, NaN "
-            f"or over {BLOWUP_FACTOR:g}x its starting value). eta={eta:g} is too large for this function: each "
-            f"step overshoots the minimum by more than it gains. {advice + ' ' if advice else ''}"
-            f"Try a smaller eta (e.g. {smaller:.3g}) or an adaptive optimizer such as adam. "
-            f"The variables ({names}) were put back to the last finite values."
-        )
 
     def run(self, steps):
         """Blocking run; returns the final status. Ctrl-C leaves a consistent state."""

@@ -4,7 +4,6 @@ Each run starts from a reset engine, so they all share the compiled chunk
 (eta is a variable; an optimizer switch builds one chunk per optimizer).
 """
 
-import html
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,7 +23,6 @@ class RunSummary:
     start: dict  # name -> numpy value
     values: dict  # name -> numpy value at the end
     converged_at: int | None  # first step with |grad| < tol
-    message: str = ""
 
 
 def _snapshot(engine, label, start, tol):
@@ -42,7 +40,6 @@ def _snapshot(engine, label, start, tol):
         start=start,
         values={n: v.numpy().copy() for n, v in engine.variables.items()},
         converged_at=at,
-        message=engine.message,
     )
 
 
@@ -152,7 +149,7 @@ def restarts(engine, ranges, count, steps, seed=None, tol=1e-3, print_every=0):
     return MultiResult("restarts", "start", runs, _keep_best(engine, runs), engine, tol, steps)
 
 
-def _found_minimum(run):
+def found_minimum(run):
     # a run still descending has not found a minimum, wherever it stopped
     return run.converged_at is not None and run.status not in ("diverged", "interrupted", "error")
 
@@ -161,7 +158,7 @@ def distinct_minima(runs, rel=1e-2):
     """Groups of runs that converged (|grad| < tol) to the same point."""
     groups = []  # (representative vector, [labels])
     for run in runs.values():
-        if not _found_minimum(run):
+        if not found_minimum(run):
             continue
         vec = np.concatenate([np.ravel(v) for v in run.values.values()]).astype(np.float64)
         for rep, labels in groups:
@@ -181,65 +178,12 @@ class MultiResult:
         self.tol, self.steps = tol, steps
         self.minima = distinct_minima(runs)
 
-    def rows(self):
-        for run in self.runs.values():
-            values = ", ".join(
-                f"{n}={float(np.ravel(v)[0]):.4g}" if np.size(v) == 1 else f"‖{n}‖={np.linalg.norm(v):.4g}"
-                for n, v in run.values.items()
-            )
-            yield (
-                run.label,
-                run.status,
-                "–" if run.final_loss is None else f"{run.final_loss:.4g}",
-                "–" if run.converged_at is None else str(run.converged_at),
-                str(run.steps),
-                values,
-            )
-
-    HEAD = ("run", "status", "final loss", "steps to |grad|<tol", "steps", "final values")
-
-    def summary(self):
-        lines = [f"best: {self.best} (its values are now in the variables)"]
-        if self.kind == "restarts":
-            lines += self._minima_lines()
-        advice = self.engine.eta_advice()
-        if advice and self.what == "eta":
-            lines.append(advice)
-        return lines
-
-    def _minima_lines(self):
-        n, tol = len(self.runs), f"{self.tol:g}"
-        found = sum(_found_minimum(r) for r in self.runs.values())
-        count = lambda *statuses: sum(r.status in statuses for r in self.runs.values())
-        diverged, cut = count("diverged"), count("interrupted", "error")
-        short = n - found - diverged - cut  # ran all their steps (or were stopped) still descending
-        runs = lambda k: f"{k} run{'s' if k > 1 else ''}"
-        others = [
-            line for k, line in (
-                (short, f"{runs(short)} did not reach |grad| < {tol} in {self.steps} steps: give more --steps or a larger --eta."),
-                (diverged, f"{runs(diverged)} diverged: try a smaller --eta."),
-                (cut, f"{runs(cut)} interrupted."),
-            ) if k
-        ]
-        if not found:
-            return [f"no minimum found: none of the {n} runs reached |grad| < {tol}, so the best run is not a minimum yet:"] + others
-        k = len(self.minima)
-        head = f"{k} distinct minim{'um' if k == 1 else 'a'} found by {found} of {n} runs (|grad| < {tol})"
-        return [head + ("; not counted:" if others else "")] + others
-
     def __repr__(self):
-        rows = [self.HEAD] + list(self.rows())
-        widths = [max(len(r[i]) for r in rows) for i in range(len(self.HEAD))]
-        table = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-        return "\n".join(table + self.summary())
+        from tfmagic.present.text import multi_text
+
+        return multi_text(self)
 
     def _repr_html_(self):
-        from tfmagic.present.text import STYLE
+        from tfmagic.present.text import multi_html
 
-        e = html.escape
-        head = "".join(f"<th>{e(h)}</th>" for h in self.HEAD)
-        body = "".join(
-            "<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in self.rows()
-        )
-        notes = "".join(f"<p>{e(s)}</p>" for s in self.summary())
-        return f"{STYLE}<div class='tfmagic-html tfmagic-compare'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{notes}</div>"
+        return multi_html(self)

@@ -9,7 +9,7 @@ import numpy as np
 from tfmagic.cell.compiler import compile_cell
 from tfmagic.descent.engine import Descent
 from tfmagic.errors import LossError, TfmagicError
-from tfmagic.present.explain import explain
+from tfmagic.cell.explain import explain
 from tfmagic.cell.tensors import record, short_device
 
 
@@ -19,6 +19,7 @@ class DescentResult:
     def __init__(self, engine, tensors, constants, device, cell):
         self.engine = engine
         self.cell = cell
+        self.cell_notes = [cell.not_kept_note] if cell is not None and cell.not_kept_note else []
         self.tensors = tensors
         self.constants = constants
         self.device = device
@@ -27,8 +28,18 @@ class DescentResult:
     status = property(lambda self: self.engine.status)
     steps = property(lambda self: self.engine.steps)
     final_loss = property(lambda self: self.engine.final_loss)
-    message = property(lambda self: self.engine.message)
-    notes = property(lambda self: self.engine.notes)
+    @property
+    def message(self):
+        """How the run ended, in words ('' while it runs or when it ran its steps)."""
+        from tfmagic.present.messages import outcome
+
+        return outcome(self.engine)
+
+    @property
+    def notes(self):
+        from tfmagic.present.messages import note
+
+        return self.cell_notes + [note(code) for code in self.engine.notes]
     optimizer = property(lambda self: self.engine.optimizer_name)
     eta = property(lambda self: self.engine.eta)
 
@@ -209,8 +220,6 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
         )
     engine = Descent(tf, loss_fn, variables, eta=eta, optimizer=optimizer, device=device, tol=tol, jit=jit,
                      loss_label=cell.target_name)
-    if cell.not_kept_note:
-        engine.notes.append(cell.not_kept_note)
     tensors = {}
     for name in cell.reads:
         rec = record(tf, name, overlay.get(name))

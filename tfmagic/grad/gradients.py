@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from tfmagic.cell.compiler import compile_cell
 from tfmagic.descent.setup import module_variables
 from tfmagic.errors import TfmagicError
-from tfmagic.present.explain import explain
+from tfmagic.cell.explain import explain
 from tfmagic.cell.tensors import record, short_device
 
 

@@ -6,7 +6,7 @@ an InvalidArgumentError gets tfmagic's hint under TensorFlow's own traceback.
 
 import sys
 
-from tfmagic.present.explain import hint_for
+from tfmagic.cell.explain import hint_for
 
 _installed = set()
 
