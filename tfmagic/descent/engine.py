@@ -26,10 +26,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tfmagic.descent.graphs import ROW_CAPACITY, Graphs, check_ops
+from tfmagic.descent.graphs import ROW_CAPACITY, Graphs
 from tfmagic.descent.history import History, shown_by_value
 from tfmagic.descent.optimizers import check_eta, make_optimizer
-from tfmagic.descent.callopts import calling_with, lean_options, on_one_cpu
+from tfmagic.descent.calls import CONVERGED, DIVERGED, RUNNING, XLA_MODES, Calls, XlaSkipsChecks
 from tfmagic.runtime.tfimport import quiet_native_stderr
 
 CHUNK_SECONDS = 0.02  # a chunk this long reaches >= 95 % of the in-graph rate
@@ -41,17 +41,9 @@ XLA_PAYS_AFTER_SECONDS = 0.25  # a plain run switches to XLA when more than this
 BLOCKS_PAY_AFTER_SECONDS = 0.1  # an XLA run switches to blocks when more than this is left: their ~0.1 s
 # of tracing and compiling (P1) is then repaid, as a capped XLA chunk runs ~12x slower than a block chunk
 BLOCK_ROWS = 1 << 13  # rows per "blocks" chunk: writing more costs its steady rate (242 vs 185 M steps/s on P1)
-BLOWUP_FACTOR = 1e6  # |loss| above this times the starting loss counts as divergence
-_RUNNING, _CONVERGED, _DIVERGED = 0, 1, 2
-_XLA_MODES = ("xla", "blocks")
 # What the engine notes about a run (facts; present/messages.py words them):
 NOTE_NO_XLA_FOR_CHECKS = "no-xla-for-checks"  # auto left XLA out: it would drop the cell's checks
-NOTE_XLA_DROPS_CHECKS = "xla-drops-checks"  # --jit on: the cell's checks are not run
 NOTE_XLA_FAILED = "xla-failed:"  # + the error's type: XLA could not compile the cell
-
-
-class _XlaSkipsChecks(Exception):
-    pass
 
 
 @dataclass
@@ -84,11 +76,10 @@ class Descent:
         with tf.device(device):
             self._initial = [tf.identity(v) for v in self.variables.values()]
         self._observers = []
-        self._concrete = {}  # mode ("step", "plain", "xla", "blocks") -> its traced ConcreteFunction
         self._xla_unusable = False  # XLA cannot compile this cell, or would drop its checks
         self._default_runtime = set()  # modes the lean runtime (callopts) could not run
         self._chunk_steps = {}  # mode -> the last chunk size: the next run starts there
-        self.optimizer = None
+        self.optimizer = self._calls = None
         self.notes = []  # facts about how the run went: NOTE_* codes (present/messages.py words them)
         self.reset()
 
@@ -120,8 +111,6 @@ class Descent:
         self._bad_point = None  # what the step that blew up reached
         self.steps_per_second = 0.0
         self._stop_request = None
-        self._start_loss = None
-        self._point = None  # [loss, |grad|, summaries] at the current point, once evaluated
         self._unhealthy_start = False
         self._xla_verdict = None  # auto: does XLA beat the plain rate here? (None: not tried)
         self._xla_ran = False
@@ -134,6 +123,7 @@ class Descent:
             # retrace. (Not zeros: Adagrad's accumulators start at 0.1.)
             for v, init in zip(self._opt_state, self._opt_initial):
                 v.assign(init)
+        self._calls.point = self._calls.start_loss = None  # evaluated afresh by the next run
 
     def initial_values(self):
         """name -> the value a reset puts back (numpy)."""
@@ -147,10 +137,13 @@ class Descent:
             self._opt_state = [v.value for v in opt.variables if v is not opt._learning_rate]
             self._opt_initial = [tf.identity(v) for v in self._opt_state]
             # Everything a step changes: the variables and the optimizer's state.
-            self._live = list(self.variables.values()) + self._opt_state
+            live = list(self.variables.values()) + self._opt_state
         self.optimizer_name, self.optimizer = name, opt
         self._graphs = Graphs(tf, self.loss_fn, self.variables, opt, self.device, bool(self._tol), len(self.columns) - 1)
-        self._concrete = {}
+        before = self._calls
+        self._calls = Calls(tf, self._graphs, live, self.device, self.jit, self._tol, self._default_runtime, self.notes)
+        if before is not None:  # a switch mid-run: the point and what is carried stay
+            self._calls.point, self._calls.state, self._calls.start_loss = before.point, before.state, before.start_loss
 
     def set_optimizer(self, name):
         """Switch optimizer; takes effect at the next chunk (fresh optimizer state)."""
@@ -166,11 +159,12 @@ class Descent:
         # The loops test |grad| against tol only in a run with one (an op less a step):
         # going from none to some, or back, needs them built again.
         if bool(value) != bool(self._tol):
-            loops = ("plain", *_XLA_MODES)
+            loops = ("plain", *XLA_MODES)
             self._graphs.track_tol = bool(value)
             self._graphs.forget(loops)
             for mode in loops:
-                self._concrete.pop(mode, None)
+                self._calls.concrete.pop(mode, None)
+            self._calls.tol = value
         self._tol = value
 
     @property
@@ -216,130 +210,6 @@ class Descent:
         """A history row every this many steps (1 until a very long run is thinned)."""
         return self._history.stride
 
-    # -- the point and its snapshot -------------------------------------------
-    def _take_snapshot(self):
-        """Remember the current point: the variables, the optimizer's state and what is carried.
-        (Tensors: a variable's later update writes a new buffer while a read of it is held.)"""
-        with self.tf.device(self.device):
-            self._snapshot = [self.tf.identity(v) for v in self._live], self._state, self._point
-
-    def _back_to_snapshot(self):
-        values, self._state, self._point = self._snapshot
-        for v, s in zip(self._live, values):
-            v.assign(s)
-
-    def _prime(self):
-        """Evaluate the current point eagerly (no trace): the next step needs its gradients."""
-        tf = self.tf
-        evaluate, _, squared, ends, _ = self._graphs.pieces(traced=False)
-        with tf.device(self.device):
-            loss, grads = evaluate()
-            gn2 = squared(grads)
-            self._point = tf.stack(ends(loss, gn2)).numpy()
-        self._state = (loss, gn2, grads)
-        if self._start_loss is None and math.isfinite(self._point[0]):
-            self._start_loss = float(self._point[0])
-
-    def _limit(self):
-        start = self._start_loss if self._start_loss is not None else 1.0
-        return BLOWUP_FACTOR * max(abs(start), 1.0)
-
-    def _tol2(self):
-        """tol², in float32 as the graphs compare it with |grad|². At least the smallest
-        normal float32: TensorFlow's CPU kernels read a subnormal as 0, which would make a
-        tol below ~1e-19 never converge in a graph while Python saw it converge."""
-        if not self.tol:
-            return np.float32(0.0)
-        return max(np.float32(self.tol) ** 2, np.finfo(np.float32).tiny)
-
-    def _code(self, point, lowest):
-        """`point`: a raw row (|grad|² second); `lowest`: the smallest |grad|² seen."""
-        loss, gn2 = float(point[0]), float(point[1])
-        if not (math.isfinite(loss) and math.isfinite(gn2) and abs(loss) <= self._limit()):
-            return _DIVERGED
-        return _CONVERGED if np.float32(lowest) < self._tol2() else _RUNNING
-
-    def _call(self, mode, n, stride):
-        """Up to n steps from the current point (just snapshotted).
-
-        Returns (raw rows, steps taken, first step of the last block, lowest |grad|², traced);
-        a row is the point before its step, without eta, |grad| squared (see _record).
-        """
-        tf = self.tf
-        traced = mode not in self._concrete
-        if mode in self._default_runtime:
-            return self._call_with(False, mode, n, stride, traced)
-        try:
-            return self._call_with(True, mode, n, stride, traced)
-        except tf.errors.OpError as err:
-            # The lean runtime is only faster: TensorFlow's default one runs what it
-            # cannot, and a real error then comes with the node's place in the cell.
-            # (A fresh trace: a second instantiation loses the nodes' stack traces.)
-            self._back_to_snapshot()
-            out = self._call_on_defaults(mode, n, stride)
-            if not isinstance(err, (tf.errors.FailedPreconditionError, tf.errors.UnimplementedError)):
-                raise err  # the cell's own error, gone on the second try: still an error
-            return out
-
-    def _call_on_defaults(self, mode, n, stride):
-        """The call on TensorFlow's default runtime from now on, freshly traced for it."""
-        self._default_runtime.add(mode)
-        self._graphs.forget([mode])
-        self._concrete.pop(mode, None)
-        return self._call_with(False, mode, n, stride, True)
-
-    def _call_with(self, lean, mode, n, stride, traced):
-        tf = self.tf
-        # Traced under the options it runs with: a While traced for the default
-        # executor is lowered to a form the single-threaded one cannot run.
-        options = lean_options(tf, single_threaded=mode not in _XLA_MODES) if lean else None
-        loss, gn2, grads = self._state
-        if mode == "step":
-            args = (grads,)
-        else:
-            limit = tf.constant(self._limit(), tf.float32)
-            args = (tf.constant(n), tf.constant(stride), tf.constant(self._tol2()), limit, loss, gn2, grads)
-        with tf.device(self.device), quiet_native_stderr(traced):
-            if traced:
-                with calling_with(options):
-                    # Kept: calling the concrete function skips matching the arguments
-                    # to a trace (~0.1 ms a call).
-                    fn = self._graphs.function(mode).get_concrete_function(*args)
-                if mode in _XLA_MODES and check_ops(fn):
-                    if self.jit == "auto":
-                        raise _XlaSkipsChecks()
-                    self.notes += [NOTE_XLA_DROPS_CHECKS] if NOTE_XLA_DROPS_CHECKS not in self.notes else []
-                if lean and not on_one_cpu(tf, fn, self.device):  # (checked once, at its trace)
-                    return self._call_on_defaults(mode, n, stride)  # across devices (see on_one_cpu)
-                self._concrete[mode] = fn
-            fn = self._concrete[mode]
-            with calling_with(options):
-                if mode == "step":
-                    return self._step_calls(fn, n, traced)
-                out = fn(*args)
-                if mode == "blocks":
-                    count, used, block, lowest, grads, *ends = out
-                else:  # a row per step: the last block is the last step
-                    count, lowest, grads, *ends = out
-                    used, block = count, max(int(count) - 1, 0)
-                rows = self._graphs.buffer[: int(used)].numpy()
-        self._state = ends[0], ends[1], grads
-        self._point = np.array([t.numpy() for t in ends], np.float32)
-        return rows, int(count), int(block), float(lowest), traced
-
-    def _step_calls(self, fn, n, traced):
-        """Up to n calls of the compiled single step, checked after each."""
-        rows = np.empty((n, len(self.columns) - 1), np.float32)
-        loss, gn2, grads = self._state
-        now, count, code = self._point, 0, _RUNNING
-        while count < n and code == _RUNNING:  # checked every step: no block to redo
-            rows[count] = now
-            row, loss, gn2, grads = fn(grads)
-            now, count = row.numpy(), count + 1
-            code = self._code(now, now[1])
-        self._state, self._point = (loss, gn2, grads), now
-        return rows[:count], count, count - 1, now[1], traced
-
     def _run_chunk(self, mode, n, stride):
         """One chunk, recorded; returns (rows recorded, steps, code, traced).
 
@@ -349,26 +219,26 @@ class Descent:
         step: the history then ends exactly where it happened, and a divergence
         leaves the last finite values.
         """
-        self._take_snapshot()  # for a redo, an error or an interrupt
-        rows, count, block, lowest, traced = self._call(mode, n, stride)
-        code = self._code(self._point, lowest)
-        if code == _DIVERGED:
-            self._bad_point = self._point  # what the step that blew up reached (for the message)
-        if code == _RUNNING or (code == _CONVERGED and count - block == 1):
+        self._calls.save()  # for a redo, an error or an interrupt
+        rows, count, block, lowest, traced = self._calls.call(mode, n, stride)
+        code = self._calls.code(self._calls.point, lowest)
+        if code == DIVERGED:
+            self._bad_point = self._calls.point  # what the step that blew up reached (for the message)
+        if code == RUNNING or (code == CONVERGED and count - block == 1):
             return self._record(rows, count, stride), count, code, traced
-        self._back_to_snapshot()
+        self._calls.restore()
         head = self._history.empty_rows()
         if block:
             # (a loss with randomness in it may not repeat: then this ends early, and is the result)
             head, steps, code, _ = self._run_chunk(mode, block, stride)
-            if code != _RUNNING or steps < block:
+            if code != RUNNING or steps < block:
                 return head, steps, code, traced
         if count - block > 1:
             last = count - block  # finer blocks, down to one step, within the rows' capacity
             rows, steps, code, _ = self._run_chunk(mode, last, -(-last // ROW_CAPACITY))
             return np.concatenate([head, rows]), block + steps, code, traced
         # The step after `block` blew up: not taken; the variables hold the point after `block` steps.
-        return head, block, _DIVERGED, traced
+        return head, block, DIVERGED, traced
 
     # -- running -----------------------------------------------------------
     def _first_mode(self, steps):
@@ -402,13 +272,13 @@ class Descent:
         self.status = "running"
         self.error, self.error_redone = None, False
         self._run_steps, self._run_seconds = 0, 0.0
-        self._prime()
-        code = self._code(self._point, float(self._point[1]))
-        self._unhealthy_start = code == _DIVERGED
+        self._calls.prime()
+        code = self._calls.code(self._calls.point, float(self._calls.point[1]))
+        self._unhealthy_start = code == DIVERGED
         mode = self._first_mode(min(steps, max_chunk or steps))  # (a paced run's chunks are short)
         done, k = 0, self._chunk_steps.get(mode, FIRST_CHUNK)
         exact_until, exact_error = 0, None  # after an error: one step per chunk up to here, to find its step
-        while code == _RUNNING and done < steps:
+        while code == RUNNING and done < steps:
             if self._stop_request and done:
                 yield self._chunk_done(self.steps, self._history.empty_rows(), code, False)
                 return
@@ -423,13 +293,13 @@ class Descent:
             t0 = time.perf_counter()
             try:
                 rows, count, code, traced = self._run_chunk(chunk_mode, n, stride)
-            except _XlaSkipsChecks:
+            except XlaSkipsChecks:
                 self.notes.append(NOTE_NO_XLA_FOR_CHECKS)
                 self._xla_unusable, mode = True, "plain"
                 continue
             except Exception as err:
-                self._back_to_snapshot()  # the start of this chunk: values match the history
-                if chunk_mode in _XLA_MODES and not self._xla_ran:
+                self._calls.restore()  # the start of this chunk: values match the history
+                if chunk_mode in XLA_MODES and not self._xla_ran:
                     # XLA cannot compile every op (py_function, strings, ...): run without it.
                     self.notes.append(NOTE_XLA_FAILED + type(err).__name__)
                     self._xla_unusable, mode = True, "plain"
@@ -442,14 +312,14 @@ class Descent:
                 self._stopped_by(err)
                 raise
             except BaseException:
-                self._back_to_snapshot()
+                self._calls.restore()
                 raise
             elapsed = time.perf_counter() - t0
-            if exact_error is not None and self.steps >= exact_until and code == _RUNNING:
+            if exact_error is not None and self.steps >= exact_until and code == RUNNING:
                 # (a cell with randomness: redone, its steps all passed; still, the cell raised)
                 self._stopped_by(exact_error, redone=True)
                 raise exact_error
-            self._xla_ran |= chunk_mode in _XLA_MODES
+            self._xla_ran |= chunk_mode in XLA_MODES
             done += count
             # A chunk that traced (or a single step after an error) says nothing about the rate of the next ones.
             rate = count / max(elapsed, 1e-9) if count and not traced and chunk_mode == mode else None
@@ -472,12 +342,12 @@ class Descent:
                 mode, k = "xla", self._chunk_steps.get("xla", max(k, FIRST_CHUNK))
             elif mode == "xla" and rate and k > ROW_CAPACITY and self._use_blocks_next(steps - done, rate):
                 mode, k = "blocks", self._chunk_steps.get("blocks", k)
-        if code != _RUNNING:  # unhealthy or converged at the start: no step taken
+        if code != RUNNING:  # unhealthy or converged at the start: no step taken
             yield self._chunk_done(self.steps, self._history.empty_rows(), code, False)
 
     def _chunk_done(self, start, rows, code, complete):
         """Set the status after a chunk, tell the observers; returns the Chunk."""
-        status = {_CONVERGED: "converged", _DIVERGED: "diverged"}.get(code, "running")
+        status = {CONVERGED: "converged", DIVERGED: "diverged"}.get(code, "running")
         if status == "running" and complete:
             status = "max_steps"
         if status == "running" and self._stop_request:
@@ -505,7 +375,7 @@ class Descent:
         self.status = status
         if self._run_seconds > 0:  # the run's average, not its last (maybe partial) chunk's
             self.steps_per_second = self._run_steps / self._run_seconds
-        loss = math.nan if self._point is None else float(self._point[0])  # where the variables are
+        loss = math.nan if self._calls.point is None else float(self._calls.point[0])  # where the variables are
         self.final_loss = loss if math.isfinite(loss) else None
         # A copy: a later run on the same variables (another cell) must not change this run's result.
         self.final_values = {n: v.numpy().copy() for n, v in self.variables.items()}

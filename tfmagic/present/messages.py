@@ -9,7 +9,8 @@ import math
 import numpy as np
 
 from tfmagic.cell.explain import tf_message
-from tfmagic.descent.engine import BLOWUP_FACTOR, NOTE_NO_XLA_FOR_CHECKS, NOTE_XLA_DROPS_CHECKS, NOTE_XLA_FAILED
+from tfmagic.descent.calls import BLOWUP_FACTOR, NOTE_XLA_DROPS_CHECKS
+from tfmagic.descent.engine import NOTE_NO_XLA_FOR_CHECKS, NOTE_XLA_FAILED
 
 ADAPTIVE = ("adam", "rmsprop", "adagrad")  # optimizers that scale their own steps
 
