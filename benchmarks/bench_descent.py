@@ -9,7 +9,7 @@ One process, three problems:
 (a) steady-state steps/s (median of >= 5 timed repeats after a warm-up at the timed size, so a
     compile that only a long run triggers is not timed; each repeat runs the variables from the
     starting point again) of
-      engine-auto / engine-off / engine-on   tfmagic.engine.Descent(jit='auto'|'off'|'on').run(n)
+      engine-auto / engine-off / engine-on   tfmagic.descent.engine.Descent(jit='auto'|'off'|'on').run(n)
                                              (n >= 20 000 for 'auto', so it is a long run)
       course    the course's @tf.function per-step update, called from Python n times
       graph     one tf.function running n steps in a `while i < n` loop (n an int32 tensor)
@@ -19,7 +19,7 @@ One process, three problems:
     fresh Descent, so tracing and XLA compilation are paid), the final values read back; medians
     over 3 repeats when one run takes < 10 s. "fastest hand-written" is the min over course,
     graph and graph-xla. Also shown: engine-off / engine-on, and "descend" = the %%descend path
-    without IPython (tfmagic.descend.prepare(): compile the cell, probe it, build the engine) + run.
+    without IPython (tfmagic.descent.setup.prepare(): compile the cell, probe it, build the engine) + run.
 
 Targets: steady engine/best-hand-written >= 0.8; steady engine/course >= 100 on P1;
 end-to-end engine/fastest-hand-written <= 1.25 (i.e. time ratio; lower is better).
@@ -50,7 +50,7 @@ from tfmagic.runtime.tfimport import tensorflow  # noqa: E402
 
 tf = tensorflow()
 
-from tfmagic import engine as engine_mod  # noqa: E402
+from tfmagic.descent import engine as engine_mod  # noqa: E402
 from tfmagic.descent.setup import prepare  # noqa: E402
 from tfmagic.descent.engine import Descent  # noqa: E402
 from tfmagic.present.messages import outcome  # noqa: E402
@@ -219,7 +219,7 @@ def steady_engine(p, jit, target, repeats):
     steps = sum(c for c, _ in chunk_log)
     res["in_chunk_rate"] = steps / sum(t for _, t in chunk_log)
     res["chunks"] = len(chunk_log)
-    res["xla_used"] = "xla" in eng._chunk_fns
+    res["xla_used"] = "xla" in eng.compiled
     return res
 
 

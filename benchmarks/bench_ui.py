@@ -37,7 +37,7 @@ _widget.comm.create_comm = comm.create_comm
 
 import numpy as np  # noqa: E402
 
-from tfmagic import devices  # noqa: E402
+from tfmagic.runtime import devices  # noqa: E402
 from tfmagic.descent.engine import Descent  # noqa: E402
 from tfmagic.kernel.runner import LiveRunner  # noqa: E402
 from tfmagic.descent.probe import probe_for  # noqa: E402

@@ -1,0 +1,255 @@
+"""What a magic does once its line is parsed: a run object made from the options.
+
+`DescentRun` owns one %%descend: the checked options, the variables it creates,
+the engine, the result, how it is shown (live panel, comparison, text) and what
+goes back into the user's namespace. The magic is parse -> run -> display
+(tfmagic/magics.py). A new option is declared in options.py and read here.
+"""
+
+import sys
+import types
+from dataclasses import dataclass
+
+from IPython.core.error import UsageError
+
+from tfmagic.cell.explain import explain
+from tfmagic.runtime.tfimport import tensorflow
+
+_said_why_not_live = set()  # shells told once why their %%descend cells show text
+
+
+def tensorflow_for(shell):
+    """TensorFlow, with our lazy `tf` stand-in in the namespace swapped for the real module."""
+    from tfmagic.runtime.lazytf import LazyTensorFlow
+
+    tf = tensorflow()
+    if isinstance(shell.user_ns.get("tf"), LazyTensorFlow):
+        shell.user_ns["tf"] = tf
+    return tf
+
+
+def resolve_device(tf, spec):
+    from tfmagic.runtime import devices
+
+    try:
+        return devices.resolve(tf, spec)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+def check_out(shell, tf, args):
+    """-o OUT must not replace what the cell works on (a variable, or a model's)."""
+    out = args.out
+    if not out:
+        return
+    named = {spec.split("=", 1)[0].strip() for spec in args.names}
+    current = shell.user_ns.get(out)
+    if out in named or isinstance(current, tf.Variable) or hasattr(current, "trainable_variables"):
+        raise UsageError(
+            f"-o {out} would replace the {'variable' if out in named else type(current).__name__} {out}; "
+            f"store the result under another name, e.g. -o run"
+        )
+
+
+def publish(shell, values, out, result):
+    """Put what the cell assigned (and OUT) into the namespace, as a normal cell would."""
+    from tfmagic.cell.compiler import FUNC_NAME
+
+    ns = shell.user_ns
+    # A def from the cell reads its globals from your namespace from now on, as after a normal cell.
+    values = {
+        n: types.FunctionType(v.__code__, ns, v.__name__, v.__defaults__, v.__closure__)
+        if isinstance(v, types.FunctionType) and FUNC_NAME in v.__globals__ else v
+        for n, v in values.items()
+    }
+    ns.update(values)
+    if out:
+        ns[out] = result
+
+
+def live():
+    """True when this cell awaits its magic, so a live panel can stay responsive."""
+    from tfmagic.kernel import awaiting
+
+    return awaiting.cell_is_awaited()
+
+
+@dataclass
+class Checked:
+    """The options of a %%descend, checked before anything changes."""
+
+    compare: tuple | None  # ('eta' | 'optimizer', values) for --compare
+    ranges: dict | None  # NAME -> (LO, HI) for --restarts, filled while the variables are made
+
+
+def check_descend_options(args):
+    from tfmagic.descent.optimizers import OPTIMIZERS, check_eta
+
+    try:
+        check_eta(args.eta)
+    except ValueError as err:
+        raise UsageError(f"--eta: {err}") from None
+    if args.steps <= 0:
+        raise UsageError(f"--steps must be a positive whole number, got {args.steps}")
+    if args.optimizer not in OPTIMIZERS:
+        raise UsageError(f"unknown optimizer {args.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
+    if args.tol is not None and not args.tol > 0:
+        raise UsageError(f"--tol must be a positive number, got {args.tol}")
+    if args.pace is not None and not 0 < args.pace < float("inf"):
+        raise UsageError(f"--pace is steps per second, a positive number; got {args.pace}")
+    if args.print_every < 0:
+        raise UsageError(f"--print-every must be 0 or more, got {args.print_every}")
+    compare = None
+    if args.compare:
+        from tfmagic.descent.experiments import parse_compare
+
+        try:
+            compare = parse_compare(args.compare, OPTIMIZERS)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+    if args.restarts < 0 or (args.restarts and compare):
+        raise UsageError("--restarts takes a positive N, and cannot be combined with --compare")
+    return Checked(compare=compare, ranges={} if args.restarts else None)
+
+
+class DescentRun:
+    """One %%descend cell: set up from the options, then run and shown one of three ways."""
+
+    def __init__(self, shell, args, cell):
+        self.shell, self.args = shell, args
+        checked = check_descend_options(args)
+        self.compare, self.ranges = checked.compare, checked.ranges
+        self.tf = tf = tensorflow_for(shell)
+        device = resolve_device(tf, args.device)
+        check_out(shell, tf, args)
+        from tfmagic.descent.setup import prepare
+
+        self.engine, created, self.result, self._evaluate = prepare(
+            tf, cell, shell.user_ns, args.names,
+            eta=args.eta, optimizer=args.optimizer, device=device, tol=args.tol, jit=args.jit, ranges=self.ranges,
+        )
+        if args.restarts and not self.ranges:
+            raise UsageError("--restarts needs a range to draw starts from, e.g. %%descend x=-5:5 --restarts 10")
+        shell.user_ns.update(created)
+
+    def start(self):
+        """The result, or (live panel) a coroutine the awaiting cell awaits for it."""
+        args = self.args
+        several = self.compare or args.restarts
+        if args.pace and (several or args.no_widgets or not live()):
+            print("tfmagic: --pace applies to the live panel of a single run; this one runs at full speed.")
+        if several:
+            return self._run_several()
+        if not args.no_widgets:
+            if live():
+                return self._run_live()
+            self._say_why_not_live()
+        return self._run_blocking()
+
+    # -- the three ways ------------------------------------------------------
+    def _run_several(self):
+        from tfmagic.descent import experiments
+
+        args, engine = self.args, self.engine
+        tol = args.tol or 1e-3
+        try:
+            if self.compare:
+                multi = experiments.compare(engine, *self.compare, args.steps, tol=tol, print_every=args.print_every)
+            else:
+                multi = experiments.restarts(
+                    engine, self.ranges, args.restarts, args.steps, seed=args.seed, tol=tol, print_every=args.print_every
+                )
+        except Exception as err:
+            raise explain(err, self.result.cell, "running the comparison") from err
+        if not args.no_widgets and live():
+            from IPython.display import display
+
+            from tfmagic.descent.probe import probe_for
+            from tfmagic.widgets.compare import CompareView
+
+            curve, surface = probe_for(self.tf, engine)
+            display(CompareView(multi, curve=curve, surface=surface).widget)
+        self._publish_final(multi)
+        return multi
+
+    def _say_why_not_live(self):
+        from tfmagic.kernel import awaiting
+
+        if id(self.shell) in _said_why_not_live:
+            return
+        _said_why_not_live.add(id(self.shell))
+        ok, reason = awaiting.live_supported(self.shell)
+        if ok:
+            reason = "this cell was not run as a notebook cell (e.g. under %%time or from code)"
+        print(f"tfmagic: live widgets are off: {reason}. Showing text progress instead.")
+
+    def _run_live(self):
+        from IPython.display import display
+
+        from tfmagic.descent.probe import probe_for
+        from tfmagic.kernel import ipykernel_fix
+        from tfmagic.kernel.runner import LiveRunner
+        from tfmagic.present.text import CoursePrinter
+        from tfmagic.runtime import devices
+        from tfmagic.widgets.panel import DescentPanel
+
+        args, engine, tf = self.args, self.engine, self.tf
+        runner = LiveRunner(engine, pace=args.pace)
+        curve, surface = probe_for(tf, engine)
+        names = {devices.short(full): full for full in devices.available(tf)}
+        panel = DescentPanel(runner, self.result, args.steps, names, curve=curve, surface=surface)
+        display(panel.widget)
+        printer = CoursePrinter(args.print_every, sys.stdout) if args.print_every else None
+        if printer:
+            engine.observe(printer)
+
+        async def run():
+            try:
+                with ipykernel_fix.busy_while(getattr(self.shell, "kernel", None)):
+                    await runner.run(args.steps)
+            except Exception as err:
+                raise self._failed(err) from err
+            finally:
+                if printer:
+                    engine.unobserve(printer)
+            self._publish_final(self.result)
+            return self.result
+
+        return run()
+
+    def _run_blocking(self):
+        from tfmagic.present.text import CoursePrinter, TextProgress
+
+        args, engine = self.args, self.engine
+        if args.print_every:
+            observers = [CoursePrinter(args.print_every, sys.stdout)]
+        else:
+            observers = [TextProgress(args.steps, sys.stdout)]
+        for obs in observers:
+            engine.observe(obs)
+        try:
+            engine.run(args.steps)
+        except Exception as err:
+            raise self._failed(err) from err
+        finally:
+            for obs in observers:
+                engine.unobserve(obs)
+                getattr(obs, "close", lambda: None)()
+        self._publish_final(self.result)
+        return self.result
+
+    # -- what goes back to the user -------------------------------------------
+    def _failed(self, err):
+        """The error to raise for a run that stopped by an error; OUT still gets the result
+        (its history ends at the last good step, where the variables are)."""
+        if self.args.out:
+            self.shell.user_ns[self.args.out] = self.result
+        return explain(err, self.result.cell, f"running step {self.engine.steps + 1}")
+
+    def _publish_final(self, result):
+        try:
+            with self.tf.device(self.engine.device):
+                assigned = self._evaluate()
+        except Exception:  # the variables are already final; the extra names are a courtesy
+            assigned = {}
+        publish(self.shell, assigned, self.args.out, result)
