@@ -32,6 +32,8 @@ PRIVATE_APIS = (
                "TensorFlow 2.21", "the engine's calls run with TensorFlow's default executor (slower, same results)"),
     PrivateApi("tensorflow", "__internal__.autograph.tf_convert", "descent/engine.py: _autographed",
                "TensorFlow 2.21", "the engine's graphs are traced with AutoGraph (2-5 ms more a trace)"),
+    PrivateApi("keras", "Variable._value", "cell/variables.py: module_variables (read with getattr)",
+               "Keras 3.x", "a model's Keras 3 variable is refused as an unsupported type"),
     PrivateApi("keras.optimizers", "Optimizer._learning_rate", "descent/engine.py: _set_optimizer",
                "Keras 3.x", "none: required to tell the optimizer's state from its learning rate"),
 )

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from IPython.core.error import UsageError
 
 from tfmagic.cell.explain import explain
+from tfmagic.cell.variables import is_model
 from tfmagic.runtime.tfimport import tensorflow
 
 _said_why_not_live = set()  # shells told once why their %%descend cells show text
@@ -44,7 +45,7 @@ def check_out(shell, tf, args):
         return
     named = {spec.split("=", 1)[0].strip() for spec in args.names}
     current = shell.user_ns.get(out)
-    if out in named or isinstance(current, tf.Variable) or hasattr(current, "trainable_variables"):
+    if out in named or isinstance(current, tf.Variable) or is_model(tf, current):
         raise UsageError(
             f"-o {out} would replace the {'variable' if out in named else type(current).__name__} {out}; "
             f"store the result under another name, e.g. -o run"

@@ -36,7 +36,7 @@ def decimate(n, max_points=2000):
     return np.linspace(0, n - 1, max_points).round().astype(np.int64)
 
 
-def _f32(a):
+def to_wire(a):
     """float32 for the wire; ±inf becomes NaN, which bqplot leaves out of the
     line and out of the axis range instead of stretching the axis to infinity."""
     a = np.asarray(a, dtype=np.float32)
@@ -275,7 +275,7 @@ class HistoryCharts:
         n = len(history["loss"])
         idx = decimate(n, self.max_points)
         steps = idx.astype(np.float32)  # exact up to 2**24 steps
-        loss = _f32(np.asarray(history["loss"])[idx])
+        loss = to_wire(np.asarray(history["loss"])[idx])
 
         self._set_iterations(n)
         if not self._log_user and n:
@@ -283,7 +283,7 @@ class HistoryCharts:
         self._push_loss(steps, loss)
         with self.vars_line.hold_sync():
             self.vars_line.x = steps
-            self.vars_line.y = np.stack([_f32(np.asarray(history[key])[idx])
+            self.vars_line.y = np.stack([to_wire(np.asarray(history[key])[idx])
                                          for key, _ in self._var_series])
 
         if self._curve_fn is not None:
@@ -362,24 +362,24 @@ class HistoryCharts:
 
         # Every trail point is an SVG marker: a few hundred are plenty to see the steps.
         trail_idx = decimate(len(xs), TRAIL_POINTS)
-        trail_x = _f32(xs[trail_idx])
+        trail_x = to_wire(xs[trail_idx])
         with self.trail.hold_sync():
-            self.trail.x, self.trail.y = trail_x, _f32(np.asarray(history["loss"])[trail_idx])
+            self.trail.x, self.trail.y = trail_x, to_wire(np.asarray(history["loss"])[trail_idx])
         if now is not None:
             # The loss at the present value (after the last step) is not in the
             # history: read it off the drawn curve.
             px, py = [now], [np.interp(now, self._curve_x, self._curve_y)]
         elif len(trail_x):
-            px, py = trail_x[-1:], _f32(np.asarray(history["loss"])[-1:])
+            px, py = trail_x[-1:], to_wire(np.asarray(history["loss"])[-1:])
         else:
             return
         with self.point.hold_sync():
-            self.point.x, self.point.y = _f32(px), _f32(py)
+            self.point.x, self.point.y = to_wire(px), to_wire(py)
 
     def _draw_curve(self, lo, hi):
         self._range = (lo, hi)
         xs = np.linspace(lo, hi, CURVE_POINTS, dtype=np.float32)
-        ys = _f32(np.reshape(self._curve_fn(xs), xs.shape))
+        ys = to_wire(np.reshape(self._curve_fn(xs), xs.shape))
         self._curve_x, self._curve_y = xs, ys
         with self.curve_line.hold_sync():
             self.curve_line.x, self.curve_line.y = xs, ys
@@ -402,9 +402,9 @@ class HistoryCharts:
 
         if now is not None:
             idx = decimate(len(ha), self.max_points - 1)  # room for the present point
-        px, py = _f32(ha[idx]), _f32(hb[idx])
+        px, py = to_wire(ha[idx]), to_wire(hb[idx])
         if now is not None:
-            px, py = np.append(px, _f32(now[0])), np.append(py, _f32(now[1]))
+            px, py = np.append(px, to_wire(now[0])), np.append(py, to_wire(now[1]))
         if not len(px):
             return
         with self.path.hold_sync():

@@ -5,19 +5,14 @@ import bqplot as bq
 import ipywidgets as W
 import numpy as np
 
-from .charts import decimate
+from .charts import COLORS, decimate, to_wire
 
-COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 FIG = dict(animation_duration=0, fig_margin=dict(top=40, bottom=50, left=70, right=20),
            layout=W.Layout(width="440px", height="320px"))
 
 
 def _color(i):
     return COLORS[i % len(COLORS)]
-
-
-def _f32(a):
-    return np.asarray(a, dtype=np.float32)
 
 
 class CompareView:
@@ -40,7 +35,7 @@ class CompareView:
         for i, run in enumerate(runs):
             idx = decimate(run.steps, max_points)
             marks.append(bq.Lines(
-                x=_f32(idx), y=_f32(run.history["loss"][idx]), scales={"x": sx, "y": sy},
+                x=to_wire(idx), y=to_wire(run.history["loss"][idx]), scales={"x": sx, "y": sy},
                 colors=[_color(i)], labels=[f"{run.label} ({run.status})"], display_legend=True,
             ))
         axes = [bq.Axis(scale=sx, label="iteration"),
@@ -56,10 +51,10 @@ class CompareView:
         pad = max(0.2 * (hi - lo), 1.0)
         grid = np.linspace(lo - pad, hi + pad, 300, dtype=np.float32)
         sx, sy = bq.LinearScale(), bq.LinearScale()
-        marks = [bq.Lines(x=grid, y=_f32(curve(grid)), scales={"x": sx, "y": sy}, colors=["#999999"])]
+        marks = [bq.Lines(x=grid, y=to_wire(curve(grid)), scales={"x": sx, "y": sy}, colors=["#999999"])]
         for i, run in enumerate(runs):
             idx = decimate(run.steps, max_points)
-            marks.append(bq.Lines(x=_f32(run.history[name][idx]), y=_f32(run.history["loss"][idx]),
+            marks.append(bq.Lines(x=to_wire(run.history[name][idx]), y=to_wire(run.history["loss"][idx]),
                                   scales={"x": sx, "y": sy}, colors=[_color(i)], marker="circle", marker_size=12))
         axes = [bq.Axis(scale=sx, label=name), bq.Axis(scale=sy, orientation="vertical", label="loss", tick_format=".2g")]
         fig = bq.Figure(marks=marks, axes=axes, title=f"Paths on the loss curve of {name}", **FIG)
@@ -79,10 +74,10 @@ class CompareView:
         zmin = z[finite].min() if finite.any() else 0.0
         color = np.log10(np.where(finite, z - zmin, np.nan) + 1e-3)  # log so valleys show
         sx, sy, sc = bq.LinearScale(), bq.LinearScale(), bq.ColorScale(scheme="viridis")
-        marks = [bq.HeatMap(x=gx, y=gy, color=_f32(color), scales={"x": sx, "y": sy, "color": sc})]
+        marks = [bq.HeatMap(x=gx, y=gy, color=to_wire(color), scales={"x": sx, "y": sy, "color": sc})]
         for i, run in enumerate(runs):
             idx = decimate(run.steps, max_points)
-            marks.append(bq.Lines(x=_f32(run.history[a][idx]), y=_f32(run.history[b][idx]),
+            marks.append(bq.Lines(x=to_wire(run.history[a][idx]), y=to_wire(run.history[b][idx]),
                                   scales={"x": sx, "y": sy}, colors=[_color(i)], stroke_width=2))
         axes = [bq.Axis(scale=sx, label=a), bq.Axis(scale=sy, orientation="vertical", label=b)]
         fig = bq.Figure(marks=marks, axes=axes, title="Paths on the loss surface (colour: log loss)", **FIG)

@@ -22,6 +22,7 @@ import numpy as np
 
 from tfmagic.descent.optimizers import OPTIMIZERS, check_eta
 from tfmagic.present.messages import outcome
+from tfmagic.runtime.devices import short as short_device
 from tfmagic.present.text import STYLE, tensors_html
 
 from .charts import HistoryCharts
@@ -163,7 +164,7 @@ class DescentPanel:
         if status != "running" and e.final_loss is not None:
             loss = e.final_loss
         grad = float(h["grad_norm"][-1]) if e.steps else None
-        device = e.device.rsplit("device:", 1)[-1] if e.device else "CPU:0"
+        device = short_device(e.device) or "CPU:0"
         limit = f" (sgd diverges above ≈ {self._eta_max:.3g})" if self._eta_max and e.optimizer_name == "sgd" else ""
         parts = [
             f"iteration <b>{e.steps}</b>", f"loss <b>{_fmt(loss)}</b>", f"|grad| {_fmt(grad)}",

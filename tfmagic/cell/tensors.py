@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass
 
+from tfmagic.runtime.devices import short as short_device
+
 
 @dataclass(frozen=True)
 class TensorRecord:
@@ -14,11 +16,6 @@ class TensorRecord:
     @property
     def shape_text(self):
         return "scalar" if self.shape == () else "×".join(str(d) for d in self.shape)
-
-
-def short_device(device):
-    """'/job:localhost/replica:0/task:0/device:CPU:0' -> 'CPU:0'."""
-    return device.rsplit("device:", 1)[-1] if device else ""
 
 
 def record(tf, name, value):

@@ -10,7 +10,9 @@ from tfmagic.cell.compiler import compile_cell
 from tfmagic.descent.engine import Descent
 from tfmagic.errors import LossError, TfmagicError
 from tfmagic.cell.explain import explain
-from tfmagic.cell.tensors import record, short_device
+from tfmagic.cell.tensors import record
+from tfmagic.cell.variables import is_model, module_variables, require_float
+from tfmagic.runtime.devices import short as short_device
 
 
 class DescentResult:
@@ -59,27 +61,6 @@ class DescentResult:
         from tfmagic.present.text import descent_html
 
         return descent_html(self)
-
-
-def _is_float_dtype(tf, dtype):
-    return tf.as_dtype(dtype).is_floating
-
-
-def module_variables(tf, name, obj):
-    """Trainable variables of a Keras model/layer or tf.Module, as name -> tf.Variable."""
-    found = {}
-    for v in obj.trainable_variables:
-        raw = v if isinstance(v, tf.Variable) else getattr(v, "_value", None)
-        if not isinstance(raw, tf.Variable):
-            raise TfmagicError(f"{name} has a trainable variable of unsupported type {type(v).__name__}.")
-        base = label = f"{name}.{getattr(v, 'path', None) or raw.name.split(':')[0]}"
-        i = 1
-        while label in found:  # (two unnamed tf.Variables are both "Variable": a column each)
-            label, i = f"{base}_{i}", i + 1
-        found[label] = raw
-    if not found:
-        raise TfmagicError(f"{name} has no trainable variables yet; call it once on data so it builds its weights.")
-    return found
 
 
 def _init_variable(tf, name, expr, namespace, device):
@@ -143,13 +124,9 @@ def resolve_variables(tf, specs, namespace, device, ranges=None):
             )
         obj = namespace[name]
         if isinstance(obj, tf.Variable):
-            if not _is_float_dtype(tf, obj.dtype):
-                raise TfmagicError(
-                    f"{name} is an integer variable ({obj.dtype.name}); gradient descent needs a float.",
-                    hint=f"make it float: {name} = tf.Variable({name}.numpy().astype('float32')) or %%descend {name}=10.0",
-                )
+            require_float(tf, name, obj, f"make it float: {name} = tf.Variable({name}.numpy().astype('float32')) or %%descend {name}=10.0")
             variables[name] = obj
-        elif hasattr(obj, "trainable_variables"):
+        elif is_model(tf, obj):
             variables.update(module_variables(tf, name, obj))
         else:
             raise TfmagicError(
@@ -179,11 +156,7 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
                 hint="name the variables and their starting values, e.g. %%descend x=10.0",
             )
         for name, var in variables.items():
-            if not _is_float_dtype(tf, var.dtype):
-                raise TfmagicError(
-                    f"{name} is an integer variable ({var.dtype.name}); gradient descent needs a float.",
-                    hint=f"make it float, e.g. %%descend {name}=10.0",
-                )
+            require_float(tf, name, var, f"make it float, e.g. %%descend {name}=10.0")
     extra = {n: overlay[n] for n in cell.params}
 
     def loss_fn():

@@ -3,10 +3,11 @@
 from dataclasses import dataclass, field
 
 from tfmagic.cell.compiler import compile_cell
-from tfmagic.descent.setup import module_variables
+from tfmagic.cell.variables import is_model, module_variables
 from tfmagic.errors import TfmagicError
 from tfmagic.cell.explain import explain
-from tfmagic.cell.tensors import record, short_device
+from tfmagic.cell.tensors import record
+from tfmagic.runtime.devices import short as short_device
 
 
 @dataclass
@@ -124,15 +125,6 @@ def _changed(snapshot):
     return out
 
 
-def _model_like(tf, value):
-    """A Keras model/layer or tf.Module: something whose trainable variables stand for it."""
-    return (
-        not isinstance(value, (tf.Variable, type))
-        and not tf.is_tensor(value)
-        and hasattr(value, "trainable_variables")
-    )
-
-
 def _expand(tf, name, obj):
     """name/path -> tf.Variable for each trainable variable of obj, e.g. model/dense/kernel."""
     found = {}
@@ -168,7 +160,7 @@ def differentiate(tf, source, namespace, names=(), device=None, bench=False):
         value = namespace[name]
         if isinstance(value, tf.Variable):
             _add_distinct(variables, {name: value})
-        elif _model_like(tf, value):
+        elif is_model(tf, value):
             _add_distinct(variables, _expand(tf, name, value))
         else:
             watched[name] = _watchable(tf, name, value)
@@ -179,7 +171,7 @@ def differentiate(tf, source, namespace, names=(), device=None, bench=False):
             value = namespace.get(n)
             if isinstance(value, tf.Variable):
                 _add_distinct(variables, {n: value})
-            elif _model_like(tf, value):
+            elif is_model(tf, value):
                 if value.trainable_variables:
                     _add_distinct(variables, _expand(tf, n, value))
                 elif getattr(value, "built", True) is False:

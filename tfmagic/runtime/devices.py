@@ -8,7 +8,8 @@ def available(tf):
 
 
 def short(name):
-    return name.rsplit("device:", 1)[-1]
+    """'/job:localhost/replica:0/task:0/device:CPU:0' -> 'CPU:0' ('' for none)."""
+    return name.rsplit("device:", 1)[-1] if name else ""
 
 
 def resolve(tf, spec):
