@@ -269,11 +269,12 @@ def e2e_descend(p, n):
 
     def once():
         t0 = time.perf_counter()
-        eng, created, result, evaluate = prepare(
+        prepared = prepare(
             tf, p.cell, dict(p.namespace), p.specs, eta=p.eta, optimizer="sgd", device=None, tol=None, jit="auto"
         )
+        eng = prepared.engine
         status = eng.run(n)
-        evaluate()
+        prepared.evaluate()
         t = time.perf_counter() - t0
         if status != "max_steps":
             raise RuntimeError(f"{p.key} %%descend n={n}: {status} ({outcome(eng)})")

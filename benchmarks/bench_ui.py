@@ -59,7 +59,7 @@ def problems():
 
 
 async def timed_run(engine, with_panel, seconds):
-    from tfmagic.descent.setup import DescentResult
+    from tfmagic.present.results import DescentResult
     from tfmagic.widgets.panel import DescentPanel
 
     engine.reset()

@@ -106,15 +106,16 @@ def test_compare_refuses_duplicates_and_keeps_close_values_apart(ip, run):
 
 def test_compare_and_restarts_print_every(ip, run, capsys):
     from tfmagic.descent import experiments
+    from tfmagic.runs import course_printer
 
     res = run("descend", "x=10.0 --steps 5 --no-widgets", COURSE)
     capsys.readouterr()
-    experiments.compare(res.engine, "eta", [0.1, 0.5], 4, print_every=2)
+    experiments.compare(res.engine, "eta", [0.1, 0.5], 4, watch=course_printer(2))
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "eta=0.1:" and out[1].startswith("iteration: 0 x: 8.4 y: 64")
     assert out[3] == "eta=0.5:" and out[4].startswith("iteration: 0 x: 2 y: 64")
     assert len(out) == 6
-    experiments.restarts(res.engine, {"x": (-1.0, 1.0)}, 2, 3, seed=0, print_every=1)
+    experiments.restarts(res.engine, {"x": (-1.0, 1.0)}, 2, 3, seed=0, watch=course_printer(1))
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "start 1:" and out[4] == "start 2:" and len(out) == 8
     assert not res.engine._observers  # the printers are removed

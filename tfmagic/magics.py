@@ -28,13 +28,15 @@ def _parse(func, line):
 class TfMagics(Magics):
     def tfgrad(self, line, cell):
         from tfmagic.grad.gradients import differentiate
+        from tfmagic.present.results import GradResult
         from tfmagic.runs import check_out, publish, resolve_device, tensorflow_for
 
         args = _parse(self.tfgrad, line)
         tf = tensorflow_for(self.shell)
         device = resolve_device(tf, args.device)
         check_out(self.shell, tf, args)
-        result, assigned = differentiate(tf, cell, self.shell.user_ns, args.names, device, bench=args.bench)
+        found, assigned = differentiate(tf, cell, self.shell.user_ns, args.names, device, bench=args.bench)
+        result = GradResult(found)
         publish(self.shell, assigned, args.out, result)
         return result
 

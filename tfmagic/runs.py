@@ -75,6 +75,20 @@ def live():
     return awaiting.cell_is_awaited()
 
 
+def course_printer(every):
+    """--print-every K for each run of a series: its label, then the course's lines (None: off)."""
+    if not every:
+        return None
+
+    def watch(label):
+        from tfmagic.present.text import CoursePrinter
+
+        sys.stdout.write(f"{label}:\n")
+        return CoursePrinter(every, sys.stdout)
+
+    return watch
+
+
 @dataclass
 class Checked:
     """The options of a %%descend, checked before anything changes."""
@@ -125,13 +139,17 @@ class DescentRun:
         check_out(shell, tf, args)
         from tfmagic.descent.setup import prepare
 
-        self.engine, created, self.result, self._evaluate = prepare(
+        from tfmagic.present.results import DescentResult
+
+        prepared = prepare(
             tf, cell, shell.user_ns, args.names,
             eta=args.eta, optimizer=args.optimizer, device=device, tol=args.tol, jit=args.jit, ranges=self.ranges,
         )
         if args.restarts and not self.ranges:
             raise UsageError("--restarts needs a range to draw starts from, e.g. %%descend x=-5:5 --restarts 10")
-        shell.user_ns.update(created)
+        self.engine, self._evaluate = prepared.engine, prepared.evaluate
+        self.result = DescentResult(prepared.engine, prepared.tensors, prepared.constants, prepared.device, prepared.cell)
+        shell.user_ns.update(prepared.created)
 
     def start(self):
         """The result, or (live panel) a coroutine the awaiting cell awaits for it."""
@@ -150,18 +168,18 @@ class DescentRun:
     # -- the three ways ------------------------------------------------------
     def _run_several(self):
         from tfmagic.descent import experiments
+        from tfmagic.present.results import MultiResult
 
         args, engine = self.args, self.engine
-        tol = args.tol or 1e-3
+        tol, watch = args.tol or 1e-3, course_printer(args.print_every)
         try:
             if self.compare:
-                multi = experiments.compare(engine, *self.compare, args.steps, tol=tol, print_every=args.print_every)
+                done = experiments.compare(engine, *self.compare, args.steps, tol=tol, watch=watch)
             else:
-                multi = experiments.restarts(
-                    engine, self.ranges, args.restarts, args.steps, seed=args.seed, tol=tol, print_every=args.print_every
-                )
+                done = experiments.restarts(engine, self.ranges, args.restarts, args.steps, seed=args.seed, tol=tol, watch=watch)
         except Exception as err:
             raise explain(err, self.result.cell, "running the comparison") from err
+        multi = MultiResult(done)
         if not args.no_widgets and live():
             from IPython.display import display
 

@@ -4,7 +4,6 @@ Each run starts from a reset engine, so they all share the compiled chunk
 (eta is a variable; an optimizer switch builds one chunk per optimizer).
 """
 
-import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -87,24 +86,22 @@ def eta_labels(values):
 
 
 @contextmanager
-def _printing(engine, label, every):
-    """--print-every for one run: its label, then the course's lines."""
-    if not every:
+def _watched(engine, label, watch):
+    """Observe one run with watch(label) (e.g. --print-every's printer), if it gives an observer."""
+    observer = watch(label) if watch else None
+    if observer is None:
         yield
         return
-    from tfmagic.present.text import CoursePrinter
-
-    sys.stdout.write(f"{label}:\n")
-    printer = CoursePrinter(every, sys.stdout)
-    engine.observe(printer)
+    engine.observe(observer)
     try:
         yield
     finally:
-        engine.unobserve(printer)
+        engine.unobserve(observer)
 
 
-def compare(engine, what, values, steps, tol=1e-3, print_every=0):
-    """One run per value of eta or optimizer, all from the same start."""
+def compare(engine, what, values, steps, tol=1e-3, watch=None):
+    """One run per value of eta or optimizer, all from the same start. `watch(label)`: an observer
+    of that run, or None."""
     eta0, opt0 = engine.eta, engine.optimizer_name
     start = engine.initial_values()
     labels = eta_labels(values) if what == "eta" else list(values)
@@ -116,7 +113,7 @@ def compare(engine, what, values, steps, tol=1e-3, print_every=0):
                 engine.eta = value
             else:
                 engine.set_optimizer(value)
-            with _printing(engine, label, print_every):
+            with _watched(engine, label, watch):
                 engine.run(steps)
             runs[label] = _snapshot(engine, label, start, tol)
             if engine.status == "interrupted":
@@ -124,10 +121,10 @@ def compare(engine, what, values, steps, tol=1e-3, print_every=0):
     finally:
         engine.eta = eta0
         engine.set_optimizer(opt0)
-    return MultiResult("compare", what, runs, _keep_best(engine, runs), engine, tol, steps)
+    return Experiment("compare", what, runs, _keep_best(engine, runs), engine, tol, steps)
 
 
-def restarts(engine, ranges, count, steps, seed=None, tol=1e-3, print_every=0):
+def restarts(engine, ranges, count, steps, seed=None, tol=1e-3, watch=None):
     """`count` runs from random starts drawn uniformly from `ranges` (name -> (lo, hi))."""
     rng = np.random.default_rng(seed)
     runs = {}
@@ -141,12 +138,12 @@ def restarts(engine, ranges, count, steps, seed=None, tol=1e-3, print_every=0):
                 start[name] = rng.uniform(lo, hi, size=tuple(var.shape)).astype(np.float32)
         engine.reset(start=start)
         label = f"start {i + 1}"
-        with _printing(engine, label, print_every):
+        with _watched(engine, label, watch):
             engine.run(steps)
         runs[label] = _snapshot(engine, label, start, tol)
         if engine.status == "interrupted":
             break
-    return MultiResult("restarts", "start", runs, _keep_best(engine, runs), engine, tol, steps)
+    return Experiment("restarts", "start", runs, _keep_best(engine, runs), engine, tol, steps)
 
 
 def found_minimum(run):
@@ -170,20 +167,10 @@ def distinct_minima(runs, rel=1e-2):
     return groups
 
 
-class MultiResult:
+class Experiment:
     """The runs of --compare or --restarts; the variables hold the best run's values."""
 
     def __init__(self, kind, what, runs, best, engine, tol=1e-3, steps=None):
         self.kind, self.what, self.runs, self.best, self.engine = kind, what, runs, best, engine
         self.tol, self.steps = tol, steps
         self.minima = distinct_minima(runs)
-
-    def __repr__(self):
-        from tfmagic.present.text import multi_text
-
-        return multi_text(self)
-
-    def _repr_html_(self):
-        from tfmagic.present.text import multi_html
-
-        return multi_html(self)

@@ -4,6 +4,8 @@ Nothing in the user's namespace changes until the cell has compiled and its loss
 has been checked, so a typo never costs the user a variable.
 """
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from tfmagic.cell.compiler import compile_cell
@@ -15,52 +17,17 @@ from tfmagic.cell.variables import is_model, module_variables, require_float
 from tfmagic.runtime.devices import short as short_device
 
 
-class DescentResult:
-    """A live view of a descent: it follows the engine when the UI runs more steps."""
+@dataclass
+class Prepared:
+    """A %%descend cell, compiled and checked, with its engine built."""
 
-    def __init__(self, engine, tensors, constants, device, cell):
-        self.engine = engine
-        self.cell = cell
-        self.cell_notes = [cell.not_kept_note] if cell is not None and cell.not_kept_note else []
-        self.tensors = tensors
-        self.constants = constants
-        self.device = device
-
-    history = property(lambda self: self.engine.history)
-    status = property(lambda self: self.engine.status)
-    steps = property(lambda self: self.engine.steps)
-    final_loss = property(lambda self: self.engine.final_loss)
-    @property
-    def message(self):
-        """How the run ended, in words ('' while it runs or when it ran its steps)."""
-        from tfmagic.present.messages import outcome
-
-        return outcome(self.engine)
-
-    @property
-    def notes(self):
-        from tfmagic.present.messages import note
-
-        return self.cell_notes + [note(code) for code in self.engine.notes]
-    optimizer = property(lambda self: self.engine.optimizer_name)
-    eta = property(lambda self: self.engine.eta)
-
-    @property
-    def values(self):
-        """name -> value (numpy) when the run ended, whatever ran on these variables since."""
-        if self.engine.final_values is not None and self.engine.status not in ("running", "paused"):
-            return dict(self.engine.final_values)
-        return {n: v.numpy() for n, v in self.engine.variables.items()}
-
-    def __repr__(self):
-        from tfmagic.present.text import descent_text
-
-        return descent_text(self)
-
-    def _repr_html_(self):
-        from tfmagic.present.text import descent_html
-
-        return descent_html(self)
+    engine: object  # Descent
+    created: dict  # NAME=INIT variables to put into the namespace
+    tensors: dict  # name -> TensorRecord of what the cell reads, optimises and assigns
+    constants: dict  # globals baked into the compiled cell
+    device: str  # where it runs, short ('CPU:0')
+    cell: object  # the compiled cell
+    evaluate: object  # () -> the names the cell assigns, at the current values
 
 
 def _init_variable(tf, name, expr, namespace, device):
@@ -144,7 +111,7 @@ def _example(obj):
 
 
 def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, ranges=None):
-    """Compile and check the cell; return (engine, created variables, result, evaluate)."""
+    """Compile and check the cell, build its engine; changes nothing in the namespace."""
     variables, created = resolve_variables(tf, specs, namespace, device, ranges)
     overlay = {**namespace, **created}
     cell = compile_cell(source, overlay, default_globals={"tf": tf})
@@ -205,9 +172,8 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
         if rec:
             tensors[name] = rec
     where = short_device(device) if device else short_device(loss.device) or "CPU:0"
-    result = DescentResult(engine, tensors, cell.constants, where, cell)
     def evaluate():
         """The names the cell assigns, at the current values (reuses the probe's trace)."""
         return cell.published(probe()[2])
 
-    return engine, created, result, evaluate
+    return Prepared(engine, created, tensors, cell.constants, where, cell, evaluate)

@@ -11,7 +11,9 @@ from tfmagic.runtime.devices import short as short_device
 
 
 @dataclass
-class GradResult:
+class Gradients:
+    """What %%tfgrad found (present/results.GradResult shows it)."""
+
     value: object  # tf.Tensor: the cell's target
     target: str  # its name, or 'value' for a bare expression
     gradients: dict  # name -> tf.Tensor or None
@@ -21,16 +23,6 @@ class GradResult:
     constants: dict = field(default_factory=dict)  # globals baked in as constants
     notes: list = field(default_factory=list)
     bench: dict | None = None  # --bench: compiled vs eager timing
-
-    def __repr__(self):
-        from tfmagic.present.text import grad_text
-
-        return grad_text(self)
-
-    def _repr_html_(self):
-        from tfmagic.present.text import grad_html
-
-        return grad_html(self)
 
 
 def _watchable(tf, name, value):
@@ -147,7 +139,7 @@ def _add_distinct(variables, more):
 
 
 def differentiate(tf, source, namespace, names=(), device=None, bench=False):
-    """Run `source` once under a tape; return a GradResult. Publishes nothing."""
+    """Run `source` once under a tape; return (Gradients, what the cell assigns). Publishes nothing."""
     if names:
         for name in names:
             if name not in namespace:
@@ -263,7 +255,7 @@ def differentiate(tf, source, namespace, names=(), device=None, bench=False):
             tensors[name] = rec
     if cell.target_name is None:
         tensors["value"] = record(tf, "value", target)
-    result = GradResult(
+    result = Gradients(
         value=target,
         target=cell.target_label,
         gradients=gradients,

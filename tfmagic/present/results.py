@@ -1,0 +1,76 @@
+"""What a magic returns: views of the facts that show themselves as text and HTML."""
+
+from dataclasses import fields
+
+from tfmagic.descent.experiments import Experiment
+from tfmagic.grad.gradients import Gradients
+from tfmagic.present.messages import note, outcome
+from tfmagic.present.text import descent_html, descent_text, grad_html, grad_text, multi_html, multi_text
+
+
+class DescentResult:
+    """A live view of a descent: it follows the engine when the UI runs more steps."""
+
+    def __init__(self, engine, tensors, constants, device, cell):
+        self.engine = engine
+        self.cell = cell
+        self.cell_notes = [cell.not_kept_note] if cell is not None and cell.not_kept_note else []
+        self.tensors = tensors
+        self.constants = constants
+        self.device = device
+
+    history = property(lambda self: self.engine.history)
+    status = property(lambda self: self.engine.status)
+    steps = property(lambda self: self.engine.steps)
+    final_loss = property(lambda self: self.engine.final_loss)
+
+    @property
+    def message(self):
+        """How the run ended, in words ('' while it runs or when it ran its steps)."""
+        return outcome(self.engine)
+
+    @property
+    def notes(self):
+        return self.cell_notes + [note(code) for code in self.engine.notes]
+
+    optimizer = property(lambda self: self.engine.optimizer_name)
+    eta = property(lambda self: self.engine.eta)
+
+    @property
+    def values(self):
+        """name -> value (numpy) when the run ended, whatever ran on these variables since."""
+        if self.engine.final_values is not None and self.engine.status not in ("running", "paused"):
+            return dict(self.engine.final_values)
+        return {n: v.numpy() for n, v in self.engine.variables.items()}
+
+    def __repr__(self):
+        return descent_text(self)
+
+    def _repr_html_(self):
+        return descent_html(self)
+
+
+class MultiResult(Experiment):
+    """The runs of --compare or --restarts; the variables hold the best run's values."""
+
+    def __init__(self, experiment):
+        self.__dict__.update(vars(experiment))
+
+    def __repr__(self):
+        return multi_text(self)
+
+    def _repr_html_(self):
+        return multi_html(self)
+
+
+class GradResult(Gradients):
+    """%%tfgrad's value, gradients (with reasons for the None ones) and tensors."""
+
+    def __init__(self, gradients):
+        super().__init__(**{f.name: getattr(gradients, f.name) for f in fields(gradients)})
+
+    def __repr__(self):
+        return grad_text(self)
+
+    def _repr_html_(self):
+        return grad_html(self)
