@@ -274,7 +274,7 @@ def e2e_descend(p, n):
         )
         eng = prepared.engine
         status = eng.run(n)
-        prepared.evaluate()
+        prepared.assigned_now()
         t = time.perf_counter() - t0
         if status != "max_steps":
             raise RuntimeError(f"{p.key} %%descend n={n}: {status} ({outcome(eng)})")

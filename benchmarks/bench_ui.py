@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 from tfmagic.runtime import devices  # noqa: E402
 from tfmagic.descent.engine import Descent  # noqa: E402
 from tfmagic.kernel.runner import LiveRunner  # noqa: E402
-from tfmagic.descent.probe import probe_for  # noqa: E402
+from tfmagic.descent.loss_grid import loss_grid_for  # noqa: E402
 from tfmagic.runtime.tfimport import tensorflow  # noqa: E402
 
 tf = tensorflow()
@@ -66,7 +66,7 @@ async def timed_run(engine, with_panel, seconds):
     runner = LiveRunner(engine)
     panel = None
     if with_panel:
-        curve, surface = probe_for(tf, engine)
+        curve, surface = loss_grid_for(tf, engine)
         names = {devices.short(n): n for n in devices.available(tf)}
         result = DescentResult(engine, {}, {}, "CPU:0", None)
         panel = DescentPanel(runner, result, 10**9, names, curve=curve, surface=surface)

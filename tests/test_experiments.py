@@ -63,11 +63,11 @@ def test_restarts_need_a_range_and_ranges_need_restarts(ip, run):
 
 
 def test_compare_view_builds_with_a_legend(ip, run):
-    from tfmagic.descent.probe import probe_for
+    from tfmagic.descent.loss_grid import loss_grid_for
     from tfmagic.widgets.compare import CompareView
 
     res = run("descend", "x=10.0 --steps 50 --compare eta=0.1,1.1 --no-widgets", COURSE)
-    curve, surface = probe_for(ip.user_ns["tf"], res.engine)
+    curve, surface = loss_grid_for(ip.user_ns["tf"], res.engine)
     view = CompareView(res, curve=curve)
     loss_fig, paths_fig = view.widget.children
     labels = [m.labels[0] for m in loss_fig.marks]

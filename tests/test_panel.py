@@ -9,7 +9,7 @@ import pytest
 
 from tfmagic.runtime import devices
 from tfmagic.kernel.runner import LiveRunner
-from tfmagic.descent.probe import probe_for
+from tfmagic.descent.loss_grid import loss_grid_for
 from tfmagic.widgets.panel import DescentPanel
 
 COURSE = "y = (x - 2.0) ** 2"
@@ -58,7 +58,7 @@ def make_panel(ip, run, line="x=10.0 --eta 0.0001", cell=COURSE, steps=10**8):
     engine = res.engine
     engine.reset()
     tf = ip.user_ns["tf"]
-    curve, surface = probe_for(tf, engine)
+    curve, surface = loss_grid_for(tf, engine)
     names = {devices.short(n): n for n in devices.available(tf)}
     runner = LiveRunner(engine)
     panel = DescentPanel(runner, res, steps, names, curve=curve, surface=surface)

@@ -81,10 +81,10 @@ def course_printer(every):
         return None
 
     def watch(label):
-        from tfmagic.present.text import CoursePrinter
+        from tfmagic.present.text import IterationPrinter
 
         sys.stdout.write(f"{label}:\n")
-        return CoursePrinter(every, sys.stdout)
+        return IterationPrinter(every, sys.stdout)
 
     return watch
 
@@ -147,7 +147,7 @@ class DescentRun:
         )
         if args.restarts and not self.ranges:
             raise UsageError("--restarts needs a range to draw starts from, e.g. %%descend x=-5:5 --restarts 10")
-        self.engine, self._evaluate = prepared.engine, prepared.evaluate
+        self.engine, self._assigned_now = prepared.engine, prepared.assigned_now
         self.result = DescentResult(prepared.engine, prepared.tensors, prepared.constants, prepared.device, prepared.cell)
         shell.user_ns.update(prepared.created)
 
@@ -183,10 +183,10 @@ class DescentRun:
         if not args.no_widgets and live():
             from IPython.display import display
 
-            from tfmagic.descent.probe import probe_for
+            from tfmagic.descent.loss_grid import loss_grid_for
             from tfmagic.widgets.compare import CompareView
 
-            curve, surface = probe_for(self.tf, engine)
+            curve, surface = loss_grid_for(self.tf, engine)
             display(CompareView(multi, curve=curve, surface=surface).widget)
         self._publish_final(multi)
         return multi
@@ -205,20 +205,20 @@ class DescentRun:
     def _run_live(self):
         from IPython.display import display
 
-        from tfmagic.descent.probe import probe_for
+        from tfmagic.descent.loss_grid import loss_grid_for
         from tfmagic.kernel import ipykernel_fix
         from tfmagic.kernel.runner import LiveRunner
-        from tfmagic.present.text import CoursePrinter
+        from tfmagic.present.text import IterationPrinter
         from tfmagic.runtime import devices
         from tfmagic.widgets.panel import DescentPanel
 
         args, engine, tf = self.args, self.engine, self.tf
         runner = LiveRunner(engine, pace=args.pace)
-        curve, surface = probe_for(tf, engine)
+        curve, surface = loss_grid_for(tf, engine)
         names = {devices.short(full): full for full in devices.available(tf)}
         panel = DescentPanel(runner, self.result, args.steps, names, curve=curve, surface=surface)
         display(panel.widget)
-        printer = CoursePrinter(args.print_every, sys.stdout) if args.print_every else None
+        printer = IterationPrinter(args.print_every, sys.stdout) if args.print_every else None
         if printer:
             engine.observe(printer)
 
@@ -237,11 +237,11 @@ class DescentRun:
         return run()
 
     def _run_blocking(self):
-        from tfmagic.present.text import CoursePrinter, TextProgress
+        from tfmagic.present.text import IterationPrinter, TextProgress
 
         args, engine = self.args, self.engine
         if args.print_every:
-            observers = [CoursePrinter(args.print_every, sys.stdout)]
+            observers = [IterationPrinter(args.print_every, sys.stdout)]
         else:
             observers = [TextProgress(args.steps, sys.stdout)]
         for obs in observers:
@@ -268,7 +268,7 @@ class DescentRun:
     def _publish_final(self, result):
         try:
             with self.tf.device(self.engine.device):
-                assigned = self._evaluate()
+                assigned = self._assigned_now()
         except Exception:  # the variables are already final; the extra names are a courtesy
             assigned = {}
         publish(self.shell, assigned, self.args.out, result)

@@ -56,11 +56,11 @@ class Calls:
     def prime(self):
         """Evaluate the current point eagerly (no trace): the next step needs its gradients."""
         tf = self.tf
-        evaluate, _, squared, ends, _ = self.graphs.pieces(traced=False)
+        evaluate, _, squared, raw_row, _ = self.graphs.pieces(traced=False)
         with tf.device(self.device):
             loss, grads = evaluate()
             gn2 = squared(grads)
-            self.point = tf.stack(ends(loss, gn2)).numpy()
+            self.point = tf.stack(raw_row(loss, gn2)).numpy()
         self.state = (loss, gn2, grads)
         if self.start_loss is None and math.isfinite(self.point[0]):
             self.start_loss = float(self.point[0])
@@ -144,13 +144,13 @@ class Calls:
                     return self._step_calls(fn, n, traced)
                 out = fn(*args)
                 if mode == "blocks":
-                    count, used, block, lowest, grads, *ends = out
+                    count, used, block, lowest, grads, *row = out
                 else:  # a row per step: the last block is the last step
-                    count, lowest, grads, *ends = out
+                    count, lowest, grads, *row = out
                     used, block = count, max(int(count) - 1, 0)
                 rows = self.graphs.buffer[: int(used)].numpy()
-        self.state = ends[0], ends[1], grads
-        self.point = np.array([t.numpy() for t in ends], np.float32)
+        self.state = row[0], row[1], grads
+        self.point = np.array([t.numpy() for t in row], np.float32)
         return rows, int(count), int(block), float(lowest), traced
 
     def _step_calls(self, fn, n, traced):

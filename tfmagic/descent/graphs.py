@@ -56,7 +56,7 @@ class Graphs:
     # longer to compile a graph with a sqrt, and about as long for abs or is_finite.
     def pieces(self, traced=True):
         """evaluate() -> (loss, grads) at the current point; advance(grads) takes one step
-        and evaluates the new point; squared(grads) is |grad|²; ends(loss, gn2) is a
+        and evaluates the new point; squared(grads) is |grad|²; raw_row(loss, gn2) is a
         history row without eta, as scalars: loss, |grad|², one summary per variable
         (its value, or the sum of its squares: see shown_by_value); healthy(...) is the
         loops' health check.
@@ -106,7 +106,7 @@ class Graphs:
                 return v if v.shape.rank == 0 else tf.reshape(v, [])
             return sum_of_squares(v)
 
-        def ends(loss, gn2):
+        def raw_row(loss, gn2):
             return [loss, gn2] + [summary(v) for v in variables]
 
         def healthy(loss, gn2, limit, xla):
@@ -115,7 +115,7 @@ class Graphs:
             bounded = (loss <= limit) & (loss >= -limit) if xla else tf.abs(loss) <= limit
             return bounded & (gn2 < math.inf)
 
-        return evaluate, advance, squared, ends, healthy
+        return evaluate, advance, squared, raw_row, healthy
 
     def _compiled(self, fn, **options):
         """tf.function for the engine's own code (see _autographed: ~2-5 ms less tracing)."""
@@ -130,12 +130,12 @@ class Graphs:
 
     def _build_step(self):
         """One compiled step (the course's shape), called from Python per step."""
-        _, advance, squared, ends, _ = self.pieces()
+        _, advance, squared, raw_row, _ = self.pieces()
 
         def step(grads):
             loss, grads = advance(grads)
             gn2 = squared(grads)
-            return self.tf.stack(ends(loss, gn2)), loss, gn2, grads
+            return self.tf.stack(raw_row(loss, gn2)), loss, gn2, grads
 
         return self._compiled(step)
 
@@ -147,24 +147,24 @@ class Graphs:
         checks: the body has no branch.
         """
         tf = self.tf
-        _, advance, squared, ends, healthy = self.pieces()
+        _, advance, squared, raw_row, healthy = self.pieces()
         buffer = self._buffer()
         track = self.track_tol
 
         def loop(n, stride, tol2, limit, loss, gn2, grads):  # (stride unused: one signature for both loops)
-            def going(i, loss, gn2, grads):
+            def keep_going(i, loss, gn2, grads):
                 ok = (i < n) & healthy(loss, gn2, limit, jit)
                 return ok & (gn2 >= tol2) if track else ok
 
             def body(i, loss, gn2, grads):
-                buffer.scatter_update(tf.IndexedSlices(tf.stack(ends(loss, gn2)), i))
+                buffer.scatter_update(tf.IndexedSlices(tf.stack(raw_row(loss, gn2)), i))
                 loss, grads = advance(grads)
                 return i + 1, loss, squared(grads), grads
 
-            i, loss, gn2, grads = tf.while_loop(going, body, [tf.constant(0), loss, gn2, grads])
+            i, loss, gn2, grads = tf.while_loop(keep_going, body, [tf.constant(0), loss, gn2, grads])
             # No more computed after the loop than the row needs: under XLA every extra
             # kernel, even a stack of the scalars or an i - 1, costs ~14 ms of compiling.
-            return (i, gn2, grads, *ends(loss, gn2))
+            return (i, gn2, grads, *raw_row(loss, gn2))
 
         return self._compiled(loop, jit_compile=jit)
 
@@ -177,17 +177,17 @@ class Graphs:
         a tol) makes convergence inside a block visible.
         """
         tf = self.tf
-        _, advance, squared, ends, healthy = self.pieces()
+        _, advance, squared, raw_row, healthy = self.pieces()
         buffer = self._buffer()
         track = self.track_tol
 
         def loop(n, stride, tol2, limit, loss, gn2, grads):
-            def going(i, r, block, loss, gn2, lowest, grads):
+            def keep_going(i, r, block, loss, gn2, lowest, grads):
                 ok = (i < n) & healthy(loss, gn2, limit, True)
                 return ok & (lowest >= tol2) if track else ok
 
             def body(i, r, block, loss, gn2, lowest, grads):
-                buffer.scatter_update(tf.IndexedSlices(tf.stack(ends(loss, gn2)), r))
+                buffer.scatter_update(tf.IndexedSlices(tf.stack(raw_row(loss, gn2)), r))
 
                 def inner(j, loss, lowest, grads):
                     loss, grads = advance(grads)
@@ -202,8 +202,8 @@ class Graphs:
                 return i + m, r + 1, i, loss, squared(grads), lowest, grads
 
             zero = tf.constant(0)
-            i, r, block, loss, gn2, lowest, grads = tf.while_loop(going, body, [zero, zero, zero, loss, gn2, gn2, grads])
-            return (i, r, block, lowest if track else gn2, grads, *ends(loss, gn2))
+            i, r, block, loss, gn2, lowest, grads = tf.while_loop(keep_going, body, [zero, zero, zero, loss, gn2, gn2, grads])
+            return (i, r, block, lowest if track else gn2, grads, *raw_row(loss, gn2))
 
         return self._compiled(loop, jit_compile=True)
 

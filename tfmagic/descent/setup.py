@@ -27,7 +27,7 @@ class Prepared:
     constants: dict  # globals baked into the compiled cell
     device: str  # where it runs, short ('CPU:0')
     cell: object  # the compiled cell
-    evaluate: object  # () -> the names the cell assigns, at the current values
+    assigned_now: object  # () -> the names the cell assigns, at the current values
 
 
 def _init_variable(tf, name, expr, namespace, device):
@@ -129,7 +129,7 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
     def loss_fn():
         return cell.function(**extra)[0]
 
-    def probe():
+    def trial():  # one run of the cell under a tape: its checks, and what it assigns
         with tf.GradientTape() as tape:
             loss, assigned = cell.function(**extra)
         loss = tf.convert_to_tensor(loss)
@@ -138,8 +138,8 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
 
     try:
         with tf.device(device):
-            probe = tf.function(probe)
-            loss, grads, assigned = probe()
+            trial = tf.function(trial)
+            loss, grads, assigned = trial()
     except Exception as err:
         raise explain(err, cell) from err
     label = cell.target_label
@@ -172,8 +172,8 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
         if rec:
             tensors[name] = rec
     where = short_device(device) if device else short_device(loss.device) or "CPU:0"
-    def evaluate():
-        """The names the cell assigns, at the current values (reuses the probe's trace)."""
-        return cell.published(probe()[2])
+    def assigned_now():
+        """The names the cell assigns, at the current values (reuses the trial's trace)."""
+        return cell.published(trial()[2])
 
-    return Prepared(engine, created, tensors, cell.constants, where, cell, evaluate)
+    return Prepared(engine, created, tensors, cell.constants, where, cell, assigned_now)

@@ -185,7 +185,7 @@ class TextProgress:
             self._open = False
 
 
-class CoursePrinter:
+class IterationPrinter:
     """Prints 'iteration: i x: ... y: ...' every K steps, as the course's loop does.
 
     The course prints x after its update and y before it; so do we.

@@ -45,7 +45,7 @@ class LossProbe:
         return self.losses(np.stack([gx.ravel(), gy.ravel()], axis=1)).reshape(len(ys), len(xs))
 
 
-def probe_for(tf, engine):
+def loss_grid_for(tf, engine):
     """(curve, surface) callables where the charts can use them, else None."""
     shapes = [tuple(v.shape) for v in engine.variables.values()]
     if not all(np.prod(s, dtype=int) == 1 for s in shapes) or len(shapes) not in (1, 2):
