@@ -316,3 +316,23 @@ def test_a_paced_run_goes_at_its_pace_and_stops_at_once(ip, run, loop):
     assert 20 <= steps_at_stop - 40 <= 40, steps_at_stop  # ~30 steps in 0.3 s
     assert stop_seconds < 0.2, stop_seconds
     assert res.status == "max_steps"
+
+
+def test_the_chart_probe_never_moves_the_users_variables(ip, run, loop):
+    """A loss that raises in part of the chart's window (log of x <= 0, checked) leaves a gap
+    in the curve; it used to end the cell with a traceback and x at a grid point."""
+    cell = "tf.debugging.check_numerics(tf.math.log(x), 'log of x')\ny = (x - 6.0) ** 2"
+
+    async def scenario():
+        ip.run_cell("x = tf.Variable(7.0)")
+        res, runner, panel = make_panel(ip, run, line="x --eta 0.1", cell=cell)
+        assert float(ip.user_ns["x"].numpy()) == 7.0  # the panel drew its curve: x is untouched
+        curve = panel.charts.curve_line
+        xs, ys = np.asarray(curve.x), np.asarray(curve.y)
+        await runner.run(10)
+        return res, xs, ys
+
+    res, xs, ys = loop.run_until_complete(scenario())
+    assert xs.min() < 0 < xs.max()
+    assert np.isnan(ys[xs <= 0]).all() and np.isfinite(ys[xs > 0.1]).all()  # a gap where log fails
+    assert res.status == "max_steps" and 6.0 < float(ip.user_ns["x"].numpy()) < 7.0

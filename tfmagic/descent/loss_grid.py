@@ -1,7 +1,10 @@
 """Evaluate the loss at many points (the 1-D curve, the 2-D surface) without
-disturbing the run: one graph call sets the variables, evaluates, restores."""
+disturbing the run or the user's variables: one graph call sets the variables,
+evaluates, restores; a point where the loss fails is a gap (NaN), not an error."""
 
 import numpy as np
+
+from tfmagic.runtime.tfimport import quiet_native_stderr
 
 
 class LossProbe:
@@ -30,12 +33,33 @@ class LossProbe:
         return tf.function(at_points)
 
     def losses(self, points):
-        """Loss at each row of `points` (one column per variable); NaN where it fails."""
+        """Loss at each row of `points` (one column per variable); NaN where it fails.
+
+        The user's variables end as they were whatever happens: a loss that raises
+        at some point (a check_numerics, a log of a negative) leaves the graph before
+        its own restore, so they are put back here too, and the failing points are
+        found by halving the batch and left as gaps."""
         if self._fn is None:
             self._fn = self._build()
-        with self.tf.device(self.engine.device):
-            values = self._fn(self.tf.constant(np.asarray(points, np.float32))).numpy()
-        return values
+        tf, variables = self.tf, list(self.engine.variables.values())
+        points = np.asarray(points, np.float32)
+        with tf.device(self.engine.device):
+            saved = [tf.identity(v) for v in variables]
+            try:
+                return self._losses(points)
+            finally:
+                for v, s in zip(variables, saved):
+                    v.assign(s)
+
+    def _losses(self, points):
+        try:
+            with quiet_native_stderr():
+                return self._fn(self.tf.constant(points)).numpy()
+        except Exception:
+            if len(points) == 1:
+                return np.full(1, np.nan, np.float32)
+            half = len(points) // 2
+            return np.concatenate([self._losses(points[:half]), self._losses(points[half:])])
 
     def curve(self, xs):
         return self.losses(np.asarray(xs, np.float32).reshape(-1, 1))
