@@ -196,3 +196,25 @@ def test_a_flood_of_eta_changes_settles_and_stop_leaves_the_kernel_idle(kernel):
     reply, text, _ = k.run("print(flood.status, float(flood.eta), float(flood.history['eta'][-1]))")
     status, eta, recorded = text.split()
     assert status == "stopped" and eta == want and float(recorded) == pytest.approx(float(want), rel=1e-6)
+
+
+@pytest.mark.parametrize("options, check", [
+    ("x=10.0 --no-widgets -o r_int", "r_int.status"),
+    ("x=10.0 --compare eta=0.0001,0.0002 -o r_int", "[r.status for r in r_int.runs.values()]"),
+    ("x=-5:5 --restarts 3 --seed 0 -o r_int", "[r.status for r in r_int.runs.values()]"),
+], ids=["no-widgets", "compare", "restarts"])
+def test_kernel_interrupt_ends_every_long_path_within_a_second(kernel, options, check):
+    """Text mode, --compare and --restarts never yielded in an awaiting cell, so Kernel >
+    Interrupt was ignored until a 100 M-step run ended."""
+    k = kernel
+    long_id = k.kc.execute(f"%%descend {options} --eta 0.0001 --steps 100000000 --jit off\ny = (x - 2.0) ** 2")
+    k.wait_iopub(k.child_of(long_id, "execute_input"), timeout=60)
+    time.sleep(2.0)  # compiled and running
+    t0 = time.monotonic()
+    k.km.interrupt_kernel()
+    reply = k.reply(long_id, timeout=30)
+    seconds = time.monotonic() - t0
+    print(f"\n{options.split(' -o')[0]}: interrupt -> reply in {seconds:.2f} s")
+    assert reply["content"]["status"] == "ok" and seconds < 1.5
+    _, text, _ = k.run(f"import math\nprint({check}, math.isfinite(float(x.numpy())))")
+    assert "interrupted" in text and text.split()[-1] == "True", text

@@ -152,41 +152,61 @@ class DescentRun:
         shell.user_ns.update(prepared.created)
 
     def start(self):
-        """The result, or (live panel) a coroutine the awaiting cell awaits for it."""
+        """The result, or (in a cell that awaits its magic) a coroutine the cell awaits for it:
+        then every way of running yields between chunks, so widgets and Kernel > Interrupt
+        are heard."""
         args = self.args
+        self.awaited = live()  # (asked now: the cell's flag is gone by the time a coroutine runs)
         several = self.compare or args.restarts
-        if args.pace and (several or args.no_widgets or not live()):
+        if args.pace and (several or args.no_widgets or not self.awaited):
             print("tfmagic: --pace applies to the live panel of a single run; this one runs at full speed.")
         if several:
-            return self._run_several()
+            return self._run(self._series_chunks(), self._after_series)
         if not args.no_widgets:
-            if live():
+            if self.awaited:
                 return self._run_live()
             self._say_why_not_live()
-        return self._run_blocking()
+        return self._run(self._text_chunks(), self._after_text)
+
+    def _run(self, chunks, after):
+        """Drive `chunks` (awaiting between them when the cell awaits), then `after(its value)`."""
+        if not self.awaited:
+            from tfmagic.descent.experiments import drain
+
+            return after(drain(chunks))
+
+        async def run():
+            from tfmagic.kernel.awaiting import drive
+
+            return after(await drive(chunks))
+
+        return run()
 
     # -- the three ways ------------------------------------------------------
-    def _run_several(self):
+    def _series_chunks(self):
         from tfmagic.descent import experiments
-        from tfmagic.present.results import MultiResult
 
         args, engine = self.args, self.engine
         tol, watch = args.tol or 1e-3, course_printer(args.print_every)
         try:
             if self.compare:
-                done = experiments.compare(engine, *self.compare, args.steps, tol=tol, watch=watch)
-            else:
-                done = experiments.restarts(engine, self.ranges, args.restarts, args.steps, seed=args.seed, tol=tol, watch=watch)
+                return (yield from experiments.compare_chunks(engine, *self.compare, args.steps, tol=tol, watch=watch))
+            return (yield from experiments.restarts_chunks(
+                engine, self.ranges, args.restarts, args.steps, seed=args.seed, tol=tol, watch=watch))
         except Exception as err:
             raise explain(err, self.result.cell, "running the comparison") from err
+
+    def _after_series(self, done):
+        from tfmagic.present.results import MultiResult
+
         multi = MultiResult(done)
-        if not args.no_widgets and live():
+        if not self.args.no_widgets and self.awaited:
             from IPython.display import display
 
             from tfmagic.descent.loss_grid import loss_grid_for
             from tfmagic.widgets.compare import CompareView
 
-            curve, surface = loss_grid_for(self.tf, engine)
+            curve, surface = loss_grid_for(self.tf, self.engine)
             display(CompareView(multi, curve=curve, surface=surface).widget)
         self._publish_final(multi)
         return multi
@@ -236,7 +256,8 @@ class DescentRun:
 
         return run()
 
-    def _run_blocking(self):
+    def _text_chunks(self):
+        """One run with text progress (or --print-every's lines)."""
         from tfmagic.present.text import IterationPrinter, TextProgress
 
         args, engine = self.args, self.engine
@@ -247,13 +268,15 @@ class DescentRun:
         for obs in observers:
             engine.observe(obs)
         try:
-            engine.run(args.steps)
+            yield from engine.run_chunks(args.steps)
         except Exception as err:
             raise self._failed(err) from err
         finally:
             for obs in observers:
                 engine.unobserve(obs)
                 getattr(obs, "close", lambda: None)()
+
+    def _after_text(self, _):
         self._publish_final(self.result)
         return self.result
 

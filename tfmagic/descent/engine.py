@@ -421,12 +421,17 @@ class Descent:
         lam = self.curvature()
         return 2.0 / lam if lam else None
 
-    def run(self, steps):
-        """Blocking run; returns the final status. Ctrl-C leaves a consistent state."""
+    def run_chunks(self, steps):
+        """steps_iter, and an interrupt (Ctrl-C, or thrown in between chunks by an awaiting
+        driver) ends the run as 'interrupted' at the last good values."""
         try:
-            for _ in self.steps_iter(steps):
-                pass
+            yield from self.steps_iter(steps)
         except KeyboardInterrupt:
             self.interrupted()
+
+    def run(self, steps):
+        """Blocking run; returns the final status. Ctrl-C leaves a consistent state."""
+        for _ in self.run_chunks(steps):
+            pass
         return self.status
 

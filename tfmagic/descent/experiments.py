@@ -99,9 +99,26 @@ def _watched(engine, label, watch):
         engine.unobserve(observer)
 
 
-def compare(engine, what, values, steps, tol=1e-3, watch=None):
-    """One run per value of eta or optimizer, all from the same start. `watch(label)`: an observer
-    of that run, or None."""
+def drain(chunks):
+    """Run a generator of chunks to its end; its return value (an interrupt is handled inside)."""
+    while True:
+        try:
+            next(chunks)
+        except StopIteration as done:
+            return done.value
+
+
+def compare(*args, **kwargs):
+    return drain(compare_chunks(*args, **kwargs))
+
+
+def restarts(*args, **kwargs):
+    return drain(restarts_chunks(*args, **kwargs))
+
+
+def compare_chunks(engine, what, values, steps, tol=1e-3, watch=None):
+    """One run per value of eta or optimizer, all from the same start, yielding each chunk;
+    returns the Experiment. `watch(label)`: an observer of that run, or None."""
     eta0, opt0 = engine.eta, engine.optimizer_name
     start = engine.initial_values()
     labels = eta_labels(values) if what == "eta" else list(values)
@@ -114,7 +131,7 @@ def compare(engine, what, values, steps, tol=1e-3, watch=None):
             else:
                 engine.set_optimizer(value)
             with _watched(engine, label, watch):
-                engine.run(steps)
+                yield from engine.run_chunks(steps)
             runs[label] = _snapshot(engine, label, start, tol)
             if engine.status == "interrupted":
                 break
@@ -124,8 +141,9 @@ def compare(engine, what, values, steps, tol=1e-3, watch=None):
     return Experiment("compare", what, runs, _keep_best(engine, runs), engine, tol, steps)
 
 
-def restarts(engine, ranges, count, steps, seed=None, tol=1e-3, watch=None):
-    """`count` runs from random starts drawn uniformly from `ranges` (name -> (lo, hi))."""
+def restarts_chunks(engine, ranges, count, steps, seed=None, tol=1e-3, watch=None):
+    """`count` runs from random starts drawn uniformly from `ranges` (name -> (lo, hi)),
+    yielding each chunk; returns the Experiment."""
     rng = np.random.default_rng(seed)
     runs = {}
     for i in range(count):
@@ -139,7 +157,7 @@ def restarts(engine, ranges, count, steps, seed=None, tol=1e-3, watch=None):
         engine.reset(start=start)
         label = f"start {i + 1}"
         with _watched(engine, label, watch):
-            engine.run(steps)
+            yield from engine.run_chunks(steps)
         runs[label] = _snapshot(engine, label, start, tol)
         if engine.status == "interrupted":
             break

@@ -37,6 +37,7 @@ __all__ = [
     "run_cell_magic_awaited",
     "cell_is_awaited",
     "pause_for_frontend",
+    "drive",
 ]
 
 log = logging.getLogger(__name__)
@@ -260,3 +261,27 @@ async def pause_for_frontend(seconds: float = 0.001) -> None:
     await asyncio.sleep(seconds)
     for _ in range(_DRAIN_STEPS):
         await asyncio.sleep(0)
+
+
+async def drive(chunks: Any) -> Any:
+    """Run a generator of chunks (a descent, a series of runs), yielding to the kernel's
+    loop between them, so a widget message or Kernel > Interrupt is seen within a chunk.
+
+    An interrupt (a cancel of the awaiting cell) is thrown into the generator as
+    KeyboardInterrupt, which it handles (the run ends 'interrupted'); returns what
+    the generator returns.
+    """
+    interrupted = False
+    while True:
+        try:
+            if interrupted:
+                chunks.throw(KeyboardInterrupt)
+                interrupted = False
+            else:
+                next(chunks)
+        except StopIteration as done:
+            return done.value
+        try:
+            await pause_for_frontend()
+        except STOP_EXCEPTIONS:
+            interrupted = True
