@@ -547,3 +547,25 @@ def test_pace_must_be_a_positive_rate(ip, run, pace):
     with pytest.raises(UsageError, match="--pace is steps per second"):
         run("descend", f"x=10.0 --pace {pace}", "y = x * x")
     assert "x" not in ip.user_ns  # refused before anything changed
+
+
+@pytest.mark.parametrize("magic, cell", [("descend", COURSE), ("tfgrad", COURSE)])
+def test_a_result_does_not_keep_the_namespace_alive(ip, run, magic, cell):
+    """Each result held a copy of the whole namespace (via its compiled cell's globals), so a
+    deleted array, and every earlier result, stayed in memory for good."""
+    import gc
+    import weakref
+
+    ip.user_ns["big"] = big = np.ones(1000)
+    gone = weakref.ref(big)
+    del big
+    line = "x=10.0 --steps 5 --no-widgets -o r1" if magic == "descend" else "-o r1"
+    if magic == "tfgrad":
+        ip.run_cell("x = tf.Variable(10.0)")
+    run(magic, line, cell)
+    run(magic, line.replace("r1", "r2"), cell)
+    first = weakref.ref(ip.user_ns["r1"])
+    del ip.user_ns["big"], ip.user_ns["r1"]
+    gc.collect()
+    assert gone() is None, "a result keeps a deleted array alive"
+    assert first() is None, "a later result keeps an earlier one alive"

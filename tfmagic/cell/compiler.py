@@ -216,9 +216,9 @@ def _unknown_name(name, namespace):
 def compile_cell(source, namespace, params=(), default_globals=None):
     """Compile `source` into a function of `params` that returns (target, assigned).
 
-    `namespace` is the user's namespace; the function reads its globals from a
-    copy of it (plus `default_globals`, e.g. `tf`, where the user has no such
-    name), so running the cell never changes the namespace by itself.
+    `namespace` is the user's namespace; the function's globals are the names the
+    cell reads from it (or from `default_globals`, e.g. `tf`, where the user has
+    no such name), so running the cell never changes the namespace by itself.
     """
     filename = f"<tfmagic-cell-{next(_counter)}>"
     try:
@@ -235,13 +235,16 @@ def compile_cell(source, namespace, params=(), default_globals=None):
     params = list(params)
     assigned = [n for n in names.stored if not n.startswith("__tfmagic")]
     assigned += [n for n in _defined_at_top(tree.body) if n not in assigned]  # def, class, import: a cell keeps them
-    globals_ = dict(default_globals or {})
-    globals_.update(namespace)
+    defaults = default_globals or {}
+    # Only the names the cell reads: a copy of the whole namespace would keep every
+    # object the user had (earlier results, arrays since deleted) alive with this cell.
+    globals_ = {n: namespace[n] if n in namespace else defaults[n]
+                for n in names.loaded if n in namespace or n in defaults}
 
     local = set(assigned) | names.local_only | set(params)
     for name in names.loaded:
         if name not in local and name not in globals_ and not hasattr(builtins, name):
-            raise _unknown_name(name, globals_)
+            raise _unknown_name(name, namespace)
     reads = [n for n in names.loaded if n in globals_ and n not in names.local_only]
     # A name the cell both reads and rebinds is local to the function in Python;
     # start it from the user's value, as a cell would.
