@@ -75,3 +75,17 @@ def test_plain_cell_tf_errors_get_a_hint(ip, capsys):
     ip.run_cell("a=tf.constant([1,2])\nb=tf.constant([2,3,1])\nf=tf.add(a,b)")
     out = capsys.readouterr().out
     assert "Incompatible shapes: [2] vs. [3]" in out and "broadcast" in out
+
+
+def test_tb_and_debug_see_a_hinted_tensorflow_error(ip, capsys):
+    """The hint handler skipped IPython's record of the last exception: %tb and %debug
+    showed the one before."""
+    import sys
+
+    ip.run_cell("1 / 0")
+    ip.run_cell("c = tf.add(tf.constant(3.0), tf.constant(3))")
+    assert type(sys.last_value).__name__ == "InvalidArgumentError"
+    capsys.readouterr()
+    ip.run_line_magic("tb", "")
+    out = capsys.readouterr().out
+    assert "InvalidArgumentError" in out and "ZeroDivisionError" not in out

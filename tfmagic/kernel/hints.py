@@ -12,6 +12,9 @@ _installed = set()
 
 
 def _handler(shell, etype, value, tb, tb_offset=None):
+    # IPython's own bookkeeping of the last exception (sys.last_*), which a custom
+    # handler skips: %debug and %tb read it.
+    getattr(shell, "_get_exc_info", lambda exc: None)((etype, value, tb))
     stb = shell.InteractiveTB.structured_traceback(etype, value, tb, tb_offset=tb_offset)
     hint = hint_for(value)
     if hint:
