@@ -569,3 +569,26 @@ def test_a_result_does_not_keep_the_namespace_alive(ip, run, magic, cell):
     gc.collect()
     assert gone() is None, "a result keeps a deleted array alive"
     assert first() is None, "a later result keeps an earlier one alive"
+
+
+@pytest.mark.parametrize("line, cell, message", [
+    ("x=1.0 -o __builtins__", COURSE, "not a Python keyword or builtin"),
+    ("x=1.0 -o print", COURSE, "not a Python keyword or builtin"),
+    ("x=1.0 x=2.0", COURSE, "x is named twice"),
+    ("for=1.0", COURSE, "for is a Python keyword"),
+    ("x=1.0 --eta 1e-50", COURSE, "0 or infinite in float32"),
+    ("x=1j", COURSE, "complex128; give a real number"),
+    ("x=-1:1 --restarts 2 --seed -1", COURSE, "--seed must be 0 or more"),
+    ("s", COURSE, "complex variable"),
+    ("f", COURSE, "non-trainable"),
+    ("x y", "y2 = (x - 2.0) ** 2 + (y - 1.0) ** 2", "same tf.Variable"),
+])
+def test_names_and_values_are_checked_before_anything_changes(ip, run, line, cell, message):
+    from IPython.core.error import UsageError
+
+    ip.run_cell("x = tf.Variable(5.0); y = x; s = tf.Variable(1j); f = tf.Variable(1.0, trainable=False)")
+    before = {n: ip.user_ns[n] for n in ("x", "y", "s", "f")}
+    with pytest.raises((TfmagicError, UsageError), match=message):
+        run("descend", line + " --no-widgets", cell)
+    assert {n: ip.user_ns[n] for n in before} == before and float(ip.user_ns["x"].numpy()) == 5.0
+    assert "__builtins__" not in ip.user_ns or isinstance(ip.user_ns["__builtins__"], (dict, type(pytest)))

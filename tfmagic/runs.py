@@ -6,6 +6,8 @@ goes back into the user's namespace. The magic is parse -> run -> display
 (tfmagic/magics.py). A new option is declared in options.py and read here.
 """
 
+import builtins
+import keyword
 import sys
 import types
 from dataclasses import dataclass
@@ -43,6 +45,8 @@ def check_out(shell, tf, args):
     out = args.out
     if not out:
         return
+    if not out.isidentifier() or keyword.iskeyword(out) or hasattr(builtins, out) or out.startswith("__"):
+        raise UsageError(f"-o {out}: give a plain variable name that is not a Python keyword or builtin, e.g. -o run")
     named = {spec.split("=", 1)[0].strip() for spec in args.names}
     current = shell.user_ns.get(out)
     if out in named or isinstance(current, tf.Variable) or is_model(tf, current):
@@ -122,6 +126,8 @@ def check_descend_options(args):
             compare = parse_compare(args.compare, OPTIMIZERS)
         except ValueError as err:
             raise UsageError(str(err)) from None
+    if args.seed is not None and args.seed < 0:
+        raise UsageError(f"--seed must be 0 or more, got {args.seed}")
     if args.restarts < 0 or (args.restarts and compare):
         raise UsageError("--restarts takes a positive N, and cannot be combined with --compare")
     return Checked(compare=compare, ranges={} if args.restarts else None)

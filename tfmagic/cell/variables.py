@@ -14,9 +14,15 @@ def is_model(tf, value):
 
 
 def require_float(tf, name, var, hint):
-    """Refuse a variable gradient descent cannot move (integers)."""
-    if not tf.as_dtype(var.dtype).is_floating:
-        raise TfmagicError(f"{name} is an integer variable ({var.dtype.name}); gradient descent needs a float.", hint=hint)
+    """Refuse a variable gradient descent cannot move, saying what it is instead."""
+    dtype = tf.as_dtype(var.dtype)
+    if not getattr(var, "trainable", True):
+        raise TfmagicError(f"{name} is a non-trainable variable (trainable=False); gradient descent leaves those alone.",
+                           hint=f"make a trainable one: {name} = tf.Variable({name}.numpy())")
+    if dtype.is_floating:
+        return
+    kind = "an integer" if dtype.is_integer else "a complex" if dtype.is_complex else f"a {dtype.name}"
+    raise TfmagicError(f"{name} is {kind} variable ({dtype.name}); gradient descent needs a real float.", hint=hint)
 
 
 def module_variables(tf, name, obj):

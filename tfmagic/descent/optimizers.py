@@ -27,4 +27,6 @@ def check_eta(eta):
         raise ValueError(f"eta must be a number, got {eta!r}") from None
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"eta must be a positive finite number, got {eta!r}")
+    if not 1e-38 < value < 3e38:  # the steps are float32: beyond this eta is 0 or inf there
+        raise ValueError(f"eta {eta!r} is 0 or infinite in float32, which the steps use; give one between 1e-38 and 3e38")
     return value

@@ -4,6 +4,7 @@ Nothing in the user's namespace changes until the cell has compiled and its loss
 has been checked, so a typo never costs the user a variable.
 """
 
+import keyword
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,8 +43,8 @@ def _init_variable(tf, name, expr, namespace, device):
         tensor = tf.convert_to_tensor(value)
     except Exception:
         raise TfmagicError(f"the initial value of {name} ({expr}) is a {type(value).__name__}, not a number or tensor.") from None
-    if tensor.dtype == tf.bool or tensor.dtype == tf.string:
-        raise TfmagicError(f"the initial value of {name} ({expr}) has dtype {tensor.dtype.name}; give a number.")
+    if tensor.dtype == tf.bool or tensor.dtype == tf.string or tensor.dtype.is_complex:
+        raise TfmagicError(f"the initial value of {name} ({expr}) has dtype {tensor.dtype.name}; give a real number.")
     with tf.device(device):
         return tf.Variable(tf.cast(tensor, tf.float32), name=name)
 
@@ -68,11 +69,16 @@ def resolve_variables(tf, specs, namespace, device, ranges=None):
     A NAME=LO:HI spec starts NAME at the middle and records (LO, HI) in `ranges`.
     """
     variables, created = {}, {}
+    seen = set()
     for spec in specs:
         name, sep, expr = spec.partition("=")
         name = name.strip()
-        if not name.isidentifier():
-            raise TfmagicError(f"{spec!r} is not NAME or NAME=INIT.", hint="e.g. %%descend x=10.0 or %%descend W=tf.zeros([2, 2])")
+        if not name.isidentifier() or keyword.iskeyword(name):
+            raise TfmagicError(f"{spec!r} is not NAME or NAME=INIT{' (' + name + ' is a Python keyword)' if keyword.iskeyword(name) else ''}.",
+                               hint="e.g. %%descend x=10.0 or %%descend W=tf.zeros([2, 2])")
+        if name in seen:
+            raise TfmagicError(f"{name} is named twice; name each variable once.")
+        seen.add(name)
         if sep:
             span = _range(tf, name, expr.strip(), namespace)
             if span is not None:
@@ -100,7 +106,19 @@ def resolve_variables(tf, specs, namespace, device, ranges=None):
                 f"{name} is a {type(obj).__name__}, not a tf.Variable, so descent cannot change it.",
                 hint=f"write {name}=INIT to make it a variable, e.g. %%descend {name}={_example(obj)}",
             )
+    twice = _same_variable_twice(variables)
+    if twice:
+        raise TfmagicError(f"{twice[0]} and {twice[1]} are the same tf.Variable; it would be stepped twice a step. Name it once.")
     return variables, created
+
+
+def _same_variable_twice(variables):
+    first = {}
+    for name, var in variables.items():
+        if id(var) in first:
+            return first[id(var)], name
+        first[id(var)] = name
+    return None
 
 
 def _example(obj):
