@@ -592,3 +592,23 @@ def test_names_and_values_are_checked_before_anything_changes(ip, run, line, cel
         run("descend", line + " --no-widgets", cell)
     assert {n: ip.user_ns[n] for n in before} == before and float(ip.user_ns["x"].numpy()) == 5.0
     assert "__builtins__" not in ip.user_ns or isinstance(ip.user_ns["__builtins__"], (dict, type(pytest)))
+
+
+@pytest.mark.parametrize("cell, message", [
+    ("from math import *\ny = x * x", "`from ... import \\*` cannot be used"),
+    ("await foo()\ny = x * x", "`await` cannot be used"),
+    ("nonlocal q\ny = x * x", "`nonlocal` cannot be used"),
+    ("return x\ny = x * x", "`return` cannot be used"),
+    ("yield x\ny = x * x", "`yield` cannot be used"),
+])
+def test_what_a_function_body_cannot_hold_gets_a_short_message(ip, run, cell, message):
+    with pytest.raises(TfmagicError, match=message) as info:
+        run("descend", "x=3.0 --steps 3 --no-widgets", cell)
+    assert info.value.line == 1 and "tfmagic" not in (info.value.line_text or "")
+
+
+def test_a_recursive_def_and_a_loss_that_is_the_variable_itself(ip, run):
+    res = run("descend", "x=3.0 --steps 3 --no-widgets", "def f(n):\n    return 1.0 if n == 0 else n * f(n - 1)\ny = x * f(3)")
+    assert res.status == "max_steps" and ip.user_ns["f"](4) == 24.0  # the def is kept, recursion and all
+    res = run("descend", "x=3.0 --eta 0.5 --steps 2 --no-widgets", "y = x")
+    assert res.status == "max_steps" and float(ip.user_ns["x"].numpy()) == pytest.approx(2.0)  # dy/dx = 1

@@ -132,6 +132,46 @@ def _syntax_error(err, source):
     )
 
 
+class _TopLevel(ast.NodeVisitor):
+    """Statements of the cell's own level (not inside a def, class or lambda)."""
+
+    def __init__(self):
+        self.found = []
+
+    def generic_visit(self, node):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            return
+        if isinstance(node, (ast.Await, ast.Return, ast.Yield, ast.YieldFrom, ast.Nonlocal, ast.Global)):
+            self.found.append(node)
+        elif isinstance(node, ast.ImportFrom) and any(a.name == "*" for a in node.names):
+            self.found.append(node)
+        super().generic_visit(node)
+
+
+_CANNOT_HOLD = {
+    ast.Await: ("await", "TensorFlow compiles the cell into one function, which cannot await; await in a cell of its own"),
+    ast.Return: ("return", "the cell's value is its last expression or assignment, not a return"),
+    ast.Yield: ("yield", "the cell is compiled into a function whose value is its last line; a generator has none"),
+    ast.YieldFrom: ("yield from", "the cell is compiled into a function whose value is its last line; a generator has none"),
+    ast.Nonlocal: ("nonlocal", "a cell has no enclosing function to take the name from"),
+    ast.Global: ("global", "the names a cell assigns go back to your namespace anyway; drop the global statement"),
+    ast.ImportFrom: ("from ... import *", "it cannot be compiled into a function; import it in a cell of its own, "
+                     "or import the names you need"),
+}
+
+
+def _refuse_what_a_function_cannot_hold(tree, source):
+    """A cell becomes a function's body: say so for what a function body cannot hold."""
+    top = _TopLevel()
+    for stmt in tree.body:
+        top.visit(stmt)
+    if top.found:
+        node = top.found[0]
+        what, why = _CANNOT_HOLD[type(node)]
+        raise TfmagicError(f"`{what}` cannot be used in a tfmagic cell: {why}.",
+                           line=node.lineno, line_text=source.splitlines()[node.lineno - 1])
+
+
 def _target_of(last, source):
     line = source.splitlines()[last.lineno - 1]
     if isinstance(last, ast.Expr):
@@ -179,14 +219,18 @@ def _can_return(value):
     return hasattr(value, "_type_spec") or hasattr(value, "dtype") and hasattr(value, "shape")
 
 
-def _uses_graph_tensors(value):
+def _uses_graph_tensors(value, seen=None):
     """A function closing over the trace's tensors: calling it after the cell would fail."""
+    seen = set() if seen is None else seen
+    if id(value) in seen:  # (a recursive function closes over itself)
+        return False
+    seen.add(id(value))
     for cell in getattr(value, "__closure__", None) or ():
         try:
             contents = cell.cell_contents
         except ValueError:  # an empty cell
             continue
-        if type(contents).__name__ == "SymbolicTensor" or _uses_graph_tensors(contents):
+        if type(contents).__name__ == "SymbolicTensor" or _uses_graph_tensors(contents, seen):
             return True
     return False
 
@@ -228,6 +272,7 @@ def compile_cell(source, namespace, params=(), default_globals=None):
     if not tree.body:
         raise TfmagicError("The cell is empty: write the expression to differentiate or minimise.")
 
+    _refuse_what_a_function_cannot_hold(tree, source)
     target_name = _target_of(tree.body[-1], source)
     names = _Names()
     for stmt in tree.body:
@@ -269,7 +314,11 @@ def compile_cell(source, namespace, params=(), default_globals=None):
     python_values, not_kept = {}, []
     globals_[KEEP_NAME] = lambda values: _returnable(values, python_values, not_kept)
     linecache.cache[filename] = (len(generated), None, generated.splitlines(True), filename)
-    code = compile(generated, filename, "exec")
+    try:
+        code = compile(generated, filename, "exec")
+    except SyntaxError as err:  # its lines are the cell's, one line down and indented by 4
+        err.lineno, err.offset = (err.lineno or 2) - 1, max((err.offset or 5) - 4, 1)
+        raise _syntax_error(err, source) from None
     exec(code, globals_)
     return CompiledCell(
         source=source,

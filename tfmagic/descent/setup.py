@@ -150,7 +150,7 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
     def trial():  # one run of the cell under a tape: its checks, and what it assigns
         with tf.GradientTape() as tape:
             loss, assigned = cell.function(**extra)
-        loss = tf.convert_to_tensor(loss)
+            loss = tf.convert_to_tensor(loss)  # (read under the tape: a loss that is a variable itself, `y = x`)
         grads = tape.gradient(loss, list(variables.values())) if loss.dtype.is_floating else None
         return loss, grads, assigned
 
