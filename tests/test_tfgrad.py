@@ -256,3 +256,14 @@ def test_what_a_cell_assigns_is_there_afterwards(ip, run):
     ip.run_cell("scale = 3.0")
     assert ip.user_ns["h"](1.0) == 3.0  # reads your namespace, as a def from a normal cell does
     assert "g" not in ip.user_ns and any("g not kept" in n for n in res.notes)  # it used the trace's k
+
+
+def test_names_bound_only_inside_tensor_control_flow(ip, run):
+    """A for over a tf.data.Dataset and a name bound in one branch of a tensor `if` work as
+    in a hand-written tf.function; what does not exist after them is not published."""
+    ip.run_cell("import numpy as np\nds = tf.data.Dataset.from_tensor_slices(np.arange(4, dtype='float32'))\nW = tf.Variable(1.0)")
+    out = run("tfgrad", "", "total = 0.0\nfor v in ds:\n    total += W * v\ntotal")
+    assert float(out.value) == 6.0  # (TensorFlow has no gradient through a dataset loop)
+    assert "total" in ip.user_ns and "v" not in ip.user_ns
+    out = run("tfgrad", "", "if W > 0:\n    z = W * 2.0\n    y = z\nelse:\n    y = -W\ny")
+    assert float(out.value) == 2.0 and "y" in ip.user_ns and "z" not in ip.user_ns

@@ -306,13 +306,17 @@ def compile_cell(source, namespace, params=(), default_globals=None):
         row = last.lineno - 1
         lines[row] = lines[row][: last.col_offset] + f"{TARGET_NAME} = " + lines[row][last.col_offset :]
     result = TARGET_NAME if target_name is None else target_name
-    published = ", ".join(f"{n!r}: {n}" for n in assigned)
+    # The assigned names are gathered with locals(), not named in the return: a name bound
+    # only inside a tensor loop or branch must not be read after it (AutoGraph refuses),
+    # and then it is simply not published.
+    published = tuple(assigned)
     body = "\n".join("    " + line for line in lines)
     generated = (
-        f"def {FUNC_NAME}({', '.join(params)}):\n{body}\n    return {result}, {KEEP_NAME}({{{published}}})\n"
+        f"def {FUNC_NAME}({', '.join(params)}):\n{body}\n    return {result}, {KEEP_NAME}(locals(), {published!r})\n"
     )
     python_values, not_kept = {}, []
-    globals_[KEEP_NAME] = lambda values: _returnable(values, python_values, not_kept)
+    globals_[KEEP_NAME] = lambda local, names: _returnable(
+        {n: local[n] for n in names if n in local and type(local[n]).__name__ != "Undefined"}, python_values, not_kept)
     linecache.cache[filename] = (len(generated), None, generated.splitlines(True), filename)
     try:
         code = compile(generated, filename, "exec")
