@@ -612,3 +612,10 @@ def test_a_recursive_def_and_a_loss_that_is_the_variable_itself(ip, run):
     assert res.status == "max_steps" and ip.user_ns["f"](4) == 24.0  # the def is kept, recursion and all
     res = run("descend", "x=3.0 --eta 0.5 --steps 2 --no-widgets", "y = x")
     assert res.status == "max_steps" and float(ip.user_ns["x"].numpy()) == pytest.approx(2.0)  # dy/dx = 1
+
+
+def test_a_global_in_a_def_that_the_cell_also_assigns_is_refused(ip, run):
+    cell = "g = 1.0\ndef bump():\n    global g\n    g = 2.0\nbump()\ny = (x - g) ** 2"
+    with pytest.raises(TfmagicError, match="global g") as info:
+        run("descend", "x=3.0 --steps 3 --no-widgets", cell)
+    assert info.value.line == 3 and "g" not in ip.user_ns

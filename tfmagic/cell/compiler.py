@@ -170,6 +170,15 @@ def _refuse_what_a_function_cannot_hold(tree, source):
         what, why = _CANNOT_HOLD[type(node)]
         raise TfmagicError(f"`{what}` cannot be used in a tfmagic cell: {why}.",
                            line=node.lineno, line_text=source.splitlines()[node.lineno - 1])
+    # A def's `global g` would set g in the compiled function's globals while the cell runs,
+    # not in your namespace (nor the g the cell itself assigns): the values would silently differ.
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Global):
+            name = node.names[0]
+            raise TfmagicError(
+                f"a def in the cell declares `global {name}`: while a compiled cell runs, that is not the {name} "
+                f"of your namespace.", line=node.lineno, line_text=source.splitlines()[node.lineno - 1],
+                hint=f"return the new value from the def instead (e.g. {name} = f()), or define the def in a cell of its own.")
 
 
 def _target_of(last, source):
