@@ -119,3 +119,16 @@ def test_compare_and_restarts_print_every(ip, run, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "start 1:" and out[4] == "start 2:" and len(out) == 8
     assert not res.engine._observers  # the printers are removed
+
+
+def test_compare_view_of_runs_whose_history_is_strided(ip, run):
+    """A long run keeps every k-th step: the view indexed rows by step count (IndexError) and
+    drew row numbers on its iteration axis."""
+    from tfmagic.widgets.compare import CompareView
+
+    res = run("descend", "x=10.0 --steps 400 --compare eta=0.001,0.002 --no-widgets", COURSE)
+    for r in res.runs.values():  # as a thinned history holds them: every 4th step
+        r.history = {k: v[::4] for k, v in r.history.items()}
+    view = CompareView(res)
+    loss_fig = view.widget.children[0]
+    assert [float(m.x[-1]) for m in loss_fig.marks] == [396.0, 396.0]

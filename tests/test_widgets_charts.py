@@ -251,3 +251,14 @@ def test_update_before_any_step():
     c.update(history(0, ["x"]), {"x": 10.0})
     assert c.loss_line.x.shape == (0,)
     assert c.point.x[0] == 10.0 and len(c.curve_line.x) > 0
+
+
+def test_the_iteration_axis_counts_steps_when_rows_are_strided():
+    """A long (or XLA-blocked) run keeps every k-th step: the axis showed row numbers,
+    half or 1/256 of the iteration the status line showed."""
+    h = history(1000, ["x"])
+    h["step"] = np.arange(1000, dtype=np.int64) * 256
+    c = HistoryCharts({"x": ()})
+    c.update(h)
+    assert c.loss_line.x[-1] == 999 * 256 and c.vars_line.x[-1] == 999 * 256
+    assert c._iter_scale.max == 999 * 256

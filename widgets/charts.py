@@ -274,10 +274,12 @@ class HistoryCharts:
         per variable) and `current` (the present value of each scalar variable)."""
         n = len(history["loss"])
         idx = decimate(n, self.max_points)
-        steps = idx.astype(np.float32)  # exact up to 2**24 steps
+        # The iteration of each row: a long or XLA-blocked run keeps every k-th step only.
+        rows_steps = history.get("step")
+        steps = (idx if rows_steps is None else np.asarray(rows_steps)[idx]).astype(np.float32)
         loss = to_wire(np.asarray(history["loss"])[idx])
 
-        self._set_iterations(n)
+        self._set_iterations(int(steps[-1]) + 1 if n else 0)
         if not self._log_user and n:
             self._auto_log(loss)
         self._push_loss(steps, loss)

@@ -33,9 +33,9 @@ class CompareView:
         sx, sy = bq.LinearScale(), bq.LogScale() if positive else bq.LinearScale()
         marks = []
         for i, run in enumerate(runs):
-            idx = decimate(run.steps, max_points)
+            idx = decimate(len(run.history["loss"]), max_points)
             marks.append(bq.Lines(
-                x=to_wire(idx), y=to_wire(run.history["loss"][idx]), scales={"x": sx, "y": sy},
+                x=to_wire(run.history["step"][idx]), y=to_wire(run.history["loss"][idx]), scales={"x": sx, "y": sy},
                 colors=[_color(i)], labels=[f"{run.label} ({run.status})"], display_legend=True,
             ))
         axes = [bq.Axis(scale=sx, label="iteration"),
@@ -53,7 +53,7 @@ class CompareView:
         sx, sy = bq.LinearScale(), bq.LinearScale()
         marks = [bq.Lines(x=grid, y=to_wire(curve(grid)), scales={"x": sx, "y": sy}, colors=["#999999"])]
         for i, run in enumerate(runs):
-            idx = decimate(run.steps, max_points)
+            idx = decimate(len(run.history["loss"]), max_points)
             marks.append(bq.Lines(x=to_wire(run.history[name][idx]), y=to_wire(run.history["loss"][idx]),
                                   scales={"x": sx, "y": sy}, colors=[_color(i)], marker="circle", marker_size=12))
         axes = [bq.Axis(scale=sx, label=name), bq.Axis(scale=sy, orientation="vertical", label="loss", tick_format=".2g")]
@@ -76,7 +76,7 @@ class CompareView:
         sx, sy, sc = bq.LinearScale(), bq.LinearScale(), bq.ColorScale(scheme="viridis")
         marks = [bq.HeatMap(x=gx, y=gy, color=to_wire(color), scales={"x": sx, "y": sy, "color": sc})]
         for i, run in enumerate(runs):
-            idx = decimate(run.steps, max_points)
+            idx = decimate(len(run.history["loss"]), max_points)
             marks.append(bq.Lines(x=to_wire(run.history[a][idx]), y=to_wire(run.history[b][idx]),
                                   scales={"x": sx, "y": sy}, colors=[_color(i)], stroke_width=2))
         axes = [bq.Axis(scale=sx, label=a), bq.Axis(scale=sy, orientation="vertical", label=b)]
