@@ -33,3 +33,14 @@ def record(tf, name, value):
         return None
     shape = tuple(value.shape.as_list()) if value.shape.rank is not None else ()
     return TensorRecord(name, kind, shape, value.dtype.name, short_device(device))
+
+
+def table(tf, reads, namespace, variables, assigned):
+    """The tensor table of a cell: what it reads, the variables it works on (a model's as
+    model/dense/kernel), what it assigns; name -> TensorRecord."""
+    tensors = {}
+    for name, value in [(n, namespace.get(n)) for n in reads] + list(variables.items()) + list(assigned.items()):
+        rec = record(tf, name, value)
+        if rec:
+            tensors[name] = rec
+    return tensors

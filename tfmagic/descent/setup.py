@@ -13,7 +13,7 @@ from tfmagic.cell.compiler import compile_cell
 from tfmagic.descent.engine import Descent
 from tfmagic.errors import LossError, TfmagicError
 from tfmagic.cell.explain import explain
-from tfmagic.cell.tensors import record
+from tfmagic.cell.tensors import table
 from tfmagic.cell.variables import is_model, module_variables, require_float
 from tfmagic.runtime.devices import short as short_device
 
@@ -178,17 +178,7 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
         )
     engine = Descent(tf, loss_fn, variables, eta=eta, optimizer=optimizer, device=device, tol=tol, jit=jit,
                      loss_label=cell.target_name)
-    tensors = {}
-    for name in cell.reads:
-        rec = record(tf, name, overlay.get(name))
-        if rec:
-            tensors[name] = rec
-    for name, var in variables.items():
-        tensors[name] = record(tf, name, var)
-    for name, value in assigned.items():
-        rec = record(tf, name, value)
-        if rec:
-            tensors[name] = rec
+    tensors = table(tf, cell.reads, overlay, variables, assigned)
     where = short_device(device) if device else short_device(loss.device) or "CPU:0"
     def assigned_now():
         """The names the cell assigns, at the current values (reuses the trial's trace)."""

@@ -6,7 +6,7 @@ from tfmagic.cell.compiler import compile_cell
 from tfmagic.cell.variables import is_model, module_variables
 from tfmagic.errors import TfmagicError
 from tfmagic.cell.explain import explain
-from tfmagic.cell.tensors import record
+from tfmagic.cell.tensors import record, table
 from tfmagic.runtime.devices import short as short_device
 
 
@@ -241,18 +241,7 @@ def differentiate(tf, source, namespace, names=(), device=None, bench=False):
             f"The target {cell.target_label} has shape {tuple(target.shape)}, so the gradients are of its sum, "
             f"tf.reduce_sum({cell.target_label}), as tape.gradient does; for the Jacobian use tape.jacobian."
         )
-    tensors = {}
-    for name in cell.reads:
-        rec = record(tf, name, namespace.get(name))
-        if rec:
-            tensors[name] = rec
-    for name, var in variables.items():
-        if name not in tensors:  # a model's variables, e.g. model/dense/kernel
-            tensors[name] = record(tf, name, var)
-    for name, value in assigned.items():
-        rec = record(tf, name, value)
-        if rec:
-            tensors[name] = rec
+    tensors = table(tf, cell.reads, namespace, variables, assigned)
     if cell.target_name is None:
         tensors["value"] = record(tf, "value", target)
     result = Gradients(
