@@ -177,7 +177,7 @@ class DescentRun:
     def _run(self, chunks, after):
         """Drive `chunks` (awaiting between them when the cell awaits), then `after(its value)`."""
         if not self.awaited:
-            from tfmagic.descent.experiments import drain
+            from tfmagic.descent.engine import drain
 
             return after(drain(chunks))
 

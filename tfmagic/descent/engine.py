@@ -46,6 +46,15 @@ NOTE_NO_XLA_FOR_CHECKS = "no-xla-for-checks"  # auto left XLA out: it would drop
 NOTE_XLA_FAILED = "xla-failed:"  # + the error's type: XLA could not compile the cell
 
 
+def drain(chunks):
+    """Run a generator of chunks to its end without pausing; returns its return value."""
+    while True:
+        try:
+            next(chunks)
+        except StopIteration as done:
+            return done.value
+
+
 @dataclass
 class Chunk:
     """What one chunk did, handed to observers."""
@@ -421,17 +430,16 @@ class Descent:
         lam = self.curvature()
         return 2.0 / lam if lam else None
 
-    def run_chunks(self, steps):
+    def run_chunks(self, steps, max_chunk=None):
         """steps_iter, and an interrupt (Ctrl-C, or thrown in between chunks by an awaiting
         driver) ends the run as 'interrupted' at the last good values."""
         try:
-            yield from self.steps_iter(steps)
+            yield from self.steps_iter(steps, max_chunk)
         except KeyboardInterrupt:
             self.interrupted()
 
     def run(self, steps):
         """Blocking run; returns the final status. Ctrl-C leaves a consistent state."""
-        for _ in self.run_chunks(steps):
-            pass
+        drain(self.run_chunks(steps))
         return self.status
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tfmagic.descent.engine import drain
 from tfmagic.descent.optimizers import check_eta
 
 
@@ -97,15 +98,6 @@ def _watched(engine, label, watch):
         yield
     finally:
         engine.unobserve(observer)
-
-
-def drain(chunks):
-    """Run a generator of chunks to its end; its return value (an interrupt is handled inside)."""
-    while True:
-        try:
-            next(chunks)
-        except StopIteration as done:
-            return done.value
 
 
 def compare(*args, **kwargs):

@@ -263,13 +263,14 @@ async def pause_for_frontend(seconds: float = 0.001) -> None:
         await asyncio.sleep(0)
 
 
-async def drive(chunks: Any) -> Any:
+async def drive(chunks: Any, pause: Any = pause_for_frontend) -> Any:
     """Run a generator of chunks (a descent, a series of runs), yielding to the kernel's
     loop between them, so a widget message or Kernel > Interrupt is seen within a chunk.
 
     An interrupt (a cancel of the awaiting cell) is thrown into the generator as
     KeyboardInterrupt, which it handles (the run ends 'interrupted'); returns what
-    the generator returns.
+    the generator returns. `pause()`: what to await between chunks (a paced run waits
+    longer).
     """
     interrupted = False
     while True:
@@ -282,6 +283,6 @@ async def drive(chunks: Any) -> Any:
         except StopIteration as done:
             return done.value
         try:
-            await pause_for_frontend()
+            await pause()
         except STOP_EXCEPTIONS:
             interrupted = True

@@ -8,7 +8,7 @@ that runs TensorFlow steps. No widget code here: the UI calls these methods.
 
 import asyncio
 
-from tfmagic.kernel.awaiting import STOP_EXCEPTIONS, pause_for_frontend
+from tfmagic.kernel.awaiting import drive, pause_for_frontend
 
 
 PACE_FRAME = 0.05  # seconds of a paced run per chunk: the panel can show every frame
@@ -67,14 +67,12 @@ class LiveRunner:
             return self.engine.status
         self.running, self.error = True, None
         try:
+            # A kernel interrupt ends it as 'interrupted' after the chunk in flight (see drive).
             if self.pace:
-                await self._run_paced(steps)
+                chunk = max(1, round(self.pace * PACE_FRAME))
+                await drive(self.engine.run_chunks(steps, chunk), self._paced_pause())
             else:
-                for _ in self.engine.steps_iter(steps):
-                    await pause_for_frontend()
-        except STOP_EXCEPTIONS:
-            # Kernel interrupt: the chunk in flight finished; its values are good.
-            self.engine.interrupted()
+                await drive(self.engine.run_chunks(steps))
         except Exception as err:
             self.error = err
             if raise_errors:
@@ -86,14 +84,17 @@ class LiveRunner:
                 fn()
         return self.engine.status
 
-    async def _run_paced(self, steps):
-        """Chunks of PACE_FRAME's worth of steps, each started when its steps are due."""
+    def _paced_pause(self):
+        """What a paced run awaits between chunks: the time until its steps are due."""
         t0, start = self.loop.time(), self.engine.steps
-        for _ in self.engine.steps_iter(steps, max_chunk=max(1, round(self.pace * PACE_FRAME))):
+
+        async def pause():
             due = t0 + (self.engine.steps - start) / self.pace
             while not self.engine.stop_requested and self.loop.time() < due:
                 await asyncio.sleep(min(PACE_FRAME, due - self.loop.time()))
             await pause_for_frontend()
+
+        return pause
 
     def start(self, steps):
         """Run in the background (after the cell ended): Play on a finished run."""
