@@ -30,14 +30,14 @@ STEP_TIMEOUT = 20
 def test_plain_shell_is_not_live():
     from IPython.core.interactiveshell import InteractiveShell
 
-    from tfmagic.kernel import awaiting as live
+    from tfmagic.kernel import awaiting
 
     shell = InteractiveShell.instance()
-    ok, reason = live.live_supported(shell)
+    ok, reason = awaiting.live_supported(shell)
     assert not ok and "kernel" in reason
-    assert live.live_supported(None)[0] is False
-    assert live.register_await_transform(shell, ["descend"]) is False
-    assert not live.is_await_transform_registered(shell)
+    assert awaiting.live_supported(None)[0] is False
+    assert awaiting.register_await_transform(shell, ["descend"]) is False
+    assert not awaiting.is_await_transform_registered(shell)
     # the transform does not change how a non-live shell runs the cell
     assert "await" not in shell.transform_cell("%%descend\nx\n")
 
@@ -45,9 +45,9 @@ def test_plain_shell_is_not_live():
 def test_transformer_rewrites_only_named_cell_magics():
     from IPython.core.inputtransformer2 import TransformerManager
 
-    from tfmagic.kernel import awaiting as live
+    from tfmagic.kernel import awaiting
 
-    t = live._AwaitCellMagicTransformer(["descend"])
+    t = awaiting._AwaitCellMagicTransformer(["descend"])
     tm = TransformerManager()
 
     def run(cell):
@@ -62,7 +62,7 @@ def test_transformer_rewrites_only_named_cell_magics():
 
 
 def test_idle_fix_without_private_api_is_a_noop(caplog):
-    from tfmagic.kernel import awaiting as live
+    from tfmagic.kernel import awaiting
     from tfmagic.kernel import ipykernel_fix
 
     class NotAKernel:
@@ -70,7 +70,7 @@ def test_idle_fix_without_private_api_is_a_noop(caplog):
             return msg
 
     k = NotAKernel()
-    live._warned.discard("idle-fix")
+    awaiting._warned.discard("idle-fix")
     assert ipykernel_fix.install(k) is False
     assert ipykernel_fix.install(k) is False
     assert "dispatch_shell" not in vars(k)

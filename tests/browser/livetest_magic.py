@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 import time
 
-from tfmagic.kernel import awaiting as live
+from tfmagic.kernel import awaiting
 from tfmagic.kernel import ipykernel_fix
 
 CHUNK_SECONDS = 0.02
@@ -28,14 +28,14 @@ CHUNK_SECONDS = 0.02
 
 def load(shell, *, idle_fix: bool = True) -> dict:
     """Register ``%%livetest``; return what the kernel supports (for tests)."""
-    supported, reason = live.live_supported(shell)
+    supported, reason = awaiting.live_supported(shell)
     kernel = getattr(shell, "kernel", None)
     if idle_fix:
         fix = ipykernel_fix.install(kernel)
     else:
         ipykernel_fix.uninstall(kernel)
         fix = False
-    registered = live.register_await_transform(shell, ["livetest"])
+    registered = awaiting.register_await_transform(shell, ["livetest"])
     shell.register_magic_function(_livetest, "cell", "livetest")
     return {"supported": supported, "reason": reason, "idle_fix": fix, "registered": registered}
 
@@ -64,7 +64,7 @@ def _livetest(line: str, cell: str):
         "values": [],  # slider value after each chunk
         "changes": [],  # (time.monotonic(), new value, thread name) from the observer
         "stopped": None,
-        "awaited": live.cell_is_awaited(),
+        "awaited": awaiting.cell_is_awaited(),
     }
     slider.observe(
         lambda ch: record["changes"].append(
@@ -113,9 +113,9 @@ def _livetest(line: str, cell: str):
             while time.monotonic() < t_end:
                 step(i)
                 i += 1
-                await live.pause_for_frontend()
+                await awaiting.pause_for_frontend()
             record["stopped"] = "finished"
-        except live.STOP_EXCEPTIONS as exc:
+        except awaiting.STOP_EXCEPTIONS as exc:
             # A kernel interrupt: stop cleanly and keep what we have.
             record["stopped"] = type(exc).__name__
         record["t_end"] = time.monotonic()
