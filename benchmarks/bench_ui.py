@@ -9,6 +9,8 @@ it to a browser (a stand-in comm does the JSON encoding; no browser is needed).
     python benchmarks/bench_ui.py [--seconds S] [--repeats R]
 
 Target: with-panel / without >= 0.9 (the UI costs at most 10 % of steps/s).
+A second table times whole fixed-length runs, the panel's set-up (the loss
+picture) included, on a cheap loss and on one over 1000x1000 constants.
 """
 
 import argparse
@@ -58,18 +60,29 @@ def problems():
     yield "P3 least squares 4096x256 (norms)", (lambda: tf.reduce_mean(tf.square(tf.linalg.matvec(A, w) - t))), {"w": w}, 0.01
 
 
-async def timed_run(engine, with_panel, seconds):
+def fixed_problems():
+    a, b = tf.Variable(-1.5), tf.Variable(2.0)
+    yield "P2 Rosenbrock, 1000 steps", (lambda: (1.0 - a) ** 2 + 100.0 * (b - a * a) ** 2), {"a": a, "b": b}, 1e-4, 1000
+    big = tf.random.uniform((1000, 1000), seed=1)
+    p, q = tf.Variable(1.0), tf.Variable(2.0)
+    yield ("P4 2 scalars, a 1000x1000 matmul, 100 steps",
+           (lambda: tf.reduce_mean(tf.square(p * tf.matmul(big, big) - q))), {"p": p, "q": q}, 1e-6, 100)
+
+
+def make_panel(engine, runner):
     from tfmagic.present.results import DescentResult
     from tfmagic.widgets.panel import DescentPanel
 
+    curve, surface = loss_grid_for(tf, engine)
+    names = {devices.short(n): n for n in devices.available(tf)}
+    result = DescentResult(engine, {}, {}, "CPU:0", None)
+    return DescentPanel(runner, result, 10**9, names, curve=curve, surface=surface)
+
+
+async def timed_run(engine, with_panel, seconds):
     engine.reset()
     runner = LiveRunner(engine)
-    panel = None
-    if with_panel:
-        curve, surface = loss_grid_for(tf, engine)
-        names = {devices.short(n): n for n in devices.available(tf)}
-        result = DescentResult(engine, {}, {}, "CPU:0", None)
-        panel = DescentPanel(runner, result, 10**9, names, curve=curve, surface=surface)
+    panel = make_panel(engine, runner) if with_panel else None
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(runner.run(10**9))
     t0 = loop.time()
@@ -80,6 +93,20 @@ async def timed_run(engine, with_panel, seconds):
     if panel is not None:
         engine.unobserve(panel._on_chunk)
     return engine.steps / elapsed
+
+
+async def timed_steps(engine, with_panel, steps):
+    """Wall seconds of a `steps`-step run, the panel's set-up included."""
+    loop = asyncio.get_running_loop()
+    engine.reset()
+    t0 = loop.time()
+    runner = LiveRunner(engine)
+    panel = make_panel(engine, runner) if with_panel else None
+    await runner.run(steps)
+    elapsed = loop.time() - t0
+    if panel is not None:
+        engine.unobserve(panel._on_chunk)
+    return elapsed
 
 
 async def main():
@@ -103,6 +130,20 @@ async def main():
         print(f"| {label} | {plain:,.0f} | {ui:,.0f} | {ratio:.2f} | >= 0.9 {'ok' if ratio >= 0.9 else 'MISS'} |")
     print(f"(medians of {args.repeats} interleaved {args.seconds:g}-second runs; "
           f"{SerialisingComm.sent_bytes / 1e6:.1f} MB of chart buffers serialised in all)")
+
+    print()
+    print("| whole run, set-up included | s without panel | s with panel | without / with | target |")
+    print("|---|---|---|---|---|")
+    for label, loss_fn, variables, eta, steps in fixed_problems():
+        engine = Descent(tf, loss_fn, variables, eta=eta)
+        await timed_steps(engine, True, steps)  # warm-up
+        plain, ui = [], []
+        for _ in range(args.repeats):
+            plain.append(await timed_steps(engine, False, steps))
+            ui.append(await timed_steps(engine, True, steps))
+        ratio = statistics.median(plain) / statistics.median(ui)
+        print(f"| {label} | {statistics.median(plain):.3f} | {statistics.median(ui):.3f} | {ratio:.2f} "
+              f"| >= 0.9 {'ok' if ratio >= 0.9 else 'MISS'} |")
 
 
 if __name__ == "__main__":

@@ -336,3 +336,29 @@ def test_the_chart_probe_never_moves_the_users_variables(ip, run, loop):
     assert xs.min() < 0 < xs.max()
     assert np.isnan(ys[xs <= 0]).all() and np.isfinite(ys[xs > 0.1]).all()  # a gap where log fails
     assert res.status == "max_steps" and 6.0 < float(ip.user_ns["x"].numpy()) < 7.0
+
+
+def test_the_surface_is_sized_by_what_the_loss_costs(ip, run, loop):
+    """A cheap loss gets the full 60x60 surface at once; one with a 1000x1000 matmul (60x60
+    took 15 s before the first step) starts coarse or empty and gets finer as the run goes
+    on, the drawing never more than a tenth of the time since the panel was made."""
+    from tfmagic.widgets import charts
+
+    ip.run_cell("big = tf.random.uniform((1000, 1000), seed=1)\np, q = tf.Variable(1.0), tf.Variable(2.0)")
+
+    async def scenario(cell, steps):
+        res, runner, panel = make_panel(ip, run, line="p q --eta 1e-3", cell=cell)
+        surface = panel.charts._surface_fn
+        first = surface.n
+        await runner.run(steps)
+        panel.charts.update(res.engine.history, None)
+        lifetime = time.perf_counter() - surface.t0
+        assert res.engine.steps == steps, res.engine.status
+        return first, surface.n, len(panel.charts.heatmap.x), surface.spent, lifetime
+
+    first, n, drawn, _, _ = loop.run_until_complete(scenario("loss = (p - 1.0) ** 2 + (q + 1.0) ** 2", 10))
+    assert first == n == drawn == charts.GRID
+    first, n, drawn, spent, lifetime = loop.run_until_complete(scenario(
+        "loss = tf.reduce_mean(tf.square(p * tf.matmul(big, big) / 250.0 - q))", 2000))
+    assert first < 20 and first < n == drawn
+    assert spent <= charts.PROBE_SHARE * lifetime + charts.FIRST_DRAW_SECONDS + 0.05

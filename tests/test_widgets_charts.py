@@ -262,3 +262,27 @@ def test_the_iteration_axis_counts_steps_when_rows_are_strided():
     c.update(h)
     assert c.loss_line.x[-1] == 999 * 256 and c.vars_line.x[-1] == 999 * 256
     assert c._iter_scale.max == 999 * 256
+
+
+@pytest.mark.parametrize("dims", [1, 2])
+def test_a_diverging_path_leaves_the_window_instead_of_stretching_it(dims):
+    """After a divergence the picture keeps its window (it used to stretch to the escaped
+    point: a blank surface with one red dot) and says at which step the path left it."""
+    names = ["a", "b"][:dims]
+    fn = {"curve": parabola} if dims == 1 else {"surface": rosenbrock}
+    c = HistoryCharts({k: () for k in names}, **fn)
+    n = 40
+    zigzag = 2 + 3 * (-1.6) ** np.arange(n)  # |x - 2| grows 1.6x a step: the window fits steps 0..~7
+    h = history(n, names, loss=(zigzag - 2) ** 2, values=[zigzag] * dims)
+    h["a"][-1] = np.inf
+    c.update(h, None)
+    lo, hi = c._range[:2]
+    assert hi - lo < 10 * (2 * max(1.2 * 5, 2.0))  # within GROW_LIMIT of the first window
+    fig = c.curve_fig if dims == 1 else c.surface_fig
+    step = int(np.argmax((zigzag < lo) | (zigzag > hi)))
+    assert 0 < step < n - 1 and fig.title.endswith(f"path left this window at step {step}")
+    assert lo <= c.point.x[0] <= hi  # the escaped point is drawn on the window's edge
+    if dims == 2:
+        assert np.isfinite(c.heatmap.color).mean() > 0.9
+    c.reset()
+    assert "left" not in fig.title

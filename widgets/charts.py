@@ -11,17 +11,21 @@ leaves the drawn range.
 from __future__ import annotations
 
 import math
+import time
 
 import bqplot as bq
 import ipywidgets as W
 import numpy as np
 
-CURVE_POINTS = 241  # samples of the 1-D loss curve
-GRID = 60  # the 2-D loss surface is GRID x GRID
+CURVE_POINTS = 241  # samples of the 1-D loss curve, at most
+GRID = 60  # the 2-D loss surface is at most GRID x GRID
 TRAIL_POINTS = 200
+GROW_LIMIT = 8  # the curve/surface window grows to at most this many times its first span
 MARGIN = 0.2  # when the path leaves the drawn range, extend by this fraction of the new span
 FIG_HEIGHT = "300px"
 FIG_MARGIN = dict(top=40, bottom=42, left=62, right=36)  # room for the last x tick label
+PROBE_SHARE = 0.1  # the loss picture may take this share of the run's wall time
+FIRST_DRAW_SECONDS = 0.05  # before the first step, and a graph call cannot be interrupted
 LOG_DECADES = 2  # default to a log loss axis when the loss spans more than this
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
           "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
@@ -54,10 +58,11 @@ def _initial_range(x0):
     return x0 - half, x0 + half
 
 
-def _grown_range(lo, hi, values):
-    """(lo, hi) if the finite `values` lie inside it, else the union of both
-    widened by MARGIN; None when nothing changed."""
-    v = values[np.isfinite(values)]
+def _grown_range(lo, hi, values, limit):
+    """(lo, hi) if the finite `values` inside `limit` lie inside it, else the
+    union of both widened by MARGIN; None when nothing changed. A path that
+    escapes (a divergence) leaves the window instead of stretching it away."""
+    v = values[np.isfinite(values) & (values >= limit[0]) & (values <= limit[1])]
     if v.size == 0:
         return None
     vmin, vmax = float(v.min()), float(v.max())
@@ -66,6 +71,23 @@ def _grown_range(lo, hi, values):
     lo, hi = min(lo, vmin), max(hi, vmax)
     pad = MARGIN * (hi - lo)
     return lo - pad, hi + pad
+
+
+def _limit(lo, hi):
+    """How far the window starting at (lo, hi) may grow: GROW_LIMIT times its span."""
+    mid, half = (lo + hi) / 2, GROW_LIMIT * (hi - lo) / 2
+    return mid - half, mid + half
+
+
+def _left_at(values, lo, hi):
+    """The first index where `values` are outside [lo, hi] or not finite, else None."""
+    out = ~(np.isfinite(values) & (values >= lo) & (values <= hi))
+    return int(np.argmax(out)) if out.any() else None
+
+
+def _on_window(v, lo, hi):
+    """v moved onto [lo, hi] (NaN to hi: the path escaped)."""
+    return float(np.clip(np.nan_to_num(v, nan=hi, posinf=hi, neginf=lo), lo, hi))
 
 
 def _nice_ticks(lo, hi, count=5):
@@ -90,6 +112,43 @@ def _log_ticks(y):
     step = max(1, math.ceil((hi - lo) / 6))
     ticks = 10.0 ** np.arange(lo, hi + 1, step)
     return ticks if len(ticks) >= 2 else np.zeros(0)
+
+
+def affordable(sampler, seconds, most, dims, least):
+    """Points per axis a drawing can have within `seconds` (at most `most`; 0 when
+    even `least` is too costly), for a sampler with a measured `per_point` cost."""
+    per_point = getattr(sampler, "per_point", 0.0)
+    n = most if per_point <= 0 else min(most, int((max(seconds, 0) / per_point) ** (1 / dims)))
+    return n if n >= least else 0
+
+
+class _Resolution:
+    """How finely to sample the loss picture: first what FIRST_DRAW_SECONDS allow
+    (nothing when even a coarse picture costs more), then finer as the run goes
+    on, so that all drawing takes at most PROBE_SHARE of the charts' lifetime."""
+
+    def __init__(self, sampler, most, dims, least):
+        self.sampler, self.most, self.dims, self.least = sampler, most, dims, least
+        self.n = affordable(sampler, FIRST_DRAW_SECONDS, most, dims, least)
+        self.spent, self.t0 = 0.0, time.perf_counter()
+
+    def __call__(self, *args):
+        t0 = time.perf_counter()
+        try:
+            return self.sampler(*args)
+        finally:
+            self.spent += time.perf_counter() - t0
+
+    def finer(self):
+        """True (and a larger n) when a finer drawing fits the budget now."""
+        if self.n >= self.most:
+            return False
+        allowed = PROBE_SHARE * (time.perf_counter() - self.t0) - self.spent
+        n = affordable(self.sampler, allowed, self.most, self.dims, self.least)
+        if n < min(self.most, 1.5 * self.n):
+            return False
+        self.n = n
+        return True
 
 
 def _figure(title, css_class, marks, axes, **kwargs):
@@ -124,7 +183,8 @@ class HistoryCharts:
     `variables` maps each variable's name to its shape (`()` for a scalar).
     `curve(xs) -> losses` (one scalar variable) and `surface(xs, ys) -> losses`
     of shape (len(ys), len(xs)) (two scalar variables) add a picture of the
-    loss with the path on it.
+    loss with the path on it. A callable with a `per_point` cost (seconds) is
+    sampled as finely as the run's time allows (see _Resolution).
     """
 
     def __init__(self, variables, curve=None, surface=None, max_points=2000):
@@ -135,6 +195,10 @@ class HistoryCharts:
         all_scalar = len(self._scalars) == len(self.variables)
         self._curve_fn = curve if all_scalar and len(self._scalars) == 1 else None
         self._surface_fn = surface if all_scalar and len(self._scalars) == 2 else None
+        if self._curve_fn is not None:
+            self._curve_fn = _Resolution(self._curve_fn, CURVE_POINTS, 1, least=21)
+        if self._surface_fn is not None:
+            self._surface_fn = _Resolution(self._surface_fn, GRID, 2, least=8)
 
         self._log_user = False  # True once the user has clicked the toggle
         self._setting_log = False
@@ -225,7 +289,8 @@ class HistoryCharts:
                                 stroke="black", default_size=90)
         axes = _axes(self._px, scales["y"], name, "loss")
         self._px_axis = axes[0]
-        self.curve_fig = _figure(f"Loss as a function of {name}", "tfmagic-curve-chart",
+        self._picture_title = f"Loss as a function of {name}"
+        self.curve_fig = _figure(self._picture_title, "tfmagic-curve-chart",
                                  [self.curve_line, self.trail, self.point], axes)
 
     def _build_surface(self):
@@ -242,8 +307,9 @@ class HistoryCharts:
                                 stroke="white", default_size=90)
         axes = _axes(self._px, self._py, a, b)
         self._px_axis = axes[0]
+        self._picture_title = f"Loss over ({a}, {b}), colour: log scale"
         self.surface_fig = _figure(
-            f"Loss over ({a}, {b}), colour: log scale", "tfmagic-surface-chart",
+            self._picture_title, "tfmagic-surface-chart",
             [self.heatmap, self.path, self.point], axes, padding_y=0.0,
         )
 
@@ -251,6 +317,8 @@ class HistoryCharts:
     def reset(self):
         """Clear the lines; the next update redraws the curve/surface around its start."""
         self._range = None  # (lo, hi) of the curve, or (xlo, xhi, ylo, yhi) of the surface
+        if self._curve_fn is not None or self._surface_fn is not None:
+            (self.curve_fig if self._curve_fn is not None else self.surface_fig).title = self._picture_title
         self._last_loss = None  # (steps, loss) last pushed, to redraw on a toggle
         self._n = None
         self._clip_floor = None
@@ -289,8 +357,12 @@ class HistoryCharts:
                                          for key, _ in self._var_series])
 
         if self._curve_fn is not None:
+            if self._range is not None and self._curve_fn.finer():
+                self._draw_curve(*self._range)
             self._update_curve(history, current, idx, loss)
         elif self._surface_fn is not None:
+            if self._range is not None and self._surface_fn.finer():
+                self._draw_surface(*self._range)
             self._update_surface(history, current, idx)
 
     def _set_iterations(self, n):
@@ -357,10 +429,13 @@ class HistoryCharts:
             x0 = float(xs[0]) if len(xs) else now
             if x0 is None or not math.isfinite(x0):
                 return
+            self._limits = [_limit(*_initial_range(x0))]
             self._draw_curve(*_initial_range(x0))
-        grown = _grown_range(*self._range, xs if now is None else np.append(xs, now))
+        path = xs if now is None else np.append(xs, now)
+        grown = _grown_range(*self._range, path, self._limits[0])
         if grown is not None:
             self._draw_curve(*grown)
+        self._say_where_it_left(history, (path,))
 
         # Every trail point is an SVG marker: a few hundred are plenty to see the steps.
         trail_idx = decimate(len(xs), TRAIL_POINTS)
@@ -368,24 +443,47 @@ class HistoryCharts:
         with self.trail.hold_sync():
             self.trail.x, self.trail.y = trail_x, to_wire(np.asarray(history["loss"])[trail_idx])
         if now is not None:
-            # The loss at the present value (after the last step) is not in the
-            # history: read it off the drawn curve.
-            px, py = [now], [np.interp(now, self._curve_x, self._curve_y)]
-        elif len(trail_x):
-            px, py = trail_x[-1:], to_wire(np.asarray(history["loss"])[-1:])
+            x, y = now, None  # after the last step: not in the history
+        elif len(xs):
+            x, y = float(xs[-1]), float(np.asarray(history["loss"])[-1])
         else:
             return
+        edge = _on_window(x, *self._range)
+        if edge != x or y is None:
+            # Read the loss off the drawn curve; an escaped point sits on the window's edge.
+            y = np.interp(edge, self._curve_x, self._curve_y) if len(self._curve_x) else np.nan
         with self.point.hold_sync():
-            self.point.x, self.point.y = to_wire(px), to_wire(py)
+            self.point.x, self.point.y = to_wire([edge]), to_wire([y])
 
     def _draw_curve(self, lo, hi):
         self._range = (lo, hi)
-        xs = np.linspace(lo, hi, CURVE_POINTS, dtype=np.float32)
-        ys = to_wire(np.reshape(self._curve_fn(xs), xs.shape))
+        xs = np.linspace(lo, hi, self._curve_fn.n, dtype=np.float32)
+        ys = to_wire(np.reshape(self._curve_fn(xs), xs.shape)) if len(xs) else _empty()
         self._curve_x, self._curve_y = xs, ys
         with self.curve_line.hold_sync():
             self.curve_line.x, self.curve_line.y = xs, ys
         _set_x_range(self._px, self._px_axis, lo, hi)
+
+    def _say_where_it_left(self, history, paths):
+        """Name the step where the path left the picture's window (a divergence)."""
+        fig = self.curve_fig if self._curve_fn is not None else self.surface_fig
+        ranges = [self._range[2 * i:2 * i + 2] for i in range(len(paths))]
+        left = [_left_at(p, *r) for p, r in zip(paths, ranges)]
+        left = [i for i in left if i is not None]
+        title = self._picture_title
+        if left:
+            row = min(left)
+            steps = history.get("step")
+            if steps is None:
+                step = row
+            else:  # row len(steps) is the present point, after the last recorded step
+                step = int(steps[row]) if row < len(steps) else int(steps[-1]) + 1
+            title += f" · path left this window at step {step}"
+        fn = self._curve_fn if self._curve_fn is not None else self._surface_fn
+        if not fn.n:
+            title += " · not drawn yet: the loss is costly"
+        if fig.title != title:
+            fig.title = title
 
     # -- 2-D surface ---------------------------------------------------------------
     def _update_surface(self, history, current, idx):
@@ -396,11 +494,15 @@ class HistoryCharts:
             p0 = (float(ha[0]), float(hb[0])) if len(ha) else now
             if p0 is None or not all(map(math.isfinite, p0)):
                 return
+            self._limits = [_limit(*_initial_range(p0[0])), _limit(*_initial_range(p0[1]))]
             self._draw_surface(*_initial_range(p0[0]), *_initial_range(p0[1]))
-        ga = _grown_range(*self._range[:2], ha if now is None else np.append(ha, now[0]))
-        gb = _grown_range(*self._range[2:], hb if now is None else np.append(hb, now[1]))
+        pa = ha if now is None else np.append(ha, now[0])
+        pb = hb if now is None else np.append(hb, now[1])
+        ga = _grown_range(*self._range[:2], pa, self._limits[0])
+        gb = _grown_range(*self._range[2:], pb, self._limits[1])
         if ga is not None or gb is not None:
             self._draw_surface(*(ga or self._range[:2]), *(gb or self._range[2:]))
+        self._say_where_it_left(history, (pa, pb))
 
         if now is not None:
             idx = decimate(len(ha), self.max_points - 1)  # room for the present point
@@ -411,14 +513,22 @@ class HistoryCharts:
             return
         with self.path.hold_sync():
             self.path.x, self.path.y = px, py
+        # An escaped point sits on the window's edge, where the path left it.
         with self.point.hold_sync():
-            self.point.x, self.point.y = px[-1:], py[-1:]
+            self.point.x = to_wire([_on_window(px[-1], *self._range[:2])])
+            self.point.y = to_wire([_on_window(py[-1], *self._range[2:])])
 
     def _draw_surface(self, xlo, xhi, ylo, yhi):
         self._range = (xlo, xhi, ylo, yhi)
-        xs = np.linspace(xlo, xhi, GRID, dtype=np.float32)
-        ys = np.linspace(ylo, yhi, GRID, dtype=np.float32)
-        z = np.reshape(np.asarray(self._surface_fn(xs, ys), dtype=np.float64), (GRID, GRID))
+        n = self._surface_fn.n
+        _set_x_range(self._px, self._px_axis, xlo, xhi)
+        with self._py.hold_sync():
+            self._py.min, self._py.max = float(ylo), float(yhi)
+        if not n:
+            return  # too costly to draw yet: the path on empty axes
+        xs = np.linspace(xlo, xhi, n, dtype=np.float32)
+        ys = np.linspace(ylo, yhi, n, dtype=np.float32)
+        z = np.reshape(np.asarray(self._surface_fn(xs, ys), dtype=np.float64), (n, n))
         finite = np.isfinite(z)
         if finite.any():
             # log10 of the height above the lowest point, so a narrow valley
@@ -431,6 +541,3 @@ class HistoryCharts:
         with self.heatmap.hold_sync():
             self.heatmap.x, self.heatmap.y = xs, ys
             self.heatmap.color = color.astype(np.float32)
-        _set_x_range(self._px, self._px_axis, xlo, xhi)
-        with self._py.hold_sync():
-            self._py.min, self._py.max = float(ylo), float(yhi)

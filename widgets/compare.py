@@ -1,6 +1,8 @@
 """The view of several runs (--compare, --restarts): one loss chart with a legend,
 and every run's path on the 1-D curve or the 2-D loss surface."""
 
+import math
+
 import bqplot as bq
 import ipywidgets as W
 import numpy as np
@@ -49,7 +51,7 @@ class CompareView:
         xs_all = np.concatenate([r.history[name] for r in runs if r.steps] or [np.zeros(1)])
         lo, hi = float(np.min(xs_all)), float(np.max(xs_all))
         pad = max(0.2 * (hi - lo), 1.0)
-        grid = np.linspace(lo - pad, hi + pad, 300, dtype=np.float32)
+        grid = np.linspace(lo - pad, hi + pad, min(300, getattr(curve, "points", 300)), dtype=np.float32)
         sx, sy = bq.LinearScale(), bq.LinearScale()
         marks = [bq.Lines(x=grid, y=to_wire(curve(grid)), scales={"x": sx, "y": sy}, colors=["#999999"])]
         for i, run in enumerate(runs):
@@ -67,8 +69,9 @@ class CompareView:
         xb = np.concatenate([r.history[b] for r in runs if r.steps] or [np.zeros(1)])
         pad_a = max(0.15 * (xa.max() - xa.min()), 0.5)
         pad_b = max(0.15 * (xb.max() - xb.min()), 0.5)
-        gx = np.linspace(xa.min() - pad_a, xa.max() + pad_a, 60, dtype=np.float32)
-        gy = np.linspace(xb.min() - pad_b, xb.max() + pad_b, 60, dtype=np.float32)
+        n = min(60, math.isqrt(getattr(surface, "points", 3600)))
+        gx = np.linspace(xa.min() - pad_a, xa.max() + pad_a, n, dtype=np.float32)
+        gy = np.linspace(xb.min() - pad_b, xb.max() + pad_b, n, dtype=np.float32)
         z = surface(gx, gy)
         finite = np.isfinite(z)
         zmin = z[finite].min() if finite.any() else 0.0

@@ -2,10 +2,11 @@
 disturbing the run or the user's variables: one graph call sets the variables,
 evaluates, restores; a point where the loss fails is a gap (NaN), not an error."""
 
+import time
+
 import numpy as np
 
 from tfmagic.runtime.tfimport import quiet_native_stderr
-
 
 class LossProbe:
     def __init__(self, tf, engine):
@@ -30,7 +31,22 @@ class LossProbe:
                 v.assign(s)
             return out.stack()
 
-        return tf.function(at_points)
+        spec = tf.TensorSpec([None, len(variables)], tf.float32)
+        return tf.function(at_points, input_signature=[spec])
+
+    def seconds_per_point(self):
+        """What one more point costs, timed at the current values on 1 and 5 points
+        after the one trace (a call's fixed cost is paid once per drawing)."""
+        here = [[float(v.numpy().reshape(-1)[0]) for v in self.engine.variables.values()]]
+        self.losses(here)  # traces
+
+        def timed(n):
+            t0 = time.perf_counter()
+            self.losses(np.repeat(here, n, axis=0))
+            return time.perf_counter() - t0
+
+        one, five = timed(1), timed(5)
+        return max((five - one) / 4, five / 50, 1e-9)
 
     def losses(self, points):
         """Loss at each row of `points` (one column per variable); NaN where it fails.
@@ -69,10 +85,23 @@ class LossProbe:
         return self.losses(np.stack([gx.ravel(), gy.ravel()], axis=1)).reshape(len(ys), len(xs))
 
 
+class Sampler:
+    """A probe callable and `per_point`, the seconds one more point costs."""
+
+    def __init__(self, fn, per_point):
+        self.fn, self.per_point = fn, per_point
+
+    def __call__(self, *args):
+        return self.fn(*args)
+
+
 def loss_grid_for(tf, engine):
-    """(curve, surface) callables where the charts can use them, else None."""
+    """(curve, surface) samplers where the charts can use them, else None."""
     shapes = [tuple(v.shape) for v in engine.variables.values()]
     if not all(np.prod(s, dtype=int) == 1 for s in shapes) or len(shapes) not in (1, 2):
         return None, None
     probe = LossProbe(tf, engine)
-    return (probe.curve, None) if len(shapes) == 1 else (None, probe.surface)
+    per_point = probe.seconds_per_point()
+    if len(shapes) == 1:
+        return Sampler(probe.curve, per_point), None
+    return None, Sampler(probe.surface, per_point)
