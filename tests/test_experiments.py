@@ -13,7 +13,9 @@ def test_compare_eta_answers_the_course_question(ip, run):
     runs = res.runs
     assert list(runs) == ["eta=0.01", "eta=0.1", "eta=0.9", "eta=1.1"]
     assert runs["eta=1.1"].status == "diverged"
-    assert runs["eta=0.1"].status == "max_steps" and runs["eta=0.1"].final_loss < 1e-6
+    # a run ends where |grad| < tol (1e-3 by default), "converged", as its table row says
+    assert runs["eta=0.1"].status == "converged" and runs["eta=0.1"].final_loss < 1e-6
+    assert runs["eta=0.1"].steps == runs["eta=0.1"].converged_at < 200 and runs["eta=0.01"].status == "max_steps"
     assert runs["eta=0.01"].final_loss > runs["eta=0.1"].final_loss  # too small: slow
     # |1 - 2 eta| is 0.8 for both 0.1 and 0.9: as fast, but 0.9 jumps across the minimum each step
     assert runs["eta=0.1"].converged_at == runs["eta=0.9"].converged_at
@@ -62,17 +64,29 @@ def test_restarts_need_a_range_and_ranges_need_restarts(ip, run):
         run("descend", "x=-4:4 --no-widgets", COURSE)
 
 
-def test_compare_view_builds_with_a_legend(ip, run):
+def test_a_diverged_run_does_not_take_the_axes_of_the_compare_view(ip, run):
+    """learning_rate.ipynb's lesson: eta=1.1 diverged and set the linear axis to 0-3e7 (and x to
+    +-6000), leaving 0.01, 0.1 and 0.9 one flat line at 0. The ranges come from the runs that
+    did not diverge; the diverged one leaves the plot at a triangle; the legend is beside it."""
     from tfmagic.descent.loss_grid import loss_grid_for
     from tfmagic.widgets.compare import CompareView
 
-    res = run("descend", "x=10.0 --steps 50 --compare eta=0.1,1.1 --no-widgets", COURSE)
-    curve, surface = loss_grid_for(ip.user_ns["tf"], res.engine)
+    res = run("descend", "x=10.0 --steps 200 --compare eta=0.01,0.1,0.9,1.1 --no-widgets", COURSE)
+    curve, _ = loss_grid_for(ip.user_ns["tf"], res.engine)
     view = CompareView(res, curve=curve)
-    loss_fig, paths_fig = view.widget.children
-    labels = [m.labels[0] for m in loss_fig.marks]
-    assert labels == ["eta=0.1 (max_steps)", "eta=1.1 (diverged)"]
-    assert len(paths_fig.marks) == 3 and paths_fig.marks[1].x[0] == 10.0
+    assert view.log_toggle.value  # the kept runs span 64 down to ~1e-7: log scale from the start
+    linear, log = view.loss_figs[False], view.loss_figs[True]
+    assert log.layout.display is None and linear.layout.display == "none"
+    view.log_toggle.value = False
+    assert linear.layout.display is None and log.layout.display == "none"
+    sy = linear.marks[0].scales["y"]
+    assert sy.max < 100 and log.marks[0].scales["y"].max < 100  # set by the kept runs (start: 64)
+    triangles = [m for m in linear.marks if isinstance(m, type(linear.marks[-1])) and m.marker == "triangle-up"]
+    assert len(triangles) == 1 and float(triangles[0].y[0]) == pytest.approx(sy.max)
+    paths = view.widget.children[1].children[1]
+    assert paths.marks[0].scales["x"].max < 20  # not +-6000: the kept paths lie in [2, 10]
+    assert "eta=1.1: diverged at step" in view.legend.value and "eta=0.1: converged at step" in view.legend.value
+    assert all(not getattr(m, "display_legend", False) for f in (linear, log, paths) for m in f.marks)
 
 
 def test_restarts_count_only_converged_runs_as_minima(ip, run):
@@ -114,7 +128,7 @@ def test_compare_and_restarts_print_every(ip, run, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "eta=0.1:" and out[1].startswith("iteration: 0 x: 8.4 y: 64")
     assert out[3] == "eta=0.5:" and out[4].startswith("iteration: 0 x: 2 y: 64")
-    assert len(out) == 6
+    assert len(out) == 5  # eta=0.5 lands on the minimum in one step: converged, no iteration 2
     experiments.restarts(res.engine, {"x": (-1.0, 1.0)}, 2, 3, seed=0, watch=course_printer(1))
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "start 1:" and out[4] == "start 2:" and len(out) == 8
@@ -130,5 +144,5 @@ def test_compare_view_of_runs_whose_history_is_strided(ip, run):
     for r in res.runs.values():  # as a thinned history holds them: every 4th step
         r.history = {k: v[::4] for k, v in r.history.items()}
     view = CompareView(res)
-    loss_fig = view.widget.children[0]
+    loss_fig = view.loss_figs[False]
     assert [float(m.x[-1]) for m in loss_fig.marks] == [396.0, 396.0]

@@ -190,7 +190,7 @@ def test_charts_get_decimated_float32_data(ip, run, loop):
     assert res.steps == 30_000
     assert 100 < len(line.y) <= 2000 and line.y.dtype == np.float32
     assert line.y[-1] == pytest.approx(res.history["loss"][-1])
-    assert panel.charts.curve_line is not None and len(panel.charts.curve_line.x) > 10
+    assert panel.charts.picture.curve_line is not None and len(panel.charts.picture.curve_line.x) > 10
 
 
 def test_chart_pushes_are_throttled(ip, run, loop, monkeypatch):
@@ -327,7 +327,7 @@ def test_the_chart_probe_never_moves_the_users_variables(ip, run, loop):
         ip.run_cell("x = tf.Variable(7.0)")
         res, runner, panel = make_panel(ip, run, line="x --eta 0.1", cell=cell)
         assert float(ip.user_ns["x"].numpy()) == 7.0  # the panel drew its curve: x is untouched
-        curve = panel.charts.curve_line
+        curve = panel.charts.picture.curve_line
         xs, ys = np.asarray(curve.x), np.asarray(curve.y)
         await runner.run(10)
         return res, xs, ys
@@ -342,19 +342,19 @@ def test_the_surface_is_sized_by_what_the_loss_costs(ip, run, loop):
     """A cheap loss gets the full 60x60 surface at once; one with a 1000x1000 matmul (60x60
     took 15 s before the first step) starts coarse or empty and gets finer as the run goes
     on, the drawing never more than a tenth of the time since the panel was made."""
-    from tfmagic.widgets import charts
+    from tfmagic.widgets import picture as charts
 
     ip.run_cell("big = tf.random.uniform((1000, 1000), seed=1)\np, q = tf.Variable(1.0), tf.Variable(2.0)")
 
     async def scenario(cell, steps):
         res, runner, panel = make_panel(ip, run, line="p q --eta 1e-3", cell=cell)
-        surface = panel.charts._surface_fn
+        surface = panel.charts.picture.resolution
         first = surface.n
         await runner.run(steps)
         panel.charts.update(res.engine.history, None)
         lifetime = time.perf_counter() - surface.t0
         assert res.engine.steps == steps, res.engine.status
-        return first, surface.n, len(panel.charts.heatmap.x), surface.spent, lifetime
+        return first, surface.n, len(panel.charts.picture.heatmap.x), surface.spent, lifetime
 
     first, n, drawn, _, _ = loop.run_until_complete(scenario("loss = (p - 1.0) ** 2 + (q + 1.0) ** 2", 10))
     assert first == n == drawn == charts.GRID

@@ -45,8 +45,8 @@ def rosenbrock(xs, ys):
 def marks_of(charts):
     marks = [charts.loss_line, charts.vars_line]
     for name in ("curve_line", "trail", "point", "path"):
-        if hasattr(charts, name):
-            marks.append(getattr(charts, name))
+        if hasattr(charts.picture, name):
+            marks.append(getattr(charts.picture, name))
     return marks
 
 
@@ -79,11 +79,11 @@ def test_one_scalar_with_curve():
     assert c.loss_line.x[-1] == N - 1
     # bqplot squeezes a single line's (1, n) y to (n,).
     assert c.vars_line.y[-1] == h["x"][-1]
-    assert c.trail.x[-1] == h["x"][-1] and c.trail.y[-1] == h["loss"][-1]
+    assert c.picture.trail.x[-1] == h["x"][-1] and c.picture.trail.y[-1] == h["loss"][-1]
     # The current point sits on the curve at the present value.
-    assert c.point.x[0] == 2.0 and c.point.y[0] == pytest.approx(0.0, abs=0.05)
+    assert c.picture.point.x[0] == 2.0 and c.picture.point.y[0] == pytest.approx(0.0, abs=0.05)
     # Initial range: centred on the start value x0 = 10, half-width 1.2 * |x0|.
-    assert c.curve_line.x[0] == pytest.approx(-2.0) and c.curve_line.x[-1] == pytest.approx(22.0)
+    assert c.picture.curve_line.x[0] == pytest.approx(-2.0) and c.picture.curve_line.x[-1] == pytest.approx(22.0)
 
     # Many updates inside the drawn range: the curve is not recomputed.
     for n in range(1000, N, 1000):
@@ -95,11 +95,11 @@ def test_figures_have_css_classes():
     c = HistoryCharts({"x": ()}, curve=parabola)
     assert "tfmagic-loss-chart" in c.loss_fig._dom_classes
     assert "tfmagic-vars-chart" in c.vars_fig._dom_classes
-    assert "tfmagic-curve-chart" in c.curve_fig._dom_classes
+    assert "tfmagic-curve-chart" in c.picture.fig._dom_classes
     assert "tfmagic-logscale" in c.log_toggle._dom_classes
     s = HistoryCharts({"a": (), "b": ()}, surface=rosenbrock)
-    assert "tfmagic-surface-chart" in s.surface_fig._dom_classes
-    for fig in (c.loss_fig, c.vars_fig, c.curve_fig, s.surface_fig):
+    assert "tfmagic-surface-chart" in s.picture.fig._dom_classes
+    for fig in (c.loss_fig, c.vars_fig, c.picture.fig, s.picture.fig):
         assert fig.animation_duration == 0 and fig.title
         assert all(axis.label for axis in fig.axes)
 
@@ -109,11 +109,11 @@ def test_curve_range_grows_when_the_trail_leaves_it():
     c = HistoryCharts({"x": ()}, curve=curve)
     c.update(history(10, ["x"], values=[np.linspace(10, 12, 10)]), {"x": 12.0})
     assert curve.calls == 1
-    lo, hi = c.curve_line.x[0], c.curve_line.x[-1]
+    lo, hi = c.picture.curve_line.x[0], c.picture.curve_line.x[-1]
     c.update(history(20, ["x"], values=[np.linspace(10, 40, 20)]), {"x": 45.0})
     assert curve.calls == 2
-    assert c.curve_line.x[0] <= lo and c.curve_line.x[-1] > 45.0
-    assert c.curve_line.x.dtype == np.float32
+    assert c.picture.curve_line.x[0] <= lo and c.picture.curve_line.x[-1] > 45.0
+    assert c.picture.curve_line.x.dtype == np.float32
     # Back inside: no new call.
     c.update(history(21, ["x"], values=[np.linspace(10, 40, 21)]), {"x": 41.0})
     assert curve.calls == 2
@@ -176,7 +176,7 @@ def test_each_mark_gets_one_message_per_update(monkeypatch):
     for mark in marks_of(c):
         monkeypatch.setattr(mark, "_send", lambda msg, buffers=None, m=mark: sent.setdefault(m, []).append(msg))
     c.update(history(200, ["x"]), {"x": 2.5})
-    for mark in (c.loss_line, c.vars_line, c.trail, c.point):
+    for mark in (c.loss_line, c.vars_line, c.picture.trail, c.picture.point):
         assert len(sent[mark]) == 1, mark
         assert {"x", "y"} <= set(sent[mark][0]["state"])
 
@@ -191,7 +191,7 @@ def test_reset_clears_the_lines_and_recentres_the_curve():
     assert curve.calls == 1
     c.update(history(5, ["x"], values=[np.linspace(-30, -29, 5)]), {"x": -29.0})
     assert curve.calls == 2
-    assert np.mean(c.curve_line.x[[0, -1]]) == pytest.approx(-30, abs=1e-3)
+    assert np.mean(c.picture.curve_line.x[[0, -1]]) == pytest.approx(-30, abs=1e-3)
 
 
 def test_two_scalars_with_surface():
@@ -207,17 +207,17 @@ def test_two_scalars_with_surface():
         c.update({k: v[:n] for k, v in h.items()}, now)
     assert surface.calls == 2
 
-    hm = c.heatmap
+    hm = c.picture.heatmap
     assert hm.color.shape == (60, 60) and hm.color.dtype == np.float32
     assert np.isfinite(hm.color).all()
     assert hm.x[0] <= -1.5 and hm.x[-1] >= 0.95
     for mark in marks_of(c):
         check_pushed(mark)
     # The path ends at the present point, after the last history value.
-    assert c.path.x[-2] == h["a"][-1] and c.path.y[-2] == h["b"][-1]
-    assert c.path.x[-1] == np.float32(0.95) and c.point.y[0] == np.float32(0.92)
+    assert c.picture.path.x[-2] == h["a"][-1] and c.picture.path.y[-2] == h["b"][-1]
+    assert c.picture.path.x[-1] == np.float32(0.95) and c.picture.point.y[0] == np.float32(0.92)
     assert c.vars_line.y.shape == (2, MAX)
-    assert [a.label for a in c.surface_fig.axes] == ["a", "b"]
+    assert [a.label for a in c.picture.fig.axes] == ["a", "b"]
 
     # The path leaves the grid: it is recomputed once, and covers the path.
     far = {k: v.copy() for k, v in h.items()}
@@ -231,7 +231,7 @@ def test_matrix_variable_shows_norms():
     c = HistoryCharts({"W": (4, 3)}, curve=parabola, surface=rosenbrock)
     h = history(N, ["W"])
     c.update(h)
-    assert not hasattr(c, "curve_fig") and not hasattr(c, "surface_fig")
+    assert c.picture is None
     assert "norms" in c.vars_fig.title
     assert list(c.vars_line.labels) == ["‖W‖", "‖gradient‖"]
     assert c.vars_line.y.shape == (2, MAX) and c.vars_line.y.dtype == np.float32
@@ -250,7 +250,7 @@ def test_update_before_any_step():
     c = HistoryCharts({"x": ()}, curve=parabola)
     c.update(history(0, ["x"]), {"x": 10.0})
     assert c.loss_line.x.shape == (0,)
-    assert c.point.x[0] == 10.0 and len(c.curve_line.x) > 0
+    assert c.picture.point.x[0] == 10.0 and len(c.picture.curve_line.x) > 0
 
 
 def test_the_iteration_axis_counts_steps_when_rows_are_strided():
@@ -276,13 +276,13 @@ def test_a_diverging_path_leaves_the_window_instead_of_stretching_it(dims):
     h = history(n, names, loss=(zigzag - 2) ** 2, values=[zigzag] * dims)
     h["a"][-1] = np.inf
     c.update(h, None)
-    lo, hi = c._range[:2]
+    lo, hi = c.picture.window[:2]
     assert hi - lo < 10 * (2 * max(1.2 * 5, 2.0))  # within GROW_LIMIT of the first window
-    fig = c.curve_fig if dims == 1 else c.surface_fig
+    fig = c.picture.fig
     step = int(np.argmax((zigzag < lo) | (zigzag > hi)))
     assert 0 < step < n - 1 and fig.title.endswith(f"path left this window at step {step}")
-    assert lo <= c.point.x[0] <= hi  # the escaped point is drawn on the window's edge
+    assert lo <= c.picture.point.x[0] <= hi  # the escaped point is drawn on the window's edge
     if dims == 2:
-        assert np.isfinite(c.heatmap.color).mean() > 0.9
+        assert np.isfinite(c.picture.heatmap.color).mean() > 0.9
     c.reset()
     assert "left" not in fig.title

@@ -30,17 +30,11 @@ from .charts import HistoryCharts
 PUSH_INTERVAL = 0.2  # seconds between chart pushes while running: the browser redraws ~2000 SVG nodes each time
 STATUS_RATE = 10  # status-line and eta-entry redraws per second, at most
 ETA_STEP = 0.01  # of the eta slider, in decades
+# The badge shows the run's status word itself (the one `run.status` and the result show).
 BADGES = {
-    "converged": ("converged", "#1b7f3b"),
-    "diverged": ("diverged", "#b3261e"),
-    "max_steps": ("done", "#3c4b64"),
-    "stopped": ("stopped", "#8a5a00"),
-    "paused": ("paused", "#8a5a00"),
-    "interrupted": ("interrupted", "#8a5a00"),
-    "error": ("error", "#b3261e"),
-    "running": ("running", "#0b57d0"),
-    "ready": ("ready", "#3c4b64"),
-    "detached": ("detached", "#6b6b6b"),
+    "converged": "#1b7f3b", "diverged": "#b3261e", "undefined": "#b3261e", "max_steps": "#3c4b64",
+    "stopped": "#8a5a00", "paused": "#8a5a00", "interrupted": "#8a5a00", "error": "#b3261e",
+    "running": "#0b57d0", "ready": "#3c4b64", "detached": "#6b6b6b",
 }
 
 
@@ -159,19 +153,21 @@ class DescentPanel:
             self._show("eta_text", _entry(e.eta))
         h = e.history
         status = "detached" if self.runner.detached else ("running" if self.runner.running else e.status)
-        label, color = BADGES.get(status, (status, "#3c4b64"))
+        color = BADGES.get(status, "#3c4b64")
         loss = float(h["loss"][-1]) if e.steps else e.final_loss
         if status != "running" and e.final_loss is not None:
             loss = e.final_loss
-        grad = float(h["grad_norm"][-1]) if e.steps else None
+        # At the end: the gradient where the variables are (a history row is the point before its step).
+        grad = float(h["grad_norm"][-1]) if status == "running" and e.steps else e.final_grad_norm
         device = short_device(e.device) or "CPU:0"
         limit = f" (sgd diverges above ≈ {self._eta_max:.3g})" if self._eta_max and e.optimizer_name == "sgd" else ""
         parts = [
             f"iteration <b>{e.steps}</b>", f"loss <b>{_fmt(loss)}</b>", f"|grad| {_fmt(grad)}",
             f"eta {e.eta:g}{limit}", self._rate_text(status), device,
         ]
+        parts = [p for p in parts if p]
         badge = (f"<span style='background:{color};color:white;border-radius:3px;padding:1px 6px;"
-                 f"margin-right:10px'>{label}</span> ")
+                 f"margin-right:10px'>{status}</span> ")
         message = outcome(e) if status not in ("running", "ready") else ""
         if self.runner.detached:
             message = "A newer run took over these variables; this panel no longer controls them."
@@ -190,9 +186,10 @@ class DescentPanel:
     def _rate_text(self, status):
         if self.runner.pace:
             return f"paced at {self.runner.pace:g} steps/s"
-        if status == "running" and not self.engine.steps_per_second:
-            return "compiling"
-        return f"{self.engine.steps_per_second:,.0f} steps/s"
+        rate = self.engine.steps_per_second
+        if not rate:  # (a run too short to time has no rate: its first chunk compiles)
+            return "compiling" if status == "running" else ""
+        return f"{rate:,.0f} steps/s"
 
     def _update_buttons(self):
         running = self.runner.running
@@ -267,6 +264,7 @@ class DescentPanel:
     def _step(self):
         def one_step():
             self.engine.run(1)
+            self.engine.pause()
             self.refresh()
 
         self.runner.stop("paused")

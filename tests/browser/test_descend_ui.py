@@ -201,7 +201,7 @@ class DescendNotebook:
         # 1-D
         c1 = self.cell(C_1D)
         rec["status_1d"] = wait_status(
-            lab, c1, lambda s: s["badge"] == "done" and s.get("iteration") == 50, what="1-D done"
+            lab, c1, lambda s: s["badge"] == "max_steps" and s.get("iteration") == 50, what="1-D done"
         )
         lab.poll(lambda: any(line_points(d) >= 10 for d in path_d(c1, ".tfmagic-loss-chart")),
                  STATUS_TIMEOUT, what="the loss line to be drawn")
@@ -214,7 +214,7 @@ class DescendNotebook:
         # 2-D
         c3 = self.cell(C_2D)
         rec["status_2d"] = wait_status(
-            lab, c3, lambda s: s["badge"] in ("done", "converged", "diverged") and (s["iteration"] or 0) > 0,
+            lab, c3, lambda s: s["badge"] in ("max_steps", "converged", "diverged") and (s["iteration"] or 0) > 0,
             what="2-D finished",
         )
         surface = c3.locator(".tfmagic-surface-chart")
@@ -344,7 +344,7 @@ def nb(module_lab):
 def test_loss_chart_renders_with_data(nb):
     rec = nb.finished_cells()
     st = rec["status_1d"]
-    assert st["badge"] == "done" and st["iteration"] == 50, st
+    assert st["badge"] == "max_steps" and st["iteration"] == 50, st
     assert "iteration 50" in st["text"]
 
     points = [line_points(d) for d in rec["loss_d_1d"]]
@@ -377,7 +377,7 @@ def test_next_cell_runs_only_after_the_descent(nb):
 def test_surface_chart_and_tfgrad_table(nb):
     rec = nb.finished_cells()
     st = rec["status_2d"]
-    assert st["badge"] == "done" and st["iteration"] == 3000, st
+    assert st["badge"] == "max_steps" and st["iteration"] == 3000, st
     assert rec["surface_count"] == 1
     assert rec["surface_image_href_len"] > 1000, "the heatmap image is empty"
     assert any(line_points(d) >= 10 for d in rec["surface_path_d"]), rec["surface_path_d"]

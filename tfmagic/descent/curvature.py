@@ -7,6 +7,25 @@ products (two nested tapes), never forming the Hessian.
 
 import numpy as np
 
+from tfmagic.runtime.tfimport import quiet_native_stderr
+
+
+def at_initial_values(engine):
+    """λ at the engine's initial values (None if not positive or not differentiable
+    twice); the variables end where they were."""
+    tf, variables = engine.tf, list(engine.variables.values())
+    now = [tf.identity(v) for v in variables]
+    try:
+        for var, init in zip(variables, engine.initial_values().values()):
+            var.assign(init)
+        with quiet_native_stderr(), tf.device(engine.device):
+            return largest_curvature(tf, engine.loss_fn, variables)
+    except Exception:  # a loss without second derivatives: no suggestion
+        return None
+    finally:
+        for var, value in zip(variables, now):
+            var.assign(value)
+
 
 def largest_curvature(tf, loss_fn, variables, iterations=30, seed=0):
     """λ, the dominant Hessian eigenvalue at the current values (None if not positive)."""

@@ -30,7 +30,6 @@ from tfmagic.descent.graphs import ROW_CAPACITY, Graphs
 from tfmagic.descent.history import History, shown_by_value
 from tfmagic.descent.optimizers import check_eta, make_optimizer
 from tfmagic.descent.calls import CONVERGED, DIVERGED, RUNNING, XLA_MODES, Calls, XlaSkipsChecks
-from tfmagic.runtime.tfimport import quiet_native_stderr
 
 CHUNK_SECONDS = 0.02  # a chunk this long reaches >= 95 % of the in-graph rate
 MAX_CHUNK_GROWTH = 16
@@ -115,7 +114,7 @@ class Descent:
         self.status = "ready"
         self.error = None  # the exception that stopped the run (status "error")
         self.error_redone = False  # ... which did not come back when its steps were redone one at a time
-        self.final_loss = None
+        self.final_loss = self.final_grad_norm = None
         self.final_values = None  # name -> numpy value when a run ended
         self._bad_point = None  # what the step that blew up reached
         self.steps_per_second = 0.0
@@ -195,6 +194,11 @@ class Descent:
     def unobserve(self, callback):
         if callback in self._observers:
             self._observers.remove(callback)
+
+    def pause(self):
+        """A run that took its steps but goes on later (the panel's Step) is paused, not done."""
+        if self.status == "max_steps":
+            self.status = "paused"
 
     def request_stop(self, status="stopped"):
         """Stop after the chunk that is running ('stopped' or 'paused')."""
@@ -357,6 +361,8 @@ class Descent:
     def _chunk_done(self, start, rows, code, complete):
         """Set the status after a chunk, tell the observers; returns the Chunk."""
         status = {CONVERGED: "converged", DIVERGED: "diverged"}.get(code, "running")
+        if status == "diverged" and self._made_nan_in_place():
+            status = "undefined"
         if status == "running" and complete:
             status = "max_steps"
         if status == "running" and self._stop_request:
@@ -367,6 +373,13 @@ class Descent:
         for callback in list(self._observers):
             callback(self, chunk)
         return chunk
+
+    def _made_nan_in_place(self):
+        """The step made the loss NaN while it was not growing: the cell computed something
+        undefined there (sqrt or log of a negative, 0/0), not an eta too large."""
+        losses = self.history["loss"][-4:]
+        growing = len(losses) >= 3 and np.all(np.diff(np.abs(losses)) > 0)
+        return self._bad_point is not None and math.isnan(self.blowup_loss) and not growing
 
     def _use_xla_next(self, remaining, rate):
         """XLA for what is left when it is expected to pay for its compile time."""
@@ -386,6 +399,7 @@ class Descent:
             self.steps_per_second = self._run_steps / self._run_seconds
         loss = math.nan if self._calls.point is None else float(self._calls.point[0])  # where the variables are
         self.final_loss = loss if math.isfinite(loss) else None
+        self.final_grad_norm = None if self._calls.point is None else math.sqrt(max(float(self._calls.point[1]), 0))
         # A copy: a later run on the same variables (another cell) must not change this run's result.
         self.final_values = {n: v.numpy().copy() for n, v in self.variables.items()}
 
@@ -400,19 +414,9 @@ class Descent:
     def curvature(self):
         """λ, the largest curvature of the loss at the initial values (None if not positive)."""
         if not hasattr(self, "_curvature"):
-            from tfmagic.descent.curvature import largest_curvature
+            from tfmagic.descent.curvature import at_initial_values
 
-            now = [self.tf.identity(v) for v in self.variables.values()]
-            try:
-                for var, init in zip(self.variables.values(), self._initial):
-                    var.assign(init)
-                with quiet_native_stderr(), self.tf.device(self.device):
-                    self._curvature = largest_curvature(self.tf, self.loss_fn, self.variables.values())
-            except Exception:  # a loss without second derivatives: no suggestion
-                self._curvature = None
-            finally:
-                for var, value in zip(self.variables.values(), now):
-                    var.assign(value)
+            self._curvature = at_initial_values(self)
         return self._curvature
 
     @property

@@ -44,7 +44,7 @@ def _snapshot(engine, label, start, tol):
 
 
 def _keep_best(engine, runs):
-    finished = [r for r in runs.values() if r.final_loss is not None and r.status != "diverged"]
+    finished = [r for r in runs.values() if r.final_loss is not None and r.status not in ("diverged", "undefined")]
     best = min(finished or runs.values(), key=lambda r: np.inf if r.final_loss is None else r.final_loss)
     for name, var in engine.variables.items():
         var.assign(best.values[name])
@@ -108,25 +108,41 @@ def restarts(*args, **kwargs):
     return drain(restarts_chunks(*args, **kwargs))
 
 
-def compare_chunks(engine, what, values, steps, tol=1e-3, watch=None):
-    """One run per value of eta or optimizer, all from the same start, yielding each chunk;
-    returns the Experiment. `watch(label)`: an observer of that run, or None."""
-    eta0, opt0 = engine.eta, engine.optimizer_name
-    start = engine.initial_values()
-    labels = eta_labels(values) if what == "eta" else list(values)
-    runs = {}
+def _series_chunks(engine, plans, steps, tol, watch):
+    """Run each (label, start, prepare) of `plans` after prepare(), yielding each chunk;
+    returns label -> RunSummary. A run ends where |grad| < tol: "converged", as its row says."""
+    runs, tol0 = {}, engine.tol
+    engine.tol = tol
     try:
-        for value, label in zip(values, labels):
-            engine.reset()
-            if what == "eta":
-                engine.eta = value
-            else:
-                engine.set_optimizer(value)
+        for label, start, prepare in plans:
+            prepare()
             with _watched(engine, label, watch):
                 yield from engine.run_chunks(steps)
             runs[label] = _snapshot(engine, label, start, tol)
             if engine.status == "interrupted":
                 break
+    finally:
+        engine.tol = tol0
+    return runs
+
+
+def compare_chunks(engine, what, values, steps, tol=1e-3, watch=None):
+    """One run per value of eta or optimizer, all from the same start, yielding each chunk;
+    returns the Experiment. `watch(label)`: an observer of that run, or None."""
+    eta0, opt0 = engine.eta, engine.optimizer_name
+    start = engine.initial_values()
+
+    def prepare(value):
+        engine.reset()
+        if what == "eta":
+            engine.eta = value
+        else:
+            engine.set_optimizer(value)
+
+    labels = eta_labels(values) if what == "eta" else list(values)
+    plans = ((label, start, lambda v=value: prepare(v)) for value, label in zip(values, labels))
+    try:
+        runs = yield from _series_chunks(engine, plans, steps, tol, watch)
     finally:
         engine.eta = eta0
         engine.set_optimizer(opt0)
@@ -137,28 +153,25 @@ def restarts_chunks(engine, ranges, count, steps, seed=None, tol=1e-3, watch=Non
     """`count` runs from random starts drawn uniformly from `ranges` (name -> (lo, hi)),
     yielding each chunk; returns the Experiment."""
     rng = np.random.default_rng(seed)
-    runs = {}
-    for i in range(count):
-        start = {}
-        for name, var in engine.variables.items():
-            lo, hi = ranges.get(name, (None, None))
-            if lo is None:
-                start[name] = engine.initial_values()[name]
-            else:
-                start[name] = rng.uniform(lo, hi, size=tuple(var.shape)).astype(np.float32)
-        engine.reset(start=start)
-        label = f"start {i + 1}"
-        with _watched(engine, label, watch):
-            yield from engine.run_chunks(steps)
-        runs[label] = _snapshot(engine, label, start, tol)
-        if engine.status == "interrupted":
-            break
+
+    def plans():
+        for i in range(count):
+            start = {}
+            for name, var in engine.variables.items():
+                lo, hi = ranges.get(name, (None, None))
+                if lo is None:
+                    start[name] = engine.initial_values()[name]
+                else:
+                    start[name] = rng.uniform(lo, hi, size=tuple(var.shape)).astype(np.float32)
+            yield f"start {i + 1}", start, lambda s=start: engine.reset(start=s)
+
+    runs = yield from _series_chunks(engine, plans(), steps, tol, watch)
     return Experiment("restarts", "start", runs, _keep_best(engine, runs), engine, tol, steps)
 
 
 def found_minimum(run):
     # a run still descending has not found a minimum, wherever it stopped
-    return run.converged_at is not None and run.status not in ("diverged", "interrupted", "error")
+    return run.converged_at is not None and run.status not in ("diverged", "undefined", "interrupted", "error")
 
 
 def distinct_minima(runs, rel=1e-2):

@@ -6,8 +6,6 @@ reached, NOTE_* codes); this module words them, so the words live in one place.
 
 import math
 
-import numpy as np
-
 from tfmagic.cell.explain import tf_message
 from tfmagic.descent.calls import BLOWUP_FACTOR, NOTE_XLA_DROPS_CHECKS
 from tfmagic.descent.engine import NOTE_NO_XLA_FOR_CHECKS, NOTE_XLA_FAILED
@@ -23,7 +21,7 @@ def steps_text(n):
 def outcome(engine):
     """One paragraph on how the last run ended ('' while it runs or when it simply ran its steps)."""
     status = engine.status
-    if status == "diverged":
+    if status in ("diverged", "undefined"):
         return divergence(engine)
     if status == "converged":
         return f"converged: gradient norm below tol={engine.tol} after {steps_text(engine.steps)}"
@@ -71,8 +69,6 @@ def divergence(engine):
             f"at the start, before any step. Check the initial values of {names}."
         )
     bad = engine.blowup_loss
-    losses = engine.history["loss"][-4:]
-    growing = len(losses) >= 3 and np.all(np.diff(np.abs(losses)) > 0)
     if bad < 0 and not math.isnan(bad):  # -inf or far below the start
         return (
             f"diverged after {steps_text(engine.steps)}: the loss keeps decreasing without bound (step "
@@ -80,9 +76,9 @@ def divergence(engine):
             f"a smaller eta only takes longer. Check the sign of the loss (minimising -f maximises f) or "
             f"add a term that bounds it. The variables ({names}) hold the last finite values."
         )
-    if math.isnan(bad) and not growing:
+    if engine.status == "undefined":
         return (
-            f"diverged after {steps_text(engine.steps)}: step {engine.steps + 1} made the loss NaN (not a number) "
+            f"undefined after {steps_text(engine.steps)}: step {engine.steps + 1} made the loss NaN (not a number) "
             f"while it was not blowing up: the cell computed something undefined there, e.g. the sqrt or "
             f"log of a negative number or 0/0. Look at the values of {names} below and keep the step "
             f"inside the function's domain (a smaller eta, or tf.abs/tf.maximum in the cell). "

@@ -247,7 +247,7 @@ def _minima_lines(multi):
     n, tol = len(multi.runs), f"{multi.tol:g}"
     found = sum(found_minimum(r) for r in multi.runs.values())
     count = lambda *statuses: sum(r.status in statuses for r in multi.runs.values())
-    diverged, cut = count("diverged"), count("interrupted", "error")
+    diverged, cut = count("diverged", "undefined"), count("interrupted", "error")
     short = n - found - diverged - cut  # ran all their steps (or were stopped) still descending
     runs = lambda k: f"{k} run{'s' if k > 1 else ''}"
     others = [

@@ -1,0 +1,266 @@
+"""The loss around the path: a 1-D curve with the trail of steps, or a 2-D
+surface (heatmap) with the path, drawn by a probe callable handed in by the
+caller (no TensorFlow here).
+
+The probe is the expensive part: it runs when the path leaves the drawn window
+and, for a costly loss, as coarsely as the run's time allows (see Resolution).
+A path that escapes (a divergence) leaves the window instead of stretching it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import bqplot as bq
+import numpy as np
+
+from .figures import COLORS, axes, decimate, empty, figure, set_x_range, to_wire
+
+CURVE_POINTS = 241  # samples of the 1-D loss curve, at most
+GRID = 60  # the 2-D loss surface is at most GRID x GRID
+TRAIL_POINTS = 200  # every trail point is an SVG marker: a few hundred show the steps
+GROW_LIMIT = 8  # the window grows to at most this many times its first span
+MARGIN = 0.2  # when the path leaves the window, extend by this fraction of the new span
+PROBE_SHARE = 0.1  # the picture may take this share of the run's wall time
+FIRST_DRAW_SECONDS = 0.05  # before the first step, and a graph call cannot be interrupted
+DRAW_SECONDS = 0.5  # any one drawing, so Stop and Kernel > Interrupt act within about this
+
+
+def initial_range(x0):
+    half = max(1.2 * abs(x0), 2.0)
+    return x0 - half, x0 + half
+
+
+def grown_range(lo, hi, values, limit):
+    """(lo, hi) if the finite `values` inside `limit` lie inside it, else the
+    union of both widened by MARGIN; None when nothing changed."""
+    v = values[np.isfinite(values) & (values >= limit[0]) & (values <= limit[1])]
+    if v.size == 0:
+        return None
+    vmin, vmax = float(v.min()), float(v.max())
+    if lo <= vmin and vmax <= hi:
+        return None
+    lo, hi = min(lo, vmin), max(hi, vmax)
+    pad = MARGIN * (hi - lo)
+    return lo - pad, hi + pad
+
+
+def growth_limit(lo, hi):
+    """How far the window starting at (lo, hi) may grow: GROW_LIMIT times its span."""
+    mid, half = (lo + hi) / 2, GROW_LIMIT * (hi - lo) / 2
+    return mid - half, mid + half
+
+
+def left_at(values, lo, hi):
+    """The first index where `values` are outside [lo, hi] or not finite, else None."""
+    out = ~(np.isfinite(values) & (values >= lo) & (values <= hi))
+    return int(np.argmax(out)) if out.any() else None
+
+
+def on_window(v, lo, hi):
+    """v moved onto [lo, hi] (NaN to hi: the path escaped)."""
+    return float(np.clip(np.nan_to_num(v, nan=hi, posinf=hi, neginf=lo), lo, hi))
+
+
+def affordable(sampler, seconds, most, dims, least):
+    """Points per axis a drawing can have within `seconds` (at most `most`; 0 when
+    even `least` is too costly), for a sampler with a measured `per_point` cost."""
+    per_point = getattr(sampler, "per_point", 0.0)
+    n = most if per_point <= 0 else min(most, int((max(seconds, 0) / per_point) ** (1 / dims)))
+    if n >= 0.75 * most:
+        return most  # (a cheap loss timed on a busy machine still gets the full picture)
+    return n if n >= least else 0
+
+
+class Resolution:
+    """How finely to sample the loss: first what FIRST_DRAW_SECONDS allow (nothing
+    when even a coarse picture costs more), then finer as the run goes on, so that
+    all drawing takes at most PROBE_SHARE of the picture's lifetime."""
+
+    def __init__(self, sampler, most, dims, least):
+        self.sampler, self.most, self.dims, self.least = sampler, most, dims, least
+        self.n = affordable(sampler, FIRST_DRAW_SECONDS, most, dims, least)
+        self.spent, self.t0 = 0.0, time.perf_counter()
+
+    def __call__(self, *args):
+        t0 = time.perf_counter()
+        try:
+            return self.sampler(*args)
+        finally:
+            self.spent += time.perf_counter() - t0
+
+    def finer(self):
+        """True (and a larger n) when a finer drawing fits the budget now."""
+        if self.n >= self.most:
+            return False
+        allowed = min(PROBE_SHARE * (time.perf_counter() - self.t0) - self.spent, DRAW_SECONDS)
+        n = affordable(self.sampler, allowed, self.most, self.dims, self.least)
+        if n < min(self.most, 1.5 * self.n):
+            return False
+        self.n = n
+        return True
+
+
+class Picture:
+    """The curve (one scalar variable) or the surface (two) with the path on it."""
+
+    def __init__(self, names, sampler, max_points):
+        self.names, self.max_points = list(names), max_points
+        self.dims = len(self.names)
+        self.resolution = Resolution(sampler, CURVE_POINTS if self.dims == 1 else GRID, self.dims,
+                                     least=21 if self.dims == 1 else 8)
+        self.window = None  # (lo, hi) of the curve, or (xlo, xhi, ylo, yhi) of the surface
+        self._px = bq.LinearScale()
+        if self.dims == 1:
+            self._build_curve()
+        else:
+            self._build_surface()
+
+    def _build_curve(self):
+        name = self.names[0]
+        scales = {"x": self._px, "y": bq.LinearScale()}
+        self.curve_line = bq.Lines(x=empty(), y=empty(), scales=scales, colors=["#888888"], stroke_width=2)
+        self.trail = bq.Lines(x=empty(), y=empty(), scales=scales, colors=[COLORS[1]],
+                              marker="circle", marker_size=12, stroke_width=1)
+        self.point = bq.Scatter(x=empty(), y=empty(), scales=scales, colors=["#d62728"],
+                                stroke="black", default_size=90)
+        ax = axes(self._px, scales["y"], name, "loss")
+        self._px_axis = ax[0]
+        self.title = f"Loss as a function of {name}"
+        self.fig = figure(self.title, "tfmagic-curve-chart", [self.curve_line, self.trail, self.point], ax)
+
+    def _build_surface(self):
+        a, b = self.names
+        self._py = bq.LinearScale()
+        self.heatmap = bq.HeatMap(
+            x=np.arange(2, dtype=np.float32), y=np.arange(2, dtype=np.float32),
+            color=np.zeros((2, 2), np.float32),
+            scales={"x": self._px, "y": self._py, "color": bq.ColorScale(scheme="viridis")},
+        )
+        scales = {"x": self._px, "y": self._py}
+        self.path = bq.Lines(x=empty(), y=empty(), scales=scales, colors=["white"], stroke_width=2)
+        self.point = bq.Scatter(x=empty(), y=empty(), scales=scales, colors=["#d62728"],
+                                stroke="white", default_size=90)
+        ax = axes(self._px, self._py, a, b)
+        self._px_axis = ax[0]
+        self.title = f"Loss over ({a}, {b}), colour: log scale"
+        self.fig = figure(self.title, "tfmagic-surface-chart", [self.heatmap, self.path, self.point], ax,
+                          padding_y=0.0)
+
+    def reset(self):
+        """Clear the path; the next update redraws around its start."""
+        self.window = None
+        self.fig.title = self.title
+        for mark in (self.trail, self.point) if self.dims == 1 else (self.path, self.point):
+            with mark.hold_sync():
+                mark.x, mark.y = empty(), empty()
+        if self.dims == 1:
+            with self.curve_line.hold_sync():
+                self.curve_line.x, self.curve_line.y = empty(), empty()
+
+    def update(self, history, current, idx):
+        """Redraw the path from `history`, `current` (name -> present value, or None)
+        and `idx` (the history rows the other charts show)."""
+        paths = [np.asarray(history[n]) for n in self.names]
+        now = None
+        if current and all(n in current for n in self.names):
+            now = [float(current[n]) for n in self.names]
+        if self.window is None:
+            start = [float(p[0]) for p in paths] if len(paths[0]) else now
+            if start is None or not all(map(math.isfinite, start)):
+                return
+            first = [initial_range(v) for v in start]
+            self._limits = [growth_limit(*r) for r in first]
+            self._draw([v for r in first for v in r])
+        elif self.resolution.finer():
+            self._draw(self.window)
+        full = paths if now is None else [np.append(p, v) for p, v in zip(paths, now)]
+        ranges = [self.window[2 * i:2 * i + 2] for i in range(self.dims)]
+        grown = [grown_range(*r, p, lim) for r, p, lim in zip(ranges, full, self._limits)]
+        if any(g is not None for g in grown):
+            self._draw([v for g, r in zip(grown, ranges) for v in (g or r)])
+            ranges = [self.window[2 * i:2 * i + 2] for i in range(self.dims)]
+        self._say_where_it_left(history, full, ranges)
+        if self.dims == 1:
+            self._update_trail(history, paths[0], now)
+        else:
+            self._update_path(full, now, idx, ranges)
+
+    def _say_where_it_left(self, history, full, ranges):
+        left = [i for i in (left_at(p, *r) for p, r in zip(full, ranges)) if i is not None]
+        title = self.title
+        if left:
+            row, steps = min(left), history.get("step")
+            if steps is None:
+                step = row
+            else:  # row len(steps) is the present point, after the last recorded step
+                step = int(steps[row]) if row < len(steps) else int(steps[-1]) + 1
+            title += f" · path left this window at step {step}"
+        if not self.resolution.n:
+            title += " · not drawn yet: the loss is costly"
+        if self.fig.title != title:
+            self.fig.title = title
+
+    def _update_trail(self, history, xs, now):
+        trail_idx = decimate(len(xs), TRAIL_POINTS)
+        losses = np.asarray(history["loss"])
+        with self.trail.hold_sync():
+            self.trail.x, self.trail.y = to_wire(xs[trail_idx]), to_wire(losses[trail_idx])
+        if now is not None:
+            x, y = now[0], None  # after the last step: not in the history
+        elif len(xs):
+            x, y = float(xs[-1]), float(losses[-1])
+        else:
+            return
+        edge = on_window(x, *self.window)
+        if edge != x or y is None:
+            # Read the loss off the drawn curve; an escaped point sits on the window's edge.
+            y = np.interp(edge, self._curve_x, self._curve_y) if len(self._curve_x) else np.nan
+        with self.point.hold_sync():
+            self.point.x, self.point.y = to_wire([edge]), to_wire([y])
+
+    def _update_path(self, full, now, idx, ranges):
+        if now is not None:
+            idx = decimate(len(full[0]) - 1, self.max_points - 1)  # room for the present point
+            idx = np.append(idx, len(full[0]) - 1)
+        px, py = to_wire(full[0][idx]), to_wire(full[1][idx])
+        if not len(px):
+            return
+        with self.path.hold_sync():
+            self.path.x, self.path.y = px, py
+        # An escaped point sits on the window's edge, where the path left it.
+        with self.point.hold_sync():
+            self.point.x = to_wire([on_window(px[-1], *ranges[0])])
+            self.point.y = to_wire([on_window(py[-1], *ranges[1])])
+
+    def _draw(self, window):
+        self.window = tuple(window)
+        n = self.resolution.n
+        set_x_range(self._px, self._px_axis, *window[:2])
+        if self.dims == 1:
+            xs = np.linspace(*window, n, dtype=np.float32)
+            ys = to_wire(np.reshape(self.resolution(xs), xs.shape)) if n else empty()
+            self._curve_x, self._curve_y = xs, ys
+            with self.curve_line.hold_sync():
+                self.curve_line.x, self.curve_line.y = xs, ys
+            return
+        with self._py.hold_sync():
+            self._py.min, self._py.max = float(window[2]), float(window[3])
+        if not n:
+            return  # too costly to draw yet: the path on empty axes
+        xs = np.linspace(*window[:2], n, dtype=np.float32)
+        ys = np.linspace(*window[2:], n, dtype=np.float32)
+        z = np.reshape(np.asarray(self.resolution(xs, ys), dtype=np.float64), (n, n))
+        finite = np.isfinite(z)
+        if finite.any():
+            # log10 of the height above the lowest point, so a narrow valley
+            # (Rosenbrock) stands out against walls many decades higher.
+            zmin, zmax = z[finite].min(), z[finite].max()
+            eps = max((zmax - zmin) * 1e-4, 1e-12)
+            color = np.log10(np.where(finite, z - zmin, np.nan) + eps)
+        else:
+            color = np.full_like(z, np.nan)
+        with self.heatmap.hold_sync():
+            self.heatmap.x, self.heatmap.y = xs, ys
+            self.heatmap.color = color.astype(np.float32)
