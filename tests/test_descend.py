@@ -135,6 +135,16 @@ def test_keras_model_by_name(ip, run):
     np.testing.assert_allclose(kernel, [1.0, -2.0, 0.5], atol=0.05)
 
 
+def test_a_large_variable_is_summarised_in_the_result_not_printed_whole(ip, run):
+    ip.run_cell("w = tf.Variable(tf.ones((20, 10)))\nb = tf.Variable(tf.zeros(3))")
+    res = run("descend", "w b --steps 3 --no-widgets", "loss = tf.reduce_sum(tf.square(w)) + tf.reduce_sum(tf.square(b - 1.0))")
+    text, html = repr(res), res._repr_html_()
+    norm = np.linalg.norm(ip.user_ns["w"].numpy())
+    assert f"w = shape (20, 10), norm {norm:.6g}" in text and f"shape (20, 10), norm {norm:.6g}" in html
+    assert "b = [" in text  # 3 numbers are shown as they are
+    assert len(text.splitlines()) < 6
+
+
 def test_a_module_with_two_unnamed_variables_optimises_both(ip, run):
     ip.run_cell("m = tf.Module()\nm.a = tf.Variable(5.0)\nm.b = tf.Variable(-3.0)")
     res = run("descend", "m --steps 200 --no-widgets", "loss = (m.a - 1.0)**2 + (m.b + 2.0)**2")
@@ -619,3 +629,18 @@ def test_a_global_in_a_def_that_the_cell_also_assigns_is_refused(ip, run):
     with pytest.raises(TfmagicError, match="global g") as info:
         run("descend", "x=3.0 --steps 3 --no-widgets", cell)
     assert info.value.line == 3 and "g" not in ip.user_ns
+
+
+def test_the_result_keeps_a_static_chart_of_the_loss(ip, run):
+    """The live charts are widgets: a reopened notebook (or GitHub, nbviewer) shows 'model not
+    found' where they were. The result's HTML carries a small SVG of the loss that survives."""
+    import re
+
+    res = run("descend", "x=10.0 --eta 0.02 --steps 50 --no-widgets", COURSE)
+    svg = re.search(r"<svg class='tfmagic-loss-svg'.*?</svg>", res._repr_html_())
+    assert svg and ">64</text>" in svg.group(0) and "iteration 49" in svg.group(0)
+    points = re.search(r"points='([^']*)'", svg.group(0)).group(1).split()
+    assert len(points) == 50
+    ys = [float(p.split(",")[1]) for p in points]
+    assert ys[0] < ys[-1]  # the loss falls: drawn from the top down
+    assert "<svg" not in repr(res)

@@ -89,3 +89,23 @@ def test_tb_and_debug_see_a_hinted_tensorflow_error(ip, capsys):
     ip.run_line_magic("tb", "")
     out = capsys.readouterr().out
     assert "InvalidArgumentError" in out and "ZeroDivisionError" not in out
+
+
+def test_the_users_own_tensorflow_import_after_load_ext_is_quiet():
+    """The course types `import tensorflow as tf` after `%load_ext tfmagic`: TensorFlow's red
+    start-up lines (absl, oneDNN, cpu features) used to show; the lazy `tf` was quiet."""
+    import subprocess
+    import sys
+
+    script = (
+        "from IPython.core.interactiveshell import InteractiveShell\n"
+        "ip = InteractiveShell.instance()\n"
+        "ip.run_line_magic('load_ext', 'tfmagic')\n"
+        "r = ip.run_cell('import tensorflow as tf\\nprint(tf.constant(2.0) * 3)')\n"
+        "assert r.success\n"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "6.0" in done.stdout
+    assert done.stderr.strip() == "", done.stderr

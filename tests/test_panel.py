@@ -346,19 +346,22 @@ def test_the_surface_is_sized_by_what_the_loss_costs(ip, run, loop):
 
     ip.run_cell("big = tf.random.uniform((1000, 1000), seed=1)\np, q = tf.Variable(1.0), tf.Variable(2.0)")
 
-    async def scenario(cell, steps):
+    async def scenario(cell, seconds):
         res, runner, panel = make_panel(ip, run, line="p q --eta 1e-3", cell=cell)
         surface = panel.charts.picture.resolution
         first = surface.n
-        await runner.run(steps)
+        t0 = time.perf_counter()
+        while True:  # (runs until the picture is seconds old: 64 points of this loss take ~0.3 s)
+            await runner.run(100)
+            if time.perf_counter() - t0 > seconds:
+                break
         panel.charts.update(res.engine.history, None)
         lifetime = time.perf_counter() - surface.t0
-        assert res.engine.steps == steps, res.engine.status
         return first, surface.n, len(panel.charts.picture.heatmap.x), surface.spent, lifetime
 
-    first, n, drawn, _, _ = loop.run_until_complete(scenario("loss = (p - 1.0) ** 2 + (q + 1.0) ** 2", 10))
+    first, n, drawn, _, _ = loop.run_until_complete(scenario("loss = (p - 1.0) ** 2 + (q + 1.0) ** 2", 0))
     assert first == n == drawn == charts.GRID
     first, n, drawn, spent, lifetime = loop.run_until_complete(scenario(
-        "loss = tf.reduce_mean(tf.square(p * tf.matmul(big, big) / 250.0 - q))", 2000))
+        "loss = tf.reduce_mean(tf.square(p * tf.matmul(big, big) / 250.0 - q))", 6))
     assert first < 20 and first < n == drawn
     assert spent <= charts.PROBE_SHARE * lifetime + charts.FIRST_DRAW_SECONDS + 0.05

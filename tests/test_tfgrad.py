@@ -3,6 +3,9 @@ import pytest
 from IPython.core.error import UsageError
 
 from tfmagic.errors import CellRuntimeError, CellSyntaxError, TfmagicError, UnknownNameError
+from tfmagic.runtime.tfimport import tensorflow
+
+tf = tensorflow()
 
 
 def test_course_two_variables(ip, run):
@@ -63,8 +66,19 @@ def test_tensor_table_and_out(ip, run):
 
 
 def test_none_gradients_explained(ip, run):
+    import logging
+
     ip.run_cell("x=tf.Variable(3.0)\nn=tf.Variable(3)\nz=tf.Variable(1.0)")
-    res = run("tfgrad", "x n z", "y = x * x + tf.cast(n, tf.float32)")
+    logged = []
+    handler = logging.Handler()
+    handler.emit = logged.append
+    tf.get_logger().addHandler(handler)
+    try:
+        res = run("tfgrad", "x n z", "y = x * x + tf.cast(n, tf.float32)")
+    finally:
+        tf.get_logger().removeHandler(handler)
+    # TensorFlow's own "dtype of the watched tensor must be floating" no longer leaks above ours
+    assert [r.getMessage() for r in logged if "watched tensor" in r.getMessage()] == []
     assert float(res.gradients["x"]) == 6.0
     assert res.gradients["n"] is None and "integer" in res.reasons["n"] and "tf.cast" in res.reasons["n"]
     assert res.gradients["z"] is None and "does not depend on z" in res.reasons["z"]

@@ -8,8 +8,16 @@ _loaded = {}
 
 
 def _pre_run_cell(info=None):
+    import sys
+
     from IPython import get_ipython
 
+    # The course's own `import tensorflow as tf` would print TensorFlow's start-up lines in
+    # red; imported quietly first, the user's import finds it done.
+    if "tensorflow" not in sys.modules and "tensorflow" in (getattr(info, "raw_cell", None) or ""):
+        from tfmagic.runtime.tfimport import tensorflow
+
+        tensorflow()
     shell = get_ipython()
     if shell is not None:
         hints.install_when_tensorflow_is_imported(shell)

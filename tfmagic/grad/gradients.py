@@ -180,7 +180,8 @@ def differentiate(tf, source, namespace, names=(), device=None, bench=False):
     def run(*watched_values):
         with tf.GradientTape() as tape:
             for v in list(variables.values()) + list(watched_values):
-                tape.watch(v)
+                if v.dtype.is_floating or v.dtype.is_complex:  # (else TensorFlow logs a warning; the reason is ours)
+                    tape.watch(v)
             target, assigned = cell.function(**dict(zip(watched, watched_values)), **extra)
         if not tf.is_tensor(target):
             target = tf.convert_to_tensor(target)

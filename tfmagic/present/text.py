@@ -18,6 +18,16 @@ def _value_text(t):
     return np.array2string(arr, precision=5, suppress_small=True, threshold=20)
 
 
+SHOWN_WHOLE = 10  # a variable with more elements is shown by its shape and norm (a model's weights)
+
+
+def _final_value_text(v):
+    arr = np.asarray(v)
+    if arr.size <= SHOWN_WHOLE:
+        return _value_text(arr)
+    return f"shape {tuple(arr.shape)}, norm {np.linalg.norm(arr.astype(np.float64)):.6g}"
+
+
 def _describe(t):
     shape = tuple(t.shape)
     return f"shape={shape if shape else '()'} dtype={t.dtype.name}"
@@ -119,7 +129,7 @@ def descent_text(res):
         f"final loss {res.final_loss if res.final_loss is None else format(res.final_loss, '.6g')}"
     ]
     for name, value in res.values.items():
-        lines.append(f"  {name} = {_value_text(value)}")
+        lines.append(f"  {name} = {_final_value_text(value)}")
     if res.message:
         lines.append(res.message)
     lines += res.notes
@@ -129,15 +139,48 @@ def descent_text(res):
     return "\n".join(lines)
 
 
+SVG_W, SVG_H, SVG_POINTS = 360, 110, 300
+
+
+def loss_svg(history):
+    """A small static chart of the loss, for the result's HTML: it survives where the live
+    widgets do not (a reopened notebook, GitHub, nbviewer, an exported HTML). '' if < 2 rows."""
+    loss = np.asarray(history["loss"], np.float64)
+    steps = np.asarray(history.get("step", np.arange(len(loss))), np.float64)
+    keep = np.isfinite(loss)
+    loss, steps = loss[keep], steps[keep]
+    if len(loss) < 2:
+        return ""
+    idx = np.unique(np.linspace(0, len(loss) - 1, min(len(loss), SVG_POINTS)).round().astype(int))
+    loss, steps = loss[idx], steps[idx]
+    log = loss.min() > 0 and loss.max() / loss.min() > 100
+    y = np.log10(loss) if log else loss
+    span = lambda a: (a - a.min()) / ((a.max() - a.min()) or 1.0)
+    px = 40 + span(steps) * (SVG_W - 50)
+    py = 10 + (1 - span(y)) * (SVG_H - 30)
+    points = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(px, py))
+    label = lambda v: f"{v:.3g}"
+    return (
+        f"<svg class='tfmagic-loss-svg' width='{SVG_W}' height='{SVG_H}' role='img' "
+        f"aria-label='loss by iteration' style='font:10px sans-serif'>"
+        f"<polyline fill='none' stroke='#1f77b4' stroke-width='1.5' points='{points}'/>"
+        f"<text x='2' y='14'>{label(loss.max())}</text><text x='2' y='{SVG_H - 20}'>{label(loss.min())}</text>"
+        f"<text x='40' y='{SVG_H - 4}'>{int(steps[0])}</text>"
+        f"<text x='{SVG_W - 10}' y='{SVG_H - 4}' text-anchor='end'>iteration {int(steps[-1])}</text>"
+        f"<text x='{SVG_W / 2}' y='{SVG_H - 4}' text-anchor='middle'>loss{' (log scale)' if log else ''}</text>"
+        "</svg>"
+    )
+
+
 def descent_html(res):
     e = html.escape
-    values = "".join(f"<tr><th>{e(n)}</th><td><pre>{e(_value_text(v))}</pre></td></tr>" for n, v in res.values.items())
+    values = "".join(f"<tr><th>{e(n)}</th><td><pre>{e(_final_value_text(v))}</pre></td></tr>" for n, v in res.values.items())
     extra = [res.message] + res.notes + [_constants_note(res.constants)]
     return (
         f"{STYLE}<div class='tfmagic-descent tfmagic-html'><b class='tfmagic-status-{e(res.status)}'>{e(res.status)}</b>: "
         f"{steps_text(res.steps)} of {e(res.optimizer)} (eta={res.eta:g}) on {e(res.device)}, final loss "
         f"{e(str(res.final_loss if res.final_loss is None else format(res.final_loss, '.6g')))}"
-        f"<table>{values}</table>" + "".join(f"<p>{e(x)}</p>" for x in extra if x) + "</div>"
+        f"<table>{values}</table>" + "".join(f"<p>{e(x)}</p>" for x in extra if x) + loss_svg(res.history) + "</div>"
     )
 
 
