@@ -75,10 +75,11 @@ def test_a_diverged_run_does_not_take_the_axes_of_the_compare_view(ip, run):
     curve, _ = loss_grid_for(ip.user_ns["tf"], res.engine)
     view = CompareView(res, curve=curve)
     assert view.log_toggle.value  # the kept runs span 64 down to ~1e-7: log scale from the start
-    linear, log = view.loss_figs[False], view.loss_figs[True]
-    assert log.layout.display is None and linear.layout.display == "none"
-    view.log_toggle.value = False
-    assert linear.layout.display is None and log.layout.display == "none"
+    log = view.loss_figs[True]
+    assert list(view.loss_figs) == [True] and view._loss_box.children == (log,)
+    view.log_toggle.value = False  # (built when first asked for: a hidden figure logs errors)
+    linear = view.loss_figs[False]
+    assert view._loss_box.children == (linear,)
     sy = linear.marks[0].scales["y"]
     assert sy.max < 100 and log.marks[0].scales["y"].max < 100  # set by the kept runs (start: 64)
     triangles = [m for m in linear.marks if isinstance(m, type(linear.marks[-1])) and m.marker == "triangle-up"]
@@ -87,6 +88,17 @@ def test_a_diverged_run_does_not_take_the_axes_of_the_compare_view(ip, run):
     assert paths.marks[0].scales["x"].max < 20  # not +-6000: the kept paths lie in [2, 10]
     assert "eta=1.1: diverged at step" in view.legend.value and "eta=0.1: converged at step" in view.legend.value
     assert all(not getattr(m, "display_legend", False) for f in (linear, log, paths) for m in f.marks)
+    # eta=0.1 and 0.9 have the same loss at every step (|1 - 2 eta| = 0.8): styles tell them apart
+    assert linear.marks[1].line_style != linear.marks[2].line_style
+
+
+def test_no_log_scale_is_offered_for_a_loss_that_goes_negative(ip, run):
+    from tfmagic.widgets.compare import CompareView
+
+    res = run("descend", "x=-3:3 --restarts 4 --seed 1 --steps 300 --eta 0.01 --no-widgets", TWO_MINIMA)
+    assert min(r.final_loss for r in res.runs.values()) < 0
+    view = CompareView(res)
+    assert view.log_toggle.disabled and not view.log_toggle.value and "not always positive" in view.log_toggle.tooltip
 
 
 def test_restarts_count_only_converged_runs_as_minima(ip, run):
@@ -144,5 +156,5 @@ def test_compare_view_of_runs_whose_history_is_strided(ip, run):
     for r in res.runs.values():  # as a thinned history holds them: every 4th step
         r.history = {k: v[::4] for k, v in r.history.items()}
     view = CompareView(res)
-    loss_fig = view.loss_figs[False]
+    loss_fig = view._loss_box.children[0]
     assert [float(m.x[-1]) for m in loss_fig.marks] == [396.0, 396.0]

@@ -72,6 +72,9 @@ def test_plain_cell_tf_errors_get_a_hint(ip, capsys):
     ip.run_cell("a=tf.constant(3.0, tf.float32)\nb=tf.constant(3, tf.int32)\nc=tf.add(a,b)")
     out = capsys.readouterr().out
     assert "InvalidArgumentError" in out and "tfmagic hint" in out and "tf.cast(t, tf.float" in out
+    # TensorFlow's own frames (about 25 lines) are left out above the user's line and the hint
+    assert "site-packages/tensorflow" not in out and "frames inside TensorFlow not shown" in out
+    assert "c=tf.add(a,b)" in __import__("re").sub(r"\x1b\[[0-9;]*m", "", out)  # the user's line stays
     ip.run_cell("a=tf.constant([1,2])\nb=tf.constant([2,3,1])\nf=tf.add(a,b)")
     out = capsys.readouterr().out
     assert "Incompatible shapes: [2] vs. [3]" in out and "broadcast" in out
@@ -89,6 +92,7 @@ def test_tb_and_debug_see_a_hinted_tensorflow_error(ip, capsys):
     ip.run_line_magic("tb", "")
     out = capsys.readouterr().out
     assert "InvalidArgumentError" in out and "ZeroDivisionError" not in out
+    assert "tensorflow/python" in out  # %tb keeps TensorFlow's frames
 
 
 def test_the_users_own_tensorflow_import_after_load_ext_is_quiet():
@@ -109,3 +113,29 @@ def test_the_users_own_tensorflow_import_after_load_ext_is_quiet():
     assert done.returncode == 0, done.stderr
     assert "6.0" in done.stdout
     assert done.stderr.strip() == "", done.stderr
+
+
+def test_a_notebook_sets_descend_defaults_once_with_config(ip, run, capsys):
+    """A teacher sets eta, steps, optimizer, pace and widgets once (as jupysql's %config does);
+    an option in the cell still wins; `%%descend?` and `%config TfMagics` list them."""
+    magics = ip.magics_manager.registry["TfMagics"]
+    try:
+        for line in ("TfMagics.eta = 0.05", "TfMagics.steps = 7", "TfMagics.optimizer = 'adam'",
+                     "TfMagics.widgets = False", "TfMagics.pace = 30"):
+            ip.run_line_magic("config", line)
+        res = run("descend", "x=10.0", "y = (x - 2.0) ** 2")
+        assert (res.eta, res.steps, res.optimizer) == (0.05, 7, "adam")
+        assert "--pace applies" not in capsys.readouterr().out  # a default pace goes unsaid in text mode
+        res = run("descend", "x=10.0 --eta 0.2 --steps 3 --optimizer sgd", "y = (x - 2.0) ** 2")
+        assert (res.eta, res.steps, res.optimizer) == (0.2, 3, "sgd")
+        with pytest.raises(Exception, match="eta"):
+            ip.run_line_magic("config", "TfMagics.eta = 0.0")
+            run("descend", "x=10.0", "y = (x - 2.0) ** 2")
+    finally:
+        for name in ("eta", "steps", "optimizer", "pace", "widgets"):
+            setattr(magics, name, magics.traits()[name].default())
+        ip.config.pop("TfMagics", None)  # (a later load of the extension would read it)
+    assert "%config TfMagics.eta = 0.01" in ip.find_cell_magic("descend").__doc__
+    ip.run_line_magic("config", "TfMagics")
+    listed = capsys.readouterr().out
+    assert all(f"TfMagics.{n}" in listed for n in ("eta", "steps", "optimizer", "pace", "widgets"))

@@ -365,3 +365,25 @@ def test_the_surface_is_sized_by_what_the_loss_costs(ip, run, loop):
         "loss = tf.reduce_mean(tf.square(p * tf.matmul(big, big) / 250.0 - q))", 6))
     assert first < 20 and first < n == drawn
     assert spent <= charts.PROBE_SHARE * lifetime + charts.FIRST_DRAW_SECONDS + 0.05
+
+
+def test_the_outcome_is_said_once_by_the_result_then_by_the_panel(ip, run, loop):
+    """The divergence paragraph stood twice, in the panel and in the result under it. The
+    cell's run leaves it to the result; a run from the panel's buttons says it in the panel."""
+
+    async def scenario():
+        res, runner, panel = make_panel(ip, run, line="x=10.0 --eta 1.5")
+        await runner.run(100)
+        panel._update_status()
+        after_cell = panel.status.value
+        panel.reset.click()
+        await until(lambda: not runner.running and res.engine.status == "ready")
+        panel.play.click()
+        await until(lambda: res.engine.status == "diverged" and not runner.running)
+        panel._update_status()
+        return res, after_cell, panel.status.value
+
+    res, after_cell, after_play = loop.run_until_complete(scenario())
+    assert res.status == "diverged" and "too large" in res.message
+    assert ">diverged<" in after_cell and "too large" not in after_cell
+    assert "too large" in after_play

@@ -286,3 +286,14 @@ def test_a_diverging_path_leaves_the_window_instead_of_stretching_it(dims):
         assert np.isfinite(c.picture.heatmap.color).mean() > 0.9
     c.reset()
     assert "left" not in fig.title
+
+
+def test_a_models_norms_legend_is_short_and_beside_the_chart():
+    """first_network's legend read 'ntial/dense/kernel‖', clipped and over the curves."""
+    names = ["model.sequential/dense_1/kernel", "model.sequential/dense_1/bias", "model.sequential/dense_2/kernel"]
+    c = HistoryCharts({names[0]: (4, 8), names[1]: (8,), names[2]: (8, 1)})
+    assert not c.vars_line.display_legend  # no legend drawn over the plot
+    html = c.vars_legend.value
+    for label in ("‖dense_1/kernel‖", "‖dense_1/bias‖", "‖dense_2/kernel‖", "‖gradient‖"):
+        assert label in html
+    assert "model.sequential" not in html and c.vars_legend in c.vars_box.children

@@ -30,6 +30,7 @@ def load(shell):
         return  # loading twice is harmless
     magics = TfMagics(shell)
     shell.register_magics(magics)
+    shell.configurables.append(magics)  # %config TfMagics.eta = 0.01
     # In a kernel that can, %%descend cells await, so widgets stay live while they run.
     if awaiting.register_await_transform(shell, ["descend"]):
         ipykernel_fix.install(getattr(shell, "kernel", None))
@@ -45,6 +46,8 @@ def unload(shell):
     if entry is None:
         return
     magics, added_tf = entry
+    if magics in shell.configurables:
+        shell.configurables.remove(magics)
     shell.events.unregister("pre_run_cell", _pre_run_cell)
     hints.uninstall(shell)
     awaiting.unregister_await_transform(shell)

@@ -1,8 +1,18 @@
 """The %%tfgrad and %%descend cell magics: parse the line, run (tfmagic/runs.py), return what to display."""
 
 from IPython.core.magic import Magics, cell_magic, magics_class
+from traitlets import Bool, Float, Int, Unicode
 
 from tfmagic import options
+
+# What `%config TfMagics` lists: a teacher sets these once for a notebook.
+DEFAULTS_HELP = """Defaults a notebook can set once with %config (an option in the cell still wins):
+  %config TfMagics.eta = 0.01         learning rate (0.1)
+  %config TfMagics.steps = 200        steps to run (50)
+  %config TfMagics.optimizer = 'adam' optimizer (sgd)
+  %config TfMagics.pace = 30          live runs at 30 steps/s (off)
+  %config TfMagics.widgets = False    text progress instead of the live panel (True)
+"""
 
 
 def _split_line(line):
@@ -26,6 +36,12 @@ def _parse(func, line):
 
 
 class TfMagics(Magics):
+    eta = Float(0.1, help="Default learning rate of %%descend.").tag(config=True)
+    steps = Int(50, help="Default number of steps of %%descend.").tag(config=True)
+    optimizer = Unicode("sgd", help="Default optimizer of %%descend.").tag(config=True)
+    pace = Float(None, allow_none=True, help="Default --pace of live %%descend runs (steps/s).").tag(config=True)
+    widgets = Bool(True, help="False: %%descend shows text progress, as with --no-widgets.").tag(config=True)
+
     def tfgrad(self, line, cell):
         from tfmagic.grad.gradients import differentiate
         from tfmagic.present.results import GradResult
@@ -41,9 +57,21 @@ class TfMagics(Magics):
         return result
 
     def descend(self, line, cell):
+        """Gradient descent on the loss the cell computes, live in a notebook.
+
+        """
         from tfmagic.runs import DescentRun
 
-        return DescentRun(self.shell, _parse(self.descend, line), cell).start()
+        args = _parse(self.descend, line)
+        args.pace_is_default = args.pace is None
+        for name in ("eta", "steps", "optimizer", "pace"):
+            if getattr(args, name) is None:
+                setattr(args, name, getattr(self, name))
+        args.no_widgets = args.no_widgets or not self.widgets
+        return DescentRun(self.shell, args, cell).start()
+
+
+TfMagics.descend.__doc__ += DEFAULTS_HELP
 
 
 # magic_arguments decorators give `%%descend?` real help and parse errors as UsageError.

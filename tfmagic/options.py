@@ -22,9 +22,10 @@ descend_arguments = [
              help="variables to optimise: NAME=INIT makes NAME a float32 tf.Variable from the Python "
                   "expression INIT; a bare NAME is an existing tf.Variable or a Keras model/layer/tf.Module; "
                   "none means every tf.Variable the cell reads"),
-    argument("--eta", type=float, default=0.1, metavar="F", help="learning rate (default 0.1)"),
-    argument("--steps", type=int, default=50, metavar="N", help="steps to run (default 50)"),
-    argument("--optimizer", default="sgd", metavar="NAME",
+    # (eta, steps, optimizer, pace and widgets default to TfMagics' settings: see magics.py)
+    argument("--eta", type=float, default=None, metavar="F", help="learning rate (default 0.1)"),
+    argument("--steps", type=int, default=None, metavar="N", help="steps to run (default 50)"),
+    argument("--optimizer", default=None, metavar="NAME",
              help=f"one of {', '.join(OPTIMIZERS)} (Keras optimizers; default sgd: x <- x - eta*grad)"),
     argument("--device", metavar="DEV", help="TensorFlow device to run on, e.g. CPU:0 or GPU:0"),
     argument("--tol", type=float, default=None, metavar="F",

@@ -165,7 +165,9 @@ class DescentRun:
         self.awaited = live()  # (asked now: the cell's flag is gone by the time a coroutine runs)
         several = self.compare or args.restarts
         if args.pace and (several or args.no_widgets or not self.awaited):
-            print("tfmagic: --pace applies to the live panel of a single run; this one runs at full speed.")
+            if not getattr(args, "pace_is_default", False):  # (a notebook's %config default goes unsaid)
+                print("tfmagic: --pace applies to the live panel of a single run; this one runs at full speed.")
+            args.pace = None
         if several:
             return self._run(self._series_chunks(), self._after_series)
         if not args.no_widgets:

@@ -23,6 +23,16 @@ __all__ = ["HistoryCharts", "decimate", "to_wire", "COLORS"]
 LOG_DECADES = 2  # default to a log loss axis when the loss spans more than this
 
 
+def _short_names(names):
+    """name -> label without the path all names share ('model.sequential/dense_1/kernel' ->
+    'dense_1/kernel'), keeping two parts at least."""
+    parts = [n.split("/") for n in names]
+    drop = 0
+    while len(names) > 1 and all(len(p) > drop + 2 for p in parts) and len({p[drop] for p in parts}) == 1:
+        drop += 1
+    return {n: "/".join(p[drop:]) for n, p in zip(names, parts)}
+
+
 class HistoryCharts:
     """Charts of a descent's history; call `update(history, current)` to redraw.
 
@@ -95,7 +105,8 @@ class HistoryCharts:
             ylabel = "value"
         else:
             # Non-scalars are drawn by their norm, scalars (if any) by value.
-            self._var_series = [(k, k if k in self._scalars else f"‖{k}‖") for k in self.variables]
+            short = _short_names(list(self.variables))
+            self._var_series = [(k, short[k] if k in self._scalars else f"‖{short[k]}‖") for k in self.variables]
             self._var_series.append(("grad_norm", "‖gradient‖"))
             title = "Variable and gradient norms"
             ylabel = "value / norm" if self._scalars else "norm"
@@ -208,6 +219,10 @@ class HistoryCharts:
             self._set_loss_title()
 
     def _set_loss_title(self):
-        floor = self._clip_floor if self.log_toggle.value else None
-        self.loss_fig.title = "Loss" if floor is None else f"Loss (values ≤ 0 drawn at {floor:.0e})"
+        if not self.log_toggle.value:
+            self.loss_fig.title = "Loss"
+        elif self._clip_floor is None:
+            self.loss_fig.title = "Loss (log scale)"
+        else:
+            self.loss_fig.title = f"Loss (log scale; values ≤ 0 drawn at {self._clip_floor:.0e})"
 

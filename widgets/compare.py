@@ -21,6 +21,13 @@ def _color(i):
     return COLORS[i % len(COLORS)]
 
 
+LINE_STYLES = ["solid", "dashed", "dotted", "dash_dotted"]  # runs that overlap stay told apart
+
+
+def _style(i):
+    return LINE_STYLES[i % len(LINE_STYLES)]
+
+
 def _exit_mark(i, x, y, scales):
     """A triangle where run i left the plot."""
     return bq.Scatter(x=to_wire([x]), y=to_wire([y]), scales=scales, colors=[_color(i)],
@@ -50,7 +57,7 @@ class CompareView:
         grid = W.GridBox(figures, layout=W.Layout(
             width="100%", grid_template_columns="repeat(auto-fit, minmax(360px, 1fr))", grid_gap="4px 8px"))
         labels = [self._legend_label(r) for r in runs]
-        self.legend = legend(labels, [_color(i) for i in range(len(runs))])
+        self.legend = legend(labels, [_color(i) for i in range(len(runs))], [_style(i) for i in range(len(runs))])
         self.widget = W.VBox([self.log_toggle, grid, self.legend],
                              layout=W.Layout(width="100%", max_width="1000px"))
         self.widget.add_class("tfmagic-compare-view")
@@ -62,52 +69,55 @@ class CompareView:
 
     # -- loss of each run ---------------------------------------------------
     def _loss_figures(self, runs):
-        """A linear and a log figure of the losses; the toggle shows one."""
+        """The loss chart, linear or log; the other scale is built when first asked for."""
         kept = np.concatenate([r.history["loss"] for r in self.kept]).astype(np.float64)
-        kept = kept[np.isfinite(kept)]
-        lo, hi = (float(kept.min()), float(kept.max())) if kept.size else (0.0, 1.0)
-        last = max((int(r.history["step"][-1]) for r in runs if len(r.history["step"])), default=1)
-        self.loss_figs = {}
-        for log in (False, True):
-            sx = bq.LinearScale(min=0.0, max=float(max(last, 1)))
-            if log:
-                pos = kept[kept > 0]
-                top = float(pos.max()) if pos.size else 1.0
-                sy = bq.LogScale(min=float(pos.min()) if pos.size else top / 1e6, max=top)
-            else:
-                top = hi + 0.05 * (hi - lo or 1.0)
-                sy = bq.LinearScale(min=min(lo, 0.0) if lo >= 0 else lo, max=top)
-            marks = []
-            for i, run in enumerate(runs):
-                idx = decimate(len(run.history["loss"]), self.max_points)
-                steps, loss = run.history["step"][idx], run.history["loss"][idx]
-                marks.append(bq.Lines(x=to_wire(steps), y=to_wire(loss), scales={"x": sx, "y": sy},
-                                      colors=[_color(i)], stroke_width=1.5))
-                row = left_at(loss, -np.inf, top) if run.status in ESCAPED else None
-                if row is not None:
-                    marks.append(_exit_mark(i, steps[row], top, {"x": sx, "y": sy}))
-            ax = axes(sx, sy, "iteration", "loss")
-            ax[0].tick_values = nice_ticks(0, max(last, 1), integer=True)
-            if log:
-                ax[1].tick_format, ax[1].tick_values = ".0e", log_ticks(kept)
-            fig = figure("Loss of each run" + (" (log scale)" if log else ""), "tfmagic-compare-loss", marks, ax)
-            fig.layout.display = None if log == self._starts_log(kept) else "none"
-            self.loss_figs[log] = fig
-        self.log_toggle = W.ToggleButton(value=self._starts_log(kept), description="log scale", icon="line-chart",
-                                         tooltip="Loss axis on a log scale",
-                                         layout=W.Layout(width="auto", align_self="flex-start"))
+        self._kept_loss = kept[np.isfinite(kept)]
+        self._runs = runs
+        positive = bool(self._kept_loss.size and self._kept_loss.min() > 0)
+        pos = self._kept_loss
+        log = bool(positive and pos.max() / pos.min() > 10 ** LOG_DECADES)
+        self.loss_figs = {log: self._loss_figure(log)}
+        self.log_toggle = W.ToggleButton(
+            value=log, description="log scale", icon="line-chart", disabled=not positive,
+            tooltip="Loss axis on a log scale" if positive else "The loss is not always positive: no log scale",
+            layout=W.Layout(width="auto", align_self="flex-start"))
         self.log_toggle.add_class("tfmagic-logscale")
         self.log_toggle.observe(self._on_log_toggle, "value")
-        return [W.Box(list(self.loss_figs.values()), layout=W.Layout(min_width="0"))]
+        self._loss_box = W.Box([self.loss_figs[log]], layout=W.Layout(min_width="0"))
+        return [self._loss_box]
 
-    @staticmethod
-    def _starts_log(kept):
-        pos = kept[kept > 0]
-        return bool(pos.size == kept.size and pos.size and pos.max() / pos.min() > 10 ** LOG_DECADES)
+    def _loss_figure(self, log):
+        kept, runs = self._kept_loss, self._runs
+        lo, hi = (float(kept.min()), float(kept.max())) if kept.size else (0.0, 1.0)
+        last = max((int(r.history["step"][-1]) for r in runs if len(r.history["step"])), default=1)
+        sx = bq.LinearScale(min=0.0, max=float(max(last, 1)))
+        if log:
+            top = hi
+            sy = bq.LogScale(min=lo, max=top)
+        else:
+            top = hi + 0.05 * (hi - lo or 1.0)
+            sy = bq.LinearScale(min=min(lo, 0.0), max=top)
+        scales = {"x": sx, "y": sy}
+        marks = []
+        for i, run in enumerate(runs):
+            idx = decimate(len(run.history["loss"]), self.max_points)
+            steps, loss = run.history["step"][idx], run.history["loss"][idx]
+            marks.append(bq.Lines(x=to_wire(steps), y=to_wire(loss), scales=scales, colors=[_color(i)],
+                                  line_style=_style(i), stroke_width=1.5))
+            row = left_at(loss, -np.inf, top) if run.status in ESCAPED else None
+            if row is not None:
+                marks.append(_exit_mark(i, steps[row], top, scales))
+        ax = axes(sx, sy, "iteration", "loss")
+        ax[0].tick_values = nice_ticks(0, max(last, 1), integer=True)
+        if log:
+            ax[1].tick_format, ax[1].tick_values = ".0e", log_ticks(kept)
+        return figure("Loss of each run" + (" (log scale)" if log else ""), "tfmagic-compare-loss", marks, ax)
 
     def _on_log_toggle(self, change):
-        for log, fig in self.loss_figs.items():
-            fig.layout.display = None if log == change["new"] else "none"
+        log = change["new"]
+        if log not in self.loss_figs:
+            self.loss_figs[log] = self._loss_figure(log)
+        self._loss_box.children = [self.loss_figs[log]]
 
     # -- paths --------------------------------------------------------------
     def _window(self, name, fraction, least):
@@ -120,15 +130,16 @@ class CompareView:
         grid = np.linspace(lo, hi, n, dtype=np.float32)
         ys = to_wire(curve(grid)) if n else np.zeros(0, np.float32)
         finite = ys[np.isfinite(ys)]
-        top = float(finite.max()) if finite.size else 1.0
-        sx, sy = bq.LinearScale(min=lo, max=hi), bq.LinearScale(max=top)
+        bottom, top = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        pad = 0.05 * (top - bottom or 1.0)
+        sx, sy = bq.LinearScale(min=lo, max=hi), bq.LinearScale(min=bottom - pad, max=top + pad)
         scales = {"x": sx, "y": sy}
         marks = [bq.Lines(x=grid, y=ys, scales=scales, colors=["#999999"])]
         for i, run in enumerate(runs):
             idx = decimate(len(run.history["loss"]), self.max_points)
             xs, loss = run.history[name][idx], run.history["loss"][idx]
             marks.append(bq.Lines(x=to_wire(xs), y=to_wire(loss), scales=scales, colors=[_color(i)],
-                                  marker="circle", marker_size=12))
+                                  line_style=_style(i), marker="circle", marker_size=12))
             row = left_at(xs, lo, hi) if run.status in ESCAPED else None
             if row is not None:
                 edge = on_window(xs[row], lo, hi)
@@ -156,7 +167,11 @@ class CompareView:
         for i, run in enumerate(runs):
             idx = decimate(len(run.history["loss"]), self.max_points)
             pa, pb = run.history[a][idx], run.history[b][idx]
-            marks.append(bq.Lines(x=to_wire(pa), y=to_wire(pb), scales=scales, colors=[_color(i)], stroke_width=2))
+            marks.append(bq.Lines(x=to_wire(pa), y=to_wire(pb), scales=scales, colors=[_color(i)],
+                                  line_style=_style(i), stroke_width=2))
+            if run.status not in ESCAPED and len(pa):  # where the run ended
+                marks.append(bq.Scatter(x=to_wire(pa[-1:]), y=to_wire(pb[-1:]), scales=scales,
+                                        colors=[_color(i)], stroke="white", default_size=40))
             rows = [r for r in (left_at(pa, alo, ahi), left_at(pb, blo, bhi)) if r is not None]
             if run.status in ESCAPED and rows:
                 marks.append(_exit_mark(i, on_window(pa[min(rows)], alo, ahi), on_window(pb[min(rows)], blo, bhi), scales))

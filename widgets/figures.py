@@ -90,16 +90,18 @@ def set_x_range(scale, axis, lo, hi, integer=False):
     axis.tick_values = nice_ticks(lo, hi, integer=integer)
 
 
-def legend(labels, colors):
+def legend(labels, colors, line_styles=None):
     """A legend as HTML beside the figures, never over the data nor clipped: a
-    colour swatch and a label per line, wrapping in the width it is given."""
+    swatch of each line's colour and style and its label, wrapping in the width it is given."""
     from html import escape
 
+    css = {"solid": "solid", "dashed": "dashed", "dotted": "dotted", "dash_dotted": "dashed"}
+    styles = line_styles or ["solid"] * len(labels)
     items = "".join(
         f"<span style='display:inline-flex;align-items:center;margin:0 12px 2px 0;white-space:nowrap'>"
-        f"<span style='display:inline-block;width:14px;height:3px;background:{c};margin-right:5px'></span>"
+        f"<span style='display:inline-block;width:18px;border-top:3px {css[st]} {c};margin-right:5px'></span>"
         f"{escape(label)}</span>"
-        for label, c in zip(labels, colors)
+        for label, c, st in zip(labels, colors, styles)
     )
     box = W.HTML(f"<div style='display:flex;flex-wrap:wrap;font-size:12px;line-height:1.5'>{items}</div>",
                  layout=W.Layout(margin="0 0 0 62px"))

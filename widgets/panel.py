@@ -118,6 +118,9 @@ class DescentPanel:
         engine.observe(self._on_chunk)
         runner.on_end.append(self.refresh)
         self._warning = ""
+        # The cell's own run ends in the result printed under the panel, with its outcome in
+        # words: the panel says it only for runs started from its buttons after that.
+        self._result_says_outcome = True
         self.refresh()
 
     # -- from the engine (main thread, between chunks) ----------------------
@@ -168,7 +171,7 @@ class DescentPanel:
         parts = [p for p in parts if p]
         badge = (f"<span style='background:{color};color:white;border-radius:3px;padding:1px 6px;"
                  f"margin-right:10px'>{status}</span> ")
-        message = outcome(e) if status not in ("running", "ready") else ""
+        message = outcome(e) if status not in ("running", "ready") and not self._result_says_outcome else ""
         if self.runner.detached:
             message = "A newer run took over these variables; this panel no longer controls them."
         if self.runner.error is not None:
@@ -255,6 +258,7 @@ class DescentPanel:
         # (the entry follows a slider move in the throttled status redraw)
 
     def _play_pause(self):
+        self._result_says_outcome = False
         if self.runner.running:
             self.runner.stop("paused")
         else:
@@ -262,6 +266,7 @@ class DescentPanel:
         self._update_buttons()
 
     def _step(self):
+        self._result_says_outcome = False
         def one_step():
             self.engine.run(1)
             self.engine.pause()
@@ -274,6 +279,7 @@ class DescentPanel:
         self.runner.stop("stopped")
 
     def _reset(self):
+        self._result_says_outcome = False
         def reset():
             self.engine.reset(device=self._device_names[self.device.value])
             self.charts.reset()

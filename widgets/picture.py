@@ -23,7 +23,7 @@ TRAIL_POINTS = 200  # every trail point is an SVG marker: a few hundred show the
 GROW_LIMIT = 8  # the window grows to at most this many times its first span
 MARGIN = 0.2  # when the path leaves the window, extend by this fraction of the new span
 PROBE_SHARE = 0.1  # the picture may take this share of the run's wall time
-FIRST_DRAW_SECONDS = 0.05  # before the first step, and a graph call cannot be interrupted
+FIRST_DRAW_SECONDS = 0.1  # before the first step, and a graph call cannot be interrupted
 DRAW_SECONDS = 0.5  # any one drawing, so Stop and Kernel > Interrupt act within about this
 
 

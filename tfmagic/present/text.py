@@ -57,7 +57,7 @@ STYLE = """<style>
 .tfmagic-html th, .tfmagic-html td {padding: 2px 10px; text-align: left !important; vertical-align: top;
   border-bottom: 1px solid var(--jp-border-color2, #ddd);}
 .tfmagic-html thead th {border-bottom: 2px solid var(--jp-border-color1, #bbb);}
-.tfmagic-html pre {margin: 0; background: none; padding: 0;}
+.tfmagic-html pre {margin: 0; background: none; padding: 0; white-space: pre;}
 .tfmagic-html .tfmagic-reason, .tfmagic-html .tfmagic-note {color: var(--jp-warn-color0, #8a5a00);}
 </style>"""
 
