@@ -217,7 +217,7 @@ def test_two_scalars_with_surface():
     assert c.picture.path.x[-2] == h["a"][-1] and c.picture.path.y[-2] == h["b"][-1]
     assert c.picture.path.x[-1] == np.float32(0.95) and c.picture.point.y[0] == np.float32(0.92)
     assert c.vars_line.y.shape == (2, MAX)
-    assert [a.label for a in c.picture.fig.axes] == ["a", "b"]
+    assert [a.label for a in c.picture.fig.axes] == ["a", "b", "log₁₀(loss − lowest)"]  # with a colour bar
 
     # The path leaves the grid: it is recomputed once, and covers the path.
     far = {k: v.copy() for k, v in h.items()}

@@ -10,8 +10,8 @@ import bqplot as bq
 import ipywidgets as W
 import numpy as np
 
-from .figures import COLORS, axes, decimate, figure, legend, log_ticks, nice_ticks, to_wire
-from .picture import DRAW_SECONDS, affordable, left_at, on_window
+from .figures import COLOR_BAR_MARGIN, COLORS, axes, color_axis, decimate, figure, legend, log_ticks, nice_ticks, to_wire
+from .picture import DRAW_SECONDS, affordable, left_at, on_window, surface_colors
 
 ESCAPED = ("diverged", "undefined")
 LOG_DECADES = 2  # the loss axis starts on a log scale when the kept runs span more than this
@@ -154,16 +154,11 @@ class CompareView:
         n = affordable(surface, DRAW_SECONDS, 60, 2, 8)
         sx, sy = bq.LinearScale(min=alo, max=ahi), bq.LinearScale(min=blo, max=bhi)
         scales = {"x": sx, "y": sy}
-        marks = []
+        marks, colors = [], bq.ColorScale(scheme="viridis")
         if n:
             gx = np.linspace(alo, ahi, n, dtype=np.float32)
             gy = np.linspace(blo, bhi, n, dtype=np.float32)
-            z = np.asarray(surface(gx, gy), np.float64)
-            finite = np.isfinite(z)
-            zmin = z[finite].min() if finite.any() else 0.0
-            color = np.log10(np.where(finite, z - zmin, np.nan) + 1e-3)  # log so valleys show
-            marks.append(bq.HeatMap(x=gx, y=gy, color=to_wire(color),
-                                    scales={**scales, "color": bq.ColorScale(scheme="viridis")}))
+            marks.append(bq.HeatMap(x=gx, y=gy, color=surface_colors(surface(gx, gy)), scales={**scales, "color": colors}))
         for i, run in enumerate(runs):
             idx = decimate(len(run.history["loss"]), self.max_points)
             pa, pb = run.history[a][idx], run.history[b][idx]
@@ -175,7 +170,7 @@ class CompareView:
             rows = [r for r in (left_at(pa, alo, ahi), left_at(pb, blo, bhi)) if r is not None]
             if run.status in ESCAPED and rows:
                 marks.append(_exit_mark(i, on_window(pa[min(rows)], alo, ahi), on_window(pb[min(rows)], blo, bhi), scales))
-        ax = axes(sx, sy, a, b)
+        ax = axes(sx, sy, a, b) + ([color_axis(colors)] if n else [])
         ax[0].tick_values = nice_ticks(alo, ahi)
-        return figure("Paths on the loss surface (colour: log loss)", "tfmagic-compare-paths", marks, ax,
-                      padding_y=0.0)
+        return figure("Paths on the loss surface", "tfmagic-compare-paths", marks, ax,
+                      padding_y=0.0, fig_margin=COLOR_BAR_MARGIN)

@@ -65,14 +65,24 @@ def log_ticks(y):
 
 
 def figure(title, css_class, marks, axes, **kwargs):
+    margin = {**FIG_MARGIN, **kwargs.pop("fig_margin", {})}
     fig = bq.Figure(
         title=title, marks=marks, axes=axes, animation_duration=0,
-        fig_margin=dict(FIG_MARGIN),
+        fig_margin=margin,
         layout=W.Layout(width="100%", height=FIG_HEIGHT, min_width="0", margin="0"),
         title_style={"font-size": "14px"}, **{"padding_y": 0.05, **kwargs},
     )
     fig.add_class(css_class)
     return fig
+
+
+def color_axis(scale):
+    """The colour bar of a heatmap coloured by log10 of the height above its lowest point."""
+    return bq.ColorAxis(scale=scale, side="right", label="log₁₀(loss − lowest)",
+                   tick_format=".0f", label_offset="34px")
+
+
+COLOR_BAR_MARGIN = {"right": 78}  # room on the right for the colour bar and its label
 
 
 def y_axis(scale, label, **kwargs):

@@ -15,7 +15,7 @@ import time
 import bqplot as bq
 import numpy as np
 
-from .figures import COLORS, axes, decimate, empty, figure, set_x_range, to_wire
+from .figures import COLOR_BAR_MARGIN, COLORS, axes, color_axis, decimate, empty, figure, set_x_range, to_wire
 
 CURVE_POINTS = 241  # samples of the 1-D loss curve, at most
 GRID = 60  # the 2-D loss surface is at most GRID x GRID
@@ -71,6 +71,18 @@ def affordable(sampler, seconds, most, dims, least):
     if n >= 0.75 * most:
         return most  # (a cheap loss timed on a busy machine still gets the full picture)
     return n if n >= least else 0
+
+
+def surface_colors(z):
+    """log10 of the height above the lowest point (float32, NaN where the loss failed), so a
+    narrow valley (Rosenbrock) stands out against walls many decades higher."""
+    z = np.asarray(z, np.float64)
+    finite = np.isfinite(z)
+    if not finite.any():
+        return np.full(z.shape, np.nan, np.float32)
+    zmin, zmax = z[finite].min(), z[finite].max()
+    eps = max((zmax - zmin) * 1e-4, 1e-12)
+    return np.log10(np.where(finite, z - zmin, np.nan) + eps).astype(np.float32)
 
 
 class Resolution:
@@ -133,20 +145,20 @@ class Picture:
     def _build_surface(self):
         a, b = self.names
         self._py = bq.LinearScale()
+        colors = bq.ColorScale(scheme="viridis")
         self.heatmap = bq.HeatMap(
             x=np.arange(2, dtype=np.float32), y=np.arange(2, dtype=np.float32),
-            color=np.zeros((2, 2), np.float32),
-            scales={"x": self._px, "y": self._py, "color": bq.ColorScale(scheme="viridis")},
+            color=np.zeros((2, 2), np.float32), scales={"x": self._px, "y": self._py, "color": colors},
         )
         scales = {"x": self._px, "y": self._py}
         self.path = bq.Lines(x=empty(), y=empty(), scales=scales, colors=["white"], stroke_width=2)
         self.point = bq.Scatter(x=empty(), y=empty(), scales=scales, colors=["#d62728"],
                                 stroke="white", default_size=90)
-        ax = axes(self._px, self._py, a, b)
+        ax = axes(self._px, self._py, a, b) + [color_axis(colors)]
         self._px_axis = ax[0]
-        self.title = f"Loss over ({a}, {b}), colour: log scale"
+        self.title = f"Loss over ({a}, {b})"
         self.fig = figure(self.title, "tfmagic-surface-chart", [self.heatmap, self.path, self.point], ax,
-                          padding_y=0.0)
+                          padding_y=0.0, fig_margin=COLOR_BAR_MARGIN)
 
     def reset(self):
         """Clear the path; the next update redraws around its start."""
@@ -252,15 +264,6 @@ class Picture:
         xs = np.linspace(*window[:2], n, dtype=np.float32)
         ys = np.linspace(*window[2:], n, dtype=np.float32)
         z = np.reshape(np.asarray(self.resolution(xs, ys), dtype=np.float64), (n, n))
-        finite = np.isfinite(z)
-        if finite.any():
-            # log10 of the height above the lowest point, so a narrow valley
-            # (Rosenbrock) stands out against walls many decades higher.
-            zmin, zmax = z[finite].min(), z[finite].max()
-            eps = max((zmax - zmin) * 1e-4, 1e-12)
-            color = np.log10(np.where(finite, z - zmin, np.nan) + eps)
-        else:
-            color = np.full_like(z, np.nan)
         with self.heatmap.hold_sync():
             self.heatmap.x, self.heatmap.y = xs, ys
-            self.heatmap.color = color.astype(np.float32)
+            self.heatmap.color = surface_colors(z)
