@@ -39,6 +39,9 @@ CHROMIUM_ARGS = [
 ]
 SERVER_START_TIMEOUT = 90  # s
 PAGE_TIMEOUT_MS = 60_000
+# Where each front end served by the one server opens a notebook: JupyterLab, and
+# Notebook 7 (the `notebook` package). Both expose window.jupyterapp (see start()).
+UI_PATHS = {"lab": "/lab/tree/", "notebook": "/notebooks/"}
 REQUIRED_LABEXTENSIONS = ("@jupyter-widgets/jupyterlab-manager", "bqplot", "bqscales")
 
 
@@ -119,6 +122,8 @@ class LabServer:
             f"--IdentityProvider.token={TOKEN}",
             f"--ServerApp.root_dir={self.root_dir}",
             "--LabApp.expose_app_in_browser=True",
+            # Notebook 7 (/notebooks/...) is its own app with its own switch.
+            "--JupyterNotebookApp.expose_app_in_browser=True",
             "--ServerApp.open_browser=False",
         ]
         self._log = open(self.log_path, "wb")
@@ -317,8 +322,10 @@ class Lab:
         nbformat.write(nb, self.server.root_dir / name)
         return name
 
-    def open_notebook(self, name: str, timeout_ms: int = PAGE_TIMEOUT_MS):
-        self.page.goto(f"{self.server.url}/lab/tree/{name}?token={TOKEN}")
+    def open_notebook(self, name: str, timeout_ms: int = PAGE_TIMEOUT_MS, ui: str = "lab"):
+        """Open a notebook in JupyterLab (ui="lab") or Notebook 7 (ui="notebook");
+        wait until its kernel is connected and idle."""
+        self.page.goto(f"{self.server.url}{UI_PATHS[ui]}{name}?token={TOKEN}")
         # Not the toolbar text ("Kernel idle" shows before the session exists):
         # the notebook context, its session and the kernel itself.
         self.page.wait_for_function(
