@@ -120,3 +120,12 @@ def test_first_network_notebook():
     m = re.search(r"loss ([\d.]+) -> ([\d.]+); training accuracy ([\d.]+)", out.all)
     assert m and float(m.group(2)) < 0.1 * float(m.group(1)) and float(m.group(3)) > 0.95
     assert out.errors == [] and [e for e in out.stderr if e.strip()] == []
+
+
+def test_train_digits_notebook():
+    """Mini-batches of scikit-learn's digits, five epochs with validation."""
+    out = Outputs(run_notebook("train_digits.ipynb"))
+    m = re.search(r"validation accuracy after 5 epochs: ([\d.]+)", out.all)
+    assert m and float(m.group(1)) > 0.9
+    assert "(1437, 64) (360, 64)" in out.all
+    assert out.errors == [] and [e for e in out.stderr if e.strip()] == []

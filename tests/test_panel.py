@@ -387,3 +387,24 @@ def test_the_outcome_is_said_once_by_the_result_then_by_the_panel(ip, run, loop)
     assert res.status == "diverged" and "too large" in res.message
     assert ">diverged<" in after_cell and "too large" not in after_cell
     assert "too large" in after_play
+
+
+def test_a_data_run_shows_its_epochs_in_the_status_and_on_the_loss_chart(ip, run, loop):
+    ip.run_cell(
+        "import numpy as np\nrng = np.random.default_rng(0)\n"
+        "X = rng.normal(size=(96, 1)).astype('float32'); Y = 3 * X[:, 0] - 1\nXv, Yv = X[:20], Y[:20]")
+
+    async def scenario():
+        res, runner, panel = make_panel(ip, run, line="w=0.0 b=0.0 --data X,Y --batch-size 32 --validate Xv,Yv",
+                                        cell="loss = tf.reduce_mean(tf.square(X[:, 0] * w + b - Y))", steps=12)
+        await runner.run(12)
+        panel.refresh()
+        return res, panel
+
+    res, panel = loop.run_until_complete(scenario())
+    assert list(res.epochs["epoch"]) == [1, 2, 3, 4]
+    smooth, train, val = panel.charts._epoch_marks[panel.charts.log_toggle.value]
+    assert list(train.x) == [2, 5, 8, 11] and np.allclose(train.y, res.epochs["loss"])
+    assert np.allclose(val.y, res.epochs["val_loss"]) and len(smooth.y) == len(panel.charts.loss_line.y)
+    assert "epoch <b>4</b>/4" in panel.status.value and "val_loss" in panel.status.value
+    assert "validation" in panel.charts.loss_box.children[1].value  # the loss chart's legend

@@ -38,9 +38,18 @@ descend_arguments = [
              help="several runs from the same start, one per value: eta=0.01,0.1,0.9 or optimizer=sgd,adam"),
     argument("--restarts", type=int, default=0, metavar="N",
              help="N runs from random starts drawn from NAME=LO:HI ranges; the best is kept"),
-    argument("--seed", type=int, default=None, metavar="S", help="random seed for --restarts"),
+    argument("--seed", type=int, default=None, metavar="S", help="random seed for --restarts, and for the order of --data's samples"),
     argument("--pace", type=float, default=None, metavar="N",
              help="live panel only: run at N steps per second, slow enough to watch and steer"),
+    argument("--data", metavar="NAMES",
+             help="arrays the cell reads, comma-separated, one row per sample: in the cell each is the "
+                  "current mini-batch, in an order shuffled each epoch (--seed makes it repeatable)"),
+    argument("--batch-size", type=int, default=None, metavar="B", help="with --data: samples per step (default 32)"),
+    argument("--epochs", type=int, default=None, metavar="E",
+             help="with --data: passes over the data, instead of --steps"),
+    argument("--validate", metavar="NAMES",
+             help="with --data: arrays in the place of --data's, in the same order; the cell's loss on "
+                  "them after every epoch"),
     argument("--no-widgets", action="store_true", help="text progress and summary instead of live widgets"),
     argument("-o", "--out", metavar="OUT", help="also store the result in the variable OUT"),
 ]

@@ -143,18 +143,25 @@ class DescentRun:
         self.tf = tf = tensorflow_for(shell)
         device = resolve_device(tf, args.device)
         check_out(shell, tf, args)
+        from tfmagic.data_options import check_data_options
         from tfmagic.descent.setup import prepare
 
+        data = check_data_options(args, shell.user_ns, tf)
         from tfmagic.present.results import DescentResult
 
         prepared = prepare(
             tf, cell, shell.user_ns, args.names,
             eta=args.eta, optimizer=args.optimizer, device=device, tol=args.tol, jit=args.jit, ranges=self.ranges,
+            data=data,
         )
         if args.restarts and not self.ranges:
             raise UsageError("--restarts needs a range to draw starts from, e.g. %%descend x=-5:5 --restarts 10")
         self.engine, self._assigned_now = prepared.engine, prepared.assigned_now
-        self.result = DescentResult(prepared.engine, prepared.tensors, prepared.constants, prepared.device, prepared.cell)
+        self.result = DescentResult(prepared.engine, prepared.tensors, prepared.constants, prepared.device, prepared.cell,
+                                    epochs=prepared.epochs)
+        self.epoch_log = prepared.epochs
+        if prepared.epochs:
+            prepared.engine.observe(prepared.epochs)  # first: the progress line then shows the epoch it closed
         shell.user_ns.update(prepared.created)
 
     def start(self):
@@ -272,7 +279,7 @@ class DescentRun:
         if args.print_every:
             observers = [IterationPrinter(args.print_every, sys.stdout)]
         else:
-            observers = [TextProgress(args.steps, sys.stdout)]
+            observers = [TextProgress(args.steps, sys.stdout, epochs=self.epoch_log)]
         for obs in observers:
             engine.observe(obs)
         try:

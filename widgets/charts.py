@@ -43,8 +43,9 @@ class HistoryCharts:
     sampled as finely as the run's time allows (see picture.Resolution).
     """
 
-    def __init__(self, variables, curve=None, surface=None, max_points=2000):
+    def __init__(self, variables, curve=None, surface=None, max_points=2000, epochs=False):
         self.variables = {k: tuple(v) for k, v in variables.items()}
+        self.epochs = epochs  # a --data run: the loss chart adds a smoothed line and each epoch's losses
         self.max_points = max_points
         # A one-element variable is recorded by its value, like a scalar.
         self._scalars = [k for k, s in self.variables.items() if math.prod(s) == 1]
@@ -58,7 +59,7 @@ class HistoryCharts:
         self._iter_axes = []
         self._build_loss()
         self._build_vars(all_scalar)
-        figures = [self.loss_fig] + ([self.picture.fig] if self.picture else []) + [self.vars_box]
+        figures = [self.loss_box] + ([self.picture.fig] if self.picture else []) + [self.vars_box]
         # Two ~440 px columns in a ~900 px notebook; one column when narrower.
         grid = W.GridBox(figures, layout=W.Layout(
             width="100%", grid_template_columns="repeat(auto-fit, minmax(360px, 1fr))",
@@ -84,14 +85,46 @@ class HistoryCharts:
             self._loss_yaxes[log] = y_axis(sy, "loss", visible=not log,
                                             **({"tick_format": ".0e"} if log else {}))
         self._iter_axes.append(self._loss_xaxis)
-        self.loss_fig = figure("Loss", "tfmagic-loss-chart", list(self._loss_lines.values()),
-                                [self._loss_xaxis, *self._loss_yaxes.values()])
+        self._epoch_marks = {log: self._build_epoch_marks(self._loss_lines[log]) for log in (False, True)} \
+            if self.epochs else {}
+        marks = list(self._loss_lines.values()) + [m for ms in self._epoch_marks.values() for m in ms]
+        self.loss_fig = figure("Loss", "tfmagic-loss-chart", marks, [self._loss_xaxis, *self._loss_yaxes.values()])
+        parts = [self.loss_fig]
+        if self.epochs:
+            parts.append(legend(["loss of each step (its mini-batch)", "smoothed", "epoch mean", "validation"],
+                                [COLORS[0], "#0b3d91", COLORS[1], COLORS[3]]))
+        self.loss_box = W.VBox(parts, layout=W.Layout(min_width="0"))
         self.log_toggle = W.ToggleButton(
             value=False, description="log scale", icon="line-chart",
             tooltip="Loss axis on a log scale", layout=W.Layout(width="auto", align_self="flex-start"),
         )
         self.log_toggle.add_class("tfmagic-logscale")
         self.log_toggle.observe(self._on_log_toggle, "value")
+
+    @staticmethod
+    def _build_epoch_marks(step_line):
+        """(smoothed loss, epoch means, validation losses) on the step line's scales."""
+        step_line.opacities = [0.35]
+        smooth = bq.Lines(x=empty(), y=empty(), scales=step_line.scales, colors=["#0b3d91"], stroke_width=2,
+                          visible=step_line.visible)
+        train, val = (bq.Lines(x=empty(), y=empty(), scales=step_line.scales, colors=[c], marker="circle",
+                               marker_size=28, stroke_width=2, visible=step_line.visible) for c in (COLORS[1], COLORS[3]))
+        return smooth, train, val
+
+    def _push_epochs(self, steps, history_loss, idx, epochs):
+        """The smoothed loss and `epochs` = (end steps, mean training losses, validation losses)."""
+        loss = np.asarray(history_loss, np.float64)
+        w = max(1, len(loss) // 50)  # a moving average over about 2 % of the run
+        c = np.cumsum(np.insert(np.nan_to_num(loss), 0, 0.0))
+        smooth = (c[w:] - c[:-w]) / w
+        smooth = np.concatenate([c[1:w] / np.arange(1, w), smooth])  # (the first steps: what there is)
+        ends, train, val = epochs
+        for log, (sm, tr, va) in self._epoch_marks.items():
+            visible = log == self.log_toggle.value
+            for mark, x, y in ((sm, steps, smooth[idx]), (tr, ends, train), (va, ends, val)):
+                with mark.hold_sync():
+                    mark.visible = visible
+                    mark.x, mark.y = to_wire(x), to_wire(y)
 
     @property
     def loss_line(self):
@@ -145,9 +178,11 @@ class HistoryCharts:
             self.vars_line.x = empty()
             self.vars_line.y = np.zeros((len(self._var_series), 0), np.float32)
 
-    def update(self, history, current=None):
+    def update(self, history, current=None, epochs=None):
         """Redraw from `history` (per-step arrays: 'loss', 'eta', 'grad_norm' and one
-        per variable) and `current` (the present value of each scalar variable)."""
+        per variable), `current` (the present value of each scalar variable) and, for
+        charts made with epochs=True, `epochs` = (the step each epoch ended at, its mean
+        training loss, its validation loss)."""
         n = len(history["loss"])
         idx = decimate(n, self.max_points)
         # The iteration of each row: a long or XLA-blocked run keeps every k-th step only.
@@ -159,6 +194,8 @@ class HistoryCharts:
         if not self._log_user and n:
             self._auto_log(loss)
         self._push_loss(steps, loss)
+        if self.epochs and epochs is not None:
+            self._push_epochs(steps, history["loss"], idx, epochs)
         with self.vars_line.hold_sync():
             self.vars_line.x = steps
             self.vars_line.y = np.stack([to_wire(np.asarray(history[key])[idx])
@@ -192,6 +229,8 @@ class HistoryCharts:
             self._log_user = True
         for log in (False, True):
             self._loss_lines[log].visible = self._loss_yaxes[log].visible = log == change["new"]
+            for mark in self._epoch_marks.get(log, ()):
+                mark.visible = log == change["new"]
         self._set_loss_title()
         if self._last_loss is not None:
             self._push_loss(*self._last_loss)

@@ -95,7 +95,7 @@ class DescentPanel:
         self.status = W.HTML(layout=W.Layout(margin="4px 0 4px 0"))
         self.status.add_class("tfmagic-status")
         self.charts = HistoryCharts({n: tuple(v.shape) for n, v in engine.variables.items()},
-                                    curve=curve, surface=surface)
+                                    curve=curve, surface=surface, epochs=result.epochs is not None)
         self.table = W.HTML(f"{STYLE}<div class='tfmagic-html'>{tensors_html(result.tensors)}</div>")
         self.table.add_class("tfmagic-tensors")
         tensors = W.Accordion(children=[self.table], titles=("tensors in the cell",), selected_index=None)
@@ -131,11 +131,18 @@ class DescentPanel:
         self._last_push = now
         self.refresh()
 
+    def _epochs(self):
+        """(end step, mean training loss, validation loss) of each epoch of a --data run, else None."""
+        table = self.result.epochs
+        if table is None:
+            return None
+        return table["epoch"] * self.engine.epoch_steps - 1, table["loss"], table["val_loss"]
+
     def refresh(self):
         engine = self.engine
         current = {n: float(np.asarray(v).reshape(-1)[0]) for n, v in engine.variables.items()
                    if v.shape.num_elements() == 1}
-        self.charts.update(engine.history, current)
+        self.charts.update(engine.history, current, self._epochs())
         self._update_status()
         self._update_buttons()
 
@@ -168,6 +175,12 @@ class DescentPanel:
             f"iteration <b>{e.steps}</b>", f"loss <b>{_fmt(loss)}</b>", f"|grad| {_fmt(grad)}",
             f"eta {e.eta:g}{limit}", self._rate_text(status), device,
         ]
+        table = self.result.epochs
+        if table is not None:  # a --data run: which epoch, and the last validation loss
+            total = -(-self.steps.value // e.epoch_steps)
+            parts.insert(1, f"epoch <b>{min(e.steps // e.epoch_steps + 1, total)}</b>/{total}")
+            if len(table["epoch"]) and not np.isnan(table["val_loss"][-1]):
+                parts.insert(3, f"val_loss {_fmt(float(table['val_loss'][-1]))}")
         parts = [p for p in parts if p]
         badge = (f"<span style='background:{color};color:white;border-radius:3px;padding:1px 6px;"
                  f"margin-right:10px'>{status}</span> ")

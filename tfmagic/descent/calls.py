@@ -42,6 +42,17 @@ class Calls:
         self.state = None  # (loss, |grad|², grads) carried into the next call
         self._saved = None
 
+    def set_tol(self, value):
+        """A new tol. The loops test |grad| against tol only in a run with one (an op
+        less a step): going from none to some, or back, needs them built again."""
+        if bool(value) != bool(self.tol):
+            loops = ("plain", *XLA_MODES)
+            self.graphs.track_tol = bool(value)
+            self.graphs.forget(loops)
+            for mode in loops:
+                self.concrete.pop(mode, None)
+        self.tol = value
+
     def save(self):
         """Remember the current point: the variables, the optimizer's state and what is carried.
         (Tensors: a variable's later update writes a new buffer while a read of it is held.)"""

@@ -19,7 +19,7 @@ def at_initial_values(engine):
         for var, init in zip(variables, engine.initial_values().values()):
             var.assign(init)
         with quiet_native_stderr(), tf.device(engine.device):
-            return largest_curvature(tf, engine.loss_fn, variables)
+            return largest_curvature(tf, engine.full_loss_fn, variables)
     except Exception:  # a loss without second derivatives: no suggestion
         return None
     finally:

@@ -68,10 +68,14 @@ class Descent:
     """Minimise `loss_fn()` over `variables` (name -> tf.Variable)."""
 
     def __init__(self, tf, loss_fn, variables, *, eta=0.1, optimizer="sgd", device=None, tol=None, jit="auto",
-                 loss_label=None):
+                 loss_label=None, state=(), full_loss_fn=None, epoch_steps=None):
         self.tf = tf
         self.loss_label = loss_label  # the loss's name in the cell, for printouts (None: unnamed)
         self.loss_fn = loss_fn
+        self.full_loss_fn = full_loss_fn or loss_fn  # without a mini-batch's side effects (the pictures)
+        self._stream = list(state)  # other variables a step changes (a mini-batch position)
+        self._stream_initial = [tf.identity(v) for v in self._stream]
+        self.epoch_steps = epoch_steps  # chunks end at its multiples: an epoch's end is seen between chunks
         self.variables = dict(variables)
         self.device = device
         self._tol = tol
@@ -142,8 +146,10 @@ class Descent:
         with tf.device(self.device):
             opt = make_optimizer(name, self._eta)
             opt.build(list(self.variables.values()))
-            self._opt_state = [v.value for v in opt.variables if v is not opt._learning_rate]
-            self._opt_initial = [tf.identity(v) for v in self._opt_state]
+            opt_state = [v.value for v in opt.variables if v is not opt._learning_rate]
+            # (with the stream's state: saved, restored and reset as the optimizer's is)
+            self._opt_state = opt_state + self._stream
+            self._opt_initial = [tf.identity(v) for v in opt_state] + self._stream_initial
             # Everything a step changes: the variables and the optimizer's state.
             live = list(self.variables.values()) + self._opt_state
         self.optimizer_name, self.optimizer = name, opt
@@ -164,15 +170,7 @@ class Descent:
 
     @tol.setter
     def tol(self, value):
-        # The loops test |grad| against tol only in a run with one (an op less a step):
-        # going from none to some, or back, needs them built again.
-        if bool(value) != bool(self._tol):
-            loops = ("plain", *XLA_MODES)
-            self._graphs.track_tol = bool(value)
-            self._graphs.forget(loops)
-            for mode in loops:
-                self._calls.concrete.pop(mode, None)
-            self._calls.tol = value
+        self._calls.set_tol(value)
         self._tol = value
 
     @property
@@ -296,6 +294,8 @@ class Descent:
                 yield self._chunk_done(self.steps, self._history.empty_rows(), code, False)
                 return
             n = min(k, steps - done, max_chunk or steps)
+            if self.epoch_steps:
+                n = min(n, self.epoch_steps - self.steps % self.epoch_steps)
             if mode in ("plain", "xla"):
                 n = min(n, ROW_CAPACITY)  # one row per step in the row buffer
             stride = max(self._history.stride, -(-n // BLOCK_ROWS)) if mode == "blocks" else 1

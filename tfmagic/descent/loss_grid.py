@@ -17,7 +17,7 @@ class LossProbe:
     def _build(self):
         tf = self.tf
         variables = list(self.engine.variables.values())
-        loss_fn = self.engine.loss_fn
+        loss_fn = self.engine.full_loss_fn
 
         def at_points(points):
             saved = [tf.identity(v) for v in variables]

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tfmagic.cell.compiler import compile_cell
+from tfmagic.descent.data import Batches, EpochLog, as_data
 from tfmagic.descent.engine import Descent
 from tfmagic.errors import LossError, TfmagicError
 from tfmagic.cell.explain import explain
@@ -29,6 +30,7 @@ class Prepared:
     device: str  # where it runs, short ('CPU:0')
     cell: object  # the compiled cell
     assigned_now: object  # () -> the names the cell assigns, at the current values
+    epochs: object = None  # data.EpochLog of a --data run (observing the engine), else None
 
 
 def _init_variable(tf, name, expr, namespace, device):
@@ -128,11 +130,12 @@ def _example(obj):
         return "10.0"
 
 
-def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, ranges=None):
-    """Compile and check the cell, build its engine; changes nothing in the namespace."""
+def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, ranges=None, data=None):
+    """Compile and check the cell, build its engine; changes nothing in the namespace.
+    `data`: a data.DataSpec, whose names are the current mini-batch in the cell."""
     variables, created = resolve_variables(tf, specs, namespace, device, ranges)
     overlay = {**namespace, **created}
-    cell = compile_cell(source, overlay, default_globals={"tf": tf})
+    cell = compile_cell(source, overlay, params=list(data.arrays) if data else (), default_globals={"tf": tf})
     if not specs:
         variables = {n: overlay[n] for n in cell.reads if isinstance(overlay.get(n), tf.Variable)}
         if not variables:
@@ -142,14 +145,15 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
             )
         for name, var in variables.items():
             require_float(tf, name, var, f"make it float, e.g. %%descend {name}=10.0")
-    extra = {n: overlay[n] for n in cell.params}
+    extra = {n: overlay[n] for n in cell.params if not data or n not in data.arrays}
+    batches = Batches(tf, data.arrays, data.batch_size, data.seed, device) if data else None
 
     def loss_fn():
-        return cell.function(**extra)[0]
+        return cell.function(**extra, **(batches.take() if batches else {}))[0]
 
     def trial():  # one run of the cell under a tape: its checks, and what it assigns
         with tf.GradientTape() as tape:
-            loss, assigned = cell.function(**extra)
+            loss, assigned = cell.function(**extra, **(batches.first() if batches else {}))
             loss = tf.convert_to_tensor(loss)  # (read under the tape: a loss that is a variable itself, `y = x`)
         grads = tape.gradient(loss, list(variables.values())) if loss.dtype.is_floating else None
         return loss, grads, assigned
@@ -176,12 +180,34 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
             f"the loss {label} does not depend on {', '.join(variables)}, so their gradients are None.",
             hint="check that the cell uses the variables you named (and not a copy made with .numpy()).",
         )
+    stream, epochs = {}, None
+    if batches and batches.n % batches.batch_size and jit == "auto":
+        jit = "off"  # the last batch is smaller: a shape that changes, which XLA cannot compile
+    if batches:
+        stream = dict(state=batches.state, epoch_steps=batches.epoch_steps,
+                      full_loss_fn=lambda: cell.function(**extra, **batches.data)[0])
+        epochs = EpochLog(batches.epoch_steps, _validation(tf, cell, extra, data.validate, device))
     engine = Descent(tf, loss_fn, variables, eta=eta, optimizer=optimizer, device=device, tol=tol, jit=jit,
-                     loss_label=cell.target_name)
+                     loss_label=cell.target_name, **stream)
     tensors = table(tf, cell.reads, overlay, variables, assigned)
     where = short_device(device) if device else short_device(loss.device) or "CPU:0"
     def assigned_now():
         """The names the cell assigns, at the current values (reuses the trial's trace)."""
         return cell.published(trial()[2])
 
-    return Prepared(engine, created, tensors, cell.constants, where, cell, assigned_now)
+    return Prepared(engine, created, tensors, cell.constants, where, cell, assigned_now, epochs)
+
+
+def _validation(tf, cell, extra, arrays, device):
+    """() -> the cell's loss on the validation arrays (no variable changes), or None."""
+    if not arrays:
+        return None
+    with tf.device(device):
+        data = {n: as_data(tf, v) for n, v in arrays.items()}
+    loss = tf.function(lambda: cell.function(**extra, **data)[0])
+
+    def validate():
+        with tf.device(device):
+            return float(loss())
+
+    return validate

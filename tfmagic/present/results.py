@@ -11,15 +11,28 @@ from tfmagic.present.text import descent_html, descent_text, grad_html, grad_tex
 class DescentResult:
     """A live view of a descent: it follows the engine when the UI runs more steps."""
 
-    def __init__(self, engine, tensors, constants, device, cell):
+    def __init__(self, engine, tensors, constants, device, cell, epochs=None):
         self.engine = engine
+        self._epochs = epochs  # data.EpochLog of a --data run
         self.cell = cell
         self.cell_notes = [cell.not_kept_note] if cell is not None and cell.not_kept_note else []
         self.tensors = tensors
         self.constants = constants
         self.device = device
 
-    history = property(lambda self: self.engine.history)
+    @property
+    def history(self):
+        """Per-step arrays (see the README); a --data run's also has 'epoch' (from 1)."""
+        h = self.engine.history
+        if self._epochs is None:
+            return h
+        return {**h, "epoch": h["step"] // self._epochs.epoch_steps + 1}
+
+    @property
+    def epochs(self):
+        """A --data run's table, name -> array: epoch, loss (its mean training loss),
+        val_loss (NaN without --validate), seconds; None for other runs."""
+        return None if self._epochs is None else self._epochs.table()
     status = property(lambda self: self.engine.status)
     steps = property(lambda self: self.engine.steps)
     final_loss = property(lambda self: self.engine.final_loss)

@@ -130,6 +130,8 @@ def descent_text(res):
     ]
     for name, value in res.values.items():
         lines.append(f"  {name} = {_final_value_text(value)}")
+    if res.epochs is not None and len(res.epochs["epoch"]):
+        lines += ["epochs:", epochs_text(res.epochs)]
     if res.message:
         lines.append(res.message)
     lines += res.notes
@@ -172,6 +174,16 @@ def loss_svg(history):
     )
 
 
+def _epochs_html(table):
+    if table is None or not len(table["epoch"]):
+        return ""
+    head = "".join(f"<th>{h}</th>" for h in ("epoch", "loss", "val_loss", "seconds"))
+    body = "".join(
+        f"<tr><td>{ep}</td><td>{lo:.4g}</td><td>{'–' if np.isnan(v) else format(v, '.4g')}</td><td>{t:.2f}</td></tr>"
+        for ep, lo, v, t in zip(table["epoch"], table["loss"], table["val_loss"], table["seconds"]))
+    return f"<table class='tfmagic-epochs'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
 def descent_html(res):
     e = html.escape
     values = "".join(f"<tr><th>{e(n)}</th><td><pre>{e(_final_value_text(v))}</pre></td></tr>" for n, v in res.values.items())
@@ -180,17 +192,36 @@ def descent_html(res):
         f"{STYLE}<div class='tfmagic-descent tfmagic-html'><b class='tfmagic-status-{e(res.status)}'>{e(res.status)}</b>: "
         f"{steps_text(res.steps)} of {e(res.optimizer)} (eta={res.eta:g}) on {e(res.device)}, final loss "
         f"{e(str(res.final_loss if res.final_loss is None else format(res.final_loss, '.6g')))}"
-        f"<table>{values}</table>" + "".join(f"<p>{e(x)}</p>" for x in extra if x) + loss_svg(res.history) + "</div>"
+        f"<table>{values}</table>" + _epochs_html(res.epochs) + "".join(f"<p>{e(x)}</p>" for x in extra if x)
+        + loss_svg(res.history) + "</div>"
     )
+
+
+def epoch_line(row, epochs):
+    """'epoch 2/5: loss 0.4312, val_loss 0.5104 (1.2 s)', as Keras's fit prints it."""
+    epoch, loss, val, seconds = row
+    val_text = "" if np.isnan(val) else f", val_loss {val:.4g}"
+    return f"epoch {epoch}/{epochs}: loss {loss:.4g}{val_text} ({seconds:.1f} s)"
+
+
+def epochs_text(table):
+    """The per-epoch table of a --data run."""
+    rows = [("epoch", "loss", "val_loss", "seconds")] + [
+        (str(e), f"{l:.4g}", "–" if np.isnan(v) else f"{v:.4g}", f"{t:.2f}")
+        for e, l, v, t in zip(table["epoch"], table["loss"], table["val_loss"], table["seconds"])
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
 class TextProgress:
     """A one-line progress bar, redrawn at most ~5 times a second."""
 
-    def __init__(self, total, stream, interval=0.2):
+    def __init__(self, total, stream, interval=0.2, epochs=None):
         import time
 
         self.total, self.stream, self.interval = total, stream, interval
+        self.epochs, self._epochs_said = epochs, 0  # a --data run's EpochLog: a line per epoch
         self._clock = time.perf_counter
         self._open = False  # a bar line not ended yet
         self._last = 0.0
@@ -200,7 +231,13 @@ class TextProgress:
         now = self._clock()
         if self._start is None:
             self._start = now
-        if chunk.status == "running" and now - self._last < self.interval:
+        new_epochs = self.epochs.rows[self._epochs_said:] if self.epochs else []
+        if new_epochs:
+            self.close()
+            for row in new_epochs:
+                self.stream.write(epoch_line(row, -(-self.total // self.epochs.epoch_steps)) + "\n")
+            self._epochs_said += len(new_epochs)
+        elif chunk.status == "running" and now - self._last < self.interval:
             return
         self._last = now
         done = min(engine.steps, self.total)

@@ -1,0 +1,114 @@
+"""%%descend --data: mini-batches, epochs and validation."""
+
+import numpy as np
+import pytest
+from IPython.core.error import UsageError
+
+from tfmagic.descent.data import Batches
+
+LINEAR = "loss = tf.reduce_mean(tf.square(X[:, 0] * w + b - Y))"
+
+
+@pytest.fixture
+def regression(ip):
+    ip.run_cell(
+        "import numpy as np\n"
+        "rng = np.random.default_rng(0)\n"
+        "X = rng.normal(size=(100, 1)).astype('float32')\n"
+        "Y = (3.0 * X[:, 0] - 1.0 + 0.1 * rng.normal(size=100)).astype('float32')\n"
+        "Xv, Yv = X[:30] + 0.5, 3.0 * (X[:30, 0] + 0.5) - 1.0\n"
+    )
+    return ip
+
+
+def test_every_sample_once_an_epoch_in_a_new_order_each_epoch(ip):
+    tf = ip.user_ns["tf"]
+    batches = Batches(tf, {"X": np.arange(10.0)}, 4, seed=7, device=None)
+    assert batches.epoch_steps == 3
+
+    def epoch():
+        return [batches.take()["X"].numpy() for _ in range(batches.epoch_steps)]
+
+    first, second = epoch(), epoch()
+    assert [len(b) for b in first] == [4, 4, 2]  # the last batch holds the 10 mod 4 left over
+    for taken in (first, second):
+        assert sorted(np.concatenate(taken)) == list(range(10))
+    assert not np.array_equal(np.concatenate(first), np.concatenate(second))
+    again = Batches(tf, {"X": np.arange(10.0)}, 4, seed=7, device=None)
+    assert np.array_equal(np.concatenate([again.take()["X"].numpy() for _ in range(3)]), np.concatenate(first))
+
+
+def test_one_batch_of_everything_is_the_full_batch_run(regression, run):
+    full = run("descend", "w=0.0 b=0.0 --steps 20 --no-widgets", LINEAR)
+    one = run("descend", "w=0.0 b=0.0 --data X,Y --batch-size 100 --steps 20 --no-widgets", LINEAR)
+    np.testing.assert_allclose(one.history["loss"], full.history["loss"], rtol=1e-6)
+
+
+def test_epochs_validation_and_the_table(regression, run):
+    fit = run("descend", "w=0.0 b=0.0 --data X,Y --batch-size 32 --epochs 6 --validate Xv,Yv --seed 1 "
+                         "--eta 0.1 --no-widgets", LINEAR)
+    assert fit.steps == 6 * 4  # 100 samples in batches of 32: 4 steps an epoch
+    ep = fit.epochs
+    assert list(ep["epoch"]) == [1, 2, 3, 4, 5, 6]
+    assert list(fit.history["epoch"]) == [1] * 4 + [2] * 4 + [3] * 4 + [4] * 4 + [5] * 4 + [6] * 4
+    np.testing.assert_allclose(ep["loss"], [fit.history["loss"][4 * i:4 * i + 4].mean() for i in range(6)], rtol=1e-6)
+    ns = regression.user_ns
+    w, b = float(ns["w"].numpy()), float(ns["b"].numpy())
+    want = np.mean((ns["Xv"][:, 0] * w + b - ns["Yv"]) ** 2)
+    assert ep["val_loss"][-1] == pytest.approx(want, rel=1e-4)  # at the end of the last epoch
+    assert ep["val_loss"][-1] < ep["val_loss"][0] and abs(w - 3.0) < 0.3
+    assert "epochs:" in repr(fit) and "val_loss" in repr(fit)
+    assert "<table class='tfmagic-epochs'>" in fit._repr_html_()
+    assert not any("XLA" in n for n in fit.notes)  # B does not divide N: no XLA tried, none failed
+
+
+def test_a_seed_repeats_the_order_and_reset_starts_at_epoch_one(regression, run):
+    a = run("descend", "w=0.0 b=0.0 --data X,Y --batch-size 16 --steps 15 --seed 3 --no-widgets", LINEAR)
+    b = run("descend", "w=0.0 b=0.0 --data X,Y --batch-size 16 --steps 15 --seed 3 --no-widgets", LINEAR)
+    c = run("descend", "w=0.0 b=0.0 --data X,Y --batch-size 16 --steps 15 --seed 4 --no-widgets", LINEAR)
+    np.testing.assert_array_equal(a.history["loss"], b.history["loss"])
+    assert not np.array_equal(a.history["loss"], c.history["loss"])
+    first = b.history["loss"].copy()
+    b.engine.reset()
+    b.engine.run(15)
+    np.testing.assert_array_equal(b.engine.history["loss"], first)
+
+
+@pytest.mark.parametrize("line, message", [
+    ("--data X,Z", "name 'Z' is not defined"),
+    ("--data X,Short", "the same number each; X has 100, Short has 7"),
+    ("--data X,Y --batch-size 0", "between 1 and the 100 samples"),
+    ("--data X,Y --batch-size 101", "between 1 and the 100 samples"),
+    ("--data X,Y --validate Xv", "one array for each of --data's"),
+    ("--data X,Y --validate Yv,Xv", "rows of shape"),
+    ("--data X,Y --epochs 2 --steps 5", "--epochs or --steps, not both"),
+    ("--batch-size 10", "goes with --data"),
+    ("--data X,Y --compare eta=0.1,0.2", "cannot be combined"),
+    ("--data w0", "not an array"),
+])
+def test_bad_data_options_change_nothing(regression, run, line, message):
+    regression.run_cell("Short = np.zeros(7)\nw0 = tf.Variable(1.0)")
+    with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        run("descend", f"w=0.0 b=0.0 {line} --no-widgets", LINEAR)
+    assert "w" not in regression.user_ns  # nothing was created
+
+
+def test_a_keras_model_trains_on_mini_batches(ip, run):
+    ip.run_cell(
+        "import keras, numpy as np\n"
+        "rng = np.random.default_rng(0)\n"
+        "X = rng.normal(size=(512, 8)); Y = np.argmax(X @ rng.normal(size=(8, 3)), axis=1)\n"
+        "model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation='relu'), keras.layers.Dense(3)])\n"
+    )
+    fit = run("descend", "model --data X,Y --batch-size 64 --epochs 8 --validate X,Y --optimizer adam --eta 0.01 "
+                         "--no-widgets",
+              "loss = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(Y, model(X), from_logits=True))")
+    assert fit.epochs["val_loss"][-1] < 0.5 * fit.epochs["val_loss"][0]
+    assert "shape (8, 16), norm" in repr(fit)  # a model's weights are summarised
+
+
+def test_xla_takes_the_same_batches_when_the_batch_size_divides_the_data(regression, run):
+    plain = run("descend", "w=0.0 b=0.0 --data X,Y --batch-size 25 --steps 40 --seed 2 --jit off --no-widgets", LINEAR)
+    xla = run("descend", "w=0.0 b=0.0 --data X,Y --batch-size 25 --steps 40 --seed 2 --jit on --no-widgets", LINEAR)
+    assert "xla" in xla.engine.compiled and not xla.notes
+    np.testing.assert_allclose(xla.history["loss"], plain.history["loss"], rtol=1e-4)

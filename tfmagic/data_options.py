@@ -1,0 +1,74 @@
+"""%%descend's --data, --batch-size, --epochs and --validate: checked against the
+namespace before anything changes, into a data.DataSpec (or None without --data)."""
+
+import numpy as np
+from IPython.core.error import UsageError
+
+DEFAULT_BATCH = 32  # as Keras's model.fit
+
+
+def _names(option, text):
+    names = [n.strip() for n in (text or "").split(",") if n.strip()]
+    bad = [n for n in names if not n.isidentifier()]
+    if not names or bad:
+        raise UsageError(f"{option} takes comma-separated names, e.g. {option} X,Y; got {text!r}")
+    if len(set(names)) < len(names):
+        raise UsageError(f"{option} names {', '.join(n for n in names if names.count(n) > 1)} twice")
+    return names
+
+
+def _arrays(option, names, namespace, tf):
+    arrays = {}
+    for name in names:
+        if name not in namespace:
+            raise UsageError(f"{option}: name '{name}' is not defined")
+        value = namespace[name]
+        if isinstance(value, tf.Variable) or not (tf.is_tensor(value) or isinstance(value, (np.ndarray, list))):
+            raise UsageError(f"{option}: {name} is a {type(value).__name__}, not an array or tensor of samples")
+        shape = tuple(value.shape) if hasattr(value, "shape") else np.shape(value)
+        if not shape:
+            raise UsageError(f"{option}: {name} is a single number; give an array with one row per sample")
+        arrays[name] = value
+    lengths = {n: (tuple(v.shape) if hasattr(v, "shape") else np.shape(v))[0] for n, v in arrays.items()}
+    if len(set(lengths.values())) > 1:
+        listed = ", ".join(f"{n} has {k}" for n, k in lengths.items())
+        raise UsageError(f"{option}: the arrays must have one row per sample, the same number each; {listed}")
+    return arrays, next(iter(lengths.values()))
+
+
+def check_data_options(args, namespace, tf):
+    """DataSpec for --data (None without it); UsageError for anything that does not fit."""
+    from tfmagic.descent.data import DataSpec
+
+    if not args.data:
+        for option in ("batch_size", "epochs", "validate"):
+            if getattr(args, option) is not None:
+                raise UsageError(f"--{option.replace('_', '-')} goes with --data X,Y (the arrays to take mini-batches of)")
+        return None
+    if args.compare or args.restarts:
+        raise UsageError("--data cannot be combined with --compare or --restarts yet")
+    names = _names("--data", args.data)
+    arrays, n = _arrays("--data", names, namespace, tf)
+    batch = DEFAULT_BATCH if args.batch_size is None else args.batch_size
+    if not 0 < batch <= n:
+        raise UsageError(f"--batch-size must be between 1 and the {n} samples of {names[0]}, got {batch}")
+    validate = None
+    if args.validate:
+        vnames = _names("--validate", args.validate)
+        if len(vnames) != len(names):
+            raise UsageError(f"--validate names one array for each of --data's ({', '.join(names)}), "
+                             f"in the same order; got {len(vnames)}")
+        varrays, _ = _arrays("--validate", vnames, namespace, tf)
+        for name, vname in zip(names, vnames):
+            if tuple(np.shape(varrays[vname]))[1:] != tuple(np.shape(arrays[name]))[1:]:
+                raise UsageError(f"--validate: {vname} has rows of shape {tuple(np.shape(varrays[vname]))[1:]}, "
+                                 f"but {name}'s are {tuple(np.shape(arrays[name]))[1:]}")
+        validate = {name: varrays[vname] for name, vname in zip(names, vnames)}
+    if args.epochs is not None:
+        if args.steps_given:
+            raise UsageError("give --epochs or --steps, not both")
+        if args.epochs <= 0:
+            raise UsageError(f"--epochs must be a positive whole number, got {args.epochs}")
+        args.steps = args.epochs * -(-n // batch)
+    seed = int(np.random.default_rng().integers(2**31)) if args.seed is None else args.seed
+    return DataSpec(arrays, batch, seed, validate)

@@ -1,0 +1,106 @@
+"""Mini-batches for `%%descend --data`: each evaluation of the loss takes the next
+batch, inside the compiled steps, in an order shuffled afresh each epoch.
+
+How many batches were taken and the epoch's order are tf.Variables that the
+engine saves, restores and resets with the optimizer's state (`Descent(state=)`),
+so a redone chunk takes the same batches again and Reset starts at epoch 1.
+Every sample is used once an epoch; the last batch holds the N mod B left over.
+"""
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class DataSpec:
+    """What --data, --batch-size, --seed and --validate asked for (checked by runs.py)."""
+
+    arrays: dict  # name the cell reads -> the whole array
+    batch_size: int
+    seed: int
+    validate: dict | None = None  # the same names -> validation arrays
+
+
+def as_data(tf, value):
+    """A tensor of the data: float64 (numpy's default) becomes float32, like the variables."""
+    t = tf.convert_to_tensor(value)
+    return tf.cast(t, tf.float32) if t.dtype == tf.float64 else t
+
+
+class Batches:
+    def __init__(self, tf, data, batch_size, seed, device):
+        self.tf, self.names = tf, list(data)
+        with tf.device(device):
+            self.data = {n: as_data(tf, v) for n, v in data.items()}
+            self.n = int(self.data[self.names[0]].shape[0])
+            self.batch_size = min(int(batch_size), self.n)
+            self.epoch_steps = -(-self.n // self.batch_size)
+            self._seed = tf.constant(seed, tf.int64)
+            self.position = tf.Variable(tf.constant(0, tf.int64), trainable=False, name="batches_taken")
+            self.order = tf.Variable(tf.range(self.n), trainable=False, name="epoch_order")
+        self.state = [self.position, self.order]
+
+    def take(self):
+        """The next batch, name -> tensor (in a graph or eagerly); moves the position on."""
+        tf, b = self.tf, self.batch_size
+        at, epoch = self.position % self.epoch_steps, self.position // self.epoch_steps
+
+        def shuffled():
+            return tf.identity(self.order.assign(tf.argsort(self._keys(epoch))))
+
+        order = tf.cond(tf.equal(at, 0), shuffled, lambda: tf.identity(self.order))
+        start = tf.cast(at, tf.int32) * b
+        if self.n % b == 0:
+            # A static size, and a gather (XLA compiled a slice again for each start).
+            index = tf.gather(order, start + tf.range(b))
+        else:
+            index = order[start:tf.minimum(start + b, self.n)]
+        self.position.assign_add(1)
+        return {n: tf.gather(t, index) for n, t in self.data.items()}
+
+    def _keys(self, epoch):
+        """A pseudo-random int64 per sample from (seed, epoch): a splitmix64-style hash in
+        integer ops, which XLA and TensorFlow's kernels compute alike (their random-number
+        ops do not: the same seed gave XLA runs other batches)."""
+        tf = self.tf
+        z = tf.range(self.n, dtype=tf.int64) + (self._seed * 1_000_003 + epoch) * tf.constant(-7046029254386353131, tf.int64)
+        for shift, factor in ((30, -4658895280553007687), (27, -7723592293110705685)):
+            z = tf.bitwise.bitwise_xor(z, tf.bitwise.right_shift(z, shift)) * tf.constant(factor, tf.int64)
+        return tf.bitwise.bitwise_xor(z, tf.bitwise.right_shift(z, 31))
+
+    def first(self):
+        """The first rows (a batch's worth), for checking the cell without moving on."""
+        return {n: t[: self.batch_size] for n, t in self.data.items()}
+
+
+class EpochLog:
+    """An engine observer that closes each epoch (the engine ends a chunk there):
+    the mean training loss of its steps, the validation loss, its seconds (wall
+    time since the last epoch closed: a run paused mid-epoch counts the pause)."""
+
+    def __init__(self, epoch_steps, validate=None):
+        self.epoch_steps, self.validate = epoch_steps, validate  # validate: () -> float, or None
+        self.rows = []  # (epoch, mean training loss, validation loss or NaN, seconds)
+        self._losses, self._t0, self._logged = [], time.perf_counter(), 0
+
+    def __call__(self, engine, chunk):
+        if engine.steps < self._logged:  # a reset: start over
+            self.rows, self._logged = [], 0
+        if not len(chunk.rows["loss"]) and engine.steps == self._logged:
+            return
+        self._losses.append(np.asarray(chunk.rows["loss"], np.float64))
+        if engine.steps % self.epoch_steps or engine.steps == self._logged:
+            return
+        losses = np.concatenate(self._losses)
+        val = float(self.validate()) if self.validate is not None else float("nan")
+        self.rows.append((engine.steps // self.epoch_steps, float(np.mean(losses)) if losses.size else float("nan"),
+                          val, time.perf_counter() - self._t0))
+        self._losses, self._t0, self._logged = [], time.perf_counter(), engine.steps
+
+    def table(self):
+        """name -> array: epoch, loss (mean training loss), val_loss, seconds."""
+        cols = list(zip(*self.rows)) or [(), (), (), ()]
+        return {k: np.asarray(c, dtype=np.int64 if k == "epoch" else np.float64)
+                for k, c in zip(("epoch", "loss", "val_loss", "seconds"), cols)}
