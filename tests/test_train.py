@@ -112,3 +112,15 @@ def test_xla_takes_the_same_batches_when_the_batch_size_divides_the_data(regress
     xla = run("descend", "w=0.0 b=0.0 --data X,Y --batch-size 25 --steps 40 --seed 2 --jit on --no-widgets", LINEAR)
     assert "xla" in xla.engine.compiled and not xla.notes
     np.testing.assert_allclose(xla.history["loss"], plain.history["loss"], rtol=1e-4)
+
+
+def test_a_run_that_goes_on_takes_the_batches_one_run_would(regression, run):
+    """Play after a pause (a new run on the same engine) evaluated its point on a new batch,
+    skipping one: epochs then drifted from the steps and samples went unused."""
+    line = "w=0.0 b=0.0 --data X,Y --batch-size 32 --seed 5 --jit off --no-widgets"
+    whole = run("descend", line + " --steps 25", LINEAR).history["loss"].copy()
+    parts = run("descend", line + " --steps 6", LINEAR)
+    parts.engine.run(11)
+    parts.engine.run(8)
+    np.testing.assert_allclose(parts.history["loss"], whole, rtol=1e-6)
+    assert list(parts.epochs["epoch"]) == [1, 2, 3, 4, 5, 6]

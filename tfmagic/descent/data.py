@@ -2,7 +2,7 @@
 batch, inside the compiled steps, in an order shuffled afresh each epoch.
 
 How many batches were taken and the epoch's order are tf.Variables that the
-engine saves, restores and resets with the optimizer's state (`Descent(state=)`),
+engine saves, restores and resets with the optimizer's state (`Descent(stream=)`),
 so a redone chunk takes the same batches again and Reset starts at epoch 1.
 Every sample is used once an epoch; the last batch holds the N mod B left over.
 """
@@ -41,6 +41,11 @@ class Batches:
             self.position = tf.Variable(tf.constant(0, tf.int64), trainable=False, name="batches_taken")
             self.order = tf.Variable(tf.range(self.n), trainable=False, name="epoch_order")
         self.state = [self.position, self.order]
+        self.initial = [tf.identity(v) for v in self.state]  # what a reset puts back
+
+    def rewind(self):
+        """Take the last batch again (the point it was taken for is evaluated again)."""
+        self.position.assign_sub(1)
 
     def take(self):
         """The next batch, name -> tensor (in a graph or eagerly); moves the position on."""

@@ -68,13 +68,12 @@ class Descent:
     """Minimise `loss_fn()` over `variables` (name -> tf.Variable)."""
 
     def __init__(self, tf, loss_fn, variables, *, eta=0.1, optimizer="sgd", device=None, tol=None, jit="auto",
-                 loss_label=None, state=(), full_loss_fn=None, epoch_steps=None):
+                 loss_label=None, stream=None, full_loss_fn=None, epoch_steps=None):
         self.tf = tf
         self.loss_label = loss_label  # the loss's name in the cell, for printouts (None: unnamed)
         self.loss_fn = loss_fn
         self.full_loss_fn = full_loss_fn or loss_fn  # without a mini-batch's side effects (the pictures)
-        self._stream = list(state)  # other variables a step changes (a mini-batch position)
-        self._stream_initial = [tf.identity(v) for v in self._stream]
+        self._stream = stream  # a data.Batches: .state a step changes too, .initial, .rewind()
         self.epoch_steps = epoch_steps  # chunks end at its multiples: an epoch's end is seen between chunks
         self.variables = dict(variables)
         self.device = device
@@ -148,8 +147,8 @@ class Descent:
             opt.build(list(self.variables.values()))
             opt_state = [v.value for v in opt.variables if v is not opt._learning_rate]
             # (with the stream's state: saved, restored and reset as the optimizer's is)
-            self._opt_state = opt_state + self._stream
-            self._opt_initial = [tf.identity(v) for v in opt_state] + self._stream_initial
+            self._opt_state = opt_state + (self._stream.state if self._stream else [])
+            self._opt_initial = [tf.identity(v) for v in opt_state] + (self._stream.initial if self._stream else [])
             # Everything a step changes: the variables and the optimizer's state.
             live = list(self.variables.values()) + self._opt_state
         self.optimizer_name, self.optimizer = name, opt
@@ -283,6 +282,8 @@ class Descent:
         self.status = "running"
         self.error, self.error_redone = None, False
         self._run_steps, self._run_seconds = 0, 0.0
+        if self._stream and self._calls.point is not None:
+            self._stream.rewind()  # a run goes on: its point is evaluated again on the same batch
         self._calls.prime()
         code = self._calls.code(self._calls.point, float(self._calls.point[1]))
         self._unhealthy_start = code == DIVERGED

@@ -184,7 +184,7 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
     if batches and batches.n % batches.batch_size and jit == "auto":
         jit = "off"  # the last batch is smaller: a shape that changes, which XLA cannot compile
     if batches:
-        stream = dict(state=batches.state, epoch_steps=batches.epoch_steps,
+        stream = dict(stream=batches, epoch_steps=batches.epoch_steps,
                       full_loss_fn=lambda: cell.function(**extra, **batches.data)[0])
         epochs = EpochLog(batches.epoch_steps, _validation(tf, cell, extra, data.validate, device))
     engine = Descent(tf, loss_fn, variables, eta=eta, optimizer=optimizer, device=device, tol=tol, jit=jit,
