@@ -124,3 +124,17 @@ def test_a_run_that_goes_on_takes_the_batches_one_run_would(regression, run):
     parts.engine.run(8)
     np.testing.assert_allclose(parts.history["loss"], whole, rtol=1e-6)
     assert list(parts.epochs["epoch"]) == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_steered_eta_is_kept_as_a_keras_schedule(regression, run):
+    import keras
+
+    fit = run("descend", "w=0.0 b=0.0 --steps 10 --eta 0.01 --no-widgets", LINEAR)
+    fit.engine.eta = 0.05  # steered by hand between chunks, as the panel does
+    fit.engine.run(5)
+    schedule = fit.eta_schedule()
+    assert [round(float(schedule(i)), 6) for i in (0, 9, 10, 14, 99)] == [0.01, 0.01, 0.05, 0.05, 0.05]
+    again = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(schedule))
+    assert float(again(12)) == pytest.approx(0.05)
+    opt = keras.optimizers.SGD(schedule)
+    assert float(opt.learning_rate) == pytest.approx(0.01)  # step 0

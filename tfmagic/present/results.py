@@ -28,6 +28,13 @@ class DescentResult:
             return h
         return {**h, "epoch": h["step"] // self._epochs.epoch_steps + 1}
 
+    def eta_schedule(self):
+        """A keras LearningRateSchedule that gives each step the eta it ran with (for
+        model.compile(optimizer=keras.optimizers.Adam(fit.eta_schedule()))."""
+        from tfmagic.descent.schedule import steered_schedule
+
+        return steered_schedule(self.engine.tf, self.engine.history)
+
     @property
     def epochs(self):
         """A --data run's table, name -> array: epoch, loss (its mean training loss),
