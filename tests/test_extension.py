@@ -95,9 +95,11 @@ def test_tb_and_debug_see_a_hinted_tensorflow_error(ip, capsys):
     assert "tensorflow/python" in out  # %tb keeps TensorFlow's frames
 
 
-def test_the_users_own_tensorflow_import_after_load_ext_is_quiet():
-    """The course types `import tensorflow as tf` after `%load_ext tfmagic`: TensorFlow's red
-    start-up lines (absl, oneDNN, cpu features) used to show; the lazy `tf` was quiet."""
+@pytest.mark.parametrize("first", ["import tensorflow as tf", "import keras"])
+def test_the_users_own_tensorflow_import_after_load_ext_is_quiet(first):
+    """The course types `import tensorflow as tf` after `%load_ext tfmagic` (train_digits
+    `import keras`): TensorFlow's red start-up lines (absl, oneDNN, cpu features) used to
+    show; the lazy `tf` was quiet."""
     import subprocess
     import sys
 
@@ -105,7 +107,7 @@ def test_the_users_own_tensorflow_import_after_load_ext_is_quiet():
         "from IPython.core.interactiveshell import InteractiveShell\n"
         "ip = InteractiveShell.instance()\n"
         "ip.run_line_magic('load_ext', 'tfmagic')\n"
-        "r = ip.run_cell('import tensorflow as tf\\nprint(tf.constant(2.0) * 3)')\n"
+        f"r = ip.run_cell('{first}\\nprint(tf.constant(2.0) * 3)')\n"
         "assert r.success\n"
     )
     env = {k: v for k, v in __import__("os").environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}

@@ -339,12 +339,13 @@ def test_the_chart_probe_never_moves_the_users_variables(ip, run, loop):
 
 
 def test_the_surface_is_sized_by_what_the_loss_costs(ip, run, loop):
-    """A cheap loss gets the full 60x60 surface at once; one with a 1000x1000 matmul (60x60
-    took 15 s before the first step) starts coarse or empty and gets finer as the run goes
-    on, the drawing never more than a tenth of the time since the panel was made."""
+    """A cheap loss gets the full 60x60 surface at once; a costly one (a 1000x1000 matmul took
+    15 s at 60x60 before the first step; here a 600x600 one, about 1 ms a point) starts coarse
+    and gets finer as the run goes on, the drawing never more than a tenth of the time since
+    the panel was made."""
     from tfmagic.widgets import picture as charts
 
-    ip.run_cell("big = tf.random.uniform((1000, 1000), seed=1)\np, q = tf.Variable(1.0), tf.Variable(2.0)")
+    ip.run_cell("big = tf.random.uniform((600, 600), seed=1)\np, q = tf.Variable(1.0), tf.Variable(2.0)")
 
     async def scenario(cell, seconds):
         res, runner, panel = make_panel(ip, run, line="p q --eta 1e-3", cell=cell)

@@ -217,7 +217,10 @@ def test_two_scalars_with_surface():
     assert c.picture.path.x[-2] == h["a"][-1] and c.picture.path.y[-2] == h["b"][-1]
     assert c.picture.path.x[-1] == np.float32(0.95) and c.picture.point.y[0] == np.float32(0.92)
     assert c.vars_line.y.shape == (2, MAX)
-    assert [a.label for a in c.picture.fig.axes] == ["a", "b", "log₁₀(loss − lowest)"]  # with a colour bar
+    assert [a.label for a in c.picture.fig.axes] == ["a", "b"]
+    # the colour key under the surface names the loss at both ends of the colours
+    z = rosenbrock(c.picture.heatmap.x, c.picture.heatmap.y)
+    assert f"loss {z.min():.3g}" in c.picture.key.value and f"{z.max():.3g}</span>" in c.picture.key.value
 
     # The path leaves the grid: it is recomputed once, and covers the path.
     far = {k: v.copy() for k, v in h.items()}

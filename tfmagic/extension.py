@@ -12,9 +12,10 @@ def _pre_run_cell(info=None):
 
     from IPython import get_ipython
 
-    # The course's own `import tensorflow as tf` would print TensorFlow's start-up lines in
-    # red; imported quietly first, the user's import finds it done.
-    if "tensorflow" not in sys.modules and "tensorflow" in (getattr(info, "raw_cell", None) or ""):
+    # The course's own `import tensorflow as tf` (or keras, which imports it) would print
+    # TensorFlow's start-up lines in red; imported quietly first, the user's import finds it done.
+    cell = getattr(info, "raw_cell", None) or ""
+    if "tensorflow" not in sys.modules and ("tensorflow" in cell or "keras" in cell):
         from tfmagic.runtime.tfimport import tensorflow
 
         tensorflow()

@@ -59,7 +59,7 @@ class HistoryCharts:
         self._iter_axes = []
         self._build_loss()
         self._build_vars(all_scalar)
-        figures = [self.loss_box] + ([self.picture.fig] if self.picture else []) + [self.vars_box]
+        figures = [self.loss_box] + ([self.picture.box] if self.picture else []) + [self.vars_box]
         # Two ~440 px columns in a ~900 px notebook; one column when narrower.
         grid = W.GridBox(figures, layout=W.Layout(
             width="100%", grid_template_columns="repeat(auto-fit, minmax(360px, 1fr))",
@@ -92,7 +92,7 @@ class HistoryCharts:
         parts = [self.loss_fig]
         if self.epochs:
             parts.append(legend(["loss of each step (its mini-batch)", "smoothed", "epoch mean", "validation"],
-                                [COLORS[0], "#0b3d91", COLORS[1], COLORS[3]]))
+                                ["rgba(31,119,180,0.35)", "#0b3d91", COLORS[1], COLORS[3]]))
         self.loss_box = W.VBox(parts, layout=W.Layout(min_width="0"))
         self.log_toggle = W.ToggleButton(
             value=False, description="log scale", icon="line-chart",
@@ -114,7 +114,7 @@ class HistoryCharts:
     def _push_epochs(self, steps, history_loss, idx, epochs):
         """The smoothed loss and `epochs` = (end steps, mean training losses, validation losses)."""
         loss = np.asarray(history_loss, np.float64)
-        w = max(1, len(loss) // 50)  # a moving average over about 2 % of the run
+        w = max(1, min(len(loss), max(5, len(loss) // 20)))  # a moving average over 5 % of the run (5 steps at least)
         c = np.cumsum(np.insert(np.nan_to_num(loss), 0, 0.0))
         smooth = (c[w:] - c[:-w]) / w
         smooth = np.concatenate([c[1:w] / np.arange(1, w), smooth])  # (the first steps: what there is)

@@ -10,7 +10,7 @@ import bqplot as bq
 import ipywidgets as W
 import numpy as np
 
-from .figures import COLOR_BAR_MARGIN, COLORS, axes, color_axis, decimate, figure, legend, log_ticks, nice_ticks, to_wire
+from .figures import COLORS, axes, colour_key, decimate, figure, legend, log_ticks, nice_ticks, to_wire
 from .picture import DRAW_SECONDS, affordable, left_at, on_window, surface_colors
 
 ESCAPED = ("diverged", "undefined")
@@ -32,6 +32,18 @@ def _exit_mark(i, x, y, scales):
     """A triangle where run i left the plot."""
     return bq.Scatter(x=to_wire([x]), y=to_wire([y]), scales=scales, colors=[_color(i)],
                       marker="triangle-up", default_size=80, stroke="black")
+
+
+def _cut_at_exit(columns, ranges):
+    """An escaped run's columns up to the row where they left `ranges` (that row moved onto
+    the edge), and the row; (columns, None) when they never left. Sending the points far
+    outside made the browser draw a dashed line solid and cross the plot again."""
+    rows = [r for r in (left_at(c, *rg) for c, rg in zip(columns, ranges)) if r is not None]
+    if not rows:
+        return columns, None
+    row = min(rows)
+    cut = [np.append(c[:row], on_window(c[row], *rg)) for c, rg in zip(columns, ranges)]
+    return cut, row
 
 
 def _padded(values, fraction, least):
@@ -101,17 +113,20 @@ class CompareView:
         marks = []
         for i, run in enumerate(runs):
             idx = decimate(len(run.history["loss"]), self.max_points)
-            steps, loss = run.history["step"][idx], run.history["loss"][idx]
+            (steps, loss), row = (run.history["step"][idx], run.history["loss"][idx]), None
+            if run.status in ESCAPED:
+                (steps, loss), row = _cut_at_exit([steps, loss], [(-np.inf, np.inf), (-np.inf, top)])
             marks.append(bq.Lines(x=to_wire(steps), y=to_wire(loss), scales=scales, colors=[_color(i)],
                                   line_style=_style(i), stroke_width=1.5))
-            row = left_at(loss, -np.inf, top) if run.status in ESCAPED else None
             if row is not None:
-                marks.append(_exit_mark(i, steps[row], top, scales))
+                marks.append(_exit_mark(i, steps[-1], loss[-1], scales))
         ax = axes(sx, sy, "iteration", "loss")
         ax[0].tick_values = nice_ticks(0, max(last, 1), integer=True)
         if log:
             ax[1].tick_format, ax[1].tick_values = ".0e", log_ticks(kept)
-        return figure("Loss of each run" + (" (log scale)" if log else ""), "tfmagic-compare-loss", marks, ax)
+        # (no padding: the top of the scale is the plot's edge, where an escaped run's triangle sits)
+        return figure("Loss of each run" + (" (log scale)" if log else ""), "tfmagic-compare-loss", marks, ax,
+                      padding_y=0.0)
 
     def _on_log_toggle(self, change):
         log = change["new"]
@@ -137,13 +152,15 @@ class CompareView:
         marks = [bq.Lines(x=grid, y=ys, scales=scales, colors=["#999999"])]
         for i, run in enumerate(runs):
             idx = decimate(len(run.history["loss"]), self.max_points)
-            xs, loss = run.history[name][idx], run.history["loss"][idx]
+            (xs, loss), row = (run.history[name][idx], run.history["loss"][idx]), None
+            if run.status in ESCAPED:
+                (xs, loss), row = _cut_at_exit([xs, loss], [(lo, hi), (-np.inf, np.inf)])
+                if row is not None:  # the loss where the path meets the window's edge
+                    loss[-1] = np.interp(xs[-1], grid, ys) if n else top
             marks.append(bq.Lines(x=to_wire(xs), y=to_wire(loss), scales=scales, colors=[_color(i)],
                                   line_style=_style(i), marker="circle", marker_size=12))
-            row = left_at(xs, lo, hi) if run.status in ESCAPED else None
             if row is not None:
-                edge = on_window(xs[row], lo, hi)
-                marks.append(_exit_mark(i, edge, np.interp(edge, grid, ys) if n else top, scales))
+                marks.append(_exit_mark(i, xs[-1], loss[-1], scales))
         ax = axes(sx, sy, name, "loss")
         ax[0].tick_values = nice_ticks(lo, hi)
         return figure(f"Paths on the loss curve of {name}", "tfmagic-compare-paths", marks, ax)
@@ -154,23 +171,28 @@ class CompareView:
         n = affordable(surface, DRAW_SECONDS, 60, 2, 8)
         sx, sy = bq.LinearScale(min=alo, max=ahi), bq.LinearScale(min=blo, max=bhi)
         scales = {"x": sx, "y": sy}
-        marks, colors = [], bq.ColorScale(scheme="viridis")
+        marks, key = [], None
         if n:
             gx = np.linspace(alo, ahi, n, dtype=np.float32)
             gy = np.linspace(blo, bhi, n, dtype=np.float32)
-            marks.append(bq.HeatMap(x=gx, y=gy, color=surface_colors(surface(gx, gy)), scales={**scales, "color": colors}))
+            z = np.asarray(surface(gx, gy), np.float64)
+            marks.append(bq.HeatMap(x=gx, y=gy, color=surface_colors(z),
+                                    scales={**scales, "color": bq.ColorScale(scheme="viridis")}))
+            finite = z[np.isfinite(z)]
+            key = colour_key(float(finite.min()), float(finite.max())) if finite.size else colour_key()
         for i, run in enumerate(runs):
             idx = decimate(len(run.history["loss"]), self.max_points)
-            pa, pb = run.history[a][idx], run.history[b][idx]
+            (pa, pb), row = (run.history[a][idx], run.history[b][idx]), None
+            if run.status in ESCAPED:
+                (pa, pb), row = _cut_at_exit([pa, pb], [(alo, ahi), (blo, bhi)])
             marks.append(bq.Lines(x=to_wire(pa), y=to_wire(pb), scales=scales, colors=[_color(i)],
                                   line_style=_style(i), stroke_width=2))
             if run.status not in ESCAPED and len(pa):  # where the run ended
                 marks.append(bq.Scatter(x=to_wire(pa[-1:]), y=to_wire(pb[-1:]), scales=scales,
                                         colors=[_color(i)], stroke="white", default_size=40))
-            rows = [r for r in (left_at(pa, alo, ahi), left_at(pb, blo, bhi)) if r is not None]
-            if run.status in ESCAPED and rows:
-                marks.append(_exit_mark(i, on_window(pa[min(rows)], alo, ahi), on_window(pb[min(rows)], blo, bhi), scales))
-        ax = axes(sx, sy, a, b) + ([color_axis(colors)] if n else [])
+            if row is not None:
+                marks.append(_exit_mark(i, pa[-1], pb[-1], scales))
+        ax = axes(sx, sy, a, b)
         ax[0].tick_values = nice_ticks(alo, ahi)
-        return figure("Paths on the loss surface", "tfmagic-compare-paths", marks, ax,
-                      padding_y=0.0, fig_margin=COLOR_BAR_MARGIN)
+        fig = figure("Paths on the loss surface", "tfmagic-compare-paths", marks, ax, padding_y=0.0)
+        return W.VBox([fig, W.HTML(key)], layout=W.Layout(min_width="0")) if key else fig

@@ -76,13 +76,19 @@ def figure(title, css_class, marks, axes, **kwargs):
     return fig
 
 
-def color_axis(scale):
-    """The colour bar of a heatmap coloured by log10 of the height above its lowest point."""
-    return bq.ColorAxis(scale=scale, side="right", label="log₁₀(loss − lowest)",
-                   tick_format=".0f", label_offset="34px")
+VIRIDIS = ["#440154", "#3b528b", "#21918c", "#5ec962", "#fde725"]  # bqplot's "viridis", low to high
 
 
-COLOR_BAR_MARGIN = {"right": 78}  # room on the right for the colour bar and its label
+def colour_key(lowest=None, highest=None):
+    """The key of a heatmap coloured by log10 of the loss above its lowest point: a
+    gradient bar as HTML under the figure (bqplot's colour axis drew a squashed box)."""
+    from html import escape
+
+    ends = ("lowest", "highest") if lowest is None else (f"{lowest:.3g}", f"{highest:.3g}")
+    return (f"<div style='display:flex;align-items:center;gap:6px;font-size:12px;margin-left:62px'>"
+            f"<span>loss {escape(ends[0])}</span>"
+            f"<span style='width:140px;height:10px;background:linear-gradient(to right,{','.join(VIRIDIS)})'></span>"
+            f"<span>{escape(ends[1])}</span><span style='color:#666'>(colour: log scale)</span></div>")
 
 
 def y_axis(scale, label, **kwargs):
@@ -100,17 +106,19 @@ def set_x_range(scale, axis, lo, hi, integer=False):
     axis.tick_values = nice_ticks(lo, hi, integer=integer)
 
 
+DASHES = {"solid": "", "dashed": "6,3", "dotted": "2,3", "dash_dotted": "6,3,2,3"}  # as bqplot draws them
+
+
 def legend(labels, colors, line_styles=None):
     """A legend as HTML beside the figures, never over the data nor clipped: a
     swatch of each line's colour and style and its label, wrapping in the width it is given."""
     from html import escape
 
-    css = {"solid": "solid", "dashed": "dashed", "dotted": "dotted", "dash_dotted": "dashed"}
     styles = line_styles or ["solid"] * len(labels)
     items = "".join(
         f"<span style='display:inline-flex;align-items:center;margin:0 12px 2px 0;white-space:nowrap'>"
-        f"<span style='display:inline-block;width:18px;border-top:3px {css[st]} {c};margin-right:5px'></span>"
-        f"{escape(label)}</span>"
+        f"<svg width='24' height='8' style='margin-right:5px'><line x1='0' y1='4' x2='24' y2='4' stroke='{c}' "
+        f"stroke-width='2.5' stroke-dasharray='{DASHES[st]}'/></svg>{escape(label)}</span>"
         for label, c, st in zip(labels, colors, styles)
     )
     box = W.HTML(f"<div style='display:flex;flex-wrap:wrap;font-size:12px;line-height:1.5'>{items}</div>",

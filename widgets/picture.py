@@ -15,7 +15,9 @@ import time
 import bqplot as bq
 import numpy as np
 
-from .figures import COLOR_BAR_MARGIN, COLORS, axes, color_axis, decimate, empty, figure, set_x_range, to_wire
+import ipywidgets as W
+
+from .figures import COLORS, axes, colour_key, decimate, empty, figure, set_x_range, to_wire
 
 CURVE_POINTS = 241  # samples of the 1-D loss curve, at most
 GRID = 60  # the 2-D loss surface is at most GRID x GRID
@@ -141,6 +143,7 @@ class Picture:
         self._px_axis = ax[0]
         self.title = f"Loss as a function of {name}"
         self.fig = figure(self.title, "tfmagic-curve-chart", [self.curve_line, self.trail, self.point], ax)
+        self.box = self.fig
 
     def _build_surface(self):
         a, b = self.names
@@ -154,11 +157,14 @@ class Picture:
         self.path = bq.Lines(x=empty(), y=empty(), scales=scales, colors=["white"], stroke_width=2)
         self.point = bq.Scatter(x=empty(), y=empty(), scales=scales, colors=["#d62728"],
                                 stroke="white", default_size=90)
-        ax = axes(self._px, self._py, a, b) + [color_axis(colors)]
+        ax = axes(self._px, self._py, a, b)
         self._px_axis = ax[0]
         self.title = f"Loss over ({a}, {b})"
         self.fig = figure(self.title, "tfmagic-surface-chart", [self.heatmap, self.path, self.point], ax,
-                          padding_y=0.0, fig_margin=COLOR_BAR_MARGIN)
+                          padding_y=0.0)
+        self.key = W.HTML(colour_key())
+        self.key.add_class("tfmagic-colour-key")
+        self.box = W.VBox([self.fig, self.key], layout=W.Layout(min_width="0"))
 
     def reset(self):
         """Clear the path; the next update redraws around its start."""
@@ -267,3 +273,6 @@ class Picture:
         with self.heatmap.hold_sync():
             self.heatmap.x, self.heatmap.y = xs, ys
             self.heatmap.color = surface_colors(z)
+        finite = z[np.isfinite(z)]
+        if finite.size:
+            self.key.value = colour_key(float(finite.min()), float(finite.max()))

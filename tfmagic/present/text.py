@@ -57,7 +57,7 @@ STYLE = """<style>
 .tfmagic-html th, .tfmagic-html td {padding: 2px 10px; text-align: left !important; vertical-align: top;
   border-bottom: 1px solid var(--jp-border-color2, #ddd);}
 .tfmagic-html thead th {border-bottom: 2px solid var(--jp-border-color1, #bbb);}
-.tfmagic-html pre {margin: 0; background: none; padding: 0; white-space: pre;}
+.tfmagic-html pre {margin: 0; background: none; padding: 0; white-space: pre !important; word-break: normal !important;}
 .tfmagic-html .tfmagic-reason, .tfmagic-html .tfmagic-note {color: var(--jp-warn-color0, #8a5a00);}
 </style>"""
 
@@ -159,17 +159,17 @@ def loss_svg(history):
     y = np.log10(loss) if log else loss
     span = lambda a: (a - a.min()) / ((a.max() - a.min()) or 1.0)
     px = 40 + span(steps) * (SVG_W - 50)
-    py = 10 + (1 - span(y)) * (SVG_H - 30)
+    py = 16 + (1 - span(y)) * (SVG_H - 36)
     points = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(px, py))
     label = lambda v: f"{v:.3g}"
     return (
         f"<svg class='tfmagic-loss-svg' width='{SVG_W}' height='{SVG_H}' role='img' "
         f"aria-label='loss by iteration' style='font:10px sans-serif'>"
         f"<polyline fill='none' stroke='#1f77b4' stroke-width='1.5' points='{points}'/>"
-        f"<text x='2' y='14'>{label(loss.max())}</text><text x='2' y='{SVG_H - 20}'>{label(loss.min())}</text>"
+        f"<text x='2' y='20'>{label(loss.max())}</text><text x='2' y='{SVG_H - 20}'>{label(loss.min())}</text>"
         f"<text x='40' y='{SVG_H - 4}'>{int(steps[0])}</text>"
         f"<text x='{SVG_W - 10}' y='{SVG_H - 4}' text-anchor='end'>iteration {int(steps[-1])}</text>"
-        f"<text x='{SVG_W / 2}' y='{SVG_H - 4}' text-anchor='middle'>loss{' (log scale)' if log else ''}</text>"
+        f"<text x='{SVG_W / 2}' y='10' text-anchor='middle' fill='#555'>loss{' (log scale)' if log else ''}</text>"
         "</svg>"
     )
 
