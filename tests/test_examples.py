@@ -128,4 +128,5 @@ def test_train_digits_notebook():
     m = re.search(r"validation accuracy after 5 epochs: ([\d.]+)", out.all)
     assert m and float(m.group(1)) > 0.9
     assert "(1437, 64) (360, 64)" in out.all
+    assert re.search(r"suggested eta ≈ [\d.e-]+", out.all)  # --find-eta, before training
     assert out.errors == [] and [e for e in out.stderr if e.strip()] == []

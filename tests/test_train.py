@@ -138,3 +138,26 @@ def test_a_steered_eta_is_kept_as_a_keras_schedule(regression, run):
     assert float(again(12)) == pytest.approx(0.05)
     opt = keras.optimizers.SGD(schedule)
     assert float(opt.learning_rate) == pytest.approx(0.01)  # step 0
+
+
+def test_find_eta_sweeps_suggests_and_puts_everything_back(ip, run):
+    sweep = run("descend", "x=10.0 --find-eta --no-widgets", "y = (x - 2.0) ** 2")
+    assert float(ip.user_ns["x"].numpy()) == 10.0  # back at the start
+    assert sweep.etas[0] == pytest.approx(1e-7) and np.all(np.diff(sweep.etas) > 0)
+    assert sweep.stopped_early and sweep.bound == pytest.approx(1.0, rel=1e-3)  # 2/λ of (x-2)^2
+    assert 1e-3 < sweep.suggested_eta < sweep.bound
+    assert "suggested eta ≈" in repr(sweep) and "tfmagic-sweep-svg" in sweep._repr_html_()
+    after = run("descend", f"x=10.0 --eta {sweep.suggested_eta} --steps 200 --no-widgets", "y = (x - 2.0) ** 2")
+    assert after.final_loss < 1e-6  # the suggestion trains
+
+
+def test_find_eta_on_a_model_with_data_leaves_its_weights(regression, run):
+    regression.run_cell("import keras\nmodel = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])")
+    before = [w.copy() for w in regression.user_ns["model"].get_weights()]
+    sweep = run("descend", "model --data X,Y --batch-size 20 --find-eta --steps 60 --optimizer adam --no-widgets",
+                "loss = tf.reduce_mean(tf.square(model(X)[:, 0] - Y))")
+    for w, b in zip(regression.user_ns["model"].get_weights(), before):
+        np.testing.assert_array_equal(w, b)
+    assert len(sweep.etas) > 10 and sweep.bound is None  # (2/λ is for plain gradient descent)
+    with pytest.raises(UsageError, match="--find-eta"):
+        run("descend", "w=0.0 --find-eta --compare eta=0.1,0.2 --no-widgets", "y = (w - 2.0) ** 2")

@@ -50,6 +50,9 @@ descend_arguments = [
     argument("--validate", metavar="NAMES",
              help="with --data: arrays in the place of --data's, in the same order; the cell's loss on "
                   "them after every epoch"),
+    argument("--find-eta", action="store_true",
+             help="the learning-rate range test: one step at each eta of a sweep from 1e-7 up (at most "
+                  "--steps, default 100) until the loss blows up; suggests an eta; changes no variable"),
     argument("--no-widgets", action="store_true", help="text progress and summary instead of live widgets"),
     argument("-o", "--out", metavar="OUT", help="also store the result in the variable OUT"),
 ]

@@ -128,6 +128,8 @@ def check_descend_options(args):
             raise UsageError(str(err)) from None
     if args.seed is not None and args.seed < 0:
         raise UsageError(f"--seed must be 0 or more, got {args.seed}")
+    if getattr(args, "find_eta", False) and (compare or args.restarts):
+        raise UsageError("--find-eta runs its own sweep of eta: it cannot be combined with --compare or --restarts")
     if args.restarts < 0 or (args.restarts and compare):
         raise UsageError("--restarts takes a positive N, and cannot be combined with --compare")
     return Checked(compare=compare, ranges={} if args.restarts else None)
@@ -177,6 +179,8 @@ class DescentRun:
             args.pace = None
         if several:
             return self._run(self._series_chunks(), self._after_series)
+        if args.find_eta:
+            return self._run(self._sweep_chunks(), self._after_sweep)
         if not args.no_widgets:
             if self.awaited:
                 return self._run_live()
@@ -270,6 +274,30 @@ class DescentRun:
             return self.result
 
         return run()
+
+    def _sweep_chunks(self):
+        """--find-eta: the eta sweep with text progress."""
+        from tfmagic.descent.find_eta import sweep_chunks
+        from tfmagic.present.text import TextProgress
+
+        steps = self.args.steps if self.args.steps_given else 100
+        progress = TextProgress(steps, sys.stdout)
+        self.engine.observe(progress)
+        try:
+            return (yield from sweep_chunks(self.engine, steps))
+        except Exception as err:
+            raise self._failed(err) from err
+        finally:
+            self.engine.unobserve(progress)
+            progress.close()
+
+    def _after_sweep(self, sweep):
+        from tfmagic.present.results import EtaSweepResult
+
+        result = EtaSweepResult(sweep)
+        if self.args.out:
+            self.shell.user_ns[self.args.out] = result
+        return result
 
     def _text_chunks(self):
         """One run with text progress (or --print-every's lines)."""

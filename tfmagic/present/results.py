@@ -5,7 +5,8 @@ from dataclasses import fields
 from tfmagic.descent.experiments import Experiment
 from tfmagic.grad.gradients import Gradients
 from tfmagic.present.messages import note, outcome
-from tfmagic.present.text import descent_html, descent_text, grad_html, grad_text, multi_html, multi_text
+from tfmagic.present.text import (descent_html, descent_text, grad_html, grad_text, multi_html, multi_text,
+                                  sweep_html, sweep_text)
 
 
 class DescentResult:
@@ -94,3 +95,16 @@ class GradResult(Gradients):
 
     def _repr_html_(self):
         return grad_html(self)
+
+
+class EtaSweepResult:
+    """--find-eta's sweep: .etas, .losses, .smoothed, .suggested_eta, .bound (2/λ or None)."""
+
+    def __init__(self, sweep):
+        self.__dict__.update(vars(sweep))
+
+    def __repr__(self):
+        return sweep_text(self)
+
+    def _repr_html_(self):
+        return sweep_html(self)

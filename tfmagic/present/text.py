@@ -357,3 +357,50 @@ def multi_html(multi):
     )
     notes = "".join(f"<p>{e(s)}</p>" for s in multi_summary(multi))
     return f"{STYLE}<div class='tfmagic-html tfmagic-compare'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{notes}</div>"
+
+
+# -- --find-eta ----------------------------------------------------------------
+
+def sweep_text(sweep):
+    if not len(sweep.etas):
+        return "find-eta: the loss was not finite after the first step; check the cell and the starting values."
+    lines = [f"find-eta: {len(sweep.etas) + 1} steps, eta from {sweep.etas[0]:.1e} to {sweep.etas[-1]:.1e}"
+             + ("; stopped when the loss blew up" if sweep.stopped_early else "")]
+    if sweep.suggested_eta:
+        lines.append(f"suggested eta ≈ {sweep.suggested_eta:.3g}: where the smoothed loss falls fastest "
+                     f"(use --eta {sweep.suggested_eta:.2g}; a somewhat smaller eta is the safer start)")
+    else:
+        lines.append("no suggestion: the loss did not fall anywhere in the sweep")
+    if sweep.bound:
+        lines.append(f"plain gradient descent diverges above eta ≈ 2/λ = {sweep.bound:.3g} (the curvature at the start)")
+    lines.append("The variables and the optimizer's state are back where they started.")
+    return "\n".join(lines)
+
+
+def sweep_svg(sweep):
+    """The smoothed loss against eta (log axis), the suggestion marked."""
+    if len(sweep.etas) < 2:
+        return ""
+    x, y = np.log10(sweep.etas), sweep.smoothed
+    ok = np.isfinite(y)
+    x, y = x[ok], y[ok]
+    span = lambda a: (a - a.min()) / ((a.max() - a.min()) or 1.0)
+    px, py = 40 + span(x) * (SVG_W - 50), 16 + (1 - span(y)) * (SVG_H - 36)
+    mark = ""
+    if sweep.suggested_eta:
+        mx = 40 + (np.log10(sweep.suggested_eta) - x.min()) / ((x.max() - x.min()) or 1.0) * (SVG_W - 50)
+        mark = f"<line x1='{mx:.1f}' x2='{mx:.1f}' y1='14' y2='{SVG_H - 20}' stroke='#d62728' stroke-dasharray='4,3'/>"
+    points = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(px, py))
+    return (
+        f"<svg class='tfmagic-sweep-svg' width='{SVG_W}' height='{SVG_H}' role='img' aria-label='loss by eta' "
+        f"style='font:10px sans-serif'>{mark}<polyline fill='none' stroke='#1f77b4' stroke-width='1.5' points='{points}'/>"
+        f"<text x='{SVG_W / 2}' y='10' text-anchor='middle' fill='#555'>smoothed loss by eta (log scale)</text>"
+        f"<text x='40' y='{SVG_H - 4}'>{10 ** x.min():.0e}</text>"
+        f"<text x='{SVG_W - 10}' y='{SVG_H - 4}' text-anchor='end'>eta {10 ** x.max():.0e}</text></svg>"
+    )
+
+
+def sweep_html(sweep):
+    e = html.escape
+    return (f"{STYLE}<div class='tfmagic-html tfmagic-find-eta'>"
+            + "".join(f"<p>{e(line)}</p>" for line in sweep_text(sweep).splitlines()) + sweep_svg(sweep) + "</div>")
