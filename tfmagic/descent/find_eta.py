@@ -21,6 +21,7 @@ class EtaSweep:
     suggested_eta: float | None  # where the smoothed loss falls fastest (None: it never fell)
     bound: float | None  # 2/λ from the curvature at the start (plain gradient descent)
     stopped_early: bool  # the loss blew up before the sweep's last eta
+    status: str  # how the sweep ended: "stopped" (the loss blew up), "max_steps", "interrupted", ...
 
 
 def smoothing(steps):
@@ -49,7 +50,9 @@ def suggestion(etas, smoothed):
 def sweep_chunks(engine, steps):
     """Run the sweep one step a chunk (eta set between them), yielding each chunk; returns
     the EtaSweep. The engine is reset before and after: the start and fresh state."""
-    etas = ETA_FROM * (ETA_TO / ETA_FROM) ** (np.arange(steps) / max(steps - 1, 1))
+    def eta_at(i):  # (one at a time: a sweep of 10^8 steps needs no 800 MB table)
+        return ETA_FROM * (ETA_TO / ETA_FROM) ** (i / max(steps - 1, 1))
+
     eta0 = engine.eta
     engine.reset()
     state = {"lowest": np.inf, "avg": 0.0, "blown": False}
@@ -66,15 +69,15 @@ def sweep_chunks(engine, steps):
         if state["blown"]:
             eng.request_stop("stopped")
         elif eng.steps < steps:
-            eng.eta = float(etas[eng.steps])
+            eng.eta = eta_at(eng.steps)
 
-    engine.eta = float(etas[0])
+    engine.eta = eta_at(0)
     engine.observe(next_eta)
     try:
         yield from engine.run_chunks(steps, max_chunk=1)
     finally:
         engine.unobserve(next_eta)
-        history = engine.history
+        history, status = engine.history, engine.status
         losses = np.asarray(history["loss"], np.float64)
         taken = np.asarray(history["eta"], np.float64)
         engine.reset()
@@ -84,5 +87,6 @@ def sweep_chunks(engine, steps):
     keep = np.isfinite(losses)
     losses, taken = losses[keep], taken[keep]
     smoothed = _smooth(losses, beta)
-    bound = engine.suggested_eta() if engine.optimizer_name == "sgd" else None
-    return EtaSweep(taken, losses, smoothed, suggestion(taken, smoothed), bound, state["blown"])
+    # (2/λ costs a trace of second derivatives: not after an interrupt, which must end at once)
+    bound = engine.suggested_eta() if engine.optimizer_name == "sgd" and status != "interrupted" else None
+    return EtaSweep(taken, losses, smoothed, suggestion(taken, smoothed), bound, state["blown"], status)

@@ -365,7 +365,8 @@ def sweep_text(sweep):
     if not len(sweep.etas):
         return "find-eta: the loss was not finite after the first step; check the cell and the starting values."
     lines = [f"find-eta: {len(sweep.etas) + 1} steps, eta from {sweep.etas[0]:.1e} to {sweep.etas[-1]:.1e}"
-             + ("; stopped when the loss blew up" if sweep.stopped_early else "")]
+             + ("; stopped when the loss blew up" if sweep.stopped_early else "")
+             + ("; interrupted" if sweep.status == "interrupted" else "")]
     if sweep.suggested_eta:
         lines.append(f"suggested eta ≈ {sweep.suggested_eta:.3g}: where the smoothed loss falls fastest "
                      f"(use --eta {sweep.suggested_eta:.2g}; a somewhat smaller eta is the safer start)")
