@@ -65,10 +65,9 @@ def log_ticks(y):
 
 
 def figure(title, css_class, marks, axes, **kwargs):
-    margin = {**FIG_MARGIN, **kwargs.pop("fig_margin", {})}
     fig = bq.Figure(
         title=title, marks=marks, axes=axes, animation_duration=0,
-        fig_margin=margin,
+        fig_margin=dict(FIG_MARGIN),
         layout=W.Layout(width="100%", height=FIG_HEIGHT, min_width="0", margin="0"),
         title_style={"font-size": "14px"}, **{"padding_y": 0.05, **kwargs},
     )

@@ -30,12 +30,16 @@ def smoothing(steps):
     return min(SMOOTHING, 1 - 10 / max(steps, 20))
 
 
-def _smooth(losses, beta):
-    out, avg = np.empty(len(losses)), 0.0
-    for i, loss in enumerate(losses):
-        avg = beta * avg + (1 - beta) * loss
-        out[i] = avg / (1 - beta ** (i + 1))
-    return out
+class Ema:
+    """An exponential moving average with bias correction: ema(x) adds x, returns the average."""
+
+    def __init__(self, beta):
+        self.beta, self.avg, self.n = beta, 0.0, 0
+
+    def __call__(self, x):
+        self.n += 1
+        self.avg = self.beta * self.avg + (1 - self.beta) * x
+        return self.avg / (1 - self.beta ** self.n)
 
 
 def suggestion(etas, smoothed):
@@ -55,14 +59,13 @@ def sweep_chunks(engine, steps):
 
     eta0 = engine.eta
     engine.reset()
-    state = {"lowest": np.inf, "avg": 0.0, "blown": False}
+    state = {"lowest": np.inf, "blown": False}
     beta = smoothing(steps)
+    ema = Ema(beta)
 
     def next_eta(eng, chunk):
         for loss in chunk.rows["loss"]:
-            k = eng.steps - len(chunk.rows["loss"]) + 1
-            state["avg"] = beta * state["avg"] + (1 - beta) * float(loss)
-            smoothed = state["avg"] / (1 - beta ** k)
+            smoothed = ema(float(loss))
             state["lowest"] = min(state["lowest"], smoothed)
             if not np.isfinite(smoothed) or smoothed > BLOWUP * state["lowest"]:
                 state["blown"] = True
@@ -86,7 +89,8 @@ def sweep_chunks(engine, steps):
     taken, losses = taken[:-1], losses[1:]
     keep = np.isfinite(losses)
     losses, taken = losses[keep], taken[keep]
-    smoothed = _smooth(losses, beta)
+    ema = Ema(beta)
+    smoothed = np.array([ema(loss) for loss in losses])
     # (2/λ costs a trace of second derivatives: not after an interrupt, which must end at once)
     bound = engine.suggested_eta() if engine.optimizer_name == "sgd" and status != "interrupted" else None
     return EtaSweep(taken, losses, smoothed, suggestion(taken, smoothed), bound, state["blown"], status)

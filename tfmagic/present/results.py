@@ -9,7 +9,17 @@ from tfmagic.present.text import (descent_html, descent_text, grad_html, grad_te
                                   sweep_html, sweep_text)
 
 
-class DescentResult:
+class _Shown:
+    """A result shows itself as its class's `_text` and `_html` functions of it."""
+
+    def __repr__(self):
+        return self._text(self)
+
+    def _repr_html_(self):
+        return self._html(self)
+
+
+class DescentResult(_Shown):
     """A live view of a descent: it follows the engine when the UI runs more steps."""
 
     def __init__(self, engine, tensors, constants, device, cell, epochs=None):
@@ -64,47 +74,31 @@ class DescentResult:
             return dict(self.engine.final_values)
         return {n: v.numpy() for n, v in self.engine.variables.items()}
 
-    def __repr__(self):
-        return descent_text(self)
-
-    def _repr_html_(self):
-        return descent_html(self)
+    _text, _html = staticmethod(descent_text), staticmethod(descent_html)
 
 
-class MultiResult(Experiment):
+class MultiResult(_Shown, Experiment):
     """The runs of --compare or --restarts; the variables hold the best run's values."""
 
     def __init__(self, experiment):
         self.__dict__.update(vars(experiment))
 
-    def __repr__(self):
-        return multi_text(self)
-
-    def _repr_html_(self):
-        return multi_html(self)
+    _text, _html = staticmethod(multi_text), staticmethod(multi_html)
 
 
-class GradResult(Gradients):
+class GradResult(_Shown, Gradients):
     """%%tfgrad's value, gradients (with reasons for the None ones) and tensors."""
 
     def __init__(self, gradients):
         super().__init__(**{f.name: getattr(gradients, f.name) for f in fields(gradients)})
 
-    def __repr__(self):
-        return grad_text(self)
-
-    def _repr_html_(self):
-        return grad_html(self)
+    _text, _html = staticmethod(grad_text), staticmethod(grad_html)
 
 
-class EtaSweepResult:
+class EtaSweepResult(_Shown):
     """--find-eta's sweep: .etas, .losses, .smoothed, .suggested_eta, .bound (2/λ or None)."""
 
     def __init__(self, sweep):
         self.__dict__.update(vars(sweep))
 
-    def __repr__(self):
-        return sweep_text(self)
-
-    def _repr_html_(self):
-        return sweep_html(self)
+    _text, _html = staticmethod(sweep_text), staticmethod(sweep_html)
