@@ -122,9 +122,17 @@ def test_first_network_notebook():
     assert out.errors == [] and [e for e in out.stderr if e.strip()] == []
 
 
-def test_train_digits_notebook():
-    """Mini-batches of scikit-learn's digits, five epochs with validation."""
-    out = Outputs(run_notebook("train_digits.ipynb"))
+def test_train_digits_notebook(tmp_path):
+    """Mini-batches of scikit-learn's digits, five epochs with validation; saved and reopened,
+    the notebook keeps the static record (the live widgets are gone where no kernel runs)."""
+    path = tmp_path / "saved.ipynb"
+    nbformat.write(run_notebook("train_digits.ipynb"), path)
+    reopened = nbformat.read(path, as_version=4)
+    html = "".join(o.data.get("text/html", "") for c in reopened.cells if c.cell_type == "code"
+                   for o in c.outputs if "data" in o)
+    for kept in ("tfmagic-loss-svg", "tfmagic-sweep-svg", "tfmagic-epochs"):
+        assert kept in html
+    out = Outputs(reopened)
     m = re.search(r"validation accuracy after 5 epochs: ([\d.]+)", out.all)
     assert m and float(m.group(1)) > 0.9
     assert "(1437, 64) (360, 64)" in out.all
