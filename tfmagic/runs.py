@@ -151,11 +151,17 @@ class DescentRun:
         data = check_data_options(args, shell.user_ns, tf)
         from tfmagic.present.results import DescentResult
 
+        from tfmagic.descent.reuse import CELLS
+
         prepared = prepare(
             tf, cell, shell.user_ns, args.names,
             eta=args.eta, optimizer=args.optimizer, device=device, tol=args.tol, jit=args.jit, ranges=self.ranges,
-            data=data,
+            data=data, cells=CELLS,
         )
+        if prepared.engine.reused:
+            from tfmagic.kernel.runner import LiveRunner
+
+            LiveRunner.detach_retired()  # the last run's panel: its buttons would step these variables
         if args.restarts and not self.ranges:
             raise UsageError("--restarts needs a range to draw starts from, e.g. %%descend x=-5:5 --restarts 10")
         self.engine, self._assigned_now = prepared.engine, prepared.assigned_now

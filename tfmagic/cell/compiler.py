@@ -42,6 +42,7 @@ class CompiledCell:
     # as the last trace left them; a GradientTape is not kept (it is spent).
     python_values: dict = field(default_factory=dict)
     not_kept: list = field(default_factory=list)  # names whose value uses the trace's tensors
+    builtin_reads: list = field(default_factory=list)  # names read from builtins: a global of that name would win
 
     @property
     def not_kept_note(self):
@@ -300,6 +301,7 @@ def compile_cell(source, namespace, params=(), default_globals=None):
         if name not in local and name not in globals_ and not hasattr(builtins, name):
             raise _unknown_name(name, namespace)
     reads = [n for n in names.loaded if n in globals_ and n not in names.local_only]
+    builtin_reads = [n for n in names.loaded if n not in local and n not in globals_]
     # A name the cell both reads and rebinds is local to the function in Python;
     # start it from the user's value, as a cell would.
     for name in assigned:
@@ -344,4 +346,5 @@ def compile_cell(source, namespace, params=(), default_globals=None):
         constants=constants,
         python_values=python_values,
         not_kept=not_kept,
+        builtin_reads=builtin_reads,
     )

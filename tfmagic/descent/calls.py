@@ -41,16 +41,20 @@ class Calls:
         self.point = None  # [loss, |grad|², summaries] at the current point, once evaluated
         self.state = None  # (loss, |grad|², grads) carried into the next call
         self._saved = None
+        self._other_tol = {}, {}  # the loops' functions and traces for a run with(out) a tol
 
     def set_tol(self, value):
         """A new tol. The loops test |grad| against tol only in a run with one (an op
         less a step): going from none to some, or back, needs them built again."""
         if bool(value) != bool(self.tol):
             loops = ("plain", *XLA_MODES)
+            # The loops built for the other choice are kept: a re-run that goes back needs no trace.
+            kept = self.graphs.swap_out(loops), {m: self.concrete.pop(m) for m in loops if m in self.concrete}
             self.graphs.track_tol = bool(value)
-            self.graphs.forget(loops)
-            for mode in loops:
-                self.concrete.pop(mode, None)
+            fns, concrete = self._other_tol
+            self.graphs.swap_in(fns)
+            self.concrete.update(concrete)
+            self._other_tol = kept
         self.tol = value
 
     def save(self):
@@ -122,6 +126,8 @@ class Calls:
         self.default_runtime.add(mode)
         self.graphs.forget([mode])
         self.concrete.pop(mode, None)
+        for kept in self._other_tol:
+            kept.pop(mode, None)
         return self._call_with(False, mode, n, stride, True)
 
     def _call_with(self, lean, mode, n, stride, traced):

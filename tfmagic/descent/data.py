@@ -37,11 +37,15 @@ class Batches:
             self.n = int(self.data[self.names[0]].shape[0])
             self.batch_size = min(int(batch_size), self.n)
             self.epoch_steps = -(-self.n // self.batch_size)
-            self._seed = tf.constant(seed, tf.int64)
+            self._seed = tf.Variable(tf.constant(seed, tf.int64), trainable=False, name="shuffle_seed")  # (a re-run sets it)
             self.position = tf.Variable(tf.constant(0, tf.int64), trainable=False, name="batches_taken")
             self.order = tf.Variable(tf.range(self.n), trainable=False, name="epoch_order")
         self.state = [self.position, self.order]
         self.initial = [tf.identity(v) for v in self.state]  # what a reset puts back
+
+    def reseed(self, seed):
+        """Another --seed for the same compiled steps (a re-run)."""
+        self._seed.assign(seed)
 
     def rewind(self):
         """Take the last batch again (the point it was taken for is evaluated again)."""

@@ -20,13 +20,13 @@ Between calls the engine carries the loss and gradients at the current point,
 so each compiled function evaluates the loss once per step and never twice.
 """
 
-import math
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from tfmagic.descent.graphs import ROW_CAPACITY, Graphs
+from tfmagic.descent.facts import RunFacts
 from tfmagic.descent.history import History, shown_by_value
 from tfmagic.descent.optimizers import check_eta, make_optimizer
 from tfmagic.descent.calls import CONVERGED, DIVERGED, RUNNING, XLA_MODES, Calls, XlaSkipsChecks
@@ -35,6 +35,7 @@ CHUNK_SECONDS = 0.02  # a chunk this long reaches >= 95 % of the in-graph rate
 MAX_CHUNK_GROWTH = 16
 FIRST_CHUNK = 16
 STEP_MODE_STEPS = 200  # runs this short: one compiled step per call (cheapest to trace)
+REUSED_STEP_MODE_STEPS = 8  # a re-run of more steps builds the graph loop (once) if it lacks it
 XLA_FROM_START_STEPS = 2000  # runs this long start with XLA: its 0.1-0.3 s compile pays back on most problems
 XLA_PAYS_AFTER_SECONDS = 0.25  # a plain run switches to XLA when more than this is left
 BLOCKS_PAY_AFTER_SECONDS = 0.1  # an XLA run switches to blocks when more than this is left: their ~0.1 s
@@ -43,6 +44,11 @@ BLOCK_ROWS = 1 << 13  # rows per "blocks" chunk: writing more costs its steady r
 # What the engine notes about a run (facts; present/messages.py words them):
 NOTE_NO_XLA_FOR_CHECKS = "no-xla-for-checks"  # auto left XLA out: it would drop the cell's checks
 NOTE_XLA_FAILED = "xla-failed:"  # + the error's type: XLA could not compile the cell
+NOTE_REUSED = "reused"  # a re-run of the cell: its compiled steps were reused, nothing traced
+
+
+class Retired(RuntimeError):
+    """A newer run of the same cell has this engine's variables and compiled steps."""
 
 
 def drain(chunks):
@@ -64,11 +70,11 @@ class Chunk:
     steps_per_second: float
 
 
-class Descent:
+class Descent(RunFacts):
     """Minimise `loss_fn()` over `variables` (name -> tf.Variable)."""
 
     def __init__(self, tf, loss_fn, variables, *, eta=0.1, optimizer="sgd", device=None, tol=None, jit="auto",
-                 loss_label=None, stream=None, full_loss_fn=None, epoch_steps=None):
+                 loss_label=None, stream=None, full_loss_fn=None, epoch_steps=None, reuse=None):
         self.tf = tf
         self.loss_label = loss_label  # the loss's name in the cell, for printouts (None: unnamed)
         self.loss_fn = loss_fn
@@ -92,7 +98,25 @@ class Descent:
         self._chunk_steps = {}  # mode -> the last chunk size: the next run starts there
         self.optimizer = self._calls = None
         self.notes = []  # facts about how the run went: NOTE_* codes (present/messages.py words them)
+        self.retired = False  # a newer run of the cell took over the compiled steps and variables
+        self.reused = reuse is not None  # this run took over an earlier run's (nothing traced for it)
+        self.memo = {}  # what others built on these variables and loss (the charts' probe): a re-run keeps it
+        if reuse is not None:
+            self._take_over(reuse)
         self.reset()
+
+    def _take_over(self, old):
+        """Run on the compiled steps, optimizer and facts of `old`, an engine of the same
+        cell on the same variables (a re-run): nothing is traced again. `old` keeps its
+        history and values and never steps again."""
+        old.retire()
+        for name in ("optimizer", "optimizer_name", "_opt_state", "_opt_initial", "_graphs", "_calls",
+                     "_xla_unusable", "_default_runtime", "_chunk_steps", "memo"):
+            setattr(self, name, getattr(old, name))
+        self.notes[:] = [n for n in old.notes if n != NOTE_REUSED] + [NOTE_REUSED]
+        self._calls.notes = self.notes
+        self.optimizer.learning_rate = self._eta  # (assigns: no retrace)
+        self.tol = self._tol
 
     # -- state -------------------------------------------------------------
     def reset(self, device=None, start=None):
@@ -101,6 +125,8 @@ class Descent:
         `device` (a full TensorFlow device name) moves the computation there;
         `start` (name -> value) makes those the new initial values (restarts).
         """
+        if self.retired:
+            raise Retired(self.loss_label)
         if start is not None:
             self._initial = [
                 self.tf.cast(self.tf.reshape(start[n], v.shape), v.dtype) if n in start else init
@@ -252,12 +278,14 @@ class Descent:
 
     # -- running -----------------------------------------------------------
     def _first_mode(self, steps):
+        # A cell run again is likely to be run again: its steps in one graph call from now on.
+        short = "plain" if self.reused and steps > REUSED_STEP_MODE_STEPS else "step"
         if self._xla_unusable or self.jit == "off":
-            return "step" if steps <= STEP_MODE_STEPS else "plain"
+            return short if steps <= STEP_MODE_STEPS else "plain"
         if self.jit == "on":
             return "xla"
         if steps <= STEP_MODE_STEPS:
-            return "step"
+            return short
         if self.jit == "auto" and steps >= XLA_FROM_START_STEPS and self._xla_verdict is not False:
             return "xla"
         return "plain"
@@ -278,6 +306,8 @@ class Descent:
         """
         if steps <= 0:
             raise ValueError(f"steps must be a positive whole number, got {steps}")
+        if self.retired:
+            raise Retired(self.loss_label)
         self._stop_request = None
         self.status = "running"
         self.error, self.error_redone = None, False
@@ -375,13 +405,6 @@ class Descent:
             callback(self, chunk)
         return chunk
 
-    def _made_nan_in_place(self):
-        """The step made the loss NaN while it was not growing: the cell computed something
-        undefined there (sqrt or log of a negative, 0/0), not an eta too large."""
-        losses = self.history["loss"][-4:]
-        growing = len(losses) >= 3 and np.all(np.diff(np.abs(losses)) > 0)
-        return self._bad_point is not None and math.isnan(self.blowup_loss) and not growing
-
     def _use_xla_next(self, remaining, rate):
         """XLA for what is left when it is expected to pay for its compile time."""
         if self.jit != "auto" or self._xla_verdict is False or self._xla_unusable:
@@ -393,47 +416,6 @@ class Descent:
         if any(getattr(cb, "needs_every_step", False) for cb in self._observers):
             return False  # e.g. the course's per-iteration printout
         return remaining / max(rate, 1e-9) > BLOCKS_PAY_AFTER_SECONDS
-
-    def _finish(self, status):
-        self.status = status
-        if self._run_seconds > 0:  # the run's average, not its last (maybe partial) chunk's
-            self.steps_per_second = self._run_steps / self._run_seconds
-        loss = math.nan if self._calls.point is None else float(self._calls.point[0])  # where the variables are
-        self.final_loss = loss if math.isfinite(loss) else None
-        self.final_grad_norm = None if self._calls.point is None else math.sqrt(max(float(self._calls.point[1]), 0))
-        # A copy: a later run on the same variables (another cell) must not change this run's result.
-        self.final_values = {n: v.numpy().copy() for n, v in self.variables.items()}
-
-    def _stopped_by(self, err, redone=False):
-        self._finish("error")  # (the variables are at the last good step)
-        self.error, self.error_redone = err, redone
-
-    def interrupted(self):
-        """Mark the run interrupted (Ctrl-C / kernel interrupt between or in a chunk)."""
-        self._finish("interrupted")
-
-    def curvature(self):
-        """λ, the largest curvature of the loss at the initial values (None if not positive)."""
-        if not hasattr(self, "_curvature"):
-            from tfmagic.descent.curvature import at_initial_values
-
-            self._curvature = at_initial_values(self)
-        return self._curvature
-
-    @property
-    def unhealthy_start(self):
-        """The last run could not start: the loss or its gradient was not finite (or huge) at the start."""
-        return self._unhealthy_start
-
-    @property
-    def blowup_loss(self):
-        """The loss the step that diverged reached (not kept; NaN when it was NaN or none did)."""
-        return math.nan if self._bad_point is None else float(self._bad_point[0])
-
-    def suggested_eta(self):
-        """2/λ: plain gradient descent diverges above it (for a quadratic, exactly)."""
-        lam = self.curvature()
-        return 2.0 / lam if lam else None
 
     def run_chunks(self, steps, max_chunk=None):
         """steps_iter, and an interrupt (Ctrl-C, or thrown in between chunks by an awaiting

@@ -220,6 +220,13 @@ class Graphs:
         """mode -> its tf.function, for those built so far."""
         return dict(self._fns)
 
+    def swap_out(self, modes):
+        """Take these modes' functions out (mode -> function), to swap_in again later."""
+        return {m: self._fns.pop(m) for m in modes if m in self._fns}
+
+    def swap_in(self, fns):
+        self._fns.update(fns)
+
     def forget(self, modes):
         """Build these modes' functions again when next asked (for another runtime or tol)."""
         for mode in modes:

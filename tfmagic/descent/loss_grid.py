@@ -100,8 +100,10 @@ def loss_grid_for(tf, engine):
     shapes = [tuple(v.shape) for v in engine.variables.values()]
     if not all(np.prod(s, dtype=int) == 1 for s in shapes) or len(shapes) not in (1, 2):
         return None, None
-    probe = LossProbe(tf, engine)
-    per_point = probe.seconds_per_point()
+    if "loss_probe" not in engine.memo:  # (a re-run of the cell has it already traced and timed)
+        probe = LossProbe(tf, engine)
+        engine.memo["loss_probe"] = probe, probe.seconds_per_point()
+    probe, per_point = engine.memo["loss_probe"]
     if len(shapes) == 1:
         return Sampler(probe.curve, per_point), None
     return None, Sampler(probe.surface, per_point)

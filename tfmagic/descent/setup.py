@@ -33,7 +33,7 @@ class Prepared:
     epochs: object = None  # data.EpochLog of a --data run (observing the engine), else None
 
 
-def _init_variable(tf, name, expr, namespace, device):
+def _init_value(tf, name, expr, namespace, device):
     try:
         value = eval(expr, {"tf": tf, **namespace})
     except Exception as err:
@@ -48,7 +48,7 @@ def _init_variable(tf, name, expr, namespace, device):
     if tensor.dtype == tf.bool or tensor.dtype == tf.string or tensor.dtype.is_complex:
         raise TfmagicError(f"the initial value of {name} ({expr}) has dtype {tensor.dtype.name}; give a real number.")
     with tf.device(device):
-        return tf.Variable(tf.cast(tensor, tf.float32), name=name)
+        return tf.cast(tensor, tf.float32)
 
 
 def _range(tf, name, expr, namespace):
@@ -65,12 +65,12 @@ def _range(tf, name, expr, namespace):
     return lo, hi
 
 
-def resolve_variables(tf, specs, namespace, device, ranges=None):
-    """(variables to optimise, variables to create in the namespace) for NAME[=INIT] specs.
-
-    A NAME=LO:HI spec starts NAME at the middle and records (LO, HI) in `ranges`.
-    """
-    variables, created = {}, {}
+def read_specs(tf, specs, namespace, device, ranges=None):
+    """The NAME[=INIT] specs, checked, as (name, kind, what) with kind "init" (what: the
+    float32 start value), "variable" (the tf.Variable) or "model" (name -> its variables).
+    Nothing is created yet. A NAME=LO:HI spec starts NAME at the middle and records
+    (LO, HI) in `ranges`."""
+    plan = []
     seen = set()
     for spec in specs:
         name, sep, expr = spec.partition("=")
@@ -89,8 +89,7 @@ def resolve_variables(tf, specs, namespace, device, ranges=None):
                                        hint=f"add --restarts 10, or give one start value: {name}={span[0]}")
                 ranges[name] = span
                 expr = repr((span[0] + span[1]) / 2)
-            var = _init_variable(tf, name, expr.strip(), namespace, device)
-            variables[name] = created[name] = var
+            plan.append((name, "init", _init_value(tf, name, expr.strip(), namespace, device)))
             continue
         if name not in namespace:
             raise TfmagicError(
@@ -100,14 +99,28 @@ def resolve_variables(tf, specs, namespace, device, ranges=None):
         obj = namespace[name]
         if isinstance(obj, tf.Variable):
             require_float(tf, name, obj, f"make it float: {name} = tf.Variable({name}.numpy().astype('float32')) or %%descend {name}=10.0")
-            variables[name] = obj
+            plan.append((name, "variable", obj))
         elif is_model(tf, obj):
-            variables.update(module_variables(tf, name, obj))
+            plan.append((name, "model", module_variables(tf, name, obj)))
         else:
             raise TfmagicError(
                 f"{name} is a {type(obj).__name__}, not a tf.Variable, so descent cannot change it.",
                 hint=f"write {name}=INIT to make it a variable, e.g. %%descend {name}={_example(obj)}",
             )
+    return plan
+
+
+def make_variables(tf, plan, device):
+    """(variables to optimise, variables to create in the namespace) for a read_specs plan."""
+    variables, created = {}, {}
+    for name, kind, what in plan:
+        if kind == "init":
+            with tf.device(device):
+                variables[name] = created[name] = tf.Variable(what, name=name)
+        elif kind == "variable":
+            variables[name] = what
+        else:
+            variables.update(what)
     twice = _same_variable_twice(variables)
     if twice:
         raise TfmagicError(f"{twice[0]} and {twice[1]} are the same tf.Variable; it would be stepped twice a step. Name it once.")
@@ -130,10 +143,17 @@ def _example(obj):
         return "10.0"
 
 
-def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, ranges=None, data=None):
+def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, ranges=None, data=None, cells=None):
     """Compile and check the cell, build its engine; changes nothing in the namespace.
-    `data`: a data.DataSpec, whose names are the current mini-batch in the cell."""
-    variables, created = resolve_variables(tf, specs, namespace, device, ranges)
+    `data`: a data.DataSpec, whose names are the current mini-batch in the cell.
+    `cells`: a reuse.CompiledCells; a re-run of a cell it kept runs on its compiled steps."""
+    plan = read_specs(tf, specs, namespace, device, ranges)
+    options = (optimizer, device, jit)
+    if cells is not None:
+        again = cells.rerun(source, namespace, plan, data, options, eta=eta, tol=tol)
+        if again is not None:
+            return again
+    variables, created = make_variables(tf, plan, device)
     overlay = {**namespace, **created}
     cell = compile_cell(source, overlay, params=list(data.arrays) if data else (), default_globals={"tf": tf})
     if not specs:
@@ -180,22 +200,33 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
             f"the loss {label} does not depend on {', '.join(variables)}, so their gradients are None.",
             hint="check that the cell uses the variables you named (and not a copy made with .numpy()).",
         )
-    stream, epochs = {}, None
+    stream, validate = {}, None
     if batches and batches.n % batches.batch_size and jit == "auto":
         jit = "off"  # the last batch is smaller: a shape that changes, which XLA cannot compile
     if batches:
         stream = dict(stream=batches, epoch_steps=batches.epoch_steps,
                       full_loss_fn=lambda: cell.function(**extra, **batches.data)[0])
-        epochs = EpochLog(batches.epoch_steps, _validation(tf, cell, extra, data.validate, device))
-    engine = Descent(tf, loss_fn, variables, eta=eta, optimizer=optimizer, device=device, tol=tol, jit=jit,
-                     loss_label=cell.target_name, **stream)
+        validate = _validation(tf, cell, extra, data.validate, device)
     tensors = table(tf, cell.reads, overlay, variables, assigned)
     where = short_device(device) if device else short_device(loss.device) or "CPU:0"
+
     def assigned_now():
         """The names the cell assigns, at the current values (reuses the trial's trace)."""
         return cell.published(trial()[2])
 
-    return Prepared(engine, created, tensors, cell.constants, where, cell, assigned_now, epochs)
+    def prepared(eta, tol, reuse=None, seed=None):
+        """The engine (on the compiled steps of `reuse`, an engine of this cell) and the rest."""
+        if seed is not None:
+            batches.reseed(seed)
+        engine = Descent(tf, loss_fn, variables, eta=eta, optimizer=optimizer, device=device, tol=tol, jit=jit,
+                         loss_label=cell.target_name, reuse=reuse, **stream)
+        epochs = EpochLog(batches.epoch_steps, validate) if batches else None
+        return Prepared(engine, created, tensors, cell.constants, where, cell, assigned_now, epochs)
+
+    done = prepared(eta, tol)
+    if cells is not None:
+        cells.keep(source, namespace, plan, data, options, done, prepared)
+    return done
 
 
 def _validation(tf, cell, extra, arrays, device):

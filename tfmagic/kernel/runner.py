@@ -36,6 +36,13 @@ class LiveRunner:
                 other.detach()
         LiveRunner._active.append(self)
 
+    @classmethod
+    def detach_retired(cls):
+        """Detach the runners of engines a re-run of their cell took over (descent/reuse.py)."""
+        for runner in list(cls._active):
+            if runner.engine.retired:
+                runner.detach()
+
     @staticmethod
     def _keys(engine):
         return {id(v) for v in engine.variables.values()} | set(engine.variables)

@@ -8,7 +8,7 @@ import math
 
 from tfmagic.cell.explain import tf_message
 from tfmagic.descent.calls import BLOWUP_FACTOR, NOTE_XLA_DROPS_CHECKS
-from tfmagic.descent.engine import NOTE_NO_XLA_FOR_CHECKS, NOTE_XLA_FAILED
+from tfmagic.descent.engine import NOTE_NO_XLA_FOR_CHECKS, NOTE_REUSED, NOTE_XLA_FAILED
 
 ADAPTIVE = ("adam", "rmsprop", "adagrad")  # optimizers that scale their own steps
 
@@ -37,6 +37,7 @@ def outcome(engine):
 
 _NOTES = {
     NOTE_NO_XLA_FOR_CHECKS: "The cell has checks (tf.debugging asserts, check_numerics) that XLA would skip, so it runs without XLA.",
+    NOTE_REUSED: "Reused the compiled steps of this cell's last run: nothing was traced again.",
     NOTE_XLA_DROPS_CHECKS: "XLA skips the cell's checks (tf.debugging asserts, check_numerics): with --jit on they are not run.",
 }
 

@@ -70,9 +70,10 @@ class DescentResult(_Shown):
     @property
     def values(self):
         """name -> value (numpy) when the run ended, whatever ran on these variables since."""
-        if self.engine.final_values is not None and self.engine.status not in ("running", "paused"):
+        engine = self.engine
+        if engine.final_values is not None and (engine.retired or engine.status not in ("running", "paused")):
             return dict(self.engine.final_values)
-        return {n: v.numpy() for n, v in self.engine.variables.items()}
+        return {n: v.numpy() for n, v in engine.variables.items()}
 
     _text, _html = staticmethod(descent_text), staticmethod(descent_html)
 

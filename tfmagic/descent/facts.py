@@ -1,0 +1,66 @@
+"""The end of a run: what it leaves (status, final loss and values) and what it says
+about the loss (where it blew up, whether the step made something undefined, the
+curvature at the start and the eta it allows)."""
+
+import math
+
+import numpy as np
+
+
+class RunFacts:
+    """Mixed into the engine (descent/engine.py): read from its state after a run."""
+
+    def _made_nan_in_place(self):
+        """The step made the loss NaN while it was not growing: the cell computed something
+        undefined there (sqrt or log of a negative, 0/0), not an eta too large."""
+        losses = self.history["loss"][-4:]
+        growing = len(losses) >= 3 and np.all(np.diff(np.abs(losses)) > 0)
+        return self._bad_point is not None and math.isnan(self.blowup_loss) and not growing
+
+    def curvature(self):
+        """λ, the largest curvature of the loss at the initial values (None if not positive)."""
+        if not hasattr(self, "_curvature"):
+            from tfmagic.descent.curvature import at_initial_values
+
+            self._curvature = at_initial_values(self)
+        return self._curvature
+
+    @property
+    def unhealthy_start(self):
+        """The last run could not start: the loss or its gradient was not finite (or huge) at the start."""
+        return self._unhealthy_start
+
+    @property
+    def blowup_loss(self):
+        """The loss the step that diverged reached (not kept; NaN when it was NaN or none did)."""
+        return math.nan if self._bad_point is None else float(self._bad_point[0])
+
+    def suggested_eta(self):
+        """2/λ: plain gradient descent diverges above it (for a quadratic, exactly)."""
+        lam = self.curvature()
+        return 2.0 / lam if lam else None
+
+    def _finish(self, status):
+        self.status = status
+        if self._run_seconds > 0:  # the run's average, not its last (maybe partial) chunk's
+            self.steps_per_second = self._run_steps / self._run_seconds
+        loss = math.nan if self._calls.point is None else float(self._calls.point[0])  # where the variables are
+        self.final_loss = loss if math.isfinite(loss) else None
+        self.final_grad_norm = None if self._calls.point is None else math.sqrt(max(float(self._calls.point[1]), 0))
+        # A copy: a later run on the same variables (another cell) must not change this run's result.
+        self.final_values = {n: v.numpy().copy() for n, v in self.variables.items()}
+
+    def _stopped_by(self, err, redone=False):
+        self._finish("error")  # (the variables are at the last good step)
+        self.error, self.error_redone = err, redone
+
+    def interrupted(self):
+        """Mark the run interrupted (Ctrl-C / kernel interrupt between or in a chunk)."""
+        self._finish("interrupted")
+
+    def retire(self):
+        """A newer run of the cell has taken these compiled steps and variables: this run's
+        values are kept as they are now, and it never steps again."""
+        if self.final_values is None or self.status in ("running", "paused"):
+            self.final_values = {n: v.numpy().copy() for n, v in self.variables.items()}
+        self.retired = True
