@@ -137,4 +137,6 @@ def test_train_digits_notebook(tmp_path):
     assert m and float(m.group(1)) > 0.9
     assert "(1437, 64) (360, 64)" in out.all
     assert re.search(r"suggested eta ≈ [\d.e-]+", out.all)  # --find-eta, before training
+    m = re.search(r"model.fit with the steered schedule: validation accuracy ([\d.]+)", out.all)
+    assert m and float(m.group(1)) > 0.85  # fit.eta_schedule() trains in Keras's own loop
     assert out.errors == [] and [e for e in out.stderr if e.strip()] == []

@@ -142,3 +142,15 @@ def test_the_cells_kept_are_bounded(ip, run):
     for i in range(MAX_CELLS + 3):
         run("descend", "x=1.0 --steps 2 --no-widgets", f"loss = (x - {i}.0) ** 2")
     assert len(CELLS) == MAX_CELLS
+
+
+def test_turning_tol_on_and_off_keeps_both_loops(ip, run):
+    run("descend", "x=10.0 --steps 500 --jit off --no-widgets", COURSE)
+    with_tol = run("descend", "x=10.0 --steps 500 --tol 1e-3 --jit off --no-widgets", COURSE)
+    assert with_tol.status == "converged"
+    plain_with_tol = with_tol.engine.compiled["plain"]
+    without = run("descend", "x=10.0 --steps 500 --jit off --no-widgets", COURSE)
+    assert without.status == "max_steps" and without.engine.compiled["plain"] is not plain_with_tol
+    again = run("descend", "x=10.0 --steps 500 --tol 1e-3 --jit off --no-widgets", COURSE)
+    assert again.engine.compiled["plain"] is plain_with_tol and again.status == "converged"
+    assert again.steps == with_tol.steps

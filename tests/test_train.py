@@ -162,3 +162,38 @@ def test_find_eta_on_a_model_with_data_leaves_its_weights(regression, run):
     assert len(sweep.etas) > 10 and sweep.bound is None  # (2/λ is for plain gradient descent)
     with pytest.raises(UsageError, match="--find-eta"):
         run("descend", "w=0.0 --find-eta --compare eta=0.1,0.2 --no-widgets", "y = (w - 2.0) ** 2")
+
+
+def test_eta_schedule_replays_a_steered_run_exactly(ip, run):
+    course = "y=tf.pow(x,2.0)-4.0*x+4.0"
+    fit = run("descend", "x=10.0 --steps 30 --eta 0.01 --no-widgets -o fit", course)
+    fit.engine.eta = 0.05  # steered by hand, as the panel does
+    fit.engine.run(20)
+    fit.engine.eta = 0.002
+    fit.engine.run(7)
+    again = run("descend", "x=10.0 --eta-schedule fit --no-widgets", course)
+    assert again.steps == 57
+    np.testing.assert_array_equal(again.history["eta"], fit.history["eta"])
+    np.testing.assert_array_equal(again.history["loss"], fit.history["loss"])
+    # from its .eta_schedule(), past its end (the last eta holds), and on a fresh build
+    ip.user_ns["sched"] = fit.eta_schedule()
+    longer = run("descend", "x=10.0 --eta-schedule sched --steps 60 --jit off --no-widgets", course)
+    np.testing.assert_array_equal(longer.history["loss"][:57], fit.history["loss"])
+    assert list(longer.history["eta"][-4:]) == [np.float32(0.002)] * 4
+
+
+@pytest.mark.parametrize("line, message", [
+    ("--eta-schedule nothing", "name 'nothing' is not defined"),
+    ("--eta-schedule number", "number is a float; give a %%descend result"),
+    ("--eta-schedule fit --eta 0.1", "give --eta or --eta-schedule fit, not both"),
+    ("--eta-schedule fit --compare eta=0.1,0.2", "cannot be combined with --compare"),
+])
+def test_eta_schedule_refuses_what_it_cannot_replay(ip, run, line, message):
+    from IPython.core.error import UsageError
+
+    ip.user_ns["number"] = 1.5
+    run("descend", "x=10.0 --steps 5 --no-widgets -o fit", "y = x * x")
+    x = ip.user_ns["x"]
+    with pytest.raises(UsageError, match=message):
+        run("descend", f"x=3.0 {line} --no-widgets", "y = x * x")
+    assert ip.user_ns["x"] is x and float(x.numpy()) == float(ip.user_ns["fit"].values["x"])

@@ -63,7 +63,7 @@ class TfMagics(Magics):
         from tfmagic.runs import DescentRun
 
         args = _parse(self.descend, line)
-        args.pace_is_default, args.steps_given = args.pace is None, args.steps is not None
+        args.pace_is_default, args.steps_given, args.eta_given = args.pace is None, args.steps is not None, args.eta is not None
         for name in ("eta", "steps", "optimizer", "pace"):
             if getattr(args, name) is None:
                 setattr(args, name, getattr(self, name))

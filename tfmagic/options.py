@@ -53,6 +53,9 @@ descend_arguments = [
     argument("--find-eta", action="store_true",
              help="the learning-rate range test: one step at each eta of a sweep from 1e-7 up (at most "
                   "--steps, default 100) until the loss blows up; suggests an eta; changes no variable"),
+    argument("--eta-schedule", metavar="RUN",
+             help="give each step the eta step i of RUN ran with (RUN: a %%descend result stored with -o RUN, "
+                  "or its RUN.eta_schedule()): a run steered by hand, repeated; --steps defaults to RUN's"),
     argument("--no-widgets", action="store_true", help="text progress and summary instead of live widgets"),
     argument("-o", "--out", metavar="OUT", help="also store the result in the variable OUT"),
 ]

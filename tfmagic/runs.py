@@ -148,6 +148,9 @@ class DescentRun:
         from tfmagic.data_options import check_data_options
         from tfmagic.descent.setup import prepare
 
+        from tfmagic.schedule_option import eta_plan
+
+        plan = eta_plan(args, shell.user_ns)
         data = check_data_options(args, shell.user_ns, tf)
         from tfmagic.present.results import DescentResult
 
@@ -165,6 +168,7 @@ class DescentRun:
         if args.restarts and not self.ranges:
             raise UsageError("--restarts needs a range to draw starts from, e.g. %%descend x=-5:5 --restarts 10")
         self.engine, self._assigned_now = prepared.engine, prepared.assigned_now
+        self.engine.eta_plan = plan
         self.result = DescentResult(prepared.engine, prepared.tensors, prepared.constants, prepared.device, prepared.cell,
                                     epochs=prepared.epochs)
         self.epoch_log = prepared.epochs

@@ -29,6 +29,7 @@ from tfmagic.descent.graphs import ROW_CAPACITY, Graphs
 from tfmagic.descent.facts import RunFacts
 from tfmagic.descent.history import History, shown_by_value
 from tfmagic.descent.optimizers import check_eta, make_optimizer
+from tfmagic.descent.schedule import plan_at
 from tfmagic.descent.calls import CONVERGED, DIVERGED, RUNNING, XLA_MODES, Calls, XlaSkipsChecks
 
 CHUNK_SECONDS = 0.02  # a chunk this long reaches >= 95 % of the in-graph rate
@@ -100,6 +101,7 @@ class Descent(RunFacts):
         self.notes = []  # facts about how the run went: NOTE_* codes (present/messages.py words them)
         self.retired = False  # a newer run of the cell took over the compiled steps and variables
         self.reused = reuse is not None  # this run took over an earlier run's (nothing traced for it)
+        self.eta_plan = None  # per-step etas to follow (--eta-schedule), else None
         self.memo = {}  # what others built on these variables and loss (the charts' probe): a re-run keeps it
         if reuse is not None:
             self._take_over(reuse)
@@ -327,6 +329,11 @@ class Descent(RunFacts):
             n = min(k, steps - done, max_chunk or steps)
             if self.epoch_steps:
                 n = min(n, self.epoch_steps - self.steps % self.epoch_steps)
+            if self.eta_plan is not None:  # a replayed schedule: its eta, up to where it changes
+                eta, same_for = plan_at(self.eta_plan, self.steps)
+                if eta != self._eta:
+                    self.eta = eta
+                n = int(min(n, same_for))
             if mode in ("plain", "xla"):
                 n = min(n, ROW_CAPACITY)  # one row per step in the row buffer
             stride = max(self._history.stride, -(-n // BLOCK_ROWS)) if mode == "blocks" else 1

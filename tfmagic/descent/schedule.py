@@ -18,6 +18,14 @@ def per_step_etas(history):
     return out[filled]
 
 
+def plan_at(etas, step):
+    """(eta of `step`, steps from it that keep that eta) in a per-step plan; the last eta
+    holds after the plan's end."""
+    i = min(step, len(etas) - 1)
+    later = np.flatnonzero(etas[i:] != etas[i])
+    return float(etas[i]), (int(later[0]) if len(later) and step < len(etas) else np.inf)
+
+
 def steered_schedule(tf, history):
     """A keras LearningRateSchedule giving step i the eta step i ran with (the last one after)."""
     global _class
