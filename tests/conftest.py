@@ -1,3 +1,6 @@
+import asyncio
+import threading
+
 import pytest
 
 from tfmagic.runtime.tfimport import tensorflow
@@ -40,3 +43,43 @@ def run(ip):
         return ip.run_cell_magic(magic, line, cell)
 
     return _run
+
+
+class Loop:
+    """Runs a scenario on a fresh event loop in its own thread.
+
+    Its own thread, because another test module's Playwright (sync API) may
+    keep an event loop running on the main thread for the whole session.
+    """
+
+    def run_until_complete(self, coro):
+        out = {}
+
+        def target():
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            try:
+                out["value"] = loop.run_until_complete(coro)
+            except BaseException as err:  # re-raised in the test's thread
+                out["error"] = err
+            finally:
+                loop.close()
+
+        thread = threading.Thread(target=target)
+        thread.start()
+        thread.join(120)
+        if "error" in out:
+            raise out["error"]
+        return out["value"]
+
+    @staticmethod
+    def time():
+        return asyncio.get_running_loop().time()
+
+
+@pytest.fixture
+def loop():
+    yield Loop()
+    from tfmagic.kernel.runner import LiveRunner
+
+    LiveRunner._active.clear()

@@ -15,44 +15,6 @@ from tfmagic.widgets.panel import DescentPanel
 COURSE = "y = (x - 2.0) ** 2"
 
 
-class Loop:
-    """Runs a scenario on a fresh event loop in its own thread.
-
-    Its own thread, because another test module's Playwright (sync API) may
-    keep an event loop running on the main thread for the whole session.
-    """
-
-    def run_until_complete(self, coro):
-        out = {}
-
-        def target():
-            loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(loop)
-            try:
-                out["value"] = loop.run_until_complete(coro)
-            except BaseException as err:  # re-raised in the test's thread
-                out["error"] = err
-            finally:
-                loop.close()
-
-        thread = threading.Thread(target=target)
-        thread.start()
-        thread.join(120)
-        if "error" in out:
-            raise out["error"]
-        return out["value"]
-
-    @staticmethod
-    def time():
-        return asyncio.get_running_loop().time()
-
-
-@pytest.fixture
-def loop():
-    yield Loop()
-    LiveRunner._active.clear()
-
-
 def make_panel(ip, run, line="x=10.0 --eta 0.0001", cell=COURSE, steps=10**8):
     res = run("descend", line + " --steps 1 --no-widgets", cell)
     engine = res.engine

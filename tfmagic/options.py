@@ -53,6 +53,9 @@ descend_arguments = [
     argument("--find-eta", action="store_true",
              help="the learning-rate range test: one step at each eta of a sweep from 1e-7 up (at most "
                   "--steps, default 100) until the loss blows up; suggests an eta; changes no variable"),
+    argument("--strategy", metavar="S",
+             help="run each step on several devices or machines with tf.distribute: mirrored (the GPUs, else "
+                  "the CPUs), multiworker (from TF_CONFIG), or the name of a tf.distribute.Strategy"),
     argument("--eta-schedule", metavar="RUN",
              help="give each step the eta step i of RUN ran with (RUN: a %%descend result stored with -o RUN, "
                   "or its RUN.eta_schedule()): a run steered by hand, repeated; --steps defaults to RUN's"),

@@ -56,6 +56,15 @@ def check_out(shell, tf, args):
         )
 
 
+def device_choices(tf, engine):
+    """The panel's device menu, short name -> full name (under a strategy: its replicas only)."""
+    from tfmagic.runtime import devices
+
+    if engine.replicas:  # (the strategy places the steps: nothing to choose)
+        return {engine.replicas.describe(): engine.device}
+    return {devices.short(full): full for full in devices.available(tf)}
+
+
 def publish(shell, values, out, result):
     """Put what the cell assigned (and OUT) into the namespace, as a normal cell would."""
     from tfmagic.cell.compiler import FUNC_NAME
@@ -152,6 +161,11 @@ class DescentRun:
 
         plan = eta_plan(args, shell.user_ns)
         data = check_data_options(args, shell.user_ns, tf)
+        from tfmagic.strategy_option import strategy_for
+
+        strategy = strategy_for(args, shell.user_ns, tf)
+        if strategy is not None and data is not None and args.seed is None:
+            data.seed = 0  # (every worker must take the same batches)
         from tfmagic.present.results import DescentResult
 
         from tfmagic.descent.reuse import CELLS
@@ -159,7 +173,7 @@ class DescentRun:
         prepared = prepare(
             tf, cell, shell.user_ns, args.names,
             eta=args.eta, optimizer=args.optimizer, device=device, tol=args.tol, jit=args.jit, ranges=self.ranges,
-            data=data, cells=CELLS,
+            data=data, cells=CELLS, strategy=strategy,
         )
         if prepared.engine.reused:
             from tfmagic.kernel.runner import LiveRunner
@@ -258,13 +272,12 @@ class DescentRun:
         from tfmagic.kernel import ipykernel_fix
         from tfmagic.kernel.runner import LiveRunner
         from tfmagic.present.text import IterationPrinter
-        from tfmagic.runtime import devices
         from tfmagic.widgets.panel import DescentPanel
 
         args, engine, tf = self.args, self.engine, self.tf
         runner = LiveRunner(engine, pace=args.pace)
         curve, surface = loss_grid_for(tf, engine)
-        names = {devices.short(full): full for full in devices.available(tf)}
+        names = device_choices(tf, engine)
         panel = DescentPanel(runner, self.result, args.steps, names, curve=curve, surface=surface)
         display(panel.widget)
         printer = IterationPrinter(args.print_every, sys.stdout) if args.print_every else None

@@ -79,7 +79,8 @@ class DescentPanel:
                                       layout=W.Layout(width="210px"))
         short_now = next((s for s, full in devices.items() if full == engine.device), next(iter(devices)))
         self.device = W.Dropdown(options=list(devices), value=short_now, description="device",
-                                 tooltip="takes effect on Reset", layout=W.Layout(width="170px"))
+                                 tooltip="takes effect on Reset",
+                                 layout=W.Layout(width="290px" if engine.replicas else "170px"))
         button = dict(layout=W.Layout(width="86px"))
         self.play = W.Button(description="Pause", icon="pause", **button)
         self.step = W.Button(description="Step", icon="step-forward", **button)
@@ -169,7 +170,7 @@ class DescentPanel:
             loss = e.final_loss
         # At the end: the gradient where the variables are (a history row is the point before its step).
         grad = float(h["grad_norm"][-1]) if status == "running" and e.steps else e.final_grad_norm
-        device = short_device(e.device) or "CPU:0"
+        device = e.replicas.describe() if e.replicas else short_device(e.device) or "CPU:0"
         limit = f" (sgd diverges above ≈ {self._eta_max:.3g})" if self._eta_max and e.optimizer_name == "sgd" else ""
         parts = [
             f"iteration <b>{e.steps}</b>", f"loss <b>{_fmt(loss)}</b>", f"|grad| {_fmt(grad)}",

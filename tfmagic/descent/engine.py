@@ -20,6 +20,7 @@ Between calls the engine carries the loss and gradients at the current point,
 so each compiled function evaluates the loss once per step and never twice.
 """
 
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -35,6 +36,7 @@ from tfmagic.descent.calls import CONVERGED, DIVERGED, RUNNING, XLA_MODES, Calls
 CHUNK_SECONDS = 0.02  # a chunk this long reaches >= 95 % of the in-graph rate
 MAX_CHUNK_GROWTH = 16
 FIRST_CHUNK = 16
+REPLICATED_CHUNK = 128  # chunks of a run with replicas double up to this: every worker sizes them alike
 STEP_MODE_STEPS = 200  # runs this short: one compiled step per call (cheapest to trace)
 REUSED_STEP_MODE_STEPS = 8  # a re-run of more steps builds the graph loop (once) if it lacks it
 XLA_FROM_START_STEPS = 2000  # runs this long start with XLA: its 0.1-0.3 s compile pays back on most problems
@@ -75,7 +77,7 @@ class Descent(RunFacts):
     """Minimise `loss_fn()` over `variables` (name -> tf.Variable)."""
 
     def __init__(self, tf, loss_fn, variables, *, eta=0.1, optimizer="sgd", device=None, tol=None, jit="auto",
-                 loss_label=None, stream=None, full_loss_fn=None, epoch_steps=None, reuse=None):
+                 loss_label=None, stream=None, full_loss_fn=None, epoch_steps=None, reuse=None, replicas=None):
         self.tf = tf
         self.loss_label = loss_label  # the loss's name in the cell, for printouts (None: unnamed)
         self.loss_fn = loss_fn
@@ -84,6 +86,7 @@ class Descent(RunFacts):
         self.epoch_steps = epoch_steps  # chunks end at its multiples: an epoch's end is seen between chunks
         self.variables = dict(variables)
         self.device = device
+        self.replicas = replicas  # a replicas.Replicas (--strategy): chunks then grow by steps, not time
         self._tol = tol
         self.jit = jit  # the user's choice; XLA found unusable for this cell is _xla_unusable
         self.optimizer_name = optimizer
@@ -170,7 +173,7 @@ class Descent(RunFacts):
 
     def _set_optimizer(self, name):
         tf = self.tf
-        with tf.device(self.device):
+        with tf.device(self.device), (self.replicas.scope() if self.replicas else contextlib.nullcontext()):
             opt = make_optimizer(name, self._eta)
             opt.build(list(self.variables.values()))
             opt_state = [v.value for v in opt.variables if v is not opt._learning_rate]
@@ -180,7 +183,8 @@ class Descent(RunFacts):
             # Everything a step changes: the variables and the optimizer's state.
             live = list(self.variables.values()) + self._opt_state
         self.optimizer_name, self.optimizer = name, opt
-        self._graphs = Graphs(tf, self.loss_fn, self.variables, opt, self.device, bool(self._tol), len(self.columns) - 1)
+        self._graphs = Graphs(tf, self.loss_fn, self.variables, opt, self.device, bool(self._tol), len(self.columns) - 1,
+                              self.replicas)
         before = self._calls
         self._calls = Calls(tf, self._graphs, live, self.device, self.jit, self._tol, self._default_runtime, self.notes)
         if before is not None:  # a switch mid-run: the point and what is carried stay
@@ -387,8 +391,10 @@ class Descent(RunFacts):
             yield self._chunk_done(start, rows, code, done >= steps)
             if self.status != "running":
                 return
-            if rate and count == n == k:  # a full chunk: size the next by its time
-                k = self._chunk_steps[mode] = max(1, int(k * min(MAX_CHUNK_GROWTH, CHUNK_SECONDS / max(elapsed, 1e-6))))
+            if rate and count == n == k:  # a full chunk: size the next by its time (replicas: the same on each)
+                grow = CHUNK_SECONDS / max(elapsed, 1e-6)
+                k = min(2 * k, REPLICATED_CHUNK) if self.replicas else max(1, int(k * min(MAX_CHUNK_GROWTH, grow)))
+                self._chunk_steps[mode] = k
             if mode == "plain" and rate and self._use_xla_next(steps - done, rate):
                 mode, k = "xla", self._chunk_steps.get("xla", max(k, FIRST_CHUNK))
             elif mode == "xla" and rate and k > ROW_CAPACITY and self._use_blocks_next(steps - done, rate):

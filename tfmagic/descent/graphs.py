@@ -40,8 +40,9 @@ class Graphs:
     """Builds and keeps the compiled functions; `track_tol`: the loops stop at |grad| < tol
     (an op less a step without one). `width`: a raw history row's length."""
 
-    def __init__(self, tf, loss_fn, variables, optimizer, device, track_tol, width):
+    def __init__(self, tf, loss_fn, variables, optimizer, device, track_tol, width, replicas=None):
         self.tf, self.loss_fn, self.device = tf, loss_fn, device
+        self.replicas = replicas  # a replicas.Replicas: the loss and gradients summed over a strategy's replicas
         self.variables = dict(variables)
         self.optimizer = optimizer
         self.track_tol = track_tol
@@ -79,9 +80,12 @@ class Graphs:
             return total
 
         def evaluate():
-            with tf.GradientTape() as tape:
-                loss = tf.cast(loss_fn(), tf.float32)
-            grads = tape.gradient(loss, variables)
+            if self.replicas is not None:
+                loss, grads = self.replicas.evaluate(variables, lambda fn: _autographed(tf, fn) if traced else fn)
+            else:
+                with tf.GradientTape() as tape:
+                    loss = tf.cast(loss_fn(), tf.float32)
+                grads = tape.gradient(loss, variables)
             grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g) for g, v in zip(grads, variables)]
             # Loop variables keep their shapes (a py_function's output has none).
             loss = loss if loss.shape.rank == 0 else tf.reshape(loss, [])

@@ -4,6 +4,7 @@ Nothing in the user's namespace changes until the cell has compiled and its loss
 has been checked, so a typo never costs the user a variable.
 """
 
+import contextlib
 import keyword
 from dataclasses import dataclass
 
@@ -12,6 +13,7 @@ import numpy as np
 from tfmagic.cell.compiler import compile_cell
 from tfmagic.descent.data import Batches, EpochLog, as_data
 from tfmagic.descent.engine import Descent
+from tfmagic.descent.replicas import Replicas
 from tfmagic.errors import LossError, TfmagicError
 from tfmagic.cell.explain import explain
 from tfmagic.cell.tensors import table
@@ -143,17 +145,21 @@ def _example(obj):
         return "10.0"
 
 
-def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, ranges=None, data=None, cells=None):
+def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, ranges=None, data=None, cells=None,
+            strategy=None):
     """Compile and check the cell, build its engine; changes nothing in the namespace.
     `data`: a data.DataSpec, whose names are the current mini-batch in the cell.
-    `cells`: a reuse.CompiledCells; a re-run of a cell it kept runs on its compiled steps."""
+    `cells`: a reuse.CompiledCells; a re-run of a cell it kept runs on its compiled steps.
+    `strategy`: a tf.distribute.Strategy the steps run under (replicas.py)."""
     plan = read_specs(tf, specs, namespace, device, ranges)
-    options = (optimizer, device, jit)
+    options = (optimizer, device, jit, id(strategy) if strategy else None)
     if cells is not None:
         again = cells.rerun(source, namespace, plan, data, options, eta=eta, tol=tol)
         if again is not None:
             return again
-    variables, created = make_variables(tf, plan, device)
+    replicas = Replicas(tf, strategy, None, None) if strategy is not None else None
+    with replicas.scope() if replicas else contextlib.nullcontext():
+        variables, created = make_variables(tf, plan, device)
     overlay = {**namespace, **created}
     cell = compile_cell(source, overlay, params=list(data.arrays) if data else (), default_globals={"tf": tf})
     if not specs:
@@ -165,11 +171,18 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
             )
         for name, var in variables.items():
             require_float(tf, name, var, f"make it float, e.g. %%descend {name}=10.0")
+    if strategy is not None:
+        _require_in_scope(strategy, plan, variables)
+        jit = "off"  # (XLA and a strategy's collectives: not supported here)
     extra = {n: overlay[n] for n in cell.params if not data or n not in data.arrays}
     batches = Batches(tf, data.arrays, data.batch_size, data.seed, device) if data else None
 
     def loss_fn():
         return cell.function(**extra, **(batches.take() if batches else {}))[0]
+
+    if replicas:
+        replicas.take = batches.take if batches else dict
+        replicas.replica_loss = lambda batch: cell.function(**extra, **batch)[0]
 
     def trial():  # one run of the cell under a tape: its checks, and what it assigns
         with tf.GradientTape() as tape:
@@ -208,7 +221,7 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
                       full_loss_fn=lambda: cell.function(**extra, **batches.data)[0])
         validate = _validation(tf, cell, extra, data.validate, device)
     tensors = table(tf, cell.reads, overlay, variables, assigned)
-    where = short_device(device) if device else short_device(loss.device) or "CPU:0"
+    where = replicas.describe() if replicas else short_device(device) if device else short_device(loss.device) or "CPU:0"
 
     def assigned_now():
         """The names the cell assigns, at the current values (reuses the trial's trace)."""
@@ -219,7 +232,7 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
         if seed is not None:
             batches.reseed(seed)
         engine = Descent(tf, loss_fn, variables, eta=eta, optimizer=optimizer, device=device, tol=tol, jit=jit,
-                         loss_label=cell.target_name, reuse=reuse, **stream)
+                         loss_label=cell.target_name, reuse=reuse, replicas=replicas, **stream)
         epochs = EpochLog(batches.epoch_steps, validate) if batches else None
         return Prepared(engine, created, tensors, cell.constants, where, cell, assigned_now, epochs)
 
@@ -227,6 +240,25 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
     if cells is not None:
         cells.keep(source, namespace, plan, data, options, done, prepared)
     return done
+
+
+def _require_in_scope(strategy, plan, variables):
+    """Variables made outside the strategy's scope live on one device: refuse them, saying how."""
+    from tfmagic.descent.replicas import created_in, strategy_name
+
+    outside = [n for n, v in variables.items() if not created_in(strategy, v)]
+    if not outside:
+        return
+    owner = next((name for name, kind, what in plan if kind == "model" and set(what) & set(outside)), None)
+    what = owner or outside[0].split(".")[0]
+    kind = "model" if owner else "variable"
+    raise TfmagicError(
+        f"the {kind} {what} was made outside the strategy's scope, so it lives on one device, not on its replicas.",
+        hint=f"make it inside the scope, then name that strategy:\n"
+             f"    strategy = tf.distribute.{strategy_name(strategy)}()\n"
+             f"    with strategy.scope(): {what} = ...   # as before\n"
+             f"and run %%descend {what} --strategy strategy ...",
+    )
 
 
 def _validation(tf, cell, extra, arrays, device):

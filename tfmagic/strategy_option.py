@@ -1,0 +1,48 @@
+"""--strategy S: the tf.distribute.Strategy a %%descend runs under, checked before anything changes.
+
+`mirrored` is MirroredStrategy over the GPUs, else over the CPUs TensorFlow shows
+(several once the user configured logical CPUs); `multiworker` is
+MultiWorkerMirroredStrategy from TF_CONFIG. Each is made once per kernel and kept:
+variables made in one strategy's scope belong to it, and TensorFlow allows one
+multi-worker strategy per process.
+"""
+
+from IPython.core.error import UsageError
+
+NAMED = ("mirrored", "multiworker")
+_made = {}
+
+
+def _make(tf, name):
+    if name not in _made:
+        if name == "mirrored":
+            gpus = tf.config.list_logical_devices("GPU")
+            devices = [d.name for d in gpus or tf.config.list_logical_devices("CPU")]
+            _made[name] = tf.distribute.MirroredStrategy(devices)
+        else:
+            _made[name] = tf.distribute.MultiWorkerMirroredStrategy()
+    return _made[name]
+
+
+def strategy_for(args, namespace, tf):
+    """The strategy of --strategy (None without it)."""
+    name = getattr(args, "strategy", None)
+    if not name:
+        return None
+    if args.device:
+        raise UsageError("--strategy places the steps on its replicas' devices: give --strategy or --device, not both")
+    if args.jit == "on":
+        raise UsageError("--jit on is not supported with --strategy: the steps run without XLA")
+    if args.compare or args.restarts or args.find_eta:
+        raise UsageError("--strategy runs one training run: it cannot be combined with --compare, --restarts or --find-eta")
+    value = namespace.get(name)
+    if isinstance(value, tf.distribute.Strategy):
+        return value
+    if name in NAMED:
+        try:
+            return _make(tf, name)
+        except (ValueError, RuntimeError) as err:
+            raise UsageError(f"--strategy {name}: TensorFlow could not make it: {err}") from None
+    what = f"{name} is a {type(value).__name__}" if name in namespace else f"name '{name}' is not defined"
+    raise UsageError(f"--strategy {name}: {what}; give mirrored, multiworker, or the name of a "
+                     "tf.distribute.Strategy, e.g. strategy = tf.distribute.MirroredStrategy()")
