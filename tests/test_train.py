@@ -197,3 +197,67 @@ def test_eta_schedule_refuses_what_it_cannot_replay(ip, run, line, message):
     with pytest.raises(UsageError, match=message):
         run("descend", f"x=3.0 {line} --no-widgets", "y = x * x")
     assert ip.user_ns["x"] is x and float(x.numpy()) == float(ip.user_ns["fit"].values["x"])
+
+
+@pytest.fixture
+def datasets(regression):
+    regression.run_cell("train = tf.data.Dataset.from_tensor_slices((X, Y)).batch(16)\n"
+                        "val = tf.data.Dataset.from_tensor_slices((Xv, Yv)).batch(8)")
+    return regression
+
+
+DS_CELL = "loss = tf.reduce_mean((xb[:, 0] * w + b - yb) ** 2)"
+
+
+def test_a_dataset_is_taken_a_batch_a_step_an_epoch_a_pass(datasets, run):
+    tf = datasets.user_ns["tf"]
+    fit = run("descend", "w=0.0 b=0.0 --data xb,yb=train --epochs 3 --validate xb,yb=val --no-widgets", DS_CELL)
+    passes = -(-len(datasets.user_ns["X"]) // 16)
+    assert fit.steps == 3 * passes and list(fit.epochs["epoch"]) == [1, 2, 3]
+    # the same steps as a loop over the dataset by hand
+    w, b, losses = tf.Variable(0.0), tf.Variable(0.0), []
+    for _ in range(3):
+        for xb, yb in datasets.user_ns["train"]:
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean((tf.cast(xb[:, 0], tf.float32) * w + b - tf.cast(yb, tf.float32)) ** 2)
+            losses.append(float(loss))
+            for v, g in zip((w, b), tape.gradient(loss, [w, b])):
+                v.assign_sub(0.1 * g)
+    np.testing.assert_allclose(fit.history["loss"], losses, rtol=1e-5)
+    # validation: the loss over val's batches, weighted by their sizes, at the end
+    ns = datasets.user_ns
+    want = np.mean((ns["Xv"][:, 0] * float(ns["w"].numpy()) + float(ns["b"].numpy()) - ns["Yv"]) ** 2)
+    assert fit.epochs["val_loss"][-1] == pytest.approx(want, rel=1e-4)
+    again = run("descend", "w=0.0 b=0.0 --data xb,yb=train --epochs 3 --validate xb,yb=val --no-widgets", DS_CELL)
+    assert again.engine.reused  # and Reset / a re-run starts a whole pass:
+    np.testing.assert_array_equal(again.history["loss"], fit.history["loss"])
+
+
+def test_a_dataset_of_dicts_and_an_endless_one(datasets, run):
+    datasets.run_cell("named = tf.data.Dataset.from_tensor_slices({'yb': Y, 'xb': X}).batch(25)\n"
+                      "endless = train.repeat()")
+    fit = run("descend", "w=0.0 b=0.0 --data xb,yb=named --epochs 2 --no-widgets", DS_CELL)
+    assert fit.steps == 2 * 4 and fit.final_loss < fit.history["loss"][0]
+    endless = run("descend", "w=0.0 b=0.0 --data xb,yb=endless --steps 30 --no-widgets", DS_CELL)
+    assert endless.steps == 30 and endless.epochs is None
+
+
+@pytest.mark.parametrize("line, message", [
+    ("--data xb=train", "each element of train holds 2 tensors, but 1 name is given"),
+    ("--data xb,yb=nothing", "name 'nothing' is not defined; after = name a tf.data.Dataset"),
+    ("--data xb,yb=X", "X is a ndarray"),
+    ("--data a,b=named", "train's elements have the keys xb, yb|named's elements have the keys xb, yb"),
+    ("--data xb,yb=train --batch-size 4", "train is batched already"),
+    ("--data xb,yb=endless", "endless never ends"),
+    ("--data xb,yb=endless --epochs 2", "never ends"),
+    ("--data xb,yb=train --validate Xv,Yv", "give --validate NAMES=VALIDATION_DS"),
+    ("--data xb,yb=train --validate yb,xb=val", "give --data's names, in its order"),
+])
+def test_a_dataset_that_does_not_fit_is_refused_before_anything_changes(datasets, run, line, message):
+    from IPython.core.error import UsageError
+
+    datasets.run_cell("named = tf.data.Dataset.from_tensor_slices({'yb': Y, 'xb': X}).batch(25)\n"
+                      "endless = train.repeat()")
+    with pytest.raises(UsageError, match=message):
+        run("descend", f"w=0.0 b=0.0 {line} --no-widgets", DS_CELL)
+    assert "w" not in datasets.user_ns

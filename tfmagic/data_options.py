@@ -36,9 +36,45 @@ def _arrays(option, names, namespace, tf):
     return arrays, next(iter(lengths.values()))
 
 
+def _dataset(option, text, namespace, tf):
+    """(names, the dataset, its batches in one pass or None when endless) for NAMES=DS."""
+    names_text, _, ds_name = text.partition("=")
+    names = _names(option, names_text)
+    ds_name = ds_name.strip()
+    ds = namespace.get(ds_name)
+    if not isinstance(ds, tf.data.Dataset):
+        what = f"{ds_name} is a {type(ds).__name__}" if ds_name in namespace else f"name '{ds_name}' is not defined"
+        raise UsageError(f"{option} {text}: {what}; after = name a tf.data.Dataset of batches, e.g. "
+                         f"train = tf.data.Dataset.from_tensor_slices((X, Y)).batch(32), then {option} {names_text}=train")
+    spec = ds.element_spec
+    if isinstance(spec, dict):
+        parts = set(spec)
+        if parts != set(names):
+            raise UsageError(f"{option}: {ds_name}'s elements have the keys {', '.join(sorted(parts))}; "
+                             f"name those: {option} {','.join(sorted(parts))}={ds_name}")
+    else:
+        count = len(spec) if isinstance(spec, (tuple, list)) else 1
+        if count != len(names):
+            raise UsageError(f"{option}: each element of {ds_name} holds {count} tensor{'s' if count != 1 else ''}, "
+                             f"but {len(names)} name{'s are' if len(names) != 1 else ' is'} given ({', '.join(names)})")
+    if not all(isinstance(s, tf.TensorSpec) for s in tf.nest.flatten(spec)) or any(
+            isinstance(s, (tuple, list, dict)) for s in (spec.values() if isinstance(spec, dict) else spec
+                                                          if isinstance(spec, (tuple, list)) else ())):
+        raise UsageError(f"{option}: {ds_name}'s elements are nested; give a dataset of (tensor, tensor, ...) tuples")
+    cardinality = int(ds.cardinality())
+    if cardinality == tf.data.UNKNOWN_CARDINALITY:
+        cardinality = int(ds.reduce(0, lambda count, _: count + 1))  # (one pass, counted)
+    if cardinality == 0:
+        raise UsageError(f"{option}: {ds_name} is empty")
+    return names, ds, None if cardinality == tf.data.INFINITE_CARDINALITY else cardinality
+
+
 def check_data_options(args, namespace, tf):
     """DataSpec for --data (None without it); UsageError for anything that does not fit."""
     from tfmagic.descent.data import DataSpec
+
+    if args.data and "=" in args.data:
+        return _check_dataset(args, namespace, tf)
 
     if not args.data:
         for option in ("batch_size", "epochs", "validate"):
@@ -72,3 +108,35 @@ def check_data_options(args, namespace, tf):
         args.steps = args.epochs * -(-n // batch)
     seed = int(np.random.default_rng().integers(2**31)) if args.seed is None else args.seed
     return DataSpec(arrays, batch, seed, validate)
+
+
+def _check_dataset(args, namespace, tf):
+    """--data NAMES=DS: a batched tf.data.Dataset, an epoch one pass over it."""
+    from tfmagic.descent.data import DataSpec
+
+    if args.compare or args.restarts:
+        raise UsageError("--data cannot be combined with --compare or --restarts yet")
+    names, ds, epoch_steps = _dataset("--data", args.data, namespace, tf)
+    if args.batch_size is not None:
+        raise UsageError(f"--batch-size: {args.data.partition('=')[2].strip()} is batched already "
+                         "(--batch-size is for arrays: --data X,Y --batch-size 64)")
+    validate = None
+    if args.validate:
+        if "=" not in args.validate:
+            raise UsageError("with --data NAMES=DS, give --validate NAMES=VALIDATION_DS, the same names first")
+        vnames, validate, _ = _dataset("--validate", args.validate, namespace, tf)
+        if vnames != names:
+            raise UsageError(f"--validate names {', '.join(vnames)}; give --data's names, in its order: {', '.join(names)}")
+    if args.epochs is not None:
+        if args.steps_given:
+            raise UsageError("give --epochs or --steps, not both")
+        if args.epochs <= 0:
+            raise UsageError(f"--epochs must be a positive whole number, got {args.epochs}")
+        if epoch_steps is None:
+            raise UsageError(f"--epochs: {args.data.partition('=')[2].strip()} never ends (it repeats); give --steps")
+        args.steps = args.epochs * epoch_steps
+    elif epoch_steps is None and not args.steps_given:
+        raise UsageError(f"{args.data.partition('=')[2].strip()} never ends (it repeats): give --steps N")
+    seed = 0 if args.seed is None else args.seed
+    return DataSpec(dict.fromkeys(names), None, seed, dict.fromkeys(names) if validate is not None else None,
+                    dataset=ds, epoch_steps=epoch_steps, validate_dataset=validate)

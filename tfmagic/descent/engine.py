@@ -165,6 +165,7 @@ class Descent(RunFacts):
             # retrace. (Not zeros: Adagrad's accumulators start at 0.1.)
             for v, init in zip(self._opt_state, self._opt_initial):
                 v.assign(init)
+            getattr(self._stream, "restart", lambda: None)()  # (a dataset's iterator: to its next pass)
         self._calls.point = self._calls.start_loss = None  # evaluated afresh by the next run
 
     def initial_values(self):

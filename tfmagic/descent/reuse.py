@@ -32,7 +32,7 @@ class _Kept:
 
 def _key(source, namespace, plan, data, options):
     shape = tuple((name, kind) for name, kind, _ in plan)
-    data_key = None if data is None else (tuple(data.arrays), data.batch_size,
+    data_key = None if data is None else (tuple(data.arrays), data.batch_size, data.dataset is not None,
                                           None if data.validate is None else tuple(data.validate))
     return id(namespace), source, shape, options, data_key
 
@@ -46,7 +46,8 @@ def _data_values(data):
     if data is None:
         return None
     return {**{("data", n): v for n, v in data.arrays.items()},
-            **{("validate", n): v for n, v in (data.validate or {}).items()}}
+            **{("validate", n): v for n, v in (data.validate or {}).items()},
+            ("datasets",): (data.dataset, data.validate_dataset)}
 
 
 def _other_names(name, var, namespace):

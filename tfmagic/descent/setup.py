@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tfmagic.cell.compiler import compile_cell
-from tfmagic.descent.data import Batches, EpochLog, as_data
+from tfmagic.descent.data import Batches, DatasetStream, EpochLog, as_data
 from tfmagic.descent.engine import Descent
 from tfmagic.descent.replicas import Replicas
 from tfmagic.errors import LossError, TfmagicError
@@ -175,7 +175,11 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
         _require_in_scope(strategy, plan, variables)
         jit = "off"  # (XLA and a strategy's collectives: not supported here)
     extra = {n: overlay[n] for n in cell.params if not data or n not in data.arrays}
-    batches = Batches(tf, data.arrays, data.batch_size, data.seed, device) if data else None
+    batches = None
+    if data and data.dataset is not None:
+        batches = DatasetStream(tf, data.dataset, data.arrays, data.epoch_steps, device)
+    elif data:
+        batches = Batches(tf, data.arrays, data.batch_size, data.seed, device)
 
     def loss_fn():
         return cell.function(**extra, **(batches.take() if batches else {}))[0]
@@ -214,12 +218,12 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
             hint="check that the cell uses the variables you named (and not a copy made with .numpy()).",
         )
     stream, validate = {}, None
-    if batches and batches.n % batches.batch_size and jit == "auto":
-        jit = "off"  # the last batch is smaller: a shape that changes, which XLA cannot compile
+    if batches and not batches.static_shapes and jit == "auto":
+        jit = "off"  # a smaller last batch: a shape that changes, which XLA cannot compile
     if batches:
         stream = dict(stream=batches, epoch_steps=batches.epoch_steps,
                       full_loss_fn=lambda: cell.function(**extra, **batches.data)[0])
-        validate = _validation(tf, cell, extra, data.validate, device)
+        validate = _validation(tf, cell, extra, data.validate, device, data.validate_dataset)
     tensors = table(tf, cell.reads, overlay, variables, assigned)
     where = replicas.describe() if replicas else short_device(device) if device else short_device(loss.device) or "CPU:0"
 
@@ -233,7 +237,7 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
             batches.reseed(seed)
         engine = Descent(tf, loss_fn, variables, eta=eta, optimizer=optimizer, device=device, tol=tol, jit=jit,
                          loss_label=cell.target_name, reuse=reuse, replicas=replicas, **stream)
-        epochs = EpochLog(batches.epoch_steps, validate) if batches else None
+        epochs = EpochLog(batches.epoch_steps, validate) if batches and batches.epoch_steps else None
         return Prepared(engine, created, tensors, cell.constants, where, cell, assigned_now, epochs)
 
     done = prepared(eta, tol)
@@ -261,8 +265,24 @@ def _require_in_scope(strategy, plan, variables):
     )
 
 
-def _validation(tf, cell, extra, arrays, device):
-    """() -> the cell's loss on the validation arrays (no variable changes), or None."""
+def _validation(tf, cell, extra, arrays, device, dataset=None):
+    """() -> the cell's loss on the validation arrays, or the mean over a dataset's batches
+    weighted by their sizes (no variable changes); None without --validate."""
+    if dataset is not None:
+        names = list(arrays)
+        batch_loss = tf.function(lambda batch: cell.function(**extra, **batch)[0])
+
+        def over_dataset():
+            total = count = 0.0
+            with tf.device(device):
+                for element in dataset:
+                    parts = element if isinstance(element, (tuple, list)) else (element,)
+                    batch = {n: element[n] for n in names} if isinstance(element, dict) else dict(zip(names, parts))
+                    size = float(tf.shape(next(iter(batch.values())))[0])
+                    total, count = total + float(batch_loss(batch)) * size, count + size
+            return total / count if count else float("nan")
+
+        return over_dataset
     if not arrays:
         return None
     with tf.device(device):
