@@ -371,3 +371,21 @@ def test_a_data_run_shows_its_epochs_in_the_status_and_on_the_loss_chart(ip, run
     assert np.allclose(val.y, res.epochs["val_loss"]) and len(smooth.y) == len(panel.charts.loss_line.y)
     assert "epoch <b>4</b>/4" in panel.status.value and "val_loss" in panel.status.value
     assert "validation" in panel.charts.loss_box.children[1].value  # the loss chart's legend
+
+
+def test_find_eta_puts_the_suggestion_into_the_eta_control(ip, run, loop):
+    async def scenario():
+        res, runner, panel = make_panel(ip, run, line="x=10.0 --eta 0.0001", cell=COURSE)
+        panel.find_eta.click()
+        await until(lambda: runner.running)
+        assert panel.find_eta.disabled
+        await until(lambda: not runner.running and "find eta:" in panel.status.value, timeout=30)
+        return res, runner, panel
+
+    res, runner, panel = loop.run_until_complete(scenario())
+    eta = res.engine.eta
+    assert 1e-3 < eta < 1.0  # (x - 2)^2: sgd diverges above 2/λ = 1
+    assert panel.eta_text.value == pytest.approx(eta) and panel.eta_slider.value == pytest.approx(eta, rel=0.05)
+    assert "the loss fell fastest at eta" in panel.status.value and "diverges above ≈ 1" in panel.status.value
+    assert res.steps == 0 and float(ip.user_ns["x"].numpy()) == 10.0  # back at the start
+    assert not panel.find_eta.disabled and runner.error is None

@@ -38,6 +38,9 @@ BADGES = {
 }
 
 
+FIND_ETA_STEPS = 100  # the range test's steps (as --find-eta's default)
+
+
 def _entry(eta):
     """eta as the exact entry shows it (6 significant digits, as the status line)."""
     return float(f"{eta:.6g}")
@@ -86,10 +89,14 @@ class DescentPanel:
         self.step = W.Button(description="Step", icon="step-forward", **button)
         self.stop = W.Button(description="Stop", icon="stop", **button)
         self.reset = W.Button(description="Reset", icon="undo", **button)
+        self.find_eta = W.Button(description="Find eta", icon="search", layout=W.Layout(width="100px"),
+                                 tooltip="the learning-rate range test, from the start (as Reset): "
+                                         "puts the eta where the loss fell fastest into the eta control")
         for widget, css in [
             (self.eta_slider, "tfmagic-eta"), (self.eta_text, "tfmagic-eta-text"),
             (self.optimizer, "tfmagic-optimizer"), (self.play, "tfmagic-play"), (self.step, "tfmagic-step"),
-            (self.stop, "tfmagic-stop"), (self.reset, "tfmagic-reset"), (self.device, "tfmagic-device"),
+            (self.stop, "tfmagic-stop"), (self.reset, "tfmagic-reset"), (self.find_eta, "tfmagic-find-eta"),
+            (self.device, "tfmagic-device"),
             (self.steps, "tfmagic-steps"),
         ]:
             widget.add_class(css)
@@ -103,7 +110,7 @@ class DescentPanel:
 
         row1 = W.HBox([self.eta_slider, self.eta_text, self.optimizer, self.device],
                       layout=W.Layout(flex_flow="row wrap", align_items="center"))
-        row2 = W.HBox([self.play, self.step, self.stop, self.reset, self.steps],
+        row2 = W.HBox([self.play, self.step, self.stop, self.reset, self.find_eta, self.steps],
                       layout=W.Layout(flex_flow="row wrap", align_items="center"))
         self.widget = W.VBox([row1, row2, self.status, self.charts.widget, tensors],
                              layout=W.Layout(max_width="920px"))
@@ -115,6 +122,7 @@ class DescentPanel:
         self.step.on_click(lambda _: runner.call(self._step))
         self.stop.on_click(lambda _: runner.call(self._stop))
         self.reset.on_click(lambda _: runner.call(self._reset))
+        self.find_eta.on_click(lambda _: runner.call(self._find_eta))
         self._eta_max = engine.suggested_eta()  # sgd diverges above it: worth showing next to eta
         engine.observe(self._on_chunk)
         runner.on_end.append(self.refresh)
@@ -213,6 +221,7 @@ class DescentPanel:
         self.play.description, self.play.icon = ("Pause", "pause") if running else ("Play", "play")
         for b in (self.play, self.step, self.stop, self.reset, self.optimizer, self.eta_slider, self.eta_text, self.device):
             b.disabled = self.runner.detached
+        self.find_eta.disabled = self.runner.detached or running
         self.stop.disabled = self.runner.detached or not running
 
     # -- from the widgets ---------------------------------------------------
@@ -301,6 +310,34 @@ class DescentPanel:
 
         self.runner.stop("stopped")
         self.runner.when_idle(reset)
+
+    def _find_eta(self):
+        self._result_says_outcome = False
+
+        def sweep():
+            self.engine.unobserve(self._on_chunk)  # (the sweep's steps are not the run's: not drawn)
+            self._warning = "finding eta: one step at each eta from 1e-7 up, until the loss blows up…"
+            self.runner.sweep(FIND_ETA_STEPS, self._swept)
+            self._update_status()
+            self._update_buttons()
+
+        self.runner.stop("stopped")
+        self.runner.when_idle(sweep)
+
+    def _swept(self, sweep):
+        """After the range test (which put the start back): its suggestion into the eta control."""
+        self.engine.observe(self._on_chunk)
+        self.charts.reset()
+        if sweep is not None and sweep.suggested_eta:
+            self._set_eta(sweep.suggested_eta, "eta_text")
+            self._show("eta_text", _entry(self.engine.eta))
+            bound = f"; sgd diverges above ≈ {sweep.bound:.3g}" if sweep.bound else ""
+            self._warning = (f"find eta: the loss fell fastest at eta ≈ {sweep.suggested_eta:.3g}, now in the eta "
+                             f"control{bound}. Press Play to train from the start.")
+        else:
+            why = f" ({self.runner.error})" if self.runner.error else ": the loss did not fall at any eta it tried"
+            self._warning = f"find eta: no suggestion{why}; eta stays {self.engine.eta:g}."
+        self.refresh()
 
     def _show_detached(self):
         self.engine.unobserve(self._on_chunk)

@@ -358,6 +358,17 @@ class Lab:
             "() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); return true; }"
         )
 
+    def run_all_with_sidebar(self, name: str, sources: list[str]):
+        """Write and open notebook `name`, open the file browser beside it (the width a
+        person has), and Run All; its kernel is shut down with the page."""
+        self.write_notebook(name, sources)
+        self.open_notebook(name)
+        self.page.evaluate("() => window.jupyterapp.commands.execute('filebrowser:activate')")
+        kernel = self.kernel_id(name)
+        if kernel:
+            self.opened_kernels.append(kernel)
+        self.run_all()
+
     def cell_outputs(self, name: str, index: int) -> list[dict]:
         return self.page.evaluate(self._js("""
             const cell = panel.content.model.cells.get(args[1]);

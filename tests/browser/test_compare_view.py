@@ -41,13 +41,7 @@ def _layout(cell) -> dict:
 @pytest.fixture(scope="module")
 def compare(module_lab):
     lab = module_lab
-    lab.write_notebook(NB, CELLS)
-    lab.open_notebook(NB)
-    lab.page.evaluate("() => window.jupyterapp.commands.execute('filebrowser:activate')")  # the sidebar open
-    kernel = lab.kernel_id(NB)
-    if kernel:
-        lab.opened_kernels.append(kernel)
-    lab.run_all()
+    lab.run_all_with_sidebar(NB, CELLS)
     lab.wait_for_output(NB, 1, "best:", timeout_ms=180_000)
     cell = lab.cell(NB, 1)
     layout = lab.poll(lambda: (lambda d: d if len(d["figures"]) == 2 and d["y_ticks"] else None)(_layout(cell)),

@@ -85,11 +85,35 @@ class LiveRunner:
             if raise_errors:
                 raise
         finally:
-            self.running = False
-            pending, self._after_run = self._after_run, []
-            for fn in pending + self.on_end:
-                fn()
+            self._ended()
         return self.engine.status
+
+    def _ended(self):
+        self.running = False
+        pending, self._after_run = self._after_run, []
+        for fn in pending + self.on_end:
+            fn()
+
+    def sweep(self, steps, done):
+        """The learning-rate range test in the background (descent/find_eta.py), from the
+        start; then done(the EtaSweep, or None if it failed: .error says why)."""
+        from tfmagic.descent.find_eta import sweep_chunks
+
+        if self.running or self.detached:
+            return
+        self.running, self.error = True, None
+
+        async def go():
+            found = None
+            try:
+                found = await drive(sweep_chunks(self.engine, steps))
+            except Exception as err:
+                self.error = err
+            finally:
+                self._ended()
+            done(found)
+
+        self.task = self.loop.create_task(go())
 
     def _paced_pause(self):
         """What a paced run awaits between chunks: the time until its steps are due."""
