@@ -154,3 +154,32 @@ def test_turning_tol_on_and_off_keeps_both_loops(ip, run):
     again = run("descend", "x=10.0 --steps 500 --tol 1e-3 --jit off --no-widgets", COURSE)
     assert again.engine.compiled["plain"] is plain_with_tol and again.status == "converged"
     assert again.steps == with_tol.steps
+
+
+def test_what_cannot_be_judged_is_never_reused(ip, run):
+    # an object of a class of yours (its code reads your globals), Python random draws, a dict holding x
+    ip.run_cell("def act(t):\n    return t\n"
+                "class Lin(tf.Module):\n    def __init__(self):\n        self.w = tf.Variable(0.5)\n"
+                "    def __call__(self, x):\n        return act(self.w * x)\nm = Lin()")
+    run("descend", "m --steps 5 --no-widgets", "loss = (m(2.0) - 4.0) ** 2")
+    ip.run_cell("def act(t):\n    return t * 1.5")
+    assert not run("descend", "m --steps 5 --no-widgets", "loss = (m(2.0) - 4.0) ** 2").engine.reused
+    ip.run_cell("import numpy as np")
+    cell = "loss = (x - float(np.random.uniform())) ** 2"
+    run("descend", "x=0.0 --steps 5 --no-widgets", cell)
+    assert not run("descend", "x=0.0 --steps 5 --no-widgets", cell).engine.reused
+    run("descend", "x=10.0 --steps 20 --no-widgets", COURSE)
+    ip.run_cell("kept = {'first': x}")
+    first = float(ip.user_ns["kept"]["first"].numpy())
+    assert not run("descend", "x=-5.0 --steps 3 --no-widgets", COURSE).engine.reused
+    assert float(ip.user_ns["kept"]["first"].numpy()) == first
+
+
+def test_a_refused_rerun_changes_nothing(ip, run):
+    from IPython.core.error import UsageError
+
+    first = run("descend", "x=10.0 --steps 20 --no-widgets", COURSE)
+    x = float(ip.user_ns["x"].numpy())
+    with pytest.raises(UsageError, match="needs a range"):
+        run("descend", "x=3.0 --restarts 3 --no-widgets", COURSE)
+    assert float(ip.user_ns["x"].numpy()) == x and not first.engine.retired

@@ -148,3 +148,14 @@ def test_multiworker_two_processes_end_with_the_one_device_variables(regression,
     assert outs[0]["w"] == outs[1]["w"]  # both workers hold the same variables
     np.testing.assert_allclose(outs[0]["w"], one.values["w"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(outs[0]["loss"], one.history["loss"], rtol=1e-5, atol=1e-6)
+
+
+def test_a_last_batch_smaller_than_the_replicas(ip, run):
+    rng = np.random.default_rng(1)
+    ip.user_ns["X"] = rng.normal(size=(9, 3)).astype(np.float32)  # batches of 4, 4 and 1: one replica gets none
+    ip.user_ns["Y"] = ip.user_ns["X"] @ np.array([1.0, -2.0, 0.5], np.float32)
+    line = "w=tf.zeros([3]) --data X,Y --batch-size 4 --epochs 2 --seed 1 --no-widgets"
+    one = run("descend", line, LINEAR)
+    two = run("descend", line + " --strategy mirrored", LINEAR)
+    assert two.status == "max_steps" and np.all(np.isfinite(two.history["loss"]))
+    np.testing.assert_allclose(two.history["loss"], one.history["loss"], rtol=1e-5, atol=1e-6)

@@ -261,3 +261,24 @@ def test_a_dataset_that_does_not_fit_is_refused_before_anything_changes(datasets
     with pytest.raises(UsageError, match=message):
         run("descend", f"w=0.0 b=0.0 {line} --no-widgets", DS_CELL)
     assert "w" not in datasets.user_ns
+
+
+def test_float64_validation_data_and_a_dataset_of_unknown_length(datasets, run):
+    from IPython.core.error import UsageError
+
+    datasets.run_cell("val64 = tf.data.Dataset.from_tensor_slices((Xv.astype('float64'), Yv.astype('float64'))).batch(8)\n"
+                      "unknown = train.filter(lambda x, y: True)")
+    fit = run("descend", "w=0.0 b=0.0 --data xb,yb=train --epochs 2 --validate xb,yb=val64 --no-widgets", DS_CELL)
+    assert np.all(np.isfinite(fit.epochs["val_loss"]))
+    with pytest.raises(UsageError, match="does not know how many batches unknown has"):
+        run("descend", "w=0.0 b=0.0 --data xb,yb=unknown --epochs 2 --no-widgets", DS_CELL)
+    assert run("descend", "w=0.0 b=0.0 --data xb,yb=unknown --steps 5 --no-widgets", DS_CELL).steps == 5
+
+
+def test_a_replayed_schedule_ends_with_the_cells_run(ip, run):
+    course = "y=tf.pow(x,2.0)-4.0*x+4.0"
+    run("descend", "x=10.0 --steps 10 --eta 0.01 --no-widgets -o fit", course)
+    again = run("descend", "x=10.0 --eta-schedule fit --no-widgets", course)
+    again.engine.eta = 0.05  # as the panel's slider, after the replay
+    again.engine.run(5)
+    assert list(again.history["eta"][-5:]) == [np.float32(0.05)] * 5

@@ -62,8 +62,8 @@ def _dataset(option, text, namespace, tf):
                                                           if isinstance(spec, (tuple, list)) else ())):
         raise UsageError(f"{option}: {ds_name}'s elements are nested; give a dataset of (tensor, tensor, ...) tuples")
     cardinality = int(ds.cardinality())
-    if cardinality == tf.data.UNKNOWN_CARDINALITY:
-        cardinality = int(ds.reduce(0, lambda count, _: count + 1))  # (one pass, counted)
+    if cardinality == tf.data.UNKNOWN_CARDINALITY:  # (a generator, a filter: counting could never end)
+        return names, ds, "unknown"
     if cardinality == 0:
         raise UsageError(f"{option}: {ds_name} is empty")
     return names, ds, None if cardinality == tf.data.INFINITE_CARDINALITY else cardinality
@@ -117,6 +117,13 @@ def _check_dataset(args, namespace, tf):
     if args.compare or args.restarts:
         raise UsageError("--data cannot be combined with --compare or --restarts yet")
     names, ds, epoch_steps = _dataset("--data", args.data, namespace, tf)
+    ds_name = args.data.partition("=")[2].strip()
+    if epoch_steps == "unknown":
+        if args.epochs is not None or not args.steps_given:
+            raise UsageError(f"TensorFlow does not know how many batches {ds_name} has (a generator or a filter): "
+                             f"give --steps N, or tell it: {ds_name} = {ds_name}.apply("
+                             "tf.data.experimental.assert_cardinality(K))")
+        epoch_steps = None  # (no epochs: one step a batch, --steps of them)
     if args.batch_size is not None:
         raise UsageError(f"--batch-size: {args.data.partition('=')[2].strip()} is batched already "
                          "(--batch-size is for arrays: --data X,Y --batch-size 64)")

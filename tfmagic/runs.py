@@ -102,6 +102,12 @@ def course_printer(every):
     return watch
 
 
+def _is_range(spec):
+    """NAME=LO:HI (as setup.py reads a range)."""
+    _, sep, expr = spec.partition("=")
+    return bool(sep) and ":" in expr and not any(c in expr for c in "[({")
+
+
 @dataclass
 class Checked:
     """The options of a %%descend, checked before anything changes."""
@@ -141,6 +147,8 @@ def check_descend_options(args):
         raise UsageError("--find-eta runs its own sweep of eta: it cannot be combined with --compare or --restarts")
     if args.restarts < 0 or (args.restarts and compare):
         raise UsageError("--restarts takes a positive N, and cannot be combined with --compare")
+    if args.restarts and not any(_is_range(spec) for spec in args.names):
+        raise UsageError("--restarts needs a range to draw starts from, e.g. %%descend x=-5:5 --restarts 10")
     return Checked(compare=compare, ranges={} if args.restarts else None)
 
 
@@ -350,11 +358,13 @@ class DescentRun:
     def _failed(self, err):
         """The error to raise for a run that stopped by an error; OUT still gets the result
         (its history ends at the last good step, where the variables are)."""
+        self.engine.eta_plan = None
         if self.args.out:
             self.shell.user_ns[self.args.out] = self.result
         return explain(err, self.result.cell, f"running step {self.engine.steps + 1}")
 
     def _publish_final(self, result):
+        self.engine.eta_plan = None  # (replayed by this run only: the panel's buttons steer freely after)
         try:
             with self.tf.device(self.engine.device):
                 assigned = self._assigned_now()

@@ -219,10 +219,12 @@ class DescentPanel:
     def _update_buttons(self):
         running = self.runner.running
         self.play.description, self.play.icon = ("Pause", "pause") if running else ("Play", "play")
+        # A multi-worker run's controls would act on this worker only, leaving the others waiting.
+        locked = self.runner.detached or bool(self.engine.replicas and self.engine.replicas.multi_worker)
         for b in (self.play, self.step, self.stop, self.reset, self.optimizer, self.eta_slider, self.eta_text, self.device):
-            b.disabled = self.runner.detached
-        self.find_eta.disabled = self.runner.detached or running
-        self.stop.disabled = self.runner.detached or not running
+            b.disabled = locked
+        self.stop.disabled = locked or not running
+        self.find_eta.disabled = locked or running
 
     # -- from the widgets ---------------------------------------------------
     def _receive(self, control, value):
@@ -315,7 +317,6 @@ class DescentPanel:
         self._result_says_outcome = False
 
         def sweep():
-            self.engine.unobserve(self._on_chunk)  # (the sweep's steps are not the run's: not drawn)
             self._warning = "finding eta: one step at each eta from 1e-7 up, until the loss blows up…"
             self.runner.sweep(FIND_ETA_STEPS, self._swept)
             self._update_status()
@@ -326,7 +327,6 @@ class DescentPanel:
 
     def _swept(self, sweep):
         """After the range test (which put the start back): its suggestion into the eta control."""
-        self.engine.observe(self._on_chunk)
         self.charts.reset()
         if sweep is not None and sweep.suggested_eta:
             self._set_eta(sweep.suggested_eta, "eta_text")

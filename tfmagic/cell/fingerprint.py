@@ -21,10 +21,15 @@ class Unjudgeable(Exception):
     """A value whose effect on the trace cannot be compared."""
 
 
+_LIBRARIES = ("tensorflow", "keras", "tf_keras", "numpy", "math", "builtins", "scipy", "sklearn", "operator")
+_ABSENT = ("absent",)  # a name a function reads that is not a global (a builtin, or an attribute's name)
+
+
 def _library(obj):
-    module = getattr(obj, "__module__", None) or getattr(type(obj), "__module__", "") or ""
-    return not module.startswith("__main__") and module.split(".")[0] in (
-        "tensorflow", "keras", "tf_keras", "numpy", "math", "builtins", "scipy", "sklearn", "functools", "operator")
+    """Made by one of the libraries, which do not change under a notebook: an instance of one
+    of their classes, or one of their functions (not an instance of a subclass of yours)."""
+    module = getattr(type(obj), "__module__", "") if not isinstance(obj, types.FunctionType) else obj.__module__
+    return (module or "").split(".")[0] in _LIBRARIES
 
 
 def take(value, depth=0):
@@ -37,25 +42,32 @@ def take(value, depth=0):
         if value.nbytes > MAX_BYTES or value.dtype == object:
             raise Unjudgeable
         return ("array", value.copy())
-    if isinstance(value, (types.ModuleType, type, types.BuiltinFunctionType)):
+    if isinstance(value, types.ModuleType):  # (a module of yours may be reloaded, its functions replaced)
+        if value.__name__.split(".")[0] not in _LIBRARIES:
+            raise Unjudgeable
+        return ("is", value)
+    if isinstance(value, (type, types.BuiltinFunctionType)):
         return ("is", value)
     kind = type(value).__name__
     if kind == "EagerTensor":
+        if value.shape.num_elements() * value.dtype.size > MAX_BYTES:
+            raise Unjudgeable
         return ("tensor", value, value.numpy().copy())
     if kind in ("DType", "TensorShape"):
         return ("value", type(value), value)
     if isinstance(value, types.FunctionType):
         if _library(value):
             return ("is", value)
-        if depth >= _DEPTH:
+        if depth >= _DEPTH or "random" in _names_in(value.__code__):  # (a draw is baked into the trace)
             raise Unjudgeable
         return ("function", value, value.__code__, _function_reads(value, depth))
     if isinstance(value, (tuple, list)):
         return ("sequence", type(value), tuple(take(v, depth + 1) for v in value))
     if isinstance(value, dict):
         return ("dict", {k: take(v, depth + 1) for k, v in value.items()})
-    if _library(value) or hasattr(value, "trainable_variables") and any(_library(c) for c in type(value).__mro__[1:]):
-        # a variable or model (read where it is, at run time), a tf op, a Keras loss, a Dataset
+    if _library(value):
+        # a variable or model (read where it is, at run time), a tf op, a Keras loss, a Dataset;
+        # not an object of a class of yours (a tf.Module subclass: its code reads your globals)
         return ("is", value)
     raise Unjudgeable
 
@@ -70,7 +82,8 @@ def _names_in(code):
 
 def _function_reads(fn, depth):
     """Tokens of what a function of the user's reads: its globals, closure and defaults."""
-    found = {n: take(fn.__globals__[n], depth + 1) for n in sorted(_names_in(fn.__code__)) if n in fn.__globals__}
+    found = {n: take(fn.__globals__[n], depth + 1) if n in fn.__globals__ else _ABSENT
+             for n in sorted(_names_in(fn.__code__))}
     cells = tuple(take(c.cell_contents, depth + 1) for c in fn.__closure__ or ())
     return found, cells, take(fn.__defaults__, depth + 1), take(fn.__kwdefaults__, depth + 1)
 
@@ -92,7 +105,7 @@ def same(token, value):
             return False
         found, cells, defaults, kwdefaults = token[3]
         g = value.__globals__
-        return (all(n in g and same(t, g[n]) for n, t in found.items())
+        return (all(n not in g if t is _ABSENT else n in g and same(t, g[n]) for n, t in found.items())
                 and len(cells) == len(value.__closure__ or ())
                 and all(_cell_same(t, c) for t, c in zip(cells, value.__closure__ or ()))
                 and same(defaults, value.__defaults__) and same(kwdefaults, value.__kwdefaults__))

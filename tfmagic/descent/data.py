@@ -145,10 +145,12 @@ class EpochLog:
         self.epoch_steps, self.validate = epoch_steps, validate  # validate: () -> float, or None
         self.rows = []  # (epoch, mean training loss, validation loss or NaN, seconds)
         self._losses, self._t0, self._logged = [], time.perf_counter(), 0
+        self._seen = 0  # steps at the last chunk: a chunk starting before it follows a reset
 
     def __call__(self, engine, chunk):
-        if engine.steps < self._logged:  # a reset: start over
-            self.rows, self._logged = [], 0
+        if chunk.start < self._seen:  # a reset: start over
+            self.rows, self._logged, self._losses, self._t0 = [], 0, [], time.perf_counter()
+        self._seen = engine.steps
         if not len(chunk.rows["loss"]) and engine.steps == self._logged:
             return
         self._losses.append(np.asarray(chunk.rows["loss"], np.float64))

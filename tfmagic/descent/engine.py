@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tfmagic.descent.graphs import ROW_CAPACITY, Graphs
-from tfmagic.descent.facts import RunFacts
+from tfmagic.descent.facts import Retired, RunFacts
 from tfmagic.descent.history import History, shown_by_value
 from tfmagic.descent.optimizers import check_eta, make_optimizer
 from tfmagic.descent.schedule import plan_at
@@ -47,11 +47,6 @@ BLOCK_ROWS = 1 << 13  # rows per "blocks" chunk: writing more costs its steady r
 # What the engine notes about a run (facts; present/messages.py words them):
 NOTE_NO_XLA_FOR_CHECKS = "no-xla-for-checks"  # auto left XLA out: it would drop the cell's checks
 NOTE_XLA_FAILED = "xla-failed:"  # + the error's type: XLA could not compile the cell
-NOTE_REUSED = "reused"  # a re-run of the cell: its compiled steps were reused, nothing traced
-
-
-class Retired(RuntimeError):
-    """A newer run of the same cell has this engine's variables and compiled steps."""
 
 
 def drain(chunks):
@@ -109,19 +104,6 @@ class Descent(RunFacts):
         if reuse is not None:
             self._take_over(reuse)
         self.reset()
-
-    def _take_over(self, old):
-        """Run on the compiled steps, optimizer and facts of `old`, an engine of the same
-        cell on the same variables (a re-run): nothing is traced again. `old` keeps its
-        history and values and never steps again."""
-        old.retire()
-        for name in ("optimizer", "optimizer_name", "_opt_state", "_opt_initial", "_graphs", "_calls",
-                     "_xla_unusable", "_default_runtime", "_chunk_steps", "memo"):
-            setattr(self, name, getattr(old, name))
-        self.notes[:] = [n for n in old.notes if n != NOTE_REUSED] + [NOTE_REUSED]
-        self._calls.notes = self.notes
-        self.optimizer.learning_rate = self._eta  # (assigns: no retrace)
-        self.tol = self._tol
 
     # -- state -------------------------------------------------------------
     def reset(self, device=None, start=None):
@@ -224,6 +206,14 @@ class Descent(RunFacts):
     def unobserve(self, callback):
         if callback in self._observers:
             self._observers.remove(callback)
+
+    def observers_off(self):
+        """Take every observer off (a range test's steps are not the run's); returns them for observers_on."""
+        off, self._observers = self._observers, []
+        return off
+
+    def observers_on(self, observers):
+        self._observers = list(observers) + self._observers
 
     def pause(self):
         """A run that took its steps but goes on later (the panel's Step) is paused, not done."""
@@ -334,9 +324,9 @@ class Descent(RunFacts):
             n = min(k, steps - done, max_chunk or steps)
             if self.epoch_steps:
                 n = min(n, self.epoch_steps - self.steps % self.epoch_steps)
-            if self.eta_plan is not None:  # a replayed schedule: its eta, up to where it changes
+            if self.eta_plan is not None:  # a replayed schedule: its eta where it changes (a drag holds till then)
                 eta, same_for = plan_at(self.eta_plan, self.steps)
-                if eta != self._eta:
+                if self.steps < len(self.eta_plan) and (self.steps == 0 or self.eta_plan[self.steps - 1] != eta):
                     self.eta = eta
                 n = int(min(n, same_for))
             if mode in ("plain", "xla"):

@@ -1,4 +1,4 @@
-"""The end of a run: what it leaves (status, final loss and values) and what it says
+"""The end of a run: what it leaves (and hands to a re-run of its cell) (status, final loss and values) and what it says
 about the loss (where it blew up, whether the step made something undefined, the
 curvature at the start and the eta it allows)."""
 
@@ -6,9 +6,29 @@ import math
 
 import numpy as np
 
+NOTE_REUSED = "reused"  # a re-run of the cell: its compiled steps were reused, nothing traced
+
+
+class Retired(RuntimeError):
+    """A newer run of the same cell has this engine's variables and compiled steps."""
+
 
 class RunFacts:
-    """Mixed into the engine (descent/engine.py): read from its state after a run."""
+    """Mixed into the engine (descent/engine.py): read from its state after a run, and
+    its hand-over to a re-run of its cell."""
+
+    def _take_over(self, old):
+        """Run on the compiled steps, optimizer and facts of `old`, an engine of the same
+        cell on the same variables (a re-run): nothing is traced again. `old` keeps its
+        history and values and never steps again."""
+        old.retire()
+        for name in ("optimizer", "optimizer_name", "_opt_state", "_opt_initial", "_graphs", "_calls",
+                     "_xla_unusable", "_default_runtime", "_chunk_steps", "memo"):
+            setattr(self, name, getattr(old, name))
+        self.notes[:] = [n for n in old.notes if n != NOTE_REUSED] + [NOTE_REUSED]
+        self._calls.notes = self.notes
+        self.optimizer.learning_rate = self._eta  # (assigns: no retrace)
+        self.tol = self._tol
 
     def _made_nan_in_place(self):
         """The step made the loss NaN while it was not growing: the cell computed something

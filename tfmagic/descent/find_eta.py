@@ -75,11 +75,13 @@ def sweep_chunks(engine, steps):
             eng.eta = eta_at(eng.steps)
 
     engine.eta = eta_at(0)
+    others = engine.observers_off()  # (an epoch log, a panel: the sweep's steps are not the run's)
     engine.observe(next_eta)
     try:
         yield from engine.run_chunks(steps, max_chunk=1)
     finally:
         engine.unobserve(next_eta)
+        engine.observers_on(others)
         history, status = engine.history, engine.status
         losses = np.asarray(history["loss"], np.float64)
         taken = np.asarray(history["eta"], np.float64)

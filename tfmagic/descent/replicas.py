@@ -18,6 +18,8 @@ class Replicas:
         `replica_loss(batch)`: the cell's loss on a batch (in a replica)."""
         self.tf, self.strategy = tf, strategy
         self.take, self.replica_loss = take, replica_loss
+        # Several processes: a control acting on one of them would leave the others waiting.
+        self.multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
     @property
     def count(self):
@@ -43,7 +45,11 @@ class Replicas:
                 batch = {name: t[lo:hi] for name, t in batch.items()}
                 share = tf.cast(hi - lo, tf.float32) / tf.cast(size, tf.float32)
             with tf.GradientTape() as tape:
-                loss = tf.cast(replica_loss(batch), tf.float32) * share
+                if batch:  # (a last batch smaller than the replicas leaves some a slice of none: 0, not NaN)
+                    loss = tf.cond(hi > lo, lambda: tf.cast(replica_loss(batch), tf.float32) * share,
+                                   lambda: tf.constant(0.0))
+                else:
+                    loss = tf.cast(replica_loss(batch), tf.float32) * share
             grads = tape.gradient(loss, variables)
             return loss, [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g) for g, v in zip(grads, variables)]
 

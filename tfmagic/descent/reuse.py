@@ -5,16 +5,18 @@ mode and data, whose names still hold what it was traced with (fingerprint.py),
 runs on its last engine's compiled functions, optimizer and variables: only eta,
 tol, the steps and the start values change. NAME=INIT variables are then the same
 tf.Variable objects, started again from INIT; so a variable that another name in the
-namespace holds (`x_first = x`) makes the cell build afresh, never changing what the
-user kept. (A result keeps its own values: results.DescentResult.values.)
+namespace holds (`x_first = x`, or in a list or dict there) makes the cell build afresh,
+never changing what the user kept. (A result keeps its own values: results.DescentResult.values.)
 """
 
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 
 from tfmagic.cell.compiler import FUNC_NAME, KEEP_NAME
 from tfmagic.cell.fingerprint import all_same, take_all
 
+_DRAWS = re.compile(r"(?<!tf\.)\brandom\b")  # np.random, random.: not tf.random (an op: new each step)
 MAX_CELLS = 8  # cells kept: each holds its engine (variables, optimizer, a row buffer of <= 64 Ki rows)
 
 
@@ -51,9 +53,18 @@ def _data_values(data):
 
 
 def _other_names(name, var, namespace):
-    """Does another name in the namespace hold `var` (`x_first = x`)? IPython's output
-    history (Out[n], _n, _, __, ___) does not count."""
-    return any(v is var and k != name and k.strip("_") and not k.strip("_").isdigit() for k, v in namespace.items())
+    """Does another name in the namespace hold `var` (`x_first = x`), or a list, tuple, set or
+    dict there (`kept = {'first': x}`)? IPython's output history (Out[n], _n, _, __, ___) and
+    other names starting with _ do not count."""
+    for k, v in namespace.items():
+        if k == name or k.startswith("_") or k in ("In", "Out"):  # (IPython's: _, _3, _oh, ...)
+            continue
+        if v is var:
+            return True
+        if isinstance(v, (list, tuple, set, dict)) and any(
+                item is var for item in (v.values() if isinstance(v, dict) else v)):
+            return True
+    return False
 
 
 class CompiledCells:
@@ -74,8 +85,8 @@ class CompiledCells:
         data_tokens = take_all(_data_values(data)) if data is not None else None
         key = _key(source, namespace, plan, data, options)
         self._kept.pop(key, None)
-        if tokens is None or (data is not None and data_tokens is None):
-            return
+        if tokens is None or (data is not None and data_tokens is None) or _DRAWS.search(source):
+            return  # (what it read cannot be judged; or it draws random numbers in Python, baked into its trace)
         self._kept[key] = _Kept(prepared.engine, build, _objects(plan), dict(prepared.created), tokens,
                                 list(cell.builtin_reads), data_tokens, options)
         while len(self._kept) > self.size:

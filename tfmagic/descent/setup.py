@@ -278,6 +278,7 @@ def _validation(tf, cell, extra, arrays, device, dataset=None):
                 for element in dataset:
                     parts = element if isinstance(element, (tuple, list)) else (element,)
                     batch = {n: element[n] for n in names} if isinstance(element, dict) else dict(zip(names, parts))
+                    batch = {n: as_data(tf, t) for n, t in batch.items()}  # (float64 -> float32, as training's)
                     size = float(tf.shape(next(iter(batch.values())))[0])
                     total, count = total + float(batch_loss(batch)) * size, count + size
             return total / count if count else float("nan")

@@ -8,7 +8,8 @@ import math
 
 from tfmagic.cell.explain import tf_message
 from tfmagic.descent.calls import BLOWUP_FACTOR, NOTE_XLA_DROPS_CHECKS
-from tfmagic.descent.engine import NOTE_NO_XLA_FOR_CHECKS, NOTE_REUSED, NOTE_XLA_FAILED
+from tfmagic.descent.engine import NOTE_NO_XLA_FOR_CHECKS, NOTE_XLA_FAILED
+from tfmagic.descent.facts import NOTE_REUSED
 
 ADAPTIVE = ("adam", "rmsprop", "adagrad")  # optimizers that scale their own steps
 
