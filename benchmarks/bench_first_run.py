@@ -14,7 +14,6 @@ Target: descend <= 1.5x recorded at 50, 1 000 and 200 000 steps.
     python benchmarks/bench_first_run.py [--quick]     (~4 minutes; --quick P1 and P5, ~1)
 """
 
-import argparse
 import itertools
 import os
 import statistics
@@ -26,8 +25,8 @@ from io import StringIO
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_descent import problems, tf  # noqa: E402
-from bench_rerun import shell_for, unseen  # noqa: E402
+from bench_descent import tf  # noqa: E402
+from bench_rerun import run_plan, shell_for  # noqa: E402
 
 REPEATS = 3
 TARGET = 1.5
@@ -80,16 +79,7 @@ def bench(p, sizes):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="P1 and P5 only")
-    args = ap.parse_args(argv)
-    probs = {p.key: p for p in problems(quick=True)}
-    plan = [(probs["P1"], (50, 1000, 200_000)), (unseen(), (50, 1000, 200_000))]
-    if not args.quick:
-        plan[1:1] = [(probs["P2"], (50, 1000, 200_000)), (probs["P3"], (50, 1000, 20_000))]
-    rows = []
-    for p, sizes in plan:
-        rows += bench(p, sizes)
+    rows = run_plan(bench, argv, (50, 1000, 20_000))
     print(f"\n| problem | steps | whole `%%descend` cell, ms | hand-written recording loop, ms | ratio (target ≤ {TARGET}) |")
     print("|---|---|---|---|---|")
     for r in rows:

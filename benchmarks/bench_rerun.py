@@ -111,17 +111,21 @@ def bench(p, sizes):
     return rows
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def run_plan(bench, argv, p3_sizes):
+    """Parse --quick and run `bench(problem, sizes)` on P1, P2, P3 (at p3_sizes: its steps are
+    slow) and P5 at 50, 1 000 and 200 000 steps (--quick: P1 and P5); returns the rows."""
+    ap = argparse.ArgumentParser(description=sys.modules["__main__"].__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="P1 and P5 only")
     args = ap.parse_args(argv)
     probs = {p.key: p for p in problems(quick=True)}
     plan = [(probs["P1"], (50, 1000, 200_000)), (unseen(), (50, 1000, 200_000))]
     if not args.quick:
-        plan[1:1] = [(probs["P2"], (50, 1000, 200_000)), (probs["P3"], (50, 1000))]
-    rows = []
-    for p, sizes in plan:
-        rows += bench(p, sizes)
+        plan[1:1] = [(probs["P2"], (50, 1000, 200_000)), (probs["P3"], p3_sizes)]
+    return [row for p, sizes in plan for row in bench(p, sizes)]
+
+
+def main(argv=None):
+    rows = run_plan(bench, argv, (50, 1000))
     print("\n| problem | steps | `%%descend` re-run, ms | course cell re-run, ms | ratio (target ≤ 0.3) "
           "| warm hand-written loop, ms | re-run − warm, ms (target ≤ 10) |")
     print("|---|---|---|---|---|---|---|")
