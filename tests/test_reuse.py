@@ -9,6 +9,12 @@ from tfmagic.descent.reuse import CELLS, MAX_CELLS
 COURSE = "y=tf.pow(x,2.0)-4.0*x+4.0"
 
 
+@pytest.fixture(autouse=True)
+def cold_cache():
+    """Each test starts with no cell kept (other modules run the same course cell)."""
+    CELLS.clear()
+
+
 def traces(engine):
     """mode -> how many times its tf.function has traced."""
     return {m: fn.experimental_get_tracing_count() for m, fn in engine.compiled.items()}

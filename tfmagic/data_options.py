@@ -61,12 +61,10 @@ def _dataset(option, text, namespace, tf):
             isinstance(s, (tuple, list, dict)) for s in (spec.values() if isinstance(spec, dict) else spec
                                                           if isinstance(spec, (tuple, list)) else ())):
         raise UsageError(f"{option}: {ds_name}'s elements are nested; give a dataset of (tensor, tensor, ...) tuples")
-    cardinality = int(ds.cardinality())
-    if cardinality == tf.data.UNKNOWN_CARDINALITY:  # (a generator, a filter: counting could never end)
-        return names, ds, "unknown"
+    cardinality = int(ds.cardinality())  # (TensorFlow's: or INFINITE_ or UNKNOWN_CARDINALITY)
     if cardinality == 0:
         raise UsageError(f"{option}: {ds_name} is empty")
-    return names, ds, None if cardinality == tf.data.INFINITE_CARDINALITY else cardinality
+    return names, ds, cardinality
 
 
 def check_data_options(args, namespace, tf):
@@ -118,14 +116,16 @@ def _check_dataset(args, namespace, tf):
         raise UsageError("--data cannot be combined with --compare or --restarts yet")
     names, ds, epoch_steps = _dataset("--data", args.data, namespace, tf)
     ds_name = args.data.partition("=")[2].strip()
-    if epoch_steps == "unknown":
+    if epoch_steps == tf.data.UNKNOWN_CARDINALITY:  # (a generator, a filter: counting could never end)
         if args.epochs is not None or not args.steps_given:
             raise UsageError(f"TensorFlow does not know how many batches {ds_name} has (a generator or a filter): "
                              f"give --steps N, or tell it: {ds_name} = {ds_name}.apply("
                              "tf.data.experimental.assert_cardinality(K))")
         epoch_steps = None  # (no epochs: one step a batch, --steps of them)
+    elif epoch_steps == tf.data.INFINITE_CARDINALITY:
+        epoch_steps = None
     if args.batch_size is not None:
-        raise UsageError(f"--batch-size: {args.data.partition('=')[2].strip()} is batched already "
+        raise UsageError(f"--batch-size: {ds_name} is batched already "
                          "(--batch-size is for arrays: --data X,Y --batch-size 64)")
     validate = None
     if args.validate:
@@ -140,10 +140,10 @@ def _check_dataset(args, namespace, tf):
         if args.epochs <= 0:
             raise UsageError(f"--epochs must be a positive whole number, got {args.epochs}")
         if epoch_steps is None:
-            raise UsageError(f"--epochs: {args.data.partition('=')[2].strip()} never ends (it repeats); give --steps")
+            raise UsageError(f"--epochs: {ds_name} never ends (it repeats); give --steps")
         args.steps = args.epochs * epoch_steps
     elif epoch_steps is None and not args.steps_given:
-        raise UsageError(f"{args.data.partition('=')[2].strip()} never ends (it repeats): give --steps N")
+        raise UsageError(f"{ds_name} never ends (it repeats): give --steps N")
     seed = 0 if args.seed is None else args.seed
     return DataSpec(dict.fromkeys(names), None, seed, dict.fromkeys(names) if validate is not None else None,
                     dataset=ds, epoch_steps=epoch_steps, validate_dataset=validate)

@@ -9,8 +9,6 @@ by 1/replicas. The engine then applies the summed gradient to the mirrored
 variables in cross-replica context, as on one device.
 """
 
-import contextlib
-
 
 class Replicas:
     def __init__(self, tf, strategy, take, replica_loss):
@@ -26,7 +24,7 @@ class Replicas:
         return self.strategy.num_replicas_in_sync
 
     def scope(self):
-        return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
+        return self.strategy.scope()
 
     def evaluate(self, variables, convert=lambda fn: fn):
         """(loss, gradients) at the current point, summed over the replicas. `convert`:

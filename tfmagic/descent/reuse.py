@@ -77,6 +77,10 @@ class CompiledCells:
     def __len__(self):
         return len(self._kept)
 
+    def clear(self):
+        """Forget every kept cell (their next runs build afresh)."""
+        self._kept.clear()
+
     def keep(self, source, namespace, plan, data, options, prepared, build):
         """Remember a cell that was just built (if what it read can be judged later)."""
         cell = prepared.cell

@@ -157,8 +157,7 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
         again = cells.rerun(source, namespace, plan, data, options, eta=eta, tol=tol)
         if again is not None:
             return again
-    replicas = Replicas(tf, strategy, None, None) if strategy is not None else None
-    with replicas.scope() if replicas else contextlib.nullcontext():
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
         variables, created = make_variables(tf, plan, device)
     overlay = {**namespace, **created}
     cell = compile_cell(source, overlay, params=list(data.arrays) if data else (), default_globals={"tf": tf})
@@ -184,9 +183,8 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
     def loss_fn():
         return cell.function(**extra, **(batches.take() if batches else {}))[0]
 
-    if replicas:
-        replicas.take = batches.take if batches else dict
-        replicas.replica_loss = lambda batch: cell.function(**extra, **batch)[0]
+    replicas = None if strategy is None else Replicas(
+        tf, strategy, batches.take if batches else dict, lambda batch: cell.function(**extra, **batch)[0])
 
     def trial():  # one run of the cell under a tape: its checks, and what it assigns
         with tf.GradientTape() as tape:
