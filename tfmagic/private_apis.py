@@ -32,7 +32,7 @@ PRIVATE_APIS = (
                "IPython 9.x", "%debug and %tb would show the exception before a hinted TensorFlow error"),
     PrivateApi("tensorflow.python.eager.context", "Context.function_call_options", "descent/callopts.py",
                "TensorFlow 2.21", "the engine's calls run with TensorFlow's default executor (slower, same results)"),
-    PrivateApi("tensorflow", "__internal__.autograph.tf_convert", "descent/engine.py: _autographed",
+    PrivateApi("tensorflow", "__internal__.autograph.tf_convert", "cell/autograph.py: converted",
                "TensorFlow 2.21", "the engine's graphs are traced with AutoGraph (2-5 ms more a trace)"),
     PrivateApi("keras", "Variable._value", "cell/variables.py: module_variables (read with getattr)",
                "Keras 3.x", "a model's Keras 3 variable is refused as an unsupported type"),

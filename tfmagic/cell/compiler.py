@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tfmagic.cell import autograph
 from tfmagic.errors import CellSyntaxError, TfmagicError, UnknownNameError
 
 FUNC_NAME = "__tfmagic_cell__"
@@ -267,12 +268,13 @@ def _unknown_name(name, namespace):
     return UnknownNameError(f"name '{name}' is not defined: the cell reads it, but nothing defines it.", hint=hint)
 
 
-def compile_cell(source, namespace, params=(), default_globals=None):
+def compile_cell(source, namespace, params=(), default_globals=None, tf=None):
     """Compile `source` into a function of `params` that returns (target, assigned).
 
     `namespace` is the user's namespace; the function's globals are the names the
     cell reads from it (or from `default_globals`, e.g. `tf`, where the user has
     no such name), so running the cell never changes the namespace by itself.
+    `tf`: when given, the function's own bookkeeping is not converted by AutoGraph.
     """
     filename = f"<tfmagic-cell-{next(_counter)}>"
     try:
@@ -326,8 +328,9 @@ def compile_cell(source, namespace, params=(), default_globals=None):
         f"def {FUNC_NAME}({', '.join(params)}):\n{body}\n    return {result}, {KEEP_NAME}(locals(), {published!r})\n"
     )
     python_values, not_kept = {}, []
-    globals_[KEEP_NAME] = lambda local, names: _returnable(
+    keep = lambda local, names: _returnable(  # noqa: E731
         {n: local[n] for n in names if n in local and type(local[n]).__name__ != "Undefined"}, python_values, not_kept)
+    globals_[KEEP_NAME] = keep if tf is None else autograph.not_converted(tf, keep)  # (bookkeeping: no conversion)
     linecache.cache[filename] = (len(generated), None, generated.splitlines(True), filename)
     try:
         code = compile(generated, filename, "exec")

@@ -7,6 +7,7 @@ products (two nested tapes), never forming the Hessian.
 
 import numpy as np
 
+from tfmagic.cell import autograph
 from tfmagic.runtime.tfimport import quiet_native_stderr
 
 
@@ -46,17 +47,16 @@ def largest_curvature(tf, loss_fn, variables, iterations=30, seed=0):
     def norm(vectors):
         return tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(u)) for u in vectors]))
 
+    def iterate(i, lam, vectors):
+        hv = hvp(vectors)
+        lam = tf.add_n([tf.reduce_sum(h * u) for h, u in zip(hv, vectors)])
+        n = norm(hv)
+        return i + 1, lam, [tf.where(n > 0, h / n, u) for h, u in zip(hv, vectors)]
+
     def power(vectors):
         n = norm(vectors)
         vectors = [u / n for u in vectors]
-        lam = tf.constant(0.0)
-        for _ in tf.range(iterations):
-            hv = hvp(vectors)
-            lam = tf.add_n([tf.reduce_sum(h * u) for h, u in zip(hv, vectors)])
-            n = norm(hv)
-            if n > 0:
-                vectors = [h / n for h in hv]
-        return lam
+        return tf.while_loop(lambda i, *_: i < iterations, iterate, [tf.constant(0), tf.constant(0.0), vectors])[1]
 
-    lam = float(tf.function(power)(start))
+    lam = float(autograph.function(tf, power)(start))
     return lam if np.isfinite(lam) and lam > 0 else None

@@ -10,25 +10,12 @@ longer to compile a graph with a sqrt, and about as long for abs or is_finite.
 
 import math
 
+from tfmagic.cell import autograph
 from tfmagic.descent.callopts import graph_nodes
 from tfmagic.descent.history import shown_by_value
 
 ROW_CAPACITY = 1 << 16  # rows per chunk: plain and XLA chunks stop there (a call costs ~0.5 ms)
 _CHECK_OPS = {"Assert", "CheckNumerics"}  # XLA compiles these to nothing: the check silently never runs
-
-
-def _autograph(tf):
-    """TensorFlow's AutoGraph entry for library code (None if this TensorFlow lacks it)."""
-    ag = getattr(getattr(tf, "__internal__", None), "autograph", None)
-    return ag if hasattr(ag, "tf_convert") and hasattr(ag, "control_status_ctx") else None
-
-
-def _autographed(tf, fn):
-    """`fn` converted by AutoGraph when called, also inside a tf.function(autograph=False):
-    the cell's Python `if`/`for` on tensors work while the engine's own code, which
-    needs no conversion, is traced without AutoGraph's per-call overhead."""
-    ag = _autograph(tf)
-    return fn if ag is None else ag.tf_convert(fn, ag.control_status_ctx(), user_requested=True)
 
 
 def check_ops(concrete):
@@ -67,7 +54,7 @@ class Graphs:
         variables = list(self.variables.values())
         opt = self.optimizer
         iterations = opt.iterations.value  # the tf.Variable: Keras's own assign_add traces ~1 ms more
-        loss_fn = _autographed(tf, self.loss_fn) if traced else self.loss_fn
+        loss_fn = autograph.converted(tf, self.loss_fn) if traced else self.loss_fn
 
         def sum_of_squares(t):
             t = tf.cast(t, tf.float32)
@@ -81,7 +68,7 @@ class Graphs:
 
         def evaluate():
             if self.replicas is not None:
-                loss, grads = self.replicas.evaluate(variables, lambda fn: _autographed(tf, fn) if traced else fn)
+                loss, grads = self.replicas.evaluate(variables, lambda fn: autograph.converted(tf, fn) if traced else fn)
             else:
                 with tf.GradientTape() as tape:
                     loss = tf.cast(loss_fn(), tf.float32)
@@ -122,8 +109,8 @@ class Graphs:
         return evaluate, advance, squared, raw_row, healthy
 
     def _compiled(self, fn, **options):
-        """tf.function for the engine's own code (see _autographed: ~2-5 ms less tracing)."""
-        return self.tf.function(fn, autograph=_autograph(self.tf) is None, **options)
+        """tf.function for the engine's own code (cell/autograph.py: ~2-5 ms less tracing)."""
+        return autograph.function(self.tf, fn, **options)
 
     def _buffer(self):
         """The chunks' history rows (a variable: cheaper to compile than a TensorArray)."""

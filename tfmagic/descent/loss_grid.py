@@ -6,7 +6,9 @@ import time
 
 import numpy as np
 
+from tfmagic.cell import autograph
 from tfmagic.runtime.tfimport import quiet_native_stderr
+
 
 class LossProbe:
     def __init__(self, tf, engine):
@@ -22,17 +24,19 @@ class LossProbe:
         def at_points(points):
             saved = [tf.identity(v) for v in variables]
             n = tf.shape(points)[0]
-            out = tf.TensorArray(tf.float32, size=n)
-            for i in tf.range(n):
+
+            def at(i, out):
                 for j, v in enumerate(variables):
                     v.assign(tf.reshape(tf.cast(points[i, j], v.dtype), v.shape))
-                out = out.write(i, tf.cast(loss_fn(), tf.float32))
+                return i + 1, out.write(i, tf.cast(loss_fn(), tf.float32))
+
+            _, out = tf.while_loop(lambda i, _: i < n, at, [tf.constant(0), tf.TensorArray(tf.float32, size=n)])
             for v, s in zip(variables, saved):
                 v.assign(s)
             return out.stack()
 
         spec = tf.TensorSpec([None, len(variables)], tf.float32)
-        return tf.function(at_points, input_signature=[spec])
+        return autograph.function(tf, at_points, input_signature=[spec])
 
     def seconds_per_point(self):
         """What one more point costs, timed at the current values on 1 and 5 points

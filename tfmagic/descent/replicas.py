@@ -28,7 +28,7 @@ class Replicas:
 
     def evaluate(self, variables, convert=lambda fn: fn):
         """(loss, gradients) at the current point, summed over the replicas. `convert`:
-        AutoGraph for the cell, in a trace (see _autographed in graphs.py)."""
+        AutoGraph for the cell, in a trace (cell/autograph.py)."""
         tf, strategy = self.tf, self.strategy
         batch = self.take()
         replica_loss = convert(self.replica_loss)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tfmagic.cell import autograph
 from tfmagic.cell.compiler import compile_cell
 from tfmagic.descent.data import Batches, DatasetStream, EpochLog, as_data
 from tfmagic.descent.engine import Descent
@@ -160,7 +161,7 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         variables, created = make_variables(tf, plan, device)
     overlay = {**namespace, **created}
-    cell = compile_cell(source, overlay, params=list(data.arrays) if data else (), default_globals={"tf": tf})
+    cell = compile_cell(source, overlay, params=list(data.arrays) if data else (), default_globals={"tf": tf}, tf=tf)
     if not specs:
         variables = {n: overlay[n] for n in cell.reads if isinstance(overlay.get(n), tf.Variable)}
         if not variables:
@@ -180,22 +181,28 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
     elif data:
         batches = Batches(tf, data.arrays, data.batch_size, data.seed, device)
 
-    def loss_fn():
-        return cell.function(**extra, **(batches.take() if batches else {}))[0]
+    # The cell converted by AutoGraph, the wrappers around it not (cell/autograph.py).
+    cell_function = autograph.converted(tf, cell.function)
 
-    replicas = None if strategy is None else Replicas(
-        tf, strategy, batches.take if batches else dict, lambda batch: cell.function(**extra, **batch)[0])
+    def loss_fn():
+        return cell_function(**extra, **(batches.take() if batches else {}))[0]
+
+    def batch_loss(batch):
+        return cell_function(**extra, **batch)[0]
+
+    loss_fn, batch_loss = autograph.not_converted(tf, loss_fn), autograph.not_converted(tf, batch_loss)
+    replicas = None if strategy is None else Replicas(tf, strategy, batches.take if batches else dict, batch_loss)
 
     def trial():  # one run of the cell under a tape: its checks, and what it assigns
         with tf.GradientTape() as tape:
-            loss, assigned = cell.function(**extra, **(batches.first() if batches else {}))
+            loss, assigned = cell_function(**extra, **(batches.first() if batches else {}))
             loss = tf.convert_to_tensor(loss)  # (read under the tape: a loss that is a variable itself, `y = x`)
         grads = tape.gradient(loss, list(variables.values())) if loss.dtype.is_floating else None
         return loss, grads, assigned
 
     try:
         with tf.device(device):
-            trial = tf.function(trial)
+            trial = autograph.function(tf, trial)
             loss, grads, assigned = trial()
     except Exception as err:
         raise explain(err, cell) from err
@@ -220,8 +227,8 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
         jit = "off"  # a smaller last batch: a shape that changes, which XLA cannot compile
     if batches:
         stream = dict(stream=batches, epoch_steps=batches.epoch_steps,
-                      full_loss_fn=lambda: cell.function(**extra, **batches.data)[0])
-        validate = _validation(tf, cell, extra, data.validate, device, data.validate_dataset)
+                      full_loss_fn=autograph.not_converted(tf, lambda: batch_loss(batches.data)))
+        validate = _validation(tf, batch_loss, data.validate, device, data.validate_dataset)
     tensors = table(tf, cell.reads, overlay, variables, assigned)
     where = replicas.describe() if replicas else short_device(device) if device else short_device(loss.device) or "CPU:0"
 
@@ -263,12 +270,12 @@ def _require_in_scope(strategy, plan, variables):
     )
 
 
-def _validation(tf, cell, extra, arrays, device, dataset=None):
+def _validation(tf, batch_loss, arrays, device, dataset=None):
     """() -> the cell's loss on the validation arrays, or the mean over a dataset's batches
     weighted by their sizes (no variable changes); None without --validate."""
     if dataset is not None:
         names = list(arrays)
-        batch_loss = tf.function(lambda batch: cell.function(**extra, **batch)[0])
+        batch_loss = autograph.function(tf, batch_loss)
 
         def over_dataset():
             total = count = 0.0
@@ -286,7 +293,7 @@ def _validation(tf, cell, extra, arrays, device, dataset=None):
         return None
     with tf.device(device):
         data = {n: as_data(tf, v) for n, v in arrays.items()}
-    loss = tf.function(lambda: cell.function(**extra, **data)[0])
+    loss = autograph.function(tf, lambda: batch_loss(data))
 
     def validate():
         with tf.device(device):

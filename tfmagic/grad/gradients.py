@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass, field
 
+from tfmagic.cell import autograph
 from tfmagic.cell.compiler import compile_cell
 from tfmagic.cell.variables import is_model, module_variables
 from tfmagic.errors import TfmagicError
@@ -157,7 +158,8 @@ def differentiate(tf, source, namespace, names=(), device=None, bench=False):
         else:
             watched[name] = _watchable(tf, name, value)
 
-    cell = compile_cell(source, namespace, params=list(watched), default_globals={"tf": tf})
+    cell = compile_cell(source, namespace, params=list(watched), default_globals={"tf": tf}, tf=tf)
+    cell_function = autograph.converted(tf, cell.function)
     if not names:
         for n in cell.reads:
             value = namespace.get(n)
@@ -182,13 +184,13 @@ def differentiate(tf, source, namespace, names=(), device=None, bench=False):
             for v in list(variables.values()) + list(watched_values):
                 if v.dtype.is_floating or v.dtype.is_complex:  # (else TensorFlow logs a warning; the reason is ours)
                     tape.watch(v)
-            target, assigned = cell.function(**dict(zip(watched, watched_values)), **extra)
+            target, assigned = cell_function(**dict(zip(watched, watched_values)), **extra)
         if not tf.is_tensor(target):
             target = tf.convert_to_tensor(target)
         grads = tape.gradient(target, list(variables.values()) + list(watched_values))
         return target, grads, assigned
 
-    compiled = tf.function(run)
+    compiled = autograph.function(tf, run)
     args = list(watched.values())
     before = None
     try:

@@ -1,0 +1,28 @@
+"""AutoGraph for the cell's code only; tfmagic's own code around it is traced as plain Python.
+
+AutoGraph converts a function by parsing and rewriting its source, ~20-100 ms the first time
+in a process for each function it meets. The cell needs it (its Python `if`/`for` on tensors);
+the wrappers and bookkeeping tfmagic calls around it do not.
+"""
+
+
+def _autograph(tf):
+    """TensorFlow's AutoGraph entry for library code (None if this TensorFlow lacks it)."""
+    ag = getattr(getattr(tf, "__internal__", None), "autograph", None)
+    return ag if hasattr(ag, "tf_convert") and hasattr(ag, "control_status_ctx") else None
+
+
+def function(tf, fn, **options):
+    """tf.function for tfmagic's own code: not converted, except what it wraps with `converted`."""
+    return tf.function(fn, autograph=_autograph(tf) is None, **options)
+
+
+def converted(tf, fn):
+    """`fn` converted by AutoGraph when called, also inside a tf.function(autograph=False)."""
+    ag = _autograph(tf)
+    return fn if ag is None else ag.tf_convert(fn, ag.control_status_ctx(), user_requested=True)
+
+
+def not_converted(tf, fn):
+    """`fn` called as it is from converted code (AutoGraph would otherwise convert it too)."""
+    return tf.autograph.experimental.do_not_convert(fn)
