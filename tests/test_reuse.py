@@ -53,8 +53,31 @@ def test_a_short_rerun_runs_its_steps_in_one_graph_call(ip, run):
     again = run("descend", "x=10.0 --steps 50 --no-widgets", COURSE)
     assert again.engine.reused and "plain" in again.engine.compiled
     third = run("descend", "x=10.0 --steps 40 --no-widgets", COURSE)
-    assert traces(third.engine)["plain"] == 1
+    assert traces(third.engine)["plain"] == 1 and "xla" not in third.engine.compiled  # (0.25 s not spent yet)
     np.testing.assert_allclose(third.history["loss"], again.history["loss"][:40], rtol=1e-6)
+
+
+def test_reruns_switch_to_xla_once_they_have_spent_its_compile_time(ip, run, monkeypatch):
+    from tfmagic.descent import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "XLA_PAYS_AFTER_SECONDS", 1e9)
+    run("descend", "x=10.0 --steps 50 --no-widgets", COURSE)  # one compiled step per call
+    one = run("descend", "x=10.0 --steps 50 --no-widgets", COURSE)  # the graph loop
+    spent = one.engine._plain_seconds
+    two = run("descend", "x=10.0 --steps 50 --no-widgets", COURSE)
+    assert spent > 0 and two.engine._plain_seconds > spent  # the cell's runs add up
+    assert "xla" not in two.engine.compiled
+    # once what they spent passes what compiling XLA costs, the next re-run compiles it
+    monkeypatch.setattr(engine_module, "XLA_PAYS_AFTER_SECONDS", two.engine._plain_seconds * 0.99)
+    xla = run("descend", "x=10.0 --steps 50 --no-widgets", COURSE)
+    assert traces(xla.engine) == {"step": 1, "plain": 1, "xla": 1}
+    again = run("descend", "x=10.0 --steps 50 --no-widgets", COURSE)
+    assert traces(again.engine)["xla"] == 1 and again.engine.reused
+    np.testing.assert_allclose(again.history["loss"], two.history["loss"], rtol=1e-5, atol=1e-6)
+    # what XLA was found to be worth stays with the compiled steps: a slower XLA is not tried again
+    again.engine._xla_verdict = False
+    slower = run("descend", "x=10.0 --steps 50 --no-widgets", COURSE)
+    assert slower.engine._xla_verdict is False and slower.steps == 50
 
 
 def test_a_changed_constant_is_traced_again(ip, run):

@@ -136,9 +136,6 @@ class Descent(RunFacts):
         self.steps_per_second = 0.0
         self._stop_request = None
         self._unhealthy_start = False
-        self._xla_verdict = None  # auto: does XLA beat the plain rate here? (None: not tried)
-        self._xla_ran = False
-        self._plain_rate = 0.0
         self._run_steps, self._run_seconds = 0, 0.0
         if self.optimizer is None:
             self._set_optimizer(self.optimizer_name)
@@ -166,12 +163,20 @@ class Descent(RunFacts):
             # Everything a step changes: the variables and the optimizer's state.
             live = list(self.variables.values()) + self._opt_state
         self.optimizer_name, self.optimizer = name, opt
+        self._forget_rates()
         self._graphs = Graphs(tf, self.loss_fn, self.variables, opt, self.device, bool(self._tol), len(self.columns) - 1,
                               self.replicas)
         before = self._calls
         self._calls = Calls(tf, self._graphs, live, self.device, self.jit, self._tol, self._default_runtime, self.notes)
         if before is not None:  # a switch mid-run: the point and what is carried stay
             self._calls.point, self._calls.state, self._calls.start_loss = before.point, before.state, before.start_loss
+
+    def _forget_rates(self):
+        """What was learnt about these compiled steps; kept across resets and by a re-run."""
+        self._xla_verdict = None  # auto: does XLA beat the plain rate here? (None: not tried)
+        self._xla_ran = False
+        self._plain_rate = 0.0
+        self._plain_seconds = 0.0  # spent in plain chunks by this cell's runs (re-runs: ski rental)
 
     def set_optimizer(self, name):
         """Switch optimizer; takes effect at the next chunk (fresh optimizer state)."""
@@ -281,6 +286,9 @@ class Descent(RunFacts):
             return short if steps <= STEP_MODE_STEPS else "plain"
         if self.jit == "on":
             return "xla"
+        if short == "plain" and self._xla_verdict is not False and (self._xla_verdict or self._plain_seconds + (
+                steps / self._plain_rate if self._plain_rate else 0) > XLA_PAYS_AFTER_SECONDS):
+            return "xla"  # XLA won here before, or this cell's re-runs have now spent what compiling it costs
         if steps <= STEP_MODE_STEPS:
             return short
         if self.jit == "auto" and steps >= XLA_FROM_START_STEPS and self._xla_verdict is not False:
@@ -379,6 +387,7 @@ class Descent(RunFacts):
                 mode = "xla" if self._xla_verdict else "plain"
             elif rate and mode == "plain":
                 self._plain_rate = rate
+                self._plain_seconds += elapsed
             yield self._chunk_done(start, rows, code, done >= steps)
             if self.status != "running":
                 return

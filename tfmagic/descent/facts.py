@@ -23,7 +23,8 @@ class RunFacts:
         history and values and never steps again."""
         old.retire()
         for name in ("optimizer", "optimizer_name", "_opt_state", "_opt_initial", "_graphs", "_calls",
-                     "_xla_unusable", "_default_runtime", "_chunk_steps", "memo"):
+                     "_xla_unusable", "_default_runtime", "_chunk_steps", "memo",
+                     "_xla_verdict", "_xla_ran", "_plain_rate", "_plain_seconds"):
             setattr(self, name, getattr(old, name))
         self.notes[:] = [n for n in old.notes if n != NOTE_REUSED] + [NOTE_REUSED]
         self._calls.notes = self.notes
