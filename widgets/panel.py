@@ -38,6 +38,7 @@ BADGES = {
 }
 
 
+IDLE_REFINE_FIRST, IDLE_REFINE_LAST = 0.25, 8.0  # seconds after a run: the picture drawn finer while idle
 FIND_ETA_STEPS = 100  # the range test's steps (as --find-eta's default)
 
 
@@ -126,6 +127,7 @@ class DescentPanel:
         self._eta_max = engine.suggested_eta()  # sgd diverges above it: worth showing next to eta
         engine.observe(self._on_chunk)
         runner.on_end.append(self.refresh)
+        runner.on_end.append(lambda: self._refine_picture(IDLE_REFINE_FIRST))
         self._warning = ""
         # The cell's own run ends in the result printed under the panel, with its outcome in
         # words: the panel says it only for runs started from its buttons after that.
@@ -146,6 +148,21 @@ class DescentPanel:
         if table is None:
             return None
         return table["epoch"] * self.engine.epoch_steps - 1, table["loss"], table["val_loss"]
+
+    def _refine_picture(self, delay):
+        """While the kernel is idle after a run, draw the loss picture finer as its budget
+        (a share of the panel's time on screen) grows: a short run draws coarse, not slowly."""
+        picture = self.charts.picture
+        if picture is None or delay > IDLE_REFINE_LAST:
+            return
+
+        def later():
+            if self.runner.running or self.runner.detached or not picture.may_get_finer:
+                return  # (a run's own chunks refine it, and its end schedules this again)
+            self.refresh()  # draws finer when the budget allows it now
+            self._refine_picture(2 * delay)
+
+        self.runner.call_later(delay, later)
 
     def refresh(self):
         engine = self.engine

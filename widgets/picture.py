@@ -25,7 +25,7 @@ TRAIL_POINTS = 200  # every trail point is an SVG marker: a few hundred show the
 GROW_LIMIT = 8  # the window grows to at most this many times its first span
 MARGIN = 0.2  # when the path leaves the window, extend by this fraction of the new span
 PROBE_SHARE = 0.1  # the picture may take this share of the run's wall time
-FIRST_DRAW_SECONDS = 0.1  # before the first step, and a graph call cannot be interrupted
+FIRST_DRAW_SECONDS = 0.01  # before the first step (a short run is over in ~10 ms): finer ones follow
 DRAW_SECONDS = 0.5  # any one drawing, so Stop and Kernel > Interrupt act within about this
 
 
@@ -204,6 +204,11 @@ class Picture:
             self._update_trail(history, paths[0], now)
         else:
             self._update_path(full, now, idx, ranges)
+
+    @property
+    def may_get_finer(self):
+        """A drawing is shown (or due) and a finer one may come as the budget grows."""
+        return self.window is not None and self.resolution.n < self.resolution.most
 
     def _say_where_it_left(self, history, full, ranges):
         left = [i for i in (left_at(p, *r) for p, r in zip(full, ranges)) if i is not None]
