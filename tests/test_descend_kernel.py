@@ -37,6 +37,21 @@ def kernel(tmp_path_factory):
         k.close()
 
 
+def test_the_panels_modules_are_imported_with_tensorflow(tmp_path):
+    """In a kernel the panel's widget modules come with `import tensorflow` too (~90 ms
+    that a first %%descend spent before its first point; tfmagic/extension.py)."""
+    k = Kernel(tmp_path)
+    try:
+        reply, out, _ = k.run("%load_ext tfmagic\nimport sys\nprint('tfmagic.widgets.panel' in sys.modules)", timeout=60)
+        assert reply["content"]["status"] == "ok" and out.split() == ["False"], out
+        reply, out, _ = k.run("import tensorflow as tf", timeout=120)
+        assert reply["content"]["status"] == "ok", out
+        reply, out, _ = k.run("print('tfmagic.widgets.panel' in sys.modules)", timeout=60)  # (after that cell)
+        assert reply["content"]["status"] == "ok" and out.split() == ["True"], out
+    finally:
+        k.close()
+
+
 def test_eta_change_and_stop_mid_run_then_queued_cell_sees_result(kernel):
     k = kernel
     long_id = k.kc.execute("%%descend x=10.0 --eta 0.0001 --steps 100000000 --jit off -o r\ny = (x - 2.0) ** 2")

@@ -141,3 +141,32 @@ def test_a_notebook_sets_descend_defaults_once_with_config(ip, run, capsys):
     ip.run_line_magic("config", "TfMagics")
     listed = capsys.readouterr().out
     assert all(f"TfMagics.{n}" in listed for n in ("eta", "steps", "optimizer", "pace", "widgets"))
+
+
+def test_what_a_first_descend_needs_is_imported_with_tensorflow():
+    """A first %%descend imported ~30 tfmagic modules (~80 ms) before its first step; they
+    now come with the user's `import tensorflow`, a cell that takes seconds anyway. The
+    panel's widget modules only where there is a panel (a kernel: tests/test_descend_kernel)."""
+    out = in_fresh_shell(
+        "before = 'tfmagic.descent.setup' in sys.modules\n"
+        "assert ip.run_cell('import tensorflow as tf').success\n"
+        "print(before, 'tfmagic.descent.setup' in sys.modules, 'tfmagic.runs' in sys.modules,"
+        " 'tfmagic.widgets.panel' in sys.modules)\n"
+    )
+    assert out.stdout.split() == ["False", "True", "True", "False"]
+
+
+@pytest.mark.parametrize("first", ["import tensorflow", "%load_ext tfmagic\nimport tensorflow"])
+def test_loading_before_tensorflow_or_with_it_imports_ahead(first):
+    """The course's first cell is often both: the hook runs after the cell, whichever came first."""
+    code = (
+        "import sys\n"
+        "from IPython.core.interactiveshell import InteractiveShell\n"
+        "ip = InteractiveShell.instance()\n"
+        f"assert ip.run_cell({first!r}).success\n"
+        "ip.run_line_magic('load_ext', 'tfmagic')\n"
+        "ip.run_cell('x = 1')\n"
+        "print('tfmagic.descent.setup' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split()[-1] == "True"

@@ -1,15 +1,41 @@
 """What `%load_ext tfmagic` adds, and `%unload_ext tfmagic` takes away."""
 
+import sys
+
 from tfmagic.kernel import hints
 from tfmagic.kernel import awaiting, ipykernel_fix
 from tfmagic.runtime.lazytf import LazyTensorFlow
 
 _loaded = {}
+# What a first %%descend imports (~80 ms; its panel's widget modules about as much again),
+# imported right after TensorFlow: that cell takes seconds anyway, and a teacher's first
+# %%descend then shows its first point sooner.
+AHEAD = ("tfmagic.runs", "tfmagic.descent.setup", "tfmagic.descent.loss_grid", "tfmagic.descent.curvature",
+         "tfmagic.present.results")
+AHEAD_LIVE = ("tfmagic.kernel.runner", "tfmagic.widgets.panel")
+
+
+_ahead = set()
+
+
+def _post_run_cell(result=None):
+    """After the cell that imported TensorFlow (whichever comes first, it or %load_ext)."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is None or id(shell) in _ahead or id(shell) not in _loaded or "tensorflow" not in sys.modules:
+        return
+    import importlib
+
+    _ahead.add(id(shell))
+    for name in AHEAD + (AHEAD_LIVE if _loaded[id(shell)][2] else ()):
+        try:
+            importlib.import_module(name)
+        except Exception:  # (only ahead of time: the magic says what is wrong when it runs)
+            return
 
 
 def _pre_run_cell(info=None):
-    import sys
-
     from IPython import get_ipython
 
     # The course's own `import tensorflow as tf` (or keras, which imports it) would print
@@ -33,23 +59,26 @@ def load(shell):
     shell.register_magics(magics)
     shell.configurables.append(magics)  # %config TfMagics.eta = 0.01
     # In a kernel that can, %%descend cells await, so widgets stay live while they run.
-    if awaiting.register_await_transform(shell, ["descend"]):
+    live = awaiting.register_await_transform(shell, ["descend"])
+    if live:
         ipykernel_fix.install(getattr(shell, "kernel", None))
     shell.events.register("pre_run_cell", _pre_run_cell)
     added_tf = "tf" not in shell.user_ns  # never replace the user's own tf
     if added_tf:
         shell.user_ns["tf"] = LazyTensorFlow(shell.user_ns)
-    _loaded[id(shell)] = (magics, added_tf)
+    shell.events.register("post_run_cell", _post_run_cell)
+    _loaded[id(shell)] = (magics, added_tf, live)
 
 
 def unload(shell):
     entry = _loaded.pop(id(shell), None)
     if entry is None:
         return
-    magics, added_tf = entry
+    magics, added_tf, _ = entry
     if magics in shell.configurables:
         shell.configurables.remove(magics)
     shell.events.unregister("pre_run_cell", _pre_run_cell)
+    shell.events.unregister("post_run_cell", _post_run_cell)
     hints.uninstall(shell)
     awaiting.unregister_await_transform(shell)
     ipykernel_fix.uninstall(getattr(shell, "kernel", None))
