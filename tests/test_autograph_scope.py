@@ -51,8 +51,9 @@ def test_the_probe_and_validation_convert_only_the_cell(ip, run, converted):
               "e = tf.reduce_mean((w * X - Y) ** 2)\nif e > 1e9:\n    e = e * 1.0\ne")
     assert res.status == "max_steps"
     w = float(ip.user_ns["w"])
-    losses = LossProbe(ip.user_ns["tf"], res.engine).losses([[0.0], [1.0]])
-    expect = [np.mean((a * ip.user_ns["X"] - ip.user_ns["Y"]) ** 2) for a in (0.0, 1.0)]
+    points = np.linspace(-3.0, 3.0, 64, dtype=np.float32)[:, None]  # (each point sets w, then reads the loss)
+    losses = LossProbe(ip.user_ns["tf"], res.engine).losses(points)
+    expect = [np.mean((a * ip.user_ns["X"] - ip.user_ns["Y"]) ** 2) for a in points[:, 0]]
     assert losses == pytest.approx(expect, rel=1e-5) and float(ip.user_ns["w"]) == w  # (and put back)
     assert "__tfmagic_cell__" in converted and _outside_the_cell(converted) == []
 

@@ -30,7 +30,9 @@ class LossProbe:
                     v.assign(tf.reshape(tf.cast(points[i, j], v.dtype), v.shape))
                 return i + 1, out.write(i, tf.cast(loss_fn(), tf.float32))
 
-            _, out = tf.while_loop(lambda i, _: i < n, at, [tf.constant(0), tf.TensorArray(tf.float32, size=n)])
+            # (one point at a time: each sets the variables the next one's loss reads)
+            _, out = tf.while_loop(lambda i, _: i < n, at, [tf.constant(0), tf.TensorArray(tf.float32, size=n)],
+                                   parallel_iterations=1)
             for v, s in zip(variables, saved):
                 v.assign(s)
             return out.stack()
