@@ -395,3 +395,34 @@ def test_find_eta_puts_the_suggestion_into_the_eta_control(ip, run, loop):
     assert "the loss fell fastest at eta" in panel.status.value and "diverges above ≈ 1" in panel.status.value
     assert res.steps == 0 and float(ip.user_ns["x"].numpy()) == 10.0  # back at the start
     assert not panel.find_eta.disabled and runner.error is None
+
+
+def test_idle_redraws_keep_out_of_other_runs_and_do_not_pile_up(ip, run, loop):
+    """After a run the picture is drawn finer while the kernel is idle; not between the chunks
+    of another panel's run (a drawing can take 0.5 s), and one chain of redraws per panel
+    however many runs ended (found in review: 6 short runs gave 10 redraws)."""
+    ip.run_cell("big = tf.random.uniform((300, 300), seed=1)")
+
+    async def scenario():
+        res, runner, panel = make_panel(ip, run, line="p=1.0 q=2.0 --eta 1e-3",
+                                        cell="loss = tf.reduce_mean(tf.square(p * tf.matmul(big, big) / 250.0 - q))")
+        redraws = []
+        real = panel.refresh
+        panel.refresh = lambda: (redraws.append(time.perf_counter()), real())[1]
+        for _ in range(4):
+            await runner.run(5)
+        redraws.clear()  # (those were the runs' own)
+        await asyncio.sleep(1.0)  # redraws at 0.25 and 0.75 s after the last end
+        piled = len(redraws)
+        assert panel.charts.picture.may_get_finer  # (this loss is costly: still coarse)
+        _, other, _ = make_panel(ip, run, line="x=10.0 --eta 1e-5", cell="y = (x - 2.0) ** 2")
+        task = asyncio.ensure_future(other.run(10**9))
+        await asyncio.sleep(1.5)
+        during = len(redraws) - piled
+        other.stop()
+        await task
+        await until(lambda: len(redraws) > piled + during, timeout=4.0)  # the chain goes on after it
+        return piled, during
+
+    piled, during = loop.run_until_complete(scenario())
+    assert piled <= 2 and during == 0

@@ -209,6 +209,17 @@ def datasets(regression):
 DS_CELL = "loss = tf.reduce_mean((xb[:, 0] * w + b - yb) ** 2)"
 
 
+def test_a_dataset_run_survives_many_retraces(datasets, run):
+    """Each optimizer picked in the panel traces the steps again. A tf.data iterator read in a
+    trace with AutoGraph off counts as a misuse and raises after 32 (found in review)."""
+    fit = run("descend", "w=0.0 b=0.0 --data xb,yb=train --epochs 1 --no-widgets", DS_CELL)
+    engine = fit.engine
+    for i in range(36):
+        engine.set_optimizer(["adam", "sgd", "momentum"][i % 3])
+        assert engine.run(3) == "max_steps"
+    assert np.isfinite(engine.history["loss"]).all()
+
+
 def test_a_dataset_is_taken_a_batch_a_step_an_epoch_a_pass(datasets, run):
     tf = datasets.user_ns["tf"]
     fit = run("descend", "w=0.0 b=0.0 --data xb,yb=train --epochs 3 --validate xb,yb=val --no-widgets", DS_CELL)

@@ -127,7 +127,8 @@ class DescentPanel:
         self._eta_max = engine.suggested_eta()  # sgd diverges above it: worth showing next to eta
         engine.observe(self._on_chunk)
         runner.on_end.append(self.refresh)
-        runner.on_end.append(lambda: self._refine_picture(IDLE_REFINE_FIRST))
+        self._refining = 0  # the idle redraws after the latest run (an earlier run's stop)
+        runner.on_end.append(lambda: self._refine_picture(IDLE_REFINE_FIRST, new=True))
         self._warning = ""
         # The cell's own run ends in the result printed under the panel, with its outcome in
         # words: the panel says it only for runs started from its buttons after that.
@@ -149,18 +150,22 @@ class DescentPanel:
             return None
         return table["epoch"] * self.engine.epoch_steps - 1, table["loss"], table["val_loss"]
 
-    def _refine_picture(self, delay):
+    def _refine_picture(self, delay, new=False):
         """While the kernel is idle after a run, draw the loss picture finer as its budget
         (a share of the panel's time on screen) grows: a short run draws coarse, not slowly."""
         picture = self.charts.picture
+        if new:
+            self._refining += 1
         if picture is None or delay > IDLE_REFINE_LAST:
             return
+        mine = self._refining
 
         def later():
-            if self.runner.running or self.runner.detached or not picture.may_get_finer:
-                return  # (a run's own chunks refine it, and its end schedules this again)
-            self.refresh()  # draws finer when the budget allows it now
-            self._refine_picture(2 * delay)
+            if mine != self._refining or self.runner.running or self.runner.detached or not picture.may_get_finer:
+                return  # (a run's own chunks refine it, and its end starts this again)
+            if not type(self.runner).any_running():
+                self.refresh()  # draws finer when the budget allows it now
+            self._refine_picture(2 * delay)  # (another panel's run: not between its chunks)
 
         self.runner.call_later(delay, later)
 

@@ -18,9 +18,22 @@ def function(tf, fn, **options):
 
 
 def converted(tf, fn):
-    """`fn` converted by AutoGraph when called, also inside a tf.function(autograph=False)."""
+    """`fn` converted by AutoGraph when called, also inside a tf.function(autograph=False);
+    as it is when it only calls converted code (see calls_converted)."""
     ag = _autograph(tf)
-    return fn if ag is None else ag.tf_convert(fn, ag.control_status_ctx(), user_requested=True)
+    if ag is None or getattr(fn, CALLS_CONVERTED, False):
+        return fn
+    return ag.tf_convert(fn, ag.control_status_ctx(), user_requested=True)
+
+
+CALLS_CONVERTED = "tfmagic_calls_converted"
+
+
+def calls_converted(fn):
+    """Mark `fn`, a wrapper that calls only converted code, so `converted` leaves it as it is
+    (not_converted would also switch AutoGraph off for what `fn` calls)."""
+    setattr(fn, CALLS_CONVERTED, True)
+    return fn
 
 
 def not_converted(tf, fn):

@@ -190,7 +190,11 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
     def batch_loss(batch):
         return cell_function(**extra, **batch)[0]
 
-    loss_fn, batch_loss = autograph.not_converted(tf, loss_fn), autograph.not_converted(tf, batch_loss)
+    if not isinstance(batches, DatasetStream):
+        # (A tf.data iterator read with AutoGraph off counts as a misuse, and raises after 32
+        # traces: a dataset run's loss is converted whole, as it always was.)
+        loss_fn = autograph.calls_converted(loss_fn)
+    batch_loss = autograph.not_converted(tf, batch_loss)
     replicas = None if strategy is None else Replicas(tf, strategy, batches.take if batches else dict, batch_loss)
 
     def trial():  # one run of the cell under a tape: its checks, and what it assigns

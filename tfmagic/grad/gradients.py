@@ -159,7 +159,6 @@ def differentiate(tf, source, namespace, names=(), device=None, bench=False):
             watched[name] = _watchable(tf, name, value)
 
     cell = compile_cell(source, namespace, params=list(watched), default_globals={"tf": tf}, tf=tf)
-    cell_function = autograph.converted(tf, cell.function)
     if not names:
         for n in cell.reads:
             value = namespace.get(n)
@@ -179,18 +178,23 @@ def differentiate(tf, source, namespace, names=(), device=None, bench=False):
     extra = {n: namespace[n] for n in cell.params if n not in watched}
     sources = list(variables.values()) + list(watched.values())
 
-    def run(*watched_values):
-        with tf.GradientTape() as tape:
-            for v in list(variables.values()) + list(watched_values):
-                if v.dtype.is_floating or v.dtype.is_complex:  # (else TensorFlow logs a warning; the reason is ours)
-                    tape.watch(v)
-            target, assigned = cell_function(**dict(zip(watched, watched_values)), **extra)
-        if not tf.is_tensor(target):
-            target = tf.convert_to_tensor(target)
-        grads = tape.gradient(target, list(variables.values()) + list(watched_values))
-        return target, grads, assigned
+    def running(cell_function):
+        def run(*watched_values):
+            with tf.GradientTape() as tape:
+                for v in list(variables.values()) + list(watched_values):
+                    if v.dtype.is_floating or v.dtype.is_complex:  # (else TensorFlow logs a warning; the reason is ours)
+                        tape.watch(v)
+                target, assigned = cell_function(**dict(zip(watched, watched_values)), **extra)
+            if not tf.is_tensor(target):
+                target = tf.convert_to_tensor(target)
+            grads = tape.gradient(target, list(variables.values()) + list(watched_values))
+            return target, grads, assigned
 
-    compiled = autograph.function(tf, run)
+        return run
+
+    # Traced: the cell converted by AutoGraph. Eagerly (--bench's other side): the cell as
+    # written, as the course runs it; converted, each eager call would pay AutoGraph's overhead.
+    compiled, run = autograph.function(tf, running(autograph.converted(tf, cell.function))), running(cell.function)
     args = list(watched.values())
     before = None
     try:

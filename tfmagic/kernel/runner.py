@@ -43,6 +43,11 @@ class LiveRunner:
             if runner.engine.retired:
                 runner.detach()
 
+    @classmethod
+    def any_running(cls):
+        """A run of some panel is going (its chunks share the kernel's loop with everything else)."""
+        return any(runner.running for runner in cls._active)
+
     @staticmethod
     def _keys(engine):
         return {id(v) for v in engine.variables.values()} | set(engine.variables)
