@@ -13,9 +13,7 @@ _loaded = {}
 AHEAD = ("tfmagic.runs", "tfmagic.descent.setup", "tfmagic.descent.loss_grid", "tfmagic.descent.curvature",
          "tfmagic.present.results")
 AHEAD_LIVE = ("tfmagic.kernel.runner", "tfmagic.widgets.panel")
-
-
-_ahead = set()
+_ahead = set()  # the shells that have imported them
 
 
 def _post_run_cell(result=None):

@@ -127,7 +127,7 @@ class DescentPanel:
         self._eta_max = engine.suggested_eta()  # sgd diverges above it: worth showing next to eta
         engine.observe(self._on_chunk)
         runner.on_end.append(self.refresh)
-        self._refining = 0  # the idle redraws after the latest run (an earlier run's stop)
+        self._refining = 0  # counts run ends: only the latest run's idle redraws go on
         runner.on_end.append(lambda: self._refine_picture(IDLE_REFINE_FIRST, new=True))
         self._warning = ""
         # The cell's own run ends in the result printed under the panel, with its outcome in
