@@ -28,7 +28,7 @@ import numpy as np
 
 from tfmagic.descent.graphs import ROW_CAPACITY, Graphs
 from tfmagic.descent.facts import Retired, RunFacts
-from tfmagic.descent.history import History, shown_by_value
+from tfmagic.descent.history import HISTORY_MAX, History, shown_by_value
 from tfmagic.descent.optimizers import check_eta, make_optimizer
 from tfmagic.descent.schedule import plan_at
 from tfmagic.descent.calls import CONVERGED, DIVERGED, RUNNING, XLA_MODES, Calls, XlaSkipsChecks
@@ -322,6 +322,8 @@ class Descent(RunFacts):
         self._calls.prime()
         code = self._calls.code(self._calls.point, float(self._calls.point[1]))
         self._unhealthy_start = code == DIVERGED
+        if steps <= HISTORY_MAX:  # (not for a Play that runs until stopped)
+            self._history.reserve(steps)
         mode = self._first_mode(min(steps, max_chunk or steps))  # (a paced run's chunks are short)
         done, k = 0, self._chunk_steps.get(mode, FIRST_CHUNK)
         exact_until, exact_error = 0, None  # after an error: one step per chunk up to here, to find its step

@@ -30,6 +30,17 @@ class History:
         self._view = None
         self.stride = 1  # a row every `stride` steps (grows as a very long run is thinned)
 
+    def reserve(self, rows):
+        """Room for `rows` more rows at once (a run knows its length): growing by doubling
+        copies what is there each time, ~10 ms over a 200 000-step run."""
+        need = min(self._n + rows, HISTORY_MAX + 1)
+        if need > len(self._rows):
+            grown = np.empty((need, self._rows.shape[1]), np.float32)
+            grown[: self._n] = self._rows[: self._n]
+            steps = np.empty(need, np.int64)
+            steps[: self._n] = self._steps[: self._n]
+            self._rows, self._steps, self._view = grown, steps, None
+
     def empty_rows(self):
         return np.zeros((0, len(self.columns)), np.float32)
 
