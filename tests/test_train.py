@@ -214,10 +214,11 @@ def test_a_dataset_run_survives_many_retraces(datasets, run):
     trace with AutoGraph off counts as a misuse and raises after 32 (found in review)."""
     fit = run("descend", "w=0.0 b=0.0 --data xb,yb=train --epochs 1 --no-widgets", DS_CELL)
     engine = fit.engine
+    first = len(engine.history["loss"])
     for i in range(36):
         engine.set_optimizer(["adam", "sgd", "momentum"][i % 3])
         assert engine.run(3) == "max_steps"
-    assert np.isfinite(engine.history["loss"]).all()
+    assert len(engine.history["loss"]) == first + 36 * 3 and np.isfinite(engine.history["loss"]).all()
 
 
 def test_a_dataset_is_taken_a_batch_a_step_an_epoch_a_pass(datasets, run):

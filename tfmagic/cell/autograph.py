@@ -37,5 +37,6 @@ def calls_converted(fn):
 
 
 def not_converted(tf, fn):
-    """`fn` called as it is from converted code (AutoGraph would otherwise convert it too)."""
+    """`fn` called as it is from converted code (AutoGraph would otherwise convert it too);
+    for a wrapper around converted code, see calls_converted."""
     return tf.autograph.experimental.do_not_convert(fn)

@@ -286,9 +286,8 @@ class Descent(RunFacts):
             return short if steps <= STEP_MODE_STEPS else "plain"
         if self.jit == "on":
             return "xla"
-        if short == "plain" and self._xla_verdict is not False and (self._xla_verdict or self._plain_seconds + (
-                steps / self._plain_rate if self._plain_rate else 0) > XLA_PAYS_AFTER_SECONDS):
-            return "xla"  # XLA won here before, or this cell's re-runs have now spent what compiling it costs
+        if short == "plain" and self._use_xla_next(steps, self._plain_rate):
+            return "xla"  # (a re-run: XLA won here before, or the cell's runs have spent its compile time)
         if steps <= STEP_MODE_STEPS:
             return short
         if self.jit == "auto" and steps >= XLA_FROM_START_STEPS and self._xla_verdict is not False:
@@ -421,10 +420,13 @@ class Descent(RunFacts):
         return chunk
 
     def _use_xla_next(self, remaining, rate):
-        """XLA for what is left when it is expected to pay for its compile time."""
+        """XLA for what is left when it is expected to pay for its compile time: the plain
+        loop's time still to come, and in a re-run what the cell's runs spent in it so far
+        (a cell run again is likely to be run again: rent the skis until their price is spent)."""
         if self.jit != "auto" or self._xla_verdict is False or self._xla_unusable:
             return False
-        return self._xla_verdict or remaining / max(rate, 1e-9) > XLA_PAYS_AFTER_SECONDS
+        spent = self._plain_seconds if self.reused else 0.0
+        return self._xla_verdict or spent + (remaining / rate if rate else 0.0) > XLA_PAYS_AFTER_SECONDS
 
     def _use_blocks_next(self, remaining, rate):
         """Blocks when the row buffer caps XLA chunks and what is left pays for compiling them."""

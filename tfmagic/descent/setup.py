@@ -190,11 +190,11 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
     def batch_loss(batch):
         return cell_function(**extra, **batch)[0]
 
+    batch_loss = autograph.calls_converted(batch_loss)
     if not isinstance(batches, DatasetStream):
         # (A tf.data iterator read with AutoGraph off counts as a misuse, and raises after 32
         # traces: a dataset run's loss is converted whole, as it always was.)
         loss_fn = autograph.calls_converted(loss_fn)
-    batch_loss = autograph.not_converted(tf, batch_loss)
     replicas = None if strategy is None else Replicas(tf, strategy, batches.take if batches else dict, batch_loss)
 
     def trial():  # one run of the cell under a tape: its checks, and what it assigns
@@ -231,7 +231,7 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
         jit = "off"  # a smaller last batch: a shape that changes, which XLA cannot compile
     if batches:
         stream = dict(stream=batches, epoch_steps=batches.epoch_steps,
-                      full_loss_fn=autograph.not_converted(tf, lambda: batch_loss(batches.data)))
+                      full_loss_fn=lambda: batch_loss(batches.data))  # (traced without AutoGraph)
         validate = _validation(tf, batch_loss, data.validate, device, data.validate_dataset)
     tensors = table(tf, cell.reads, overlay, variables, assigned)
     where = replicas.describe() if replicas else short_device(device) if device else short_device(loss.device) or "CPU:0"
