@@ -197,17 +197,19 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
         loss_fn = autograph.calls_converted(loss_fn)
     replicas = None if strategy is None else Replicas(tf, strategy, batches.take if batches else dict, batch_loss)
 
+    def run_cell():  # the loss and what the cell assigns, on the first batch
+        return cell_function(**extra, **(batches.first() if batches else {}))
+
     def trial():  # one run of the cell under a tape: its checks, and what it assigns
         with tf.GradientTape() as tape:
-            loss, assigned = cell_function(**extra, **(batches.first() if batches else {}))
+            loss, assigned = run_cell()
             loss = tf.convert_to_tensor(loss)  # (read under the tape: a loss that is a variable itself, `y = x`)
         grads = tape.gradient(loss, list(variables.values())) if loss.dtype.is_floating else None
         return loss, grads, assigned
 
     try:
         with tf.device(device):
-            trial = autograph.function(tf, trial)
-            loss, grads, assigned = trial()
+            loss, grads, assigned = _tried(tf, trial)
     except Exception as err:
         raise explain(err, cell) from err
     label = cell.target_label
@@ -237,8 +239,8 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
     where = replicas.describe() if replicas else short_device(device) if device else short_device(loss.device) or "CPU:0"
 
     def assigned_now():
-        """The names the cell assigns, at the current values (reuses the trial's trace)."""
-        return cell.published(trial()[2])
+        """The names the cell assigns, at the current values."""
+        return cell.published(run_cell()[1])
 
     def prepared(eta, tol, reuse=None, seed=None):
         """The engine (on the compiled steps of `reuse`, an engine of this cell) and the rest."""
@@ -253,6 +255,19 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
     if cells is not None:
         cells.keep(source, namespace, plan, data, options, done, prepared)
     return done
+
+
+def _tried(tf, trial):
+    """The trial, run eagerly (~1 ms; traced, ~12 ms). When it fails, or finds a loss that
+    cannot be minimised, it runs again traced, as the steps will be: graph-mode errors say
+    more (the node, the shapes), and a .numpy() in the cell fails there as it will in a step."""
+    try:
+        loss, grads, assigned = trial()
+        if loss.dtype.is_floating and loss.shape.rank == 0 and any(g is not None for g in grads):
+            return loss, grads, assigned
+    except Exception:  # (reported by the traced run, or gone there: then it is not an error)
+        pass
+    return autograph.function(tf, trial)()
 
 
 def _require_in_scope(strategy, plan, variables):
