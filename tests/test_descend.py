@@ -689,3 +689,30 @@ def test_a_cell_that_fails_in_a_step_says_so_as_a_traced_step_would(ip, run, cel
         run("descend", "x=10.0 --steps 5 --no-widgets", cell)
     assert line in (info.value.line_text or "") and "running the cell" in str(info.value)
     assert "x" not in ip.user_ns  # nothing was published
+
+
+def test_a_run_nobody_steers_takes_longer_chunks(ip, run, monkeypatch):
+    """Chunks grow until one takes CHUNK_SECONDS (a live eta drag waits at most that), or
+    UNSTEERED_CHUNK_SECONDS in a blocking or text-mode run: a chunk's call costs ~1-3 ms,
+    ~10 % of P3's rate at 0.02 s."""
+    import types
+
+    from tfmagic.descent import engine as E
+
+    def chunk_sizes(drive):
+        x = tf.Variable(10.0)
+        eng = E.Descent(tf, lambda: (x - 2.0) ** 2, {"x": x}, eta=1e-4, jit="off")
+        monkeypatch.setattr(E, "time", types.SimpleNamespace(perf_counter=lambda: eng.steps * 1e-5))  # 10 µs a step
+        sizes = []
+        eng.observe(lambda e, c: sizes.append(len(c.rows["loss"])))
+        drive(eng)
+        return max(set(sizes), key=sizes.count)  # the size most chunks had
+
+    assert chunk_sizes(lambda eng: eng.run(50_000)) == pytest.approx(E.UNSTEERED_CHUNK_SECONDS / 1e-5, abs=1)
+    live = chunk_sizes(lambda eng: E.drain(eng.run_chunks(50_000)))  # (the live panel's)
+    assert live == pytest.approx(E.CHUNK_SECONDS / 1e-5, abs=1)
+    monkeypatch.undo()
+    passed, run_chunks = [], E.Descent.run_chunks
+    monkeypatch.setattr(E.Descent, "run_chunks", lambda self, *a, **k: passed.append(k) or run_chunks(self, *a, **k))
+    run("descend", "x=10.0 --steps 20 --no-widgets", COURSE)
+    assert passed == [{"chunk_seconds": E.UNSTEERED_CHUNK_SECONDS}]

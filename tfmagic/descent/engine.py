@@ -12,9 +12,9 @@ would choose (measured in benchmarks/bench_descent.py):
 - "blocks": for problems so fast that rows cap an XLA chunk: history rows every
   `stride` steps, the steps between them in an inner loop, so a step costs what
   a hand-written XLA loop costs (the inner loop takes ~15 ms more to compile).
-K grows until a chunk takes about CHUNK_SECONDS, so a live change (eta, pause)
-waits at most one chunk. eta is the Keras optimizer's learning-rate variable,
-read inside the graph: changing it never retraces and the next step uses it.
+K grows until a chunk takes about CHUNK_SECONDS (a live change waits at most one
+chunk; a run nobody steers: longer). eta is the Keras optimizer's learning-rate
+variable, read in the graph: changing it never retraces; the next step uses it.
 
 Between calls the engine carries the loss and gradients at the current point,
 so each compiled function evaluates the loss once per step and never twice.
@@ -33,7 +33,8 @@ from tfmagic.descent.optimizers import check_eta, make_optimizer
 from tfmagic.descent.schedule import plan_at
 from tfmagic.descent.calls import CONVERGED, DIVERGED, RUNNING, XLA_MODES, Calls, XlaSkipsChecks
 
-CHUNK_SECONDS = 0.02  # a chunk this long reaches >= 95 % of the in-graph rate
+CHUNK_SECONDS = 0.02  # a live change waits at most this; 90 % of the in-graph rate on P3 (a call costs ~1-3 ms there)
+UNSTEERED_CHUNK_SECONDS = 0.1  # for a run nobody steers: 97 % on P3; Ctrl-C still ends it within this
 MAX_CHUNK_GROWTH = 16
 FIRST_CHUNK = 16
 REPLICATED_CHUNK = 128  # chunks of a run with replicas double up to this: every worker sizes them alike
@@ -300,12 +301,12 @@ class Descent(RunFacts):
         self.steps += count
         return rows
 
-    def steps_iter(self, steps, max_chunk=None):
+    def steps_iter(self, steps, max_chunk=None, chunk_seconds=None):
         """Run up to `steps` steps, yielding each Chunk; sets .status at the end.
 
         A generator so a blocking loop and an awaiting loop (the live UI) share
         one implementation: the caller decides what happens between chunks.
-        `max_chunk` caps the steps of a chunk (a paced run shows every few steps).
+        `max_chunk` caps a chunk's steps (a paced run); chunks grow to `chunk_seconds` (CHUNK_SECONDS).
         A stop requested between chunks ends the run before the next one.
         """
         if steps <= 0:
@@ -393,7 +394,7 @@ class Descent(RunFacts):
             if self.status != "running":
                 return
             if rate and count == n == k:  # a full chunk: size the next by its time (replicas: the same on each)
-                grow = CHUNK_SECONDS / max(elapsed, 1e-6)
+                grow = (chunk_seconds or CHUNK_SECONDS) / max(elapsed, 1e-6)
                 k = min(2 * k, REPLICATED_CHUNK) if self.replicas else max(1, int(k * min(MAX_CHUNK_GROWTH, grow)))
                 self._chunk_steps[mode] = k
             if mode == "plain" and rate and self._use_xla_next(steps - done, rate):
@@ -434,16 +435,16 @@ class Descent(RunFacts):
             return False  # e.g. the course's per-iteration printout
         return remaining / max(rate, 1e-9) > BLOCKS_PAY_AFTER_SECONDS
 
-    def run_chunks(self, steps, max_chunk=None):
+    def run_chunks(self, steps, max_chunk=None, chunk_seconds=None):
         """steps_iter, and an interrupt (Ctrl-C, or thrown in between chunks by an awaiting
         driver) ends the run as 'interrupted' at the last good values."""
         try:
-            yield from self.steps_iter(steps, max_chunk)
+            yield from self.steps_iter(steps, max_chunk, chunk_seconds)
         except KeyboardInterrupt:
             self.interrupted()
 
     def run(self, steps):
         """Blocking run; returns the final status. Ctrl-C leaves a consistent state."""
-        drain(self.run_chunks(steps))
+        drain(self.run_chunks(steps, chunk_seconds=UNSTEERED_CHUNK_SECONDS))
         return self.status
 
