@@ -8,7 +8,7 @@ One process, three problems:
 
 (a) steady-state steps/s (median of >= 5 timed repeats after a warm-up at the timed size, so a
     compile that only a long run triggers is not timed; each repeat runs the variables from the
-    starting point again) of
+    starting point again; the ways' repeats interleaved) of
       engine-auto / engine-off / engine-on   tfmagic.descent.engine.Descent(jit='auto'|'off'|'on').run(n)
                                              (n >= 20 000 for 'auto', so it is a long run)
       course    the course's @tf.function per-step update, called from Python n times
@@ -163,8 +163,8 @@ def reset_vars(p, variables):
         v.assign(p.init[n])
 
 
-def steady(run, reset, target, repeats, min_n=1):
-    """Median steps/s of run(n) with n sized so one call takes about `target` seconds.
+def sized(run, reset, target, min_n=1):
+    """(timed, n): timed() times run(n), n sized so one call takes about `target` seconds.
 
     Each size is timed twice and the faster counts, and the final size is run once
     untimed: a longer run may compile a faster loop (the engine's XLA blocks), and
@@ -186,12 +186,21 @@ def steady(run, reset, target, repeats, min_n=1):
         n = int(n * min(16.0, max(2.0, 0.5 * target / max(t, 1e-6))))
     n = max(min_n, int(n * target / t))
     timed(n)  # warm-up at the final size
-    times = [timed(n) for _ in range(repeats)]
-    rates = [n / t for t in times]
-    return {"n": n, "times": times, "rate": statistics.median(rates)}
+    return (lambda: timed(n)), n
 
 
-def steady_engine(p, jit, target, repeats):
+def steady(timers, repeats):
+    """way -> {n, times, rate (median steps/s)}; the ways' repeats interleaved, so a machine
+    that slows down for a while (2 shared cores) slows every way alike."""
+    times = {way: [] for way in timers}
+    for _ in range(repeats):
+        for way, (timed, _) in timers.items():
+            times[way].append(timed())
+    return {way: {"n": n, "times": times[way], "rate": statistics.median(n / t for t in times[way])}
+            for way, (_, n) in timers.items()}
+
+
+def steady_engine(p, jit, target):
     variables = p.make_vars()
     eng = Descent(tf, p.loss_fn(variables), variables, eta=p.eta, jit=jit)
     chunk_log = []
@@ -214,13 +223,14 @@ def steady_engine(p, jit, target, repeats):
     # and runs of 0.5 s even with --quick, as only runs with > 0.1 s of work left compile its blocks.
     min_n = 20_000 if jit == "auto" else 1
     target = max(target, 0.5) if jit == "auto" else target
-    res = steady(run, lambda: reset_vars(p, variables), target, repeats, min_n=min_n)
-    # Rate inside the chunk calls only (the engine's own per-chunk timing), last repeat.
-    steps = sum(c for c, _ in chunk_log)
-    res["in_chunk_rate"] = steps / sum(t for _, t in chunk_log)
-    res["chunks"] = len(chunk_log)
-    res["xla_used"] = "xla" in eng.compiled
-    return res
+    timed, n = sized(run, lambda: reset_vars(p, variables), target, min_n=min_n)
+
+    def facts():  # rate inside the chunk calls only (the engine's own per-chunk timing), last repeat
+        steps = sum(c for c, _ in chunk_log)
+        return {"in_chunk_rate": steps / sum(t for _, t in chunk_log), "chunks": len(chunk_log),
+                "xla_used": "xla" in eng.compiled}
+
+    return (timed, n), facts
 
 
 def e2e_repeat(fn, quick):
@@ -293,15 +303,19 @@ def bench_problem(p, quick):
     target = 0.08 if quick else 0.5
     repeats = 3 if quick else 5
     out = {"steady": {}, "e2e": {}}
+    timers, engine_facts = {}, {}
     for way in STEADY_WAYS:
-        t0 = time.perf_counter()
         if way.startswith("engine-"):
-            res = steady_engine(p, way.split("-")[1], target, repeats)
+            timers[way], engine_facts[way] = steady_engine(p, way.split("-")[1], target)
         else:
             vs = p.make_vars()
-            res = steady(HAND[way](p, vs), lambda vs=vs: reset_vars(p, vs), target, repeats)
-        out["steady"][way] = res
-        log(f"  {p.key} steady {way:12s} {res['rate']:12,.0f} steps/s  (n={res['n']}, {time.perf_counter() - t0:.1f} s)")
+            timers[way] = sized(HAND[way](p, vs), lambda vs=vs: reset_vars(p, vs), target)
+    t0 = time.perf_counter()
+    out["steady"] = steady(timers, repeats)
+    for way, res in out["steady"].items():
+        res.update(engine_facts[way]() if way in engine_facts else {})
+        log(f"  {p.key} steady {way:12s} {res['rate']:12,.0f} steps/s  (n={res['n']})")
+    log(f"  ({repeats} interleaved rounds: {time.perf_counter() - t0:.1f} s)")
     for n in p.sizes:
         row = {}
         for way in QUICK_E2E_WAYS if quick else E2E_WAYS:
