@@ -716,3 +716,25 @@ def test_a_run_nobody_steers_takes_longer_chunks(ip, run, monkeypatch):
     monkeypatch.setattr(E.Descent, "run_chunks", lambda self, *a, **k: passed.append(k) or run_chunks(self, *a, **k))
     run("descend", "x=10.0 --steps 20 --no-widgets", COURSE)
     assert passed == [{"chunk_seconds": E.UNSTEERED_CHUNK_SECONDS}]
+
+
+def test_the_switch_to_xla_is_judged_on_chunks_long_enough_to_show_the_rate(monkeypatch):
+    """A 16-step chunk of a few ms is mostly its call's fixed cost: judged on it, P3's 1 000-step
+    runs compiled XLA (~0.2 s) for ~0.1 s of steps left. Here a chunk costs 2.5 ms and a step 10 µs."""
+    import types
+
+    from tfmagic.descent import engine as E
+
+    def run(steps):
+        x = tf.Variable(10.0)
+        eng = E.Descent(tf, lambda: (x - 2.0) ** 2, {"x": x}, eta=1e-4, jit="auto")
+        calls = []
+        clock = types.SimpleNamespace(perf_counter=lambda: calls.append(1) or eng.steps * 1e-5 + len(calls) * 0.0025)
+        monkeypatch.setattr(E, "time", clock)
+        eng.run(steps)
+        return eng
+
+    short = run(1900)  # (the second chunk, 16 steps in 2.66 ms, reads as 0.31 s of steps left)
+    assert short.status == "max_steps" and "xla" not in short.compiled
+    monkeypatch.setattr(E, "CHUNK_SECONDS", 0.004)  # the same chunk judged: the old rule
+    assert "xla" in run(1900).compiled

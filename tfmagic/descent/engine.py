@@ -203,10 +203,8 @@ class Descent(RunFacts):
         self.optimizer.learning_rate = self._eta  # an assign: no retrace
 
     def observe(self, callback):
-        """Call `callback(engine, chunk)` after every chunk.
-
-        A callback with `needs_every_step = True` gets a row for every step (else
-        long XLA chunks record every k-th step)."""
+        """Call `callback(engine, chunk)` after every chunk; one with `needs_every_step = True`
+        gets a row for every step (else long XLA chunks record every k-th step)."""
         self._observers.append(callback)
 
     def unobserve(self, callback):
@@ -304,10 +302,9 @@ class Descent(RunFacts):
     def steps_iter(self, steps, max_chunk=None, chunk_seconds=None):
         """Run up to `steps` steps, yielding each Chunk; sets .status at the end.
 
-        A generator so a blocking loop and an awaiting loop (the live UI) share
-        one implementation: the caller decides what happens between chunks.
-        `max_chunk` caps a chunk's steps (a paced run); chunks grow to `chunk_seconds` (CHUNK_SECONDS).
-        A stop requested between chunks ends the run before the next one.
+        A generator: a blocking loop and an awaiting one (the live UI) decide what happens
+        between chunks (a stop requested then ends the run). `max_chunk` caps a chunk's
+        steps (a paced run); chunks grow to `chunk_seconds` (CHUNK_SECONDS).
         """
         if steps <= 0:
             raise ValueError(f"steps must be a positive whole number, got {steps}")
@@ -393,11 +390,13 @@ class Descent(RunFacts):
             yield self._chunk_done(start, rows, code, done >= steps)
             if self.status != "running":
                 return
-            if rate and count == n == k:  # a full chunk: size the next by its time (replicas: the same on each)
+            full = rate and count == n == k  # (not capped by the steps left, an epoch or max_chunk)
+            if full:  # size the next chunk by its time (replicas: the same on each)
                 grow = (chunk_seconds or CHUNK_SECONDS) / max(elapsed, 1e-6)
                 k = min(2 * k, REPLICATED_CHUNK) if self.replicas else max(1, int(k * min(MAX_CHUNK_GROWTH, grow)))
                 self._chunk_steps[mode] = k
-            if mode == "plain" and rate and self._use_xla_next(steps - done, rate):
+            # (the rate of a short chunk is mostly its call's fixed cost: judged on a long or a capped one)
+            if mode == "plain" and rate and (elapsed > CHUNK_SECONDS / 2 or not full) and self._use_xla_next(steps - done, rate):
                 mode, k = "xla", self._chunk_steps.get("xla", max(k, FIRST_CHUNK))
             elif mode == "xla" and rate and k > ROW_CAPACITY and self._use_blocks_next(steps - done, rate):
                 mode, k = "blocks", self._chunk_steps.get("blocks", k)
