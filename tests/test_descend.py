@@ -697,13 +697,15 @@ def test_a_cell_that_fails_in_a_step_says_so_as_a_traced_step_would(ip, run, cel
     assert ip.user_ns["x"] == 3.0 and ip.user_ns["fit"] == "kept"  # nothing was published
 
 
-def test_a_run_nobody_steers_takes_longer_chunks(ip, run, monkeypatch):
-    """Chunks grow until one takes CHUNK_SECONDS (a live eta drag waits at most that), or
-    UNSTEERED_CHUNK_SECONDS in a blocking or text-mode run: a chunk's call costs ~1-3 ms,
-    ~10 % of P3's rate at 0.02 s."""
+def test_only_the_live_panel_takes_short_chunks(ip, run, monkeypatch):
+    """Chunks grow until one takes CHUNK_SECONDS (a call costs P3 ~1-3 ms: ~10 % of its rate
+    in 0.02-s chunks); the live panel's runner asks for STEERED_CHUNK_SECONDS, so an eta drag
+    waits at most that. Text mode, --compare and Descent.run take the longer ones."""
+    import asyncio
     import types
 
     from tfmagic.descent import engine as E
+    from tfmagic.kernel.runner import LiveRunner
 
     def chunk_sizes(drive):
         x = tf.Variable(10.0)
@@ -714,14 +716,14 @@ def test_a_run_nobody_steers_takes_longer_chunks(ip, run, monkeypatch):
         drive(eng)
         return max(set(sizes), key=sizes.count)  # the size most chunks had
 
-    assert chunk_sizes(lambda eng: eng.run(50_000)) == pytest.approx(E.UNSTEERED_CHUNK_SECONDS / 1e-5, abs=1)
-    live = chunk_sizes(lambda eng: E.drain(eng.run_chunks(50_000)))  # (the live panel's)
-    assert live == pytest.approx(E.CHUNK_SECONDS / 1e-5, abs=1)
+    assert chunk_sizes(lambda eng: eng.run(50_000)) == pytest.approx(E.CHUNK_SECONDS / 1e-5, abs=1)
+    live = chunk_sizes(lambda eng: asyncio.run(LiveRunner(eng).run(50_000)))
+    assert live == pytest.approx(E.STEERED_CHUNK_SECONDS / 1e-5, abs=1)
     monkeypatch.undo()
     passed, run_chunks = [], E.Descent.run_chunks
-    monkeypatch.setattr(E.Descent, "run_chunks", lambda self, *a, **k: passed.append(k) or run_chunks(self, *a, **k))
+    monkeypatch.setattr(E.Descent, "run_chunks", lambda self, *a, **k: passed.append((a, k)) or run_chunks(self, *a, **k))
     run("descend", "x=10.0 --steps 20 --no-widgets", COURSE)
-    assert passed == [{"chunk_seconds": E.UNSTEERED_CHUNK_SECONDS}]
+    assert passed == [((20,), {})]  # (text mode: the default)
 
 
 def test_the_switch_to_xla_is_judged_on_chunks_long_enough_to_show_the_rate(monkeypatch):
@@ -742,5 +744,5 @@ def test_the_switch_to_xla_is_judged_on_chunks_long_enough_to_show_the_rate(monk
 
     short = run(1900)  # (the second chunk, 16 steps in 2.66 ms, reads as 0.31 s of steps left)
     assert short.status == "max_steps" and "xla" not in short.compiled
-    monkeypatch.setattr(E, "CHUNK_SECONDS", 0.004)  # the same chunk judged: the old rule
+    monkeypatch.setattr(E, "RATE_SECONDS", 0.002)  # the same chunk judged: the old rule
     assert "xla" in run(1900).compiled

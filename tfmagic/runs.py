@@ -332,7 +332,6 @@ class DescentRun:
 
     def _text_chunks(self):
         """One run with text progress (or --print-every's lines)."""
-        from tfmagic.descent.engine import UNSTEERED_CHUNK_SECONDS
         from tfmagic.present.text import IterationPrinter, TextProgress
 
         args, engine = self.args, self.engine
@@ -343,7 +342,7 @@ class DescentRun:
         for obs in observers:
             engine.observe(obs)
         try:
-            yield from engine.run_chunks(args.steps, chunk_seconds=UNSTEERED_CHUNK_SECONDS)  # (nobody steers it)
+            yield from engine.run_chunks(args.steps)
         except Exception as err:
             raise self._failed(err) from err
         finally:

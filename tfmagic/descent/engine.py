@@ -12,9 +12,9 @@ would choose (measured in benchmarks/bench_descent.py):
 - "blocks": for problems so fast that rows cap an XLA chunk: history rows every
   `stride` steps, the steps between them in an inner loop, so a step costs what
   a hand-written XLA loop costs (the inner loop takes ~15 ms more to compile).
-K grows until a chunk takes about CHUNK_SECONDS (a live change waits at most one
-chunk; a run nobody steers: longer). eta is the Keras optimizer's learning-rate
-variable, read in the graph: changing it never retraces; the next step uses it.
+K grows until a chunk takes about CHUNK_SECONDS, or STEERED_CHUNK_SECONDS for the
+live panel, whose changes (eta, pause) wait at most one chunk. eta is the Keras
+optimizer's learning-rate variable, read in the graph: changing it never retraces.
 
 Between calls the engine carries the loss and gradients at the current point,
 so each compiled function evaluates the loss once per step and never twice.
@@ -33,8 +33,9 @@ from tfmagic.descent.optimizers import check_eta, make_optimizer
 from tfmagic.descent.schedule import plan_at
 from tfmagic.descent.calls import CONVERGED, DIVERGED, RUNNING, XLA_MODES, Calls, XlaSkipsChecks
 
-CHUNK_SECONDS = 0.02  # a live change waits at most this; P3 then runs at ~0.85 of a hand-written loop (~1-3 ms a call)
-UNSTEERED_CHUNK_SECONDS = 0.1  # for a run nobody steers: P3 at ~0.93; Ctrl-C still ends it within this
+CHUNK_SECONDS = 0.1  # P3 runs at ~0.93 of a hand-written loop (a call costs ~1-3 ms); Ctrl-C acts within it
+STEERED_CHUNK_SECONDS = 0.02  # the live panel's: an eta drag waits at most this (P3 at ~0.85)
+RATE_SECONDS = 0.01  # a chunk this long shows the step rate, not its call's fixed cost
 MAX_CHUNK_GROWTH = 16
 FIRST_CHUNK = 16
 REPLICATED_CHUNK = 128  # chunks of a run with replicas double up to this: every worker sizes them alike
@@ -304,7 +305,7 @@ class Descent(RunFacts):
 
         A generator: a blocking loop and an awaiting one (the live UI) decide what happens
         between chunks (a stop requested then ends the run). `max_chunk` caps a chunk's
-        steps (a paced run); chunks grow to `chunk_seconds` (CHUNK_SECONDS).
+        steps (a paced run); chunks grow to `chunk_seconds` (default CHUNK_SECONDS).
         """
         if steps <= 0:
             raise ValueError(f"steps must be a positive whole number, got {steps}")
@@ -380,7 +381,7 @@ class Descent(RunFacts):
                 self._run_steps += count
                 self._run_seconds += elapsed
                 self.steps_per_second = rate
-            if rate and mode == "xla" and self.jit == "auto" and self._xla_verdict is None and elapsed > CHUNK_SECONDS / 2:
+            if rate and mode == "xla" and self.jit == "auto" and self._xla_verdict is None and elapsed > RATE_SECONDS:
                 # The first full XLA chunk: keep XLA only if it beats the plain rate.
                 self._xla_verdict = rate >= self._plain_rate
                 mode = "xla" if self._xla_verdict else "plain"
@@ -395,8 +396,8 @@ class Descent(RunFacts):
                 grow = (chunk_seconds or CHUNK_SECONDS) / max(elapsed, 1e-6)
                 k = min(2 * k, REPLICATED_CHUNK) if self.replicas else max(1, int(k * min(MAX_CHUNK_GROWTH, grow)))
                 self._chunk_steps[mode] = k
-            # (the rate of a short chunk is mostly its call's fixed cost: judged on a long or a capped one)
-            if mode == "plain" and rate and (elapsed > CHUNK_SECONDS / 2 or not full) and self._use_xla_next(steps - done, rate):
+            # (judged on a chunk that shows the rate, or one that is capped: it may never grow)
+            if mode == "plain" and rate and (elapsed > RATE_SECONDS or not full) and self._use_xla_next(steps - done, rate):
                 mode, k = "xla", self._chunk_steps.get("xla", max(k, FIRST_CHUNK))
             elif mode == "xla" and rate and k > ROW_CAPACITY and self._use_blocks_next(steps - done, rate):
                 mode, k = "blocks", self._chunk_steps.get("blocks", k)
@@ -444,6 +445,6 @@ class Descent(RunFacts):
 
     def run(self, steps):
         """Blocking run; returns the final status. Ctrl-C leaves a consistent state."""
-        drain(self.run_chunks(steps, chunk_seconds=UNSTEERED_CHUNK_SECONDS))
+        drain(self.run_chunks(steps))
         return self.status
 

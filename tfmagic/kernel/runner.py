@@ -8,6 +8,7 @@ that runs TensorFlow steps. No widget code here: the UI calls these methods.
 
 import asyncio
 
+from tfmagic.descent.engine import STEERED_CHUNK_SECONDS
 from tfmagic.kernel.awaiting import drive, pause_for_frontend
 
 
@@ -82,9 +83,9 @@ class LiveRunner:
             # A kernel interrupt ends it as 'interrupted' after the chunk in flight (see drive).
             if self.pace:
                 chunk = max(1, round(self.pace * PACE_FRAME))
-                await drive(self.engine.run_chunks(steps, chunk), self._paced_pause())
+                await drive(self.engine.run_chunks(steps, chunk, STEERED_CHUNK_SECONDS), self._paced_pause())
             else:
-                await drive(self.engine.run_chunks(steps))
+                await drive(self.engine.run_chunks(steps, chunk_seconds=STEERED_CHUNK_SECONDS))
         except Exception as err:
             self.error = err
             if raise_errors:
