@@ -697,11 +697,10 @@ def test_a_cell_that_fails_in_a_step_says_so_as_a_traced_step_would(ip, run, cel
     assert ip.user_ns["x"] == 3.0 and ip.user_ns["fit"] == "kept"  # nothing was published
 
 
-def test_only_the_live_panel_takes_short_chunks(ip, run, monkeypatch):
+def test_only_the_live_panel_takes_short_chunks(ip, run, monkeypatch, loop):
     """Chunks grow until one takes CHUNK_SECONDS (a call costs P3 ~1-3 ms: ~10 % of its rate
     in 0.02-s chunks); the live panel's runner asks for STEERED_CHUNK_SECONDS, so an eta drag
     waits at most that. Text mode, --compare and Descent.run take the longer ones."""
-    import asyncio
     import types
 
     from tfmagic.descent import engine as E
@@ -717,7 +716,10 @@ def test_only_the_live_panel_takes_short_chunks(ip, run, monkeypatch):
         return max(set(sizes), key=sizes.count)  # the size most chunks had
 
     assert chunk_sizes(lambda eng: eng.run(50_000)) == pytest.approx(E.CHUNK_SECONDS / 1e-5, abs=1)
-    live = chunk_sizes(lambda eng: asyncio.run(LiveRunner(eng).run(50_000)))
+    async def live_run(eng):
+        return await LiveRunner(eng).run(50_000)
+
+    live = chunk_sizes(lambda eng: loop.run_until_complete(live_run(eng)))  # (conftest's loop: a thread of its own)
     assert live == pytest.approx(E.STEERED_CHUNK_SECONDS / 1e-5, abs=1)
     monkeypatch.undo()
     passed, run_chunks = [], E.Descent.run_chunks
