@@ -392,7 +392,7 @@ def test_find_eta_puts_the_suggestion_into_the_eta_control(ip, run, loop):
     eta = res.engine.eta
     assert 1e-3 < eta < 1.0  # (x - 2)^2: sgd diverges above 2/λ = 1
     assert panel.eta_text.value == pytest.approx(eta) and panel.eta_slider.value == pytest.approx(eta, rel=0.05)
-    assert "the loss fell fastest at eta" in panel.status.value and "diverges above ≈ 1" in panel.status.value
+    assert "now in the eta control" in panel.status.value and "diverges above ≈ 1" in panel.status.value
     assert res.steps == 0 and float(ip.user_ns["x"].numpy()) == 10.0  # back at the start
     assert not panel.find_eta.disabled and runner.error is None
 

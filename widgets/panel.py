@@ -92,7 +92,7 @@ class DescentPanel:
         self.reset = W.Button(description="Reset", icon="undo", **button)
         self.find_eta = W.Button(description="Find eta", icon="search", layout=W.Layout(width="100px"),
                                  tooltip="the learning-rate range test, from the start (as Reset): "
-                                         "puts the eta where the loss fell fastest into the eta control")
+                                         "puts the eta it suggests into the eta control")
         for widget, css in [
             (self.eta_slider, "tfmagic-eta"), (self.eta_text, "tfmagic-eta-text"),
             (self.optimizer, "tfmagic-optimizer"), (self.play, "tfmagic-play"), (self.step, "tfmagic-step"),
@@ -354,7 +354,8 @@ class DescentPanel:
             self._set_eta(sweep.suggested_eta, "eta_text")
             self._show("eta_text", _entry(self.engine.eta))
             bound = f"; sgd diverges above ≈ {sweep.bound:.3g}" if sweep.bound else ""
-            self._warning = (f"find eta: the loss fell fastest at eta ≈ {sweep.suggested_eta:.3g}, now in the eta "
+            where = "1/λ (the loss fell on above it)" if sweep.capped else "halfway down the loss's longest fall"
+            self._warning = (f"find eta: eta ≈ {sweep.suggested_eta:.3g}, {where}, now in the eta "
                              f"control{bound}. Press Play to train from the start.")
         else:
             why = f" ({self.runner.error})" if self.runner.error else ": the loss did not fall at any eta it tried"

@@ -21,7 +21,7 @@ def test_find_eta_click_puts_the_suggestion_into_the_eta_entry(lab):
     cell = lab.cell(NB, 1)
     button = cell.locator(".tfmagic-find-eta")
     button.click()  # a mouse click, as a person does
-    status = lab.poll(lambda: (lambda t: t if "the loss fell fastest at eta" in t else None)(
+    status = lab.poll(lambda: (lambda t: t if "now in the eta control" in t else None)(
         cell.locator(".tfmagic-status").first.text_content() or ""), timeout_s=60, what="the suggestion")
     eta = float(cell.locator(".tfmagic-eta-text input").first.input_value())
     assert 1e-3 < eta < 1.0  # (x - 2)^2: sgd diverges above 1

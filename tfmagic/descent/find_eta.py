@@ -1,9 +1,11 @@
 """The learning-rate range test (Smith 2017; fastai's lr_find): from the start, one
 step at each eta of an exponential sweep from 1e-7 up, until the loss blows up; the
-suggestion is where the smoothed loss falls fastest. The variables, the optimizer's
+suggestion is halfway down the smoothed loss's longest fall, past the noisy start
+(for sgd at most 1/λ, half the eta above which it diverges). The variables, the optimizer's
 state (and a --data run's batches) are put back afterwards.
 """
 
+import bisect
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,10 +20,11 @@ class EtaSweep:
     etas: np.ndarray  # the eta of each step taken
     losses: np.ndarray  # the loss after each of those steps
     smoothed: np.ndarray
-    suggested_eta: float | None  # where the smoothed loss falls fastest (None: it never fell)
+    suggested_eta: float | None  # halfway down the smoothed loss's longest fall (None: it never fell)
     bound: float | None  # 2/λ from the curvature at the start (plain gradient descent)
     stopped_early: bool  # the loss blew up before the sweep's last eta
     status: str  # how the sweep ended: "stopped" (the loss blew up), "max_steps", "interrupted", ...
+    capped: bool = False  # sgd: the valley's eta was above 1/λ (half the bound), so 1/λ is suggested
 
 
 def smoothing(steps):
@@ -43,12 +46,32 @@ class Ema:
 
 
 def suggestion(etas, smoothed):
-    """The eta where d(smoothed loss)/d(log eta) is most negative, or None."""
-    if len(smoothed) < 3:
+    """Halfway down the sweep's longest valley (after fastai's `valley`), or None.
+
+    The first tenth of the sweep is skipped: on mini-batches its loss falls and
+    rises by batch noise alone, at etas too small to learn anything. The valley is
+    the longest run of falling smoothed losses (a longest decreasing subsequence,
+    spanning from its first to its last point); a valley whose fall is within the
+    noise of the skipped start is none."""
+    n = len(smoothed)
+    skip = n // 10
+    losses = np.asarray(smoothed[skip:], np.float64)
+    if len(losses) < 3:
         return None
-    slope = np.gradient(smoothed, np.log(etas))
-    i = int(np.nanargmin(slope))
-    return float(etas[i]) if slope[i] < 0 else None
+    tails, length = [], np.zeros(len(losses), int)  # patience sort on -loss: O(n log n)
+    for i, loss in enumerate(-losses):
+        p = bisect.bisect_left(tails, loss)
+        tails[p:p + 1] = [loss]
+        length[i] = p + 1
+    end = int(np.argmax(length))
+    start = end - length[end] + 1
+    noise = np.ptp(smoothed[:skip]) if skip > 1 else 0.0
+    if length[end] < 3 or losses[start] - losses[end] <= noise:
+        return None
+    # Where half the valley's fall is done: its middle by index (fastai's) lands at an eta
+    # far too small on a deterministic loss, which falls a little at every tiny eta.
+    halfway = losses[start] - 0.5 * (losses[start] - losses[end])
+    return float(etas[skip + start + int(np.argmax(losses[start:end + 1] <= halfway))])
 
 
 def sweep_chunks(engine, steps):
@@ -95,4 +118,8 @@ def sweep_chunks(engine, steps):
     smoothed = np.array([ema(loss) for loss in losses])
     # (2/λ costs a trace of second derivatives: not after an interrupt, which must end at once)
     bound = engine.suggested_eta() if engine.optimizer_name == "sgd" and status != "interrupted" else None
-    return EtaSweep(taken, losses, smoothed, suggestion(taken, smoothed), bound, state["blown"], status)
+    suggested = suggestion(taken, smoothed)
+    capped = bool(suggested and bound and suggested > bound / 2)
+    if capped:  # sgd: never past 1/λ, the largest step that does not overshoot along the sharpest direction
+        suggested = bound / 2
+    return EtaSweep(taken, losses, smoothed, suggested, bound, state["blown"], status, capped)

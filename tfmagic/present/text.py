@@ -368,8 +368,9 @@ def sweep_text(sweep):
              + ("; stopped when the loss blew up" if sweep.stopped_early else "")
              + ("; interrupted" if sweep.status == "interrupted" else "")]
     if sweep.suggested_eta:
-        lines.append(f"suggested eta ≈ {sweep.suggested_eta:.3g}: where the smoothed loss falls fastest "
-                     f"(use --eta {sweep.suggested_eta:.2g}; a somewhat smaller eta is the safer start)")
+        where = ("1/λ, half the eta where plain gradient descent diverges: the loss's longest fall went on "
+                 "above it" if sweep.capped else "halfway down the smoothed loss's longest fall")
+        lines.append(f"suggested eta ≈ {sweep.suggested_eta:.3g}: {where} (use --eta {sweep.suggested_eta:.2g})")
     else:
         lines.append("no suggestion: the loss did not fall anywhere in the sweep")
     if sweep.bound:
