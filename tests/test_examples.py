@@ -10,8 +10,14 @@ import pytest
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 
 
+# Appended to every notebook run: which variables a live panel still steers after Run All.
+LIVE_PROBE = ("from tfmagic.kernel.runner import LiveRunner\n"
+              "print('LIVE PANELS', sorted(n for r in LiveRunner._active for n in r.engine.variables))")
+
+
 def run_notebook(name):
     nb = nbformat.read(EXAMPLES / name, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell(LIVE_PROBE))
     client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
                                      resources={"metadata": {"path": str(EXAMPLES)}})
     client.execute()
@@ -44,6 +50,20 @@ class Outputs:
                     self.text.append(out.data.get("text/plain", ""))
                     self.widgets += "application/vnd.jupyter.widget-view+json" in out.data
         self.all = "\n".join(self.text)
+        live = re.search(r"LIVE PANELS (\[.*\])", self.all)
+        self.live = eval(live.group(1)) if live else None
+        # The %%descend cells the text before them asks to steer (drag eta, press Play).
+        self.steerable, said = [], False
+        for cell in nb.cells:
+            if cell.cell_type == "markdown":
+                said = bool(re.search(r"\bdrag\b|\bPlay\b", cell.source))
+            elif cell.source.startswith("%%descend") and said:
+                self.steerable.append(cell.source.split("\n")[0].split()[1].split("=")[0])
+
+    def steerable_panels_are_live(self):
+        """Every panel the text says to steer still steers its variables after Run All."""
+        assert self.steerable and self.live is not None, (self.steerable, self.live)
+        return all(any(n == s or n.startswith(s + "/") for n in self.live) for s in self.steerable)
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +104,12 @@ def test_lecture1_gradient_descent(lecture1):
     assert "same as version 1: True" in text
     assert re.search(r"converged \d+ steps: a = 0\.99\d* +b = 0\.99", text)
     assert lecture1.widgets >= 5  # live panels for the %%descend cells
-    assert re.search(r"max_steps: 300 steps of sgd \(eta=0\.02\).*\n  x = 2\.0", text)  # the paced run
+    assert re.search(r"max_steps: 300 steps of sgd \(eta=0\.02\).*\n  m = (1\.9|2\.0)", text)  # the paced run
     assert [9.5 <= seconds(c) < 15 for c in lecture1.paced] == [True]  # 300 steps at 30 steps/s, then the next cell
+
+
+def test_lecture1_steerable_panels_are_live_after_run_all(lecture1):
+    assert lecture1.steerable == ["m"] and lecture1.steerable_panels_are_live(), lecture1.live
 
 
 def test_lecture1_shows_no_red_noise(lecture1):
@@ -99,6 +123,7 @@ def test_learning_rate_notebook():
     assert "sgd diverges above eta = 1.0" in out.all
     assert re.search(r"max_steps: 300 steps of sgd \(eta=0\.02\)", out.all)  # the paced run to steer
     assert [9.5 <= seconds(c) < 15 for c in out.paced] == [True]
+    assert out.steerable == ["m"] and out.steerable_panels_are_live(), out.live
     assert out.errors == [] and [e for e in out.stderr if e.strip()] == []
 
 
@@ -136,7 +161,19 @@ def test_train_digits_notebook(tmp_path):
     m = re.search(r"validation accuracy after 5 epochs: ([\d.]+)", out.all)
     assert m and float(m.group(1)) > 0.9
     assert "(1437, 64) (360, 64)" in out.all
-    assert re.search(r"suggested eta ≈ [\d.e-]+", out.all)  # --find-eta, before training
+    m = re.search(r"suggested eta ≈ ([\d.e-]+)", out.all)  # --find-eta, before training
+    eta = float(f"{float(m.group(1)):.2g}")
+    assert f"(eta={eta:g})" in out.all  # ... and the training uses it
+    assert out.steerable == ["model"] and out.steerable_panels_are_live(), out.live
     m = re.search(r"model.fit with the steered schedule: validation accuracy ([\d.]+)", out.all)
     assert m and float(m.group(1)) > 0.85  # fit.eta_schedule() trains in Keras's own loop
     assert out.errors == [] and [e for e in out.stderr if e.strip()] == []
+
+
+def test_every_cell_of_every_example_has_an_id():
+    for path in sorted(EXAMPLES.glob("*.ipynb")):
+        import json
+
+        cells = json.loads(path.read_text())["cells"]
+        ids = [c.get("id") for c in cells]
+        assert all(ids) and len(set(ids)) == len(ids), (path.name, ids)

@@ -30,6 +30,11 @@ from .charts import HistoryCharts
 PUSH_INTERVAL = 0.2  # seconds between chart pushes while running: the browser redraws ~2000 SVG nodes each time
 STATUS_RATE = 10  # status-line and eta-entry redraws per second, at most
 ETA_STEP = 0.01  # of the eta slider, in decades
+# The slider spans ETA_SPAN decades over ~440 px of track, ~170 px a decade (main: 5 over ~160, 32 px):
+# a 10-px tremor moves eta by ~14 %. Its range is the start eta's neighbourhood and, for the
+# optimizers it applies to, the 2/λ bound with room above it to see a run diverge.
+ETA_SPAN, ETA_BELOW, ETA_ABOVE_BOUND = 2.5, 1.5, 0.5
+BOUNDED = ("sgd", "momentum", "nesterov")  # (2/λ says nothing of the adaptive ones' steps)
 # The badge shows the run's status word itself (the one `run.status` and the result show).
 BADGES = {
     "converged": "#1b7f3b", "diverged": "#b3261e", "undefined": "#b3261e", "max_steps": "#3c4b64",
@@ -45,6 +50,23 @@ FIND_ETA_STEPS = 100  # the range test's steps (as --find-eta's default)
 def _entry(eta):
     """eta as the exact entry shows it (6 significant digits, as the status line)."""
     return float(f"{eta:.6g}")
+
+
+def eta_window(eta, bound, optimizer):
+    """(min, max) of the eta slider, in decades: ETA_SPAN decades from ETA_BELOW under eta,
+    or, with a 2/λ bound, ETA_SPAN decades up to ETA_ABOVE_BOUND over it, widened only to
+    hold eta. min is log10(eta) less whole steps, so eta sits on a slider position (a
+    snapped value would come back from the browser as a change)."""
+    decade = math.log10(eta)
+    lo = decade - ETA_BELOW
+    if bound and optimizer in BOUNDED:
+        top = math.log10(bound) + ETA_ABOVE_BOUND
+        lo = min(decade - 0.25, top - ETA_SPAN)
+        hi = max(top, lo + ETA_SPAN)
+    else:
+        hi = lo + ETA_SPAN
+    lo = decade - math.ceil(round((decade - lo) / ETA_STEP, 6)) * ETA_STEP
+    return lo, max(hi, decade + 0.25)
 
 
 def _fmt(x):
@@ -68,13 +90,12 @@ class DescentPanel:
         runner.on_detach = lambda: runner.call(self._show_detached)
 
         eta = engine.eta
-        decade = math.log10(eta)
-        # min is log10(eta) - 3 exactly, so eta sits on a slider position: a
-        # snapped value would come back from the browser as a change.
+        self._eta_max = engine.suggested_eta()  # sgd diverges above it: worth showing next to eta
+        lo, hi = eta_window(eta, self._eta_max, engine.optimizer_name)
         self.eta_slider = W.FloatLogSlider(
-            value=eta, base=10, min=decade - 3, max=decade + 2, step=ETA_STEP,
+            value=eta, base=10, min=lo, max=hi, step=ETA_STEP,
             description="eta", readout=False, continuous_update=True,
-            layout=W.Layout(width="260px"),
+            style={"description_width": "28px"}, layout=W.Layout(width="480px"),
         )
         self.eta_text = W.FloatText(value=eta, layout=W.Layout(width="120px"), step=None)
         self.optimizer = W.Dropdown(options=list(OPTIMIZERS), value=engine.optimizer_name,
@@ -124,7 +145,6 @@ class DescentPanel:
         self.stop.on_click(lambda _: runner.call(self._stop))
         self.reset.on_click(lambda _: runner.call(self._reset))
         self.find_eta.on_click(lambda _: runner.call(self._find_eta))
-        self._eta_max = engine.suggested_eta()  # sgd diverges above it: worth showing next to eta
         engine.observe(self._on_chunk)
         runner.on_end.append(self.refresh)
         self._refining = 0  # counts run ends: only the latest run's idle redraws go on

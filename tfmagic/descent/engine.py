@@ -4,20 +4,16 @@ TensorFlow only: no IPython, no widgets. A UI drives it (run, pause, stop,
 step, reset, eta, optimizer) and observes it through `observe(callback)`.
 
 How a run is executed depends on its length, as a person writing it by hand
-would choose (measured in benchmarks/bench_descent.py):
-- "step": a compiled single step called from Python (the course's way). Its
-  trace is the cheapest, so it wins for short runs (<= STEP_MODE_STEPS).
-- "plain": one tf.function call runs K steps in a graph while loop.
-- "xla": the same loop compiled by XLA, up to ROW_CAPACITY steps a call.
-- "blocks": for problems so fast that rows cap an XLA chunk: history rows every
-  `stride` steps, the steps between them in an inner loop, so a step costs what
-  a hand-written XLA loop costs (the inner loop takes ~15 ms more to compile).
+would choose (measured in benchmarks/bench_descent.py): "step", a compiled single
+step called from Python (the course's way; its trace is the cheapest, so it wins
+for runs of <= STEP_MODE_STEPS); "plain", one tf.function call running K steps in
+a graph while loop; "xla", the same loop compiled by XLA, up to ROW_CAPACITY steps
+a call; "blocks", for problems so fast that rows cap an XLA chunk: a history row
+every `stride` steps, the steps between in an inner loop (~15 ms more to compile).
 K grows until a chunk takes about CHUNK_SECONDS, or STEERED_CHUNK_SECONDS for the
 live panel, whose changes (eta, pause) wait at most one chunk. eta is the Keras
 optimizer's learning-rate variable, read in the graph: changing it never retraces.
-
-Between calls the engine carries the loss and gradients at the current point,
-so each compiled function evaluates the loss once per step and never twice.
+Between calls the engine carries the loss and gradients at the current point.
 """
 
 import contextlib
@@ -29,6 +25,7 @@ import numpy as np
 from tfmagic.descent.graphs import ROW_CAPACITY, Graphs
 from tfmagic.descent.facts import Retired, RunFacts
 from tfmagic.descent.history import HISTORY_MAX, History, shown_by_value
+from tfmagic.descent.keep_best import BestPoint
 from tfmagic.descent.optimizers import check_eta, make_optimizer
 from tfmagic.descent.schedule import plan_at
 from tfmagic.descent.calls import CONVERGED, DIVERGED, RUNNING, XLA_MODES, Calls, XlaSkipsChecks
@@ -103,6 +100,7 @@ class Descent(RunFacts):
         self.reused = reuse is not None  # this run took over an earlier run's (nothing traced for it)
         self.eta_plan = None  # per-step etas to follow (--eta-schedule), else None
         self.memo = {}  # what others built on these variables and loss (the charts' probe): a re-run keeps it
+        self.kept = BestPoint()  # where a run that diverges after eta was raised goes back to
         if reuse is not None:
             self._take_over(reuse)
         self.reset()
@@ -128,6 +126,7 @@ class Descent(RunFacts):
         for var, init in zip(self.variables.values(), self._initial):
             var.assign(init)
         self._history.clear()
+        self.kept.clear()
         self.steps = 0
         self.status = "ready"
         self.error = None  # the exception that stopped the run (status "error")
@@ -200,7 +199,7 @@ class Descent(RunFacts):
 
     @eta.setter
     def eta(self, value):
-        self._eta = check_eta(value)
+        self._eta = self.kept.eta_set(self, self._eta, check_eta(value))
         self.optimizer.learning_rate = self._eta  # an assign: no retrace
 
     def observe(self, callback):
@@ -258,6 +257,7 @@ class Descent(RunFacts):
         leaves the last finite values.
         """
         self._calls.save()  # for a redo, an error or an interrupt
+        self.kept.offer(self)
         rows, count, block, lowest, traced = self._calls.call(mode, n, stride)
         code = self._calls.code(self._calls.point, lowest)
         if code == DIVERGED:
@@ -313,7 +313,7 @@ class Descent(RunFacts):
             raise Retired(self.loss_label)
         self._stop_request = None
         self.status = "running"
-        self.error, self.error_redone = None, False
+        self.error, self.error_redone, self.kept.rewound = None, False, None
         self._run_steps, self._run_seconds = 0, 0.0
         if self._stream and self._calls.point is not None:
             self._stream.rewind()  # a run goes on: its point is evaluated again on the same batch

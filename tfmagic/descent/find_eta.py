@@ -97,6 +97,7 @@ def sweep_chunks(engine, steps):
         elif eng.steps < steps:
             eng.eta = eta_at(eng.steps)
 
+    engine.kept.enabled = False  # (the sweep's raises of eta are the test, not a run to go back on)
     engine.eta = eta_at(0)
     others = engine.observers_off()  # (an epoch log, a panel: the sweep's steps are not the run's)
     engine.observe(next_eta)
@@ -110,6 +111,7 @@ def sweep_chunks(engine, steps):
         taken = np.asarray(history["eta"], np.float64)
         engine.reset()
         engine.eta = eta0
+        engine.kept.enabled = True
     # A row's loss is before its step: the loss after the step at taken[i] is row i + 1.
     taken, losses = taken[:-1], losses[1:]
     keep = np.isfinite(losses)

@@ -76,6 +76,11 @@ class History:
             self.stride *= 2
         return rows
 
+    def cut(self, step):
+        """Forget the rows of `step` and after (a run that went back to the point before it)."""
+        self._n = int(np.searchsorted(self._steps[: self._n], step))
+        self._view = None
+
     def as_dict(self):
         """Column name -> array, and 'step' -> which step each row is.
 

@@ -88,6 +88,9 @@ def divergence(engine):
         )
     suggestion = engine.suggested_eta()
     advice = eta_advice(engine)
+    back = engine.kept.rewound
+    if back is not None:
+        return went_back(engine, back, names, advice)
     smaller = 0.5 * suggestion if suggestion and suggestion < eta else eta / 10
     adaptive = "" if engine.optimizer_name in ADAPTIVE else " or an adaptive optimizer such as adam"
     return (
@@ -96,4 +99,21 @@ def divergence(engine):
         f"step overshoots the minimum by more than it gains. {advice + ' ' if advice else ''}"
         f"Try a smaller eta (e.g. {smaller:.3g}){adaptive}. "
         f"The variables ({names}) were put back to the last finite values."
+    )
+
+
+def went_back(engine, back, names, advice):
+    """A divergence after eta was raised: which point the variables hold now, and why."""
+    if back.step == back.raised_at:
+        where = "the point where eta was raised"
+    else:
+        where = "the lowest loss the run passed after eta was raised" + (
+            " (checked between chunks of steps)" if back.moved else ", the last before the blow-up")
+    return (
+        f"diverged after {steps_text(back.diverged_after)}: step {back.diverged_after + 1} made the loss blow up "
+        f"at eta={back.blowup_eta:g} (eta was raised from {back.raised_from:g} to {back.raised_to:g} at step "
+        f"{back.raised_at}). {advice + ' ' if advice else ''}"
+        f"The variables ({names}) and the optimizer's state {'went back' if back.moved else 'stay'} at step "
+        f"{back.step}, loss {back.loss:.4g}: {where}; the history ends there, and eta is {back.eta:g} again, "
+        f"so Play goes on from there."
     )
