@@ -19,6 +19,7 @@ import shutil
 import pytest
 
 from test_descend_ui import read_status, slider_exponent, wait_status
+from test_eta_gestures import _drag
 
 pytestmark = pytest.mark.browser
 
@@ -53,19 +54,11 @@ def _handle(cell):
 
 
 def _drag_to(lab, cell, x_to, moves=12, pause_ms=30):
-    """Press the handle, move the mouse to x_to in small moves, release."""
+    """Press the handle, move the mouse to x_to in small moves, release; the exponent let go at."""
     handle = _handle(cell)
     handle.scroll_into_view_if_needed()
     box = handle.bounding_box()
-    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    mouse = lab.page.mouse
-    mouse.move(x, y)
-    mouse.down()
-    for i in range(1, moves + 1):
-        mouse.move(x + (x_to - x) * i / moves, y)
-        lab.page.wait_for_timeout(pause_ms)
-    mouse.up()
-    return slider_exponent(handle)
+    return _drag(lab, handle, x_to - (box["x"] + box["width"] / 2), moves, pause_ms)
 
 
 def _x_of(cell, exponent):
