@@ -10,9 +10,10 @@ import pytest
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 
 
-# Appended to every notebook run: which variables a live panel still steers after Run All.
+# Appended to every notebook run: the results (-o NAME) whose panel still steers its run after Run All.
 LIVE_PROBE = ("from tfmagic.kernel.runner import LiveRunner\n"
-              "print('LIVE PANELS', sorted(n for r in LiveRunner._active for n in r.engine.variables))")
+              "print('LIVE PANELS', sorted(n for n, v in dict(globals()).items() if not n.startswith('_') and any(\n"
+              "    r.engine is getattr(v, 'engine', None) for r in LiveRunner._active)))")
 
 
 def run_notebook(name):
@@ -61,12 +62,13 @@ class Outputs:
             if cell.cell_type == "markdown":
                 said = bool(re.search(r"\bdrag\b|\bPlay\b", cell.source))
             elif cell.source.startswith("%%descend") and said:
-                self.steerable.append(cell.source.split("\n")[0].split()[1].split("=")[0])
+                out = re.search(r" -o (\w+)", cell.source.split("\n")[0])
+                self.steerable.append(out and out.group(1))
 
     def steerable_panels_are_live(self):
         """Every panel the text says to steer still steers its variables after Run All."""
         assert self.steerable and self.live is not None, (self.steerable, self.live)
-        return all(any(n == s or n.startswith((s + "/", s + ".")) for n in self.live) for s in self.steerable)
+        return all(name in self.live for name in self.steerable)
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +114,7 @@ def test_lecture1_gradient_descent(lecture1):
 
 
 def test_lecture1_steerable_panels_are_live_after_run_all(lecture1):
-    assert lecture1.steerable == ["m"] and lecture1.steerable_panels_are_live(), lecture1.live
+    assert lecture1.steerable == ["steer"] and lecture1.steerable_panels_are_live(), lecture1.live
 
 
 def test_lecture1_shows_no_red_noise(lecture1):
@@ -126,7 +128,7 @@ def test_learning_rate_notebook():
     assert "sgd diverges above eta = 1.0" in out.all
     assert re.search(r"max_steps: 300 steps of sgd \(eta=0\.02\)", out.all)  # the paced run to steer
     assert [9.5 <= seconds(c) < 15 for c in out.paced] == [True]
-    assert out.steerable == ["m"] and out.steerable_panels_are_live(), out.live
+    assert out.steerable == ["steer"] and out.steerable_panels_are_live(), out.live
     assert out.errors == [] and [e for e in out.stderr if e.strip()] == []
 
 
@@ -140,6 +142,7 @@ def test_landscapes_notebook():
     assert ends["momentum"][1] < 1e-5 < ends["sgd"][1]
     m = re.search(r"(\d+) distinct minima; best run: start \d+ loss (\S+)", out.all)
     assert m and int(m.group(1)) >= 2 and float(m.group(2)) < -0.5
+    assert not out.steerable or out.steerable_panels_are_live(), (out.steerable, out.live)
     assert out.errors == []
 
 
@@ -147,6 +150,7 @@ def test_first_network_notebook():
     out = Outputs(run_notebook("first_network.ipynb"))
     m = re.search(r"loss ([\d.]+) -> ([\d.]+); training accuracy ([\d.]+)", out.all)
     assert m and float(m.group(2)) < 0.1 * float(m.group(1)) and float(m.group(3)) > 0.95
+    assert not out.steerable or out.steerable_panels_are_live(), (out.steerable, out.live)
     assert out.errors == [] and [e for e in out.stderr if e.strip()] == []
 
 
@@ -167,7 +171,7 @@ def test_train_digits_notebook(tmp_path):
     m = re.search(r"suggested eta ≈ ([\d.e-]+)", out.all)  # --find-eta, before training
     used = re.search(r"of adam \(eta=([\d.e-]+)\)", out.all)
     assert used and f"{float(used.group(1)):.3g}" == m.group(1)  # ... and the training uses it
-    assert out.steerable == ["model"] and out.steerable_panels_are_live(), out.live
+    assert out.steerable == ["fit"] and out.steerable_panels_are_live(), out.live
     m = re.search(r"model.fit with the steered schedule: validation accuracy ([\d.]+)", out.all)
     assert m and float(m.group(1)) > 0.85  # fit.eta_schedule() trains in Keras's own loop
     assert out.errors == [] and [e for e in out.stderr if e.strip()] == []

@@ -86,4 +86,5 @@ class RunFacts:
         values are kept as they are now, and it never steps again."""
         if self.final_values is None or self.status in ("running", "paused"):
             self.final_values = {n: v.numpy().copy() for n, v in self.variables.items()}
+        self.kept.best = None  # (its snapshot: it never steps again)
         self.retired = True
