@@ -53,7 +53,7 @@ class BestPoint:
 
     def eta_set(self, engine, old, new):
         """Note a change of eta (made between chunks); returns the new eta."""
-        if new > old and self.enabled:
+        if new > old and self.enabled and engine.steps:  # (at step 0 it is the run's first eta)
             point, best = engine._calls.point, self.best
             growing = (self.raise_ and best and point is not None
                        and float(point[0]) > best.loss + (BLOWING_UP - 1) * abs(best.loss))
