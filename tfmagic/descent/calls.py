@@ -62,6 +62,7 @@ class Calls:
         (Tensors: a variable's later update writes a new buffer while a read of it is held.)"""
         with self.tf.device(self.device):
             self._saved = [self.tf.identity(v) for v in self.live], self.state, self.point
+        return self._saved
 
     def restore(self):
         values, self.state, self.point = self._saved

@@ -199,7 +199,7 @@ class Descent(RunFacts):
 
     @eta.setter
     def eta(self, value):
-        self._eta = self.kept.eta_set(self, self._eta, check_eta(value))
+        self._eta = self.kept.eta_set(self.steps, self._calls.point, self._eta, check_eta(value))
         self.optimizer.learning_rate = self._eta  # an assign: no retrace
 
     def observe(self, callback):
@@ -256,8 +256,8 @@ class Descent(RunFacts):
         step: the history then ends exactly where it happened, and a divergence
         leaves the last finite values.
         """
-        self._calls.save()  # for a redo, an error or an interrupt
-        self.kept.offer(self)
+        saved = self._calls.save()  # for a redo, an error or an interrupt
+        self.kept.offer(self, self._calls, saved)
         rows, count, block, lowest, traced = self._calls.call(mode, n, stride)
         code = self._calls.code(self._calls.point, lowest)
         if code == DIVERGED:

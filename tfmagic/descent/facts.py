@@ -63,7 +63,7 @@ class RunFacts:
 
     def _finish(self, status):
         if status == "diverged":
-            self.kept.rewind(self)  # after a raise of eta: back to the best point
+            self.kept.rewind(self, self._calls, self._history)  # after a raise of eta: back to the best point
         self.status = status
         if self._run_seconds > 0:  # the run's average, not its last (maybe partial) chunk's
             self.steps_per_second = self._run_steps / self._run_seconds

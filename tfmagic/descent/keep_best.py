@@ -51,28 +51,27 @@ class BestPoint:
         self.raise_ = None  # (step, eta before, eta after) of the last raise
         self.rewound = None  # the last run's Rewound, if it went back
 
-    def eta_set(self, engine, old, new):
-        """Note a change of eta (made between chunks); returns the new eta."""
-        if new > old and self.enabled and engine.steps:  # (at step 0 it is the run's first eta)
-            point, best = engine._calls.point, self.best
+    def eta_set(self, steps, point, old, new):
+        """Note a change of eta (made between chunks, at `point` after `steps` steps); returns the new eta."""
+        if new > old and self.enabled and steps:  # (at step 0 it is the run's first eta)
+            best = self.best
             growing = (self.raise_ and best and point is not None
                        and float(point[0]) > best.loss + (BLOWING_UP - 1) * abs(best.loss))
             if not growing:
                 self.best = None  # (the next chunk starts at this point: it is the first candidate)
-                self.raise_ = (engine.steps, old, new)
+                self.raise_ = (steps, old, new)
         return new
 
-    def offer(self, engine):
-        """A chunk starts from the point just saved: keep it if it is the best so far."""
-        calls = engine._calls
+    def offer(self, engine, calls, saved):
+        """A chunk starts from the point just saved (Calls.save's snapshot): keep it if it is the best so far."""
         loss = float(calls.point[0])
         if self.enabled and math.isfinite(loss) and (self.best is None or loss <= self.best.loss):
-            self.best = Point(engine.steps, loss, engine.eta, calls._saved, calls)
+            self.best = Point(engine.steps, loss, engine.eta, saved, calls)
 
-    def rewind(self, engine):
+    def rewind(self, engine, calls, history):
         """The run diverged: go back to the best point if eta was raised and it is better
         than where the run stopped. Returns whether it went back."""
-        best, calls = self.best, engine._calls
+        best = self.best
         if not (self.enabled and self.raise_ and best and best.calls is calls) or engine.unhealthy_start:
             return False
         now = float(calls.point[0])
@@ -87,7 +86,7 @@ class BestPoint:
             values, calls.state, calls.point = best.saved
             for v, s in zip(calls.live, values):
                 v.assign(s)
-            engine._history.cut(best.step)
+            history.cut(best.step)
             engine.steps = best.step
         engine.eta = eta  # (a lowering: no raise noted)
         self.raise_ = None  # (a later raise is a new one)
