@@ -267,5 +267,5 @@ class HistoryCharts:
         elif self._clip_floor is None:
             self.loss_fig.title = "Loss (log scale)"
         else:
-            self.loss_fig.title = f"Loss (log scale; values ≤ 0 drawn at {self._clip_floor:.0e})"
+            self.loss_fig.title = f"Loss (log scale; values ≤ 0 drawn at {self._clip_floor:.2g})"
 

@@ -193,7 +193,7 @@ class CompareView:
             steps, loss, row = p["step"], np.asarray(p["loss"], np.float64), None
             if floor is not None:
                 loss = np.where(loss <= 0, floor, loss)
-            if run.status in ESCAPED and not log:
+            if run.status in ESCAPED:  # (on the log scale, only a loss not finite leaves it)
                 (steps, loss), row = _cut_at_exit([steps, loss], [(-np.inf, np.inf), (lo, top)])
             drawn.append((steps, loss, row))
         yr = (np.log10(lo), np.log10(top)) if log else (lo, top)
@@ -210,7 +210,7 @@ class CompareView:
             ax[1].tick_format, ax[1].tick_values = ".0e", log_ticks(np.array([lo * 2, top / 2]))
         title = "Loss of each run" + (" (log scale)" if log else "")
         if floor is not None:
-            title = f"Loss of each run (log scale; values ≤ 0 drawn at {floor:.0e})"
+            title = f"Loss of each run (log scale; values ≤ 0 drawn at {floor:.2g})"
         # (no padding: the scale's ends are the plot's edges, where an escaped run's triangle sits)
         return figure(title, "tfmagic-compare-loss", marks, ax, padding_y=0.0)
 
@@ -248,10 +248,7 @@ class CompareView:
         scales = {"x": sx, "y": sy}
         drawn = []
         for run, p in zip(runs, self.points):
-            xs, loss = p[name], np.asarray(p["loss"], np.float64)
-            # a point where the loss is not finite (a start outside the domain) sits on the curve's floor
-            loss = np.where(np.isfinite(loss), loss, bottom)
-            row = None
+            xs, loss, row = p[name], np.asarray(p["loss"], np.float64), None
             if run.status in ESCAPED:
                 (xs, loss), row = _cut_at_exit([xs, loss], [(lo, hi), (bottom, top)])
             drawn.append((p["step"][:len(xs)], xs, loss, row))

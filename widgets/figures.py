@@ -87,11 +87,13 @@ def colour_key(lowest=None, highest=None):
         for k in range(math.floor(math.log10(eps)), math.ceil(math.log10(highest - lowest)) + 1):
             where = at(10.0 ** k)
             if 0.2 <= where <= 0.8 and all(abs(where - t[0]) >= 0.22 for t in ticks):
-                ticks.append((where, lowest + 10.0 ** k, "center"))
+                # (digits enough to tell it from the lowest: 0.001001, not 0.001)
+                digits = 3 + max(0, min(5, math.floor(math.log10(abs(lowest) or 1.0)) - k))
+                ticks.append((where, f"{lowest + 10.0 ** k:.{digits}g}", "center"))
     shift = {"left": "0", "center": "-50%", "right": "-100%"}
     labels = "".join(
         f"<span style='position:absolute;left:{100 * x:.1f}%;top:12px;transform:translateX({shift[a]});"
-        f"white-space:nowrap'>{escape(f'{v:.3g}')}</span>" for x, v, a in ticks)
+        f"white-space:nowrap'>{escape(v if isinstance(v, str) else f'{v:.3g}')}</span>" for x, v, a in ticks)
     ends = "" if ticks else "<span style='position:absolute;left:0;top:12px'>lowest</span>" \
         "<span style='position:absolute;right:0;top:12px'>highest</span>"
     return (f"<div style='display:flex;align-items:flex-start;gap:8px;font-size:12px;margin-left:62px;"

@@ -84,8 +84,10 @@ def eta_advice(engine, runs=None):
     for run in above_fine:
         there = at_values(engine, run.values)
         fell = there and there < lam * (1 - CHANGED)
+        first, last = float(run.history["loss"][0]), run.final_loss
+        grew = " (though {their} loss grew)" if last is not None and last > first else ""
         key = "above it and did not diverge: λ fell along {their} path{s} (≈ {ends} where {they} ended)" if fell else \
-            "above it and did not diverge in {their} steps ({lengths})"
+            "above it and did not diverge in {their} {lengths}" + grew
         groups.setdefault(key, []).append((run, there))
     for run in below_diverged:
         there = at_values(engine, run.values)
@@ -102,7 +104,7 @@ def eta_advice(engine, runs=None):
                      f"{'are' if many else 'is'} " + key.format(
                          their="their" if many else "its", they="they" if many else "it", s="s" if many else "",
                          ends=" and ".join(f"{t:.4g}" for _, t in members),
-                         lengths=", ".join(steps_text(r.steps) for r, _ in members)))
+                         lengths=" and ".join(dict.fromkeys(steps_text(r.steps) for r, _ in members))))
     head = said + ("; λ changes along the path, so this holds near the start only" if changed else "")
     return head + ": " + "; ".join(notes) + "."
 
