@@ -226,7 +226,7 @@ def test_a_rate_is_shown_only_when_measured_on_enough_steps(ip, run, capsys):
     """Step showed '299 steps/s' after one step."""
     from tfmagic.present.text import rate_text
 
-    res = run("descend", "x=10.0 --eta 0.001 --steps 5000 --no-widgets", COURSE)
+    res = run("descend", "x=10.0 --eta 0.001 --steps 100000 --no-widgets", COURSE)
     assert re.search(r"[0-9,]+ steps/s", rate_text(res.engine, False))
     for steps in (1, 3):
         res.engine.run(steps)
@@ -244,16 +244,16 @@ def test_the_colour_key_writes_the_loss_where_its_colours_are(ip, run):
 
     for lo, hi in ((-0.93, 2.78), (0.0248, 2.28e4), (0.0, 400.0), (1e-3, 1.5e-3)):
         key = colour_key(lo, hi)
-        assert "above the lowest loss, on a log scale" in key
-        ticks = [(float(p), float(v)) for p, v in re.findall(r"left:([0-9.]+)%[^>]*>([^<]+)</span>", key)]
-        assert ticks[0] == (0.0, float(f"{lo:.3g}")) and ticks[1] == (100.0, float(f"{hi:.3g}"))
-        assert len({v for _, v in ticks}) == len(ticks)  # (each label tells its loss from the others)
-        colours = surface_colors(np.array([lo, hi] + [v for _, v in ticks[2:]]))
-        for (where, _), c in zip(ticks[2:], colours[2:]):  # each label sits where its loss's colour is
+        assert "the loss above its lowest, on a log scale" in key
+        assert f"<span>loss</span><span>{lo:.3g}</span>" in key and f"<span>{hi:.3g}</span>" in key  # the ends
+        ticks = [(float(p), float(v)) for p, v in re.findall(r"left:([0-9.]+)%;top:13px[^>]*>([^<]+)</span>", key)]
+        assert ticks and len({v for _, v in ticks} | {lo, hi}) == len(ticks) + 2  # (each tells its loss apart)
+        colours = surface_colors(np.array([lo, hi] + [v for _, v in ticks]))
+        for (where, _), c in zip(ticks, colours[2:]):  # each label sits where its loss's colour is
             assert where / 100 == pytest.approx((c - colours[0]) / (colours[1] - colours[0]), abs=0.01)
     res = run("descend", "x=-3:3 y=-3:3 --restarts 3 --seed 1 --steps 50 --eta 0.01 --no-widgets",
               "f = (x**2 + y - 11)**2 + (x + y**2 - 7)**2 - 50.0")
     _, surface = loss_grid_for(ip.user_ns["tf"], res.engine)
     view = CompareView(res, surface=surface)
     key = view.widget.children[1].children[1].children[1].value
-    assert "above the lowest loss" in key and re.search(r">-[0-9.]+</span>", key)
+    assert "the loss above its lowest" in key and re.search(r"<span>loss</span><span>-[0-9.]+</span>", key)

@@ -223,7 +223,7 @@ def test_two_scalars_with_surface():
     assert [a.label for a in c.picture.fig.axes] == ["a", "b"]
     # the colour key under the surface names the loss at both ends of the colours
     z = rosenbrock(c.picture.heatmap.x, c.picture.heatmap.y)
-    assert f">{z.min():.3g}</span>" in c.picture.key.value and f">{z.max():.3g}</span>" in c.picture.key.value
+    assert f"<span>{z.min():.3g}</span>" in c.picture.key.value and f"<span>{z.max():.3g}</span>" in c.picture.key.value
 
     # The path leaves the grid: it is recomputed once, and covers the path.
     far = {k: v.copy() for k, v in h.items()}

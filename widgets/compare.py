@@ -71,18 +71,24 @@ def _widened(lo, hi, columns):
     escaped runs'), by at most ESCAPED_GROWTH times its span on either side."""
     first = np.concatenate([np.asarray(c[:ESCAPED_STEPS + 1], np.float64) for c in columns] + [np.zeros(0)])
     grow = ESCAPED_GROWTH * (hi - lo)
-    return grown_range(lo, hi, first, (lo - grow, hi + grow)) or (lo, hi)
+    wider = grown_range(lo, hi, first, (lo - grow, hi + grow))
+    if wider is None:
+        return lo, hi
+    seen = first[np.isfinite(first)]  # (only the side the escaped steps went to grows)
+    return (wider[0] if (seen < lo).any() else lo), (wider[1] if (seen > hi).any() else hi)
 
 
-def _overlaps(series, ranges):
-    """For each run, how many later runs lie on it: `series` is each run's (steps, columns)
-    as drawn, compared in fractions of `ranges` at the steps both have."""
+def _overlaps(series, ranges, order):
+    """For each run, how many runs drawn after it (`order`: the drawing order) lie on it:
+    `series` is each run's (steps, columns) as drawn, compared in fractions of `ranges` at
+    the steps both have."""
     def normal(cols):
         return [(np.asarray(c, np.float64) - lo) / ((hi - lo) or 1.0) for c, (lo, hi) in zip(cols, ranges)]
 
     under = [0] * len(series)
-    for i, (ti, ci) in enumerate(series):
-        for tj, cj in series[i + 1:]:
+    for at, i in enumerate(order):
+        ti, ci = series[i]
+        for tj, cj in (series[j] for j in order[at + 1:]):
             if len(ti) < 2 or len(tj) < 2 or min(ti[-1], tj[-1]) <= max(ti[0], tj[0]):
                 continue  # (a run of one point gets a marker, drawn on top)
             t = np.linspace(max(ti[0], tj[0]), min(ti[-1], tj[-1]), 50)
@@ -105,6 +111,8 @@ class CompareView:
         kept = [i for i, r in enumerate(runs) if r.status not in ESCAPED] or list(range(len(runs)))
         self.kept = [runs[i] for i in kept]
         self._kept_idx = kept
+        # Drawn longest first: a short run's few markers on top, where a long run cannot hide them.
+        self.order = sorted(range(len(runs)), key=lambda i: -len(self.points[i]["step"]))
         figures = self._loss_figures(runs)
         names = list(multi.engine.variables)
         if curve is not None and len(names) == 1:
@@ -131,7 +139,7 @@ class CompareView:
     def _line(self, i, x, y, scales, under, **kwargs):
         """Run i's line: markers when it is short, wider under each later run that lies on it."""
         marked = self._marked(i) or "marker" in kwargs
-        style = dict(colors=[_color(i)], line_style=_style(i), stroke_width=1.5 + 2.0 * min(under, 3),
+        style = dict(colors=[_color(i)], line_style=_style(i), stroke_width=(2.5 if self._marked(i) else 1.5) + 2.0 * min(under, 3),
                      labels=[self.multi_labels[i]])
         if marked:
             style.update(marker=kwargs.pop("marker", _marker(i)), marker_size=kwargs.pop("marker_size", 24) + 24 * min(under, 3))
@@ -198,9 +206,10 @@ class CompareView:
             drawn.append((steps, loss, row))
         yr = (np.log10(lo), np.log10(top)) if log else (lo, top)
         under = _overlaps([(s, [s, np.log10(np.maximum(y, 1e-300)) if log else y]) for s, y, _ in drawn],
-                          [(sx.min, sx.max), yr])
+                          [(sx.min, sx.max), yr], self.order)
         marks = []
-        for i, (steps, loss, row) in enumerate(drawn):
+        for i in self.order:
+            steps, loss, row = drawn[i]
             marks.append(self._line(i, steps, loss, scales, under[i]))
             if row is not None:
                 marks.append(_exit_mark(i, steps[-1], loss[-1], scales, self.multi_labels[i]))
@@ -252,10 +261,12 @@ class CompareView:
             if run.status in ESCAPED:
                 (xs, loss), row = _cut_at_exit([xs, loss], [(lo, hi), (bottom, top)])
             drawn.append((p["step"][:len(xs)], xs, loss, row))
-        under = _overlaps([(s, [x, y]) for s, x, y, _ in drawn], [(lo, hi), (bottom, top)])
+        under = _overlaps([(s, [x, y]) for s, x, y, _ in drawn], [(lo, hi), (bottom, top)], self.order)
         marks = [bq.Lines(x=grid, y=ys, scales=scales, colors=["#999999"])]
-        for i, (_, xs, loss, row) in enumerate(drawn):
-            marks.append(self._line(i, xs, loss, scales, under[i], marker=_marker(i), marker_size=16))
+        for i in self.order:
+            _, xs, loss, row = drawn[i]
+            marks.append(self._line(i, xs, loss, scales, under[i], marker=_marker(i),
+                                    marker_size=32 if self._marked(i) else 16))
             if row is not None:
                 marks.append(_exit_mark(i, xs[-1], loss[-1], scales, self.multi_labels[i]))
         ax = axes(sx, sy, name, "loss")
@@ -283,8 +294,9 @@ class CompareView:
             if run.status in ESCAPED:
                 (pa, pb), row = _cut_at_exit([pa, pb], [(alo, ahi), (blo, bhi)])
             drawn.append((p["step"][:len(pa)], pa, pb, row))
-        under = _overlaps([(s, [x, y]) for s, x, y, _ in drawn], [(alo, ahi), (blo, bhi)])
-        for i, (_, pa, pb, row) in enumerate(drawn):
+        under = _overlaps([(s, [x, y]) for s, x, y, _ in drawn], [(alo, ahi), (blo, bhi)], self.order)
+        for i in self.order:
+            _, pa, pb, row = drawn[i]
             marks.append(self._line(i, pa, pb, scales, under[i], stroke_width=2.0 + 2.0 * min(under[i], 3)))
             if row is None and len(pa):  # where the run ended
                 marks.append(bq.Scatter(x=to_wire(pa[-1:]), y=to_wire(pb[-1:]), scales=scales, labels=[self.multi_labels[i]],

@@ -74,32 +74,33 @@ VIRIDIS = ["#440154", "#3b528b", "#21918c", "#5ec962", "#fde725"]  # bqplot's "v
 def colour_key(lowest=None, highest=None):
     """The key of a heatmap coloured by log10 of the loss above its lowest point (see
     picture.surface_colors): a gradient bar as HTML under the figure (bqplot's colour axis
-    drew a squashed box), with the loss itself written at both ends and at the whole
-    decades above the lowest in between, where those colours are."""
+    drew a squashed box), the lowest and highest loss at its ends and, under it, the loss at
+    whole decades above the lowest, where those colours are."""
     from html import escape
 
     bar = f"background:linear-gradient(to right,{','.join(VIRIDIS)})"
-    ticks = []
+    ends, ticks = ("lowest", "highest"), []
+    if lowest is not None:
+        ends = (f"{lowest:.3g}", f"{highest:.3g}")
     if lowest is not None and highest > lowest:
         eps = max((highest - lowest) * 1e-4, 1e-12)  # (as surface_colors)
         at = lambda height: (math.log10(height + eps) - math.log10(eps)) / (math.log10(highest - lowest + eps) - math.log10(eps))
-        ticks = [(0.0, lowest, "left"), (1.0, highest, "right")]
         for k in range(math.floor(math.log10(eps)), math.ceil(math.log10(highest - lowest)) + 1):
             where = at(10.0 ** k)
-            if 0.2 <= where <= 0.8 and all(abs(where - t[0]) >= 0.22 for t in ticks):
+            if 0.15 <= where <= 0.85 and all(abs(where - t) >= 0.3 for t, _ in ticks):
                 # (digits enough to tell it from the lowest: 0.001001, not 0.001)
                 digits = 3 + max(0, min(5, math.floor(math.log10(abs(lowest) or 1.0)) - k))
-                ticks.append((where, f"{lowest + 10.0 ** k:.{digits}g}", "center"))
-    shift = {"left": "0", "center": "-50%", "right": "-100%"}
-    labels = "".join(
-        f"<span style='position:absolute;left:{100 * x:.1f}%;top:12px;transform:translateX({shift[a]});"
-        f"white-space:nowrap'>{escape(v if isinstance(v, str) else f'{v:.3g}')}</span>" for x, v, a in ticks)
-    ends = "" if ticks else "<span style='position:absolute;left:0;top:12px'>lowest</span>" \
-        "<span style='position:absolute;right:0;top:12px'>highest</span>"
-    return (f"<div style='display:flex;align-items:flex-start;gap:8px;font-size:12px;margin-left:62px;"
-            f"line-height:1.2'><span>loss</span><div style='position:relative;width:200px;height:28px;flex:none'>"
-            f"<div style='height:10px;{bar}'></div>{labels}{ends}</div>"
-            f"<span style='color:#666'>colour: the height above the lowest loss, on a log scale</span></div>")
+                ticks.append((where, f"{lowest + 10.0 ** k:.{digits}g}"))
+    marks = "".join(
+        f"<span style='position:absolute;left:{100 * x:.1f}%;top:10px;height:4px;border-left:1px solid #555'></span>"
+        f"<span style='position:absolute;left:{100 * x:.1f}%;top:13px;transform:translateX(-50%);white-space:nowrap'>"
+        f"{escape(v)}</span>" for x, v in ticks)
+    return (f"<div style='font-size:12px;margin-left:62px;line-height:1.2'>"
+            f"<div style='display:flex;align-items:center;gap:6px;padding-bottom:{16 if ticks else 2}px'>"
+            f"<span>loss</span><span>{escape(ends[0])}</span>"
+            f"<span style='position:relative;width:200px;height:10px;flex:none;{bar}'>{marks}</span>"
+            f"<span>{escape(ends[1])}</span></div>"
+            f"<div style='color:#666'>colour: the loss above its lowest, on a log scale</div></div>")
 
 
 def y_axis(scale, label, **kwargs):

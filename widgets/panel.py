@@ -231,7 +231,8 @@ class DescentPanel:
         # Separate boxes rather than " · " joins, so a wrapped line never starts with a dot; digits
         # of one width (tabular-nums), so the fields do not shift as the numbers change.
         row = lambda parts, first="": (
-            "<div style='display:flex;flex-wrap:wrap;align-items:center;line-height:1.6'>" + first + " ".join(
+            "<div class='tfmagic-status-row' style='display:flex;flex-wrap:wrap;align-items:center;line-height:1.6'>"
+            + first + " ".join(
                 f"<span style='margin-right:16px;white-space:nowrap'>{p}</span>" for p in parts if p) + "</div>")
         self.status.value = (
             "<div style='font-family:var(--jp-ui-font-family,sans-serif);font-size:13px;"
