@@ -188,8 +188,16 @@ def test_while_running_and_after_stop_pause_and_step_the_charts_end_at_the_lates
 
 def test_the_curve_stays_readable_after_a_divergence_and_marks_where_the_path_left(ip):
     """The 1-D picture's loss axis followed the path off to 3.5e7 and squashed the curve flat."""
+    import time
+
     res = finished(ip, "x=10.0 --eta 1.1 --steps 300", COURSE)
-    picture = panel_for(ip, res).charts.picture
+    panel = panel_for(ip, res)
+    picture = panel.charts.picture
+    for _ in range(100):  # (a loaded machine times the loss as costly: drawn when its budget allows)
+        if np.isfinite(picture.curve_line.y).sum() > 20:
+            break
+        time.sleep(0.1)
+        panel.refresh()
     curve = picture.curve_line.y[np.isfinite(picture.curve_line.y)]
     scale = picture.curve_line.scales["y"]
     assert res.final_loss > 1e7 and scale.max < 1.2 * curve.max() and scale.min <= curve.min()

@@ -188,7 +188,9 @@ class HistoryCharts:
         place the picture) and, for charts made with epochs=True, `epochs` = (the step
         each epoch ended at, its mean training loss, its validation loss)."""
         points = path_points(history, end, self.max_points)
-        steps = points["step"]  # (float64: exact for any step count)
+        steps = points["step"]
+        if not len(steps) or steps[-1] < 2 ** 24:  # float32 is exact up to 2^24: half the bytes to send
+            steps = steps.astype(np.float32)
         loss = to_wire(points["loss"])
 
         self._set_iterations(int(steps[-1]) + 1 if len(steps) else 0)

@@ -38,12 +38,15 @@ def initial_range(x0):
 
 
 def grown_range(lo, hi, values, limit):
-    """(lo, hi) if the finite `values` inside `limit` lie inside it, else the
-    union of both widened by MARGIN; None when nothing changed."""
-    v = values[np.isfinite(values) & (values >= limit[0]) & (values <= limit[1])]
-    if v.size == 0:
+    """(lo, hi) if the finite `values` (an array, or a list of them: a history's column and
+    the present point, not copied into one) inside `limit` lie inside it, else the union of
+    both widened by MARGIN; None when nothing changed."""
+    parts = [np.asarray(a) for a in (values if isinstance(values, list) else [values])]
+    parts = [a[np.isfinite(a) & (a >= limit[0]) & (a <= limit[1])] for a in parts]
+    parts = [a for a in parts if a.size]
+    if not parts:
         return None
-    vmin, vmax = float(v.min()), float(v.max())
+    vmin, vmax = min(float(a.min()) for a in parts), max(float(a.max()) for a in parts)
     if lo <= vmin and vmax <= hi:
         return None
     lo, hi = min(lo, vmin), max(hi, vmax)
@@ -152,6 +155,7 @@ class Picture:
         self.resolution = Resolution(sampler, CURVE_POINTS if self.dims == 1 else GRID, self.dims,
                                      least=21 if self.dims == 1 else 8)
         self.window = None  # (lo, hi) of the curve, or (xlo, xhi, ylo, yhi) of the surface
+        self._inside = 0  # the history's first rows, all inside the window (see _left_step)
         self._px = bq.LinearScale()
         if self.dims == 1:
             self._build_curve()
@@ -200,7 +204,7 @@ class Picture:
 
     def reset(self):
         """Clear the path; the next update redraws around its start."""
-        self.window = None
+        self.window, self._inside = None, 0
         self.fig.title = self.title
         for mark in (self.trail if self.dims == 1 else self.path, self.point, self.exit):
             with mark.hold_sync():
@@ -216,8 +220,8 @@ class Picture:
         here = None
         if end is not None and all(n in end for n in self.names):
             here = [float(end[n]) for n in self.names]
-        full = path_points(history, end)  # every point, for the window and where the path left it
-        paths = [np.asarray(full[n], np.float64) for n in self.names]
+        history = {c: history[c] for c in (*self.names, "loss", "step") if c in history}  # (what it draws)
+        paths = [np.asarray(history[n]) for n in self.names]
         if self.window is None:
             start = [float(p[0]) for p in paths] if len(paths[0]) else here
             if start is None or not all(map(math.isfinite, start)):
@@ -227,8 +231,8 @@ class Picture:
             self._draw([v for r in first for v in r])
         elif self.resolution.finer():
             self._draw(self.window)
-        seen = paths if here is None or is_point(end) else [np.append(p, v) for p, v in zip(paths, here)]
         ranges = self._ranges()
+        seen = [[p] if here is None else [p, [v]] for p, v in zip(paths, here or paths)]
         grown = [grown_range(*r, p, lim) for r, p, lim in zip(ranges, seen, self._limits)]
         if any(g is not None for g in grown):
             self._draw([v for g, r in zip(grown, ranges) for v in (g or r)])
@@ -238,7 +242,7 @@ class Picture:
             self._update_trail(drawn, end, here)
         else:
             self._update_path(drawn, end, here)
-        self._say_where_it_left(full, drawn)
+        self._say_where_it_left(self._left_step(paths, history, end, here), drawn)
 
     def _ranges(self):
         return [self.window[2 * i:2 * i + 2] for i in range(self.dims)]
@@ -254,13 +258,29 @@ class Picture:
         """A drawing is shown (or due) and a finer one may come as the budget grows."""
         return self.window is not None and self.resolution.n < self.resolution.most
 
-    def _say_where_it_left(self, full, drawn):
-        """The title names the step where the path left the plot; a triangle marks where."""
+    def _left_step(self, paths, history, end, here):
+        """The step at which the path first left the window (or was not finite), None while
+        it has not. The window only grows, so rows once found inside are not looked at again
+        (a 10^6-row history is not scanned at every push)."""
+        n, ranges = len(paths[0]), self._ranges()
+        since = self._inside if self._inside <= n else 0  # (fewer rows: a reset, or a thinned history)
+        rows = [r for r in (left_at(p[since:], *rg) for p, rg in zip(paths, ranges)) if r is not None]
+        if rows:
+            row = since + min(rows)
+            steps = history.get("step")
+            return int(row if steps is None else steps[row])
+        self._inside = n
+        if here is not None and any(left_at(np.array([v]), *rg) is not None for v, rg in zip(here, ranges)):
+            return int(end["step"]) if is_point(end) else n
+        return None
+
+    def _say_where_it_left(self, step, drawn):
+        """The title names the step where the path left the window; a triangle marks where the
+        drawn path crosses the plot's edge."""
         title = self.title
-        left = where_it_left(*self._plot_columns(full))
-        at = where_it_left(*self._plot_columns(drawn)) if left else None
-        if left:
-            title += f" · path left this window at step {int(full['step'][left[0]])}"
+        at = where_it_left(*self._plot_columns(drawn)) if step is not None else None
+        if step is not None:
+            title += f" · path left this window at step {step}"
         with self.exit.hold_sync():
             self.exit.x, self.exit.y = (to_wire([at[1][0]]), to_wire([at[1][1]])) if at else (empty(), empty())
         if not self.resolution.n:

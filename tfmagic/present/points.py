@@ -44,10 +44,10 @@ def path_points(history, end=None, max_points=None):
     step each point is."""
     n = len(history["loss"])
     room = None if max_points is None else max(max_points - (1 if is_point(end) else 0), 2)
-    idx = np.arange(n) if room is None else decimate(n, room)
+    pick = (lambda v: np.asarray(v)) if room is None or n <= room else (lambda v, i=decimate(n, room): np.asarray(v)[i])
     steps = history.get("step")
-    cols = {c: np.asarray(v)[idx] for c, v in history.items() if c != "step"}
-    cols["step"] = (idx if steps is None else np.asarray(steps)[idx]).astype(np.float64)
+    cols = {c: pick(v) for c, v in history.items() if c != "step"}
+    cols["step"] = pick(np.arange(n) if steps is None else steps).astype(np.float64)
     if is_point(end):
         cols = {c: np.append(v, end.get(c, math.nan)) for c, v in cols.items()}
     return cols
