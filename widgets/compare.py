@@ -104,6 +104,7 @@ class CompareView:
     def __init__(self, multi, curve=None, surface=None, max_points=1000):
         self.multi = multi
         runs = list(multi.runs.values())
+        self.labels = list(multi.runs)
         self.max_points = max_points
         # What each run draws: its rows and, last, the point it ended at (its final loss and values).
         self.points = [path_points(r.history, final_point(r.steps, r.final_loss, r.values), max_points) for r in runs]
@@ -137,17 +138,14 @@ class CompareView:
         return len(self.points[i]["step"]) <= MARKED_POINTS
 
     def _line(self, i, x, y, scales, under, **kwargs):
-        """Run i's line: markers when it is short, wider under each later run that lies on it."""
-        marked = self._marked(i) or "marker" in kwargs
-        style = dict(colors=[_color(i)], line_style=_style(i), stroke_width=(2.5 if self._marked(i) else 1.5) + 2.0 * min(under, 3),
-                     labels=[self.multi_labels[i]])
-        if marked:
-            style.update(marker=kwargs.pop("marker", _marker(i)), marker_size=kwargs.pop("marker_size", 24) + 24 * min(under, 3))
+        """Run i's line: wider and with markers when it is short, wider under each run drawn
+        after it that lies on it."""
+        wider = min(under, 3)
+        style = dict(colors=[_color(i)], line_style=_style(i), labels=[self.labels[i]],
+                     stroke_width=(2.5 if self._marked(i) else 1.5) + 2.0 * wider)
+        if self._marked(i) or "marker" in kwargs:
+            style.update(marker=kwargs.pop("marker", _marker(i)), marker_size=kwargs.pop("marker_size", 24) + 24 * wider)
         return bq.Lines(x=to_wire(x), y=to_wire(y), scales=scales, **{**style, **kwargs})
-
-    @property
-    def multi_labels(self):
-        return list(self.multi.runs)
 
     # -- loss of each run ---------------------------------------------------
     def _loss_figures(self, runs):
@@ -212,7 +210,7 @@ class CompareView:
             steps, loss, row = drawn[i]
             marks.append(self._line(i, steps, loss, scales, under[i]))
             if row is not None:
-                marks.append(_exit_mark(i, steps[-1], loss[-1], scales, self.multi_labels[i]))
+                marks.append(_exit_mark(i, steps[-1], loss[-1], scales, self.labels[i]))
         ax = axes(sx, sy, "iteration", "loss")
         ax[0].tick_values = nice_ticks(0, span, integer=True)
         if log:
@@ -268,7 +266,7 @@ class CompareView:
             marks.append(self._line(i, xs, loss, scales, under[i], marker=_marker(i),
                                     marker_size=32 if self._marked(i) else 16))
             if row is not None:
-                marks.append(_exit_mark(i, xs[-1], loss[-1], scales, self.multi_labels[i]))
+                marks.append(_exit_mark(i, xs[-1], loss[-1], scales, self.labels[i]))
         ax = axes(sx, sy, name, "loss")
         ax[0].tick_values = nice_ticks(lo, hi)
         return figure(f"Paths on the loss curve of {name}", "tfmagic-compare-paths", marks, ax, padding_y=0.0)
@@ -299,10 +297,10 @@ class CompareView:
             _, pa, pb, row = drawn[i]
             marks.append(self._line(i, pa, pb, scales, under[i], stroke_width=2.0 + 2.0 * min(under[i], 3)))
             if row is None and len(pa):  # where the run ended
-                marks.append(bq.Scatter(x=to_wire(pa[-1:]), y=to_wire(pb[-1:]), scales=scales, labels=[self.multi_labels[i]],
+                marks.append(bq.Scatter(x=to_wire(pa[-1:]), y=to_wire(pb[-1:]), scales=scales, labels=[self.labels[i]],
                                         colors=[_color(i)], stroke="white", default_size=40 + 40 * min(under[i], 3)))
             if row is not None:
-                marks.append(_exit_mark(i, pa[-1], pb[-1], scales, self.multi_labels[i]))
+                marks.append(_exit_mark(i, pa[-1], pb[-1], scales, self.labels[i]))
         ax = axes(sx, sy, a, b)
         ax[0].tick_values = nice_ticks(alo, ahi)
         fig = figure("Paths on the loss surface", "tfmagic-compare-paths", marks, ax, padding_y=0.0)

@@ -236,7 +236,7 @@ class DescentPanel:
                 f"<span style='margin-right:16px;white-space:nowrap'>{p}</span>" for p in parts if p) + "</div>")
         self.status.value = (
             "<div style='font-family:var(--jp-ui-font-family,sans-serif);font-size:13px;"
-            f"font-variant-numeric:tabular-nums'>{row(run, badge)}{row(how)}</div>{extra}"
+            f"font-variant-numeric:tabular-nums'>{row(run, badge)} {row(how)}</div>{extra}"  # (a space: 'eta' a word of the text)
         )
 
     def _rate_text(self, status):

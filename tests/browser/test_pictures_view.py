@@ -66,6 +66,7 @@ def test_the_status_line_never_leaves_a_field_alone_on_a_line(page):
         assert len(lines) <= 2 and all(len(line) >= 2 for line in lines), lines
         assert max(right for _, right, _ in status["fields"]) <= status["right"] + 1
         assert "sgd diverges above" in status["text"] and lines[-1][-1][2] == "CPU:0"
+        assert re.search(r"\beta [0-9]", status["text"])  # (read as words: 'eta' after a space)
 
 
 def test_the_curve_stays_readable_after_a_divergence_and_marks_where_the_path_left(page):
