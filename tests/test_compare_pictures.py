@@ -25,6 +25,7 @@ SERIES = [
     ("x=10.0 --steps 200 --compare eta=0.01,0.1,0.5,0.9,1.1", COURSE),  # 1 step, equal losses, diverged
     ("x=10.0 --steps 60 --compare eta=0.5,0.25,1.0,2.5", COURSE),  # 1 step, on the bound, diverged at once
     ("x=10.0 --steps 300 --compare optimizer=sgd,momentum,adam,rmsprop", COURSE),
+    ("x=2.0 --steps 50 --compare eta=0.1,0.2,0.3", COURSE),  # at the minimum from the start: no step
     ("x=-1.5 y=2.0 --steps 3000 --compare eta=0.0005,0.001,0.002,0.004", ROSENBROCK),
     ("x=0.0 y=0.0 --steps 300 --compare eta=0.005,0.01,0.02,0.03,0.05", HIMMELBLAU),
     ("x=-5:5 y=-5:5 --restarts 8 --seed 1 --eta 0.01 --steps 300", HIMMELBLAU),
@@ -128,6 +129,11 @@ def test_runs_on_top_of_each_other_stay_told_apart(ip, run):
     assert first.stroke_width > last.stroke_width
     others = [marks_of_run(fig, i)[0].stroke_width for i in (1, 2, 3)]
     assert all(w == last.stroke_width for w in others)  # (only where runs overlap)
+    # two runs of one point each (at the minimum from the start): the one under is the larger marker
+    res = run("descend", "x=2.0 --steps 50 --compare eta=0.1,0.2 --no-widgets", COURSE)
+    fig = CompareView(res).loss_figs[False]
+    under, over = marks_of_run(fig, 0)[0], marks_of_run(fig, 1)[0]
+    assert (under.x[0], under.y[0]) == (over.x[0], over.y[0]) and under.marker_size > over.marker_size
 
 
 def test_a_diverged_run_shows_its_growing_oscillation_before_it_leaves(ip, run):

@@ -89,9 +89,10 @@ def _overlaps(series, ranges, order):
     for at, i in enumerate(order):
         ti, ci = series[i]
         for tj, cj in (series[j] for j in order[at + 1:]):
-            if len(ti) < 2 or len(tj) < 2 or min(ti[-1], tj[-1]) <= max(ti[0], tj[0]):
-                continue  # (a run of one point gets a marker, drawn on top)
-            t = np.linspace(max(ti[0], tj[0]), min(ti[-1], tj[-1]), 50)
+            if not len(ti) or not len(tj) or min(ti[-1], tj[-1]) < max(ti[0], tj[0]):
+                continue
+            # (the steps both have; one, where a run of one point sits on the other run)
+            t = np.linspace(max(ti[0], tj[0]), min(ti[-1], tj[-1]), 50 if min(len(ti), len(tj)) > 1 else 1)
             a = np.stack([np.interp(t, ti, c) for c in normal(ci)])
             b = np.stack([np.interp(t, tj, c) for c in normal(cj)])
             close = np.abs(a - b).max(axis=0) < OVERLAP
