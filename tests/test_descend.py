@@ -656,9 +656,9 @@ def test_the_result_keeps_a_static_chart_of_the_loss(ip, run):
 
     res = run("descend", "x=10.0 --eta 0.02 --steps 50 --no-widgets", COURSE)
     svg = re.search(r"<svg class='tfmagic-loss-svg'.*?</svg>", res._repr_html_())
-    assert svg and ">64</text>" in svg.group(0) and "iteration 49" in svg.group(0)
+    assert svg and ">64</text>" in svg.group(0) and "iteration 50" in svg.group(0)  # (to where the run ended)
     points = re.search(r"points='([^']*)'", svg.group(0)).group(1).split()
-    assert len(points) == 50
+    assert len(points) == 51
     ys = [float(p.split(",")[1]) for p in points]
     assert ys[0] < ys[-1]  # the loss falls: drawn from the top down
     assert "<svg" not in repr(res)

@@ -67,25 +67,30 @@ def test_restarts_need_a_range_and_ranges_need_restarts(ip, run):
 def test_a_diverged_run_does_not_take_the_axes_of_the_compare_view(ip, run):
     """learning_rate.ipynb's lesson: eta=1.1 diverged and set the linear axis to 0-3e7 (and x to
     +-6000), leaving 0.01, 0.1 and 0.9 one flat line at 0. The ranges come from the runs that
-    did not diverge; the diverged one leaves the plot at a triangle; the legend is beside it."""
+    did not diverge, widened for the diverged one's first steps (its growing oscillation), after
+    which it leaves the plot at a triangle; on the log scale every run is drawn whole."""
     from tfmagic.descent.loss_grid import loss_grid_for
     from tfmagic.widgets.compare import CompareView
 
     res = run("descend", "x=10.0 --steps 200 --compare eta=0.01,0.1,0.9,1.1 --no-widgets", COURSE)
     curve, _ = loss_grid_for(ip.user_ns["tf"], res.engine)
     view = CompareView(res, curve=curve)
-    assert view.log_toggle.value  # the kept runs span 64 down to ~1e-7: log scale from the start
-    log = view.loss_figs[True]
-    assert list(view.loss_figs) == [True] and view._loss_box.children == (log,)
-    view.log_toggle.value = False  # (built when first asked for: a hidden figure logs errors)
+    # eta=0.1 ends at a loss of exactly 0: a log axis would draw it at a floor, so linear first
+    assert not view.log_toggle.value and not view.log_toggle.disabled
     linear = view.loss_figs[False]
-    assert view._loss_box.children == (linear,)
+    assert list(view.loss_figs) == [False] and view._loss_box.children == (linear,)
     sy = linear.marks[0].scales["y"]
-    assert sy.max < 100 and log.marks[0].scales["y"].max < 100  # set by the kept runs (start: 64)
-    triangles = [m for m in linear.marks if isinstance(m, type(linear.marks[-1])) and m.marker == "triangle-up"]
+    assert 64 < sy.max < 4 * 64  # the kept runs (start: 64) and the diverged run's first steps
+    triangles = [m for m in linear.marks if getattr(m, "marker", None) == "triangle-up"]
     assert len(triangles) == 1 and float(triangles[0].y[0]) == pytest.approx(sy.max)
+    assert float(triangles[0].x[0]) > 2  # not at its first step: its growth is seen first
+    view.log_toggle.value = True  # (built when first asked for: a hidden figure logs errors)
+    log = view.loss_figs[True]
+    assert view._loss_box.children == (log,) and "values ≤ 0 drawn at" in log.title
+    diverged = [m for m in log.marks if list(m.labels) == ["eta=1.1"]]
+    assert len(diverged) == 1 and diverged[0].y[-1] == np.float32(res.runs["eta=1.1"].final_loss)  # whole
     paths = view.widget.children[1].children[1]
-    assert paths.marks[0].scales["x"].max < 20  # not +-6000: the kept paths lie in [2, 10]
+    assert paths.marks[0].scales["x"].max < 40  # not +-6000: the kept paths lie in [2, 10]
     assert "eta=1.1: diverged at step" in view.legend.value and "eta=0.1: converged at step" in view.legend.value
     assert all(not getattr(m, "display_legend", False) for f in (linear, log, paths) for m in f.marks)
     # eta=0.1 and 0.9 have the same loss at every step (|1 - 2 eta| = 0.8): styles tell them apart
@@ -157,4 +162,4 @@ def test_compare_view_of_runs_whose_history_is_strided(ip, run):
         r.history = {k: v[::4] for k, v in r.history.items()}
     view = CompareView(res)
     loss_fig = view._loss_box.children[0]
-    assert [float(m.x[-1]) for m in loss_fig.marks] == [396.0, 396.0]
+    assert [float(m.x[-1]) for m in loss_fig.marks] == [400.0, 400.0]  # the rows' steps, then where each ended

@@ -374,7 +374,8 @@ def test_a_data_run_shows_its_epochs_in_the_status_and_on_the_loss_chart(ip, run
     assert list(res.epochs["epoch"]) == [1, 2, 3, 4]
     smooth, train, val = panel.charts._epoch_marks[panel.charts.log_toggle.value]
     assert list(train.x) == [2, 5, 8, 11] and np.allclose(train.y, res.epochs["loss"])
-    assert np.allclose(val.y, res.epochs["val_loss"]) and len(smooth.y) == len(panel.charts.loss_line.y)
+    # (the smoothed line is of the steps' losses; the loss line ends at the point after the last step)
+    assert np.allclose(val.y, res.epochs["val_loss"]) and len(smooth.y) == len(panel.charts.loss_line.y) - 1
     assert "epoch <b>4</b>/4" in panel.status.value and "val_loss" in panel.status.value
     assert "validation" in panel.charts.loss_box.children[1].value  # the loss chart's legend
 

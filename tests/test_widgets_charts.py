@@ -50,7 +50,7 @@ def marks_of(charts):
     return marks
 
 
-def check_pushed(mark):
+def check_pushed(mark, charts=None):
     for attr in ("x", "y"):
         a = getattr(mark, attr)
         assert a.dtype == np.float32, (mark, attr)
@@ -204,7 +204,7 @@ def test_two_scalars_with_surface():
     # The grid around the start, (-3.5, 0.5) x (-0.4, 4.4), grew once to take in a = 0.95.
     assert surface.calls == 2
     for n in range(10_000, N + 1, 10_000):
-        c.update({k: v[:n] for k, v in h.items()}, now)
+        c.update({k: v[:n] for k, v in h.items()}, {**now, "step": n, "loss": 0.01})
     assert surface.calls == 2
 
     hm = c.picture.heatmap
@@ -216,16 +216,17 @@ def test_two_scalars_with_surface():
     # The path ends at the present point, after the last history value.
     assert c.picture.path.x[-2] == h["a"][-1] and c.picture.path.y[-2] == h["b"][-1]
     assert c.picture.path.x[-1] == np.float32(0.95) and c.picture.point.y[0] == np.float32(0.92)
+    assert c.loss_line.x[-1] == N and c.loss_line.y[-1] == np.float32(0.01)
     assert c.vars_line.y.shape == (2, MAX)
     assert [a.label for a in c.picture.fig.axes] == ["a", "b"]
     # the colour key under the surface names the loss at both ends of the colours
     z = rosenbrock(c.picture.heatmap.x, c.picture.heatmap.y)
-    assert f"loss {z.min():.3g}" in c.picture.key.value and f"{z.max():.3g}</span>" in c.picture.key.value
+    assert f"<span>{z.min():.3g}</span>" in c.picture.key.value and f"<span>{z.max():.3g}</span>" in c.picture.key.value
 
     # The path leaves the grid: it is recomputed once, and covers the path.
     far = {k: v.copy() for k, v in h.items()}
     far["b"][-1] = 9.0
-    c.update(far, now)
+    c.update(far, {**now, "step": N, "loss": 0.01})
     assert surface.calls == 3
     assert hm.y[-1] >= 9.0
 
@@ -256,6 +257,16 @@ def test_update_before_any_step():
     assert c.picture.point.x[0] == 10.0 and len(c.picture.curve_line.x) > 0
 
 
+def test_the_iteration_axis_is_exact_past_float32s_whole_numbers():
+    """float32 holds every whole number only up to 2^24: a run of 10^8 steps (the panel's
+    Play) would end its iteration axis at a step it did not take."""
+    h = history(1000, ["x"])
+    h["step"] = np.arange(1000, dtype=np.int64) * 100_003
+    c = HistoryCharts({"x": ()})
+    c.update(h, {"step": 100_000_001, "loss": 0.5, "x": 2.0})
+    assert c.loss_line.x[-1] == 100_000_001 and c.vars_line.x[-1] == 100_000_001 and c.loss_line.y[-1] == 0.5
+
+
 def test_the_iteration_axis_counts_steps_when_rows_are_strided():
     """A long (or XLA-blocked) run keeps every k-th step: the axis showed row numbers,
     half or 1/256 of the iteration the status line showed."""
@@ -270,25 +281,41 @@ def test_the_iteration_axis_counts_steps_when_rows_are_strided():
 @pytest.mark.parametrize("dims", [1, 2])
 def test_a_diverging_path_leaves_the_window_instead_of_stretching_it(dims):
     """After a divergence the picture keeps its window (it used to stretch to the escaped
-    point: a blank surface with one red dot) and says at which step the path left it."""
+    point: a blank surface with one red dot, a curve squashed flat under a loss axis up to
+    3.5e7) and marks where the path left it: a triangle on its edge, the step in its title.
+    The path and the present point are still the run's own (drawn outside are clipped)."""
     names = ["a", "b"][:dims]
     fn = {"curve": parabola} if dims == 1 else {"surface": rosenbrock}
     c = HistoryCharts({k: () for k in names}, **fn)
     n = 40
-    zigzag = 2 + 3 * (-1.6) ** np.arange(n)  # |x - 2| grows 1.6x a step: the window fits steps 0..~7
-    h = history(n, names, loss=(zigzag - 2) ** 2, values=[zigzag] * dims)
-    h["a"][-1] = np.inf
-    c.update(h, None)
-    lo, hi = c.picture.window[:2]
+    zigzag = 2 + 3 * (-1.6) ** np.arange(n + 1)  # |x - 2| grows 1.6x a step: the window fits steps 0..~7
+    h = history(n, names, loss=(zigzag[:-1] - 2) ** 2, values=[zigzag[:-1]] * dims)
+    end = {"step": n, "loss": float((zigzag[-1] - 2) ** 2), **{k: float(zigzag[-1]) for k in names}}
+    c.update(h, end)
+    p = c.picture
+    lo, hi = p.window[:2]
     assert hi - lo < 10 * (2 * max(1.2 * 5, 2.0))  # within GROW_LIMIT of the first window
-    fig = c.picture.fig
     step = int(np.argmax((zigzag < lo) | (zigzag > hi)))
-    assert 0 < step < n - 1 and fig.title.endswith(f"path left this window at step {step}")
-    assert lo <= c.picture.point.x[0] <= hi  # the escaped point is drawn on the window's edge
-    if dims == 2:
-        assert np.isfinite(c.picture.heatmap.color).mean() > 0.9
+    assert 0 < step < n - 1 and p.fig.title.endswith(f"path left this window at step {step}")
+    # the triangle sits on the plot's edge, on the line from the last point inside to the first outside
+    ex, ey = float(p.exit.x[0]), float(p.exit.y[0])
+    ranges = [(lo, hi), (p._py.min, p._py.max)] if dims == 1 else [(lo, hi), p.window[2:]]
+    inside = np.array([zigzag[step - 1], h["loss"][step - 1] if dims == 1 else zigzag[step - 1]])
+    outside = np.array([zigzag[step], h["loss"][step] if dims == 1 else zigzag[step]])
+    t = (ex - inside[0]) / (outside[0] - inside[0])
+    assert 0 <= t <= 1 and ey == pytest.approx(inside[1] + t * (outside[1] - inside[1]), rel=1e-3)
+    assert any(v == pytest.approx(edge, abs=1e-3 * (b - a)) for v, (a, b) in zip((ex, ey), ranges) for edge in (a, b))
+    assert p.point.x[0] == np.float32(zigzag[-1])  # the run's last point (off the window: clipped)
+    if dims == 1:
+        ys = p.curve_line.y[np.isfinite(p.curve_line.y)]
+        sy = p.curve_line.scales["y"]
+        assert sy.max < 1.2 * ys.max() and sy.min <= ys.min()  # the curve's range, not the runaway path's
+        assert p.point.y[0] == np.float32(end["loss"]) and p.trail.x[-1] == np.float32(zigzag[-1])
+    else:
+        assert np.isfinite(p.heatmap.color).mean() > 0.9
+        assert p.path.x[-1] == np.float32(zigzag[-1])
     c.reset()
-    assert "left" not in fig.title
+    assert "left" not in p.fig.title and len(p.exit.x) == 0
 
 
 def test_a_models_norms_legend_is_short_and_beside_the_chart():

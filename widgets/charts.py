@@ -15,7 +15,9 @@ import bqplot as bq
 import ipywidgets as W
 import numpy as np
 
-from .figures import COLORS, axes, decimate, empty, figure, legend, log_ticks, nice_ticks, to_wire, y_axis
+from tfmagic.present.points import decimate, path_points
+
+from .figures import COLORS, axes, empty, figure, legend, log_ticks, nice_ticks, to_wire, y_axis
 from .picture import Picture
 
 __all__ = ["HistoryCharts", "decimate", "to_wire", "COLORS"]
@@ -111,20 +113,21 @@ class HistoryCharts:
                                marker_size=28, stroke_width=2, visible=step_line.visible) for c in (COLORS[1], COLORS[3]))
         return smooth, train, val
 
-    def _push_epochs(self, steps, history_loss, idx, epochs):
-        """The smoothed loss and `epochs` = (end steps, mean training losses, validation losses)."""
-        loss = np.asarray(history_loss, np.float64)
+    def _push_epochs(self, history, epochs):
+        """The smoothed loss of the steps and `epochs` = (end steps, mean training losses, validation losses)."""
+        loss = np.asarray(history["loss"], np.float64)
         w = max(1, min(len(loss), max(5, len(loss) // 20)))  # a moving average over 5 % of the run (5 steps at least)
         c = np.cumsum(np.insert(np.nan_to_num(loss), 0, 0.0))
         smooth = (c[w:] - c[:-w]) / w
         smooth = np.concatenate([c[1:w] / np.arange(1, w), smooth])  # (the first steps: what there is)
+        rows = path_points({"loss": smooth, "step": history.get("step", np.arange(len(loss)))}, None, self.max_points)
         ends, train, val = epochs
         for log, (sm, tr, va) in self._epoch_marks.items():
             visible = log == self.log_toggle.value
-            for mark, x, y in ((sm, steps, smooth[idx]), (tr, ends, train), (va, ends, val)):
+            for mark, x, y in ((sm, rows["step"], rows["loss"]), (tr, ends, train), (va, ends, val)):
                 with mark.hold_sync():
                     mark.visible = visible
-                    mark.x, mark.y = to_wire(x), to_wire(y)
+                    mark.x, mark.y = np.asarray(x, np.float64), to_wire(y)
 
     @property
     def loss_line(self):
@@ -178,31 +181,34 @@ class HistoryCharts:
             self.vars_line.x = empty()
             self.vars_line.y = np.zeros((len(self._var_series), 0), np.float32)
 
-    def update(self, history, current=None, epochs=None):
+    def update(self, history, end=None, epochs=None):
         """Redraw from `history` (per-step arrays: 'loss', 'eta', 'grad_norm' and one
-        per variable), `current` (the present value of each scalar variable) and, for
-        charts made with epochs=True, `epochs` = (the step each epoch ended at, its mean
-        training loss, its validation loss)."""
-        n = len(history["loss"])
-        idx = decimate(n, self.max_points)
-        # The iteration of each row: a long or XLA-blocked run keeps every k-th step only.
-        rows_steps = history.get("step")
-        steps = (idx if rows_steps is None else np.asarray(rows_steps)[idx]).astype(np.float32)
-        loss = to_wire(np.asarray(history["loss"])[idx])
+        per variable, 'step'), `end` (the point after the last row, as the engine's `now`
+        gives it: every chart ends there; before a run, the variables' values only, which
+        place the picture) and, for charts made with epochs=True, `epochs` = (the step
+        each epoch ended at, its mean training loss, its validation loss)."""
+        points = path_points(history, end, self.max_points)
+        steps = points["step"]
+        if not len(steps) or steps[-1] < 2 ** 24:  # float32 is exact up to 2^24: half the bytes to send
+            steps = steps.astype(np.float32)
+        loss = to_wire(points["loss"])
 
-        self._set_iterations(int(steps[-1]) + 1 if n else 0)
-        if not self._log_user and n:
+        self._set_iterations(int(steps[-1]) + 1 if len(steps) else 0)
+        if not self._log_user and len(steps):
             self._auto_log(loss)
         self._push_loss(steps, loss)
         if self.epochs and epochs is not None:
-            self._push_epochs(steps, history["loss"], idx, epochs)
+            self._push_epochs(history, epochs)
+        ys = np.stack([to_wire(points[key]) for key, _ in self._var_series])
+        x = steps
+        if len(ys) > 1 and ys.shape[1] == 1:  # (bqplot squeezes (k, 1) into one line of k points)
+            x, ys = np.repeat(steps, 2), np.repeat(ys, 2, axis=1)
         with self.vars_line.hold_sync():
-            self.vars_line.x = steps
-            self.vars_line.y = np.stack([to_wire(np.asarray(history[key])[idx])
-                                         for key, _ in self._var_series])
+            self.vars_line.x = x
+            self.vars_line.y = ys[0] if len(ys) == 1 else ys
 
         if self.picture:
-            self.picture.update(history, current, idx)
+            self.picture.update(history, end)
 
     def _set_iterations(self, n):
         if n != self._n:
@@ -263,5 +269,5 @@ class HistoryCharts:
         elif self._clip_floor is None:
             self.loss_fig.title = "Loss (log scale)"
         else:
-            self.loss_fig.title = f"Loss (log scale; values ≤ 0 drawn at {self._clip_floor:.0e})"
+            self.loss_fig.title = f"Loss (log scale; values ≤ 0 drawn at {self._clip_floor:.2g})"
 

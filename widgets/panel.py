@@ -23,7 +23,7 @@ import numpy as np
 from tfmagic.descent.optimizers import OPTIMIZERS, check_eta
 from tfmagic.present.messages import outcome
 from tfmagic.runtime.devices import short as short_device
-from tfmagic.present.text import STYLE, tensors_html
+from tfmagic.present.text import STYLE, rate_text, tensors_html
 
 from .charts import HistoryCharts
 
@@ -191,9 +191,10 @@ class DescentPanel:
 
     def refresh(self):
         engine = self.engine
-        current = {n: float(np.asarray(v).reshape(-1)[0]) for n, v in engine.variables.items()
-                   if v.shape.num_elements() == 1}
-        self.charts.update(engine.history, current, self._epochs())
+        # The charts end where the variables are: the point the status line reports (before a run: their values).
+        end = engine.now or {n: float(np.asarray(v).reshape(-1)[0]) for n, v in engine.variables.items()
+                             if v.shape.num_elements() == 1}
+        self.charts.update(engine.history, end, self._epochs())
         self._update_status()
         self._update_buttons()
 
@@ -212,27 +213,31 @@ class DescentPanel:
         e = self.engine
         if not math.isclose(self.eta_text.value, e.eta, rel_tol=1e-6):
             self._show("eta_text", _entry(e.eta))
-        h = e.history
         status = "detached" if self.runner.detached else ("running" if self.runner.running else e.status)
         color = BADGES.get(status, "#3c4b64")
-        loss = float(h["loss"][-1]) if e.steps else e.final_loss
-        if status != "running" and e.final_loss is not None:
-            loss = e.final_loss
-        # At the end: the gradient where the variables are (a history row is the point before its step).
-        grad = float(h["grad_norm"][-1]) if status == "running" and e.steps else e.final_grad_norm
+        # Where the variables are, as the charts end there (a retired engine's point is the newer run's).
+        point = None if e.retired else e.now
+        loss = point["loss"] if point else e.final_loss
+        grad = point["grad_norm"] if point else e.final_grad_norm
         device = e.replicas.describe() if e.replicas else short_device(e.device) or "CPU:0"
-        limit = f" (sgd diverges above ≈ {self._eta_max:.3g})" if self._eta_max and e.optimizer_name == "sgd" else ""
-        parts = [
-            f"iteration <b>{e.steps}</b>", f"loss <b>{_fmt(loss)}</b>", f"|grad| {_fmt(grad)}",
-            f"eta {e.eta:g}{limit}", self._rate_text(status), device,
-        ]
+        limit = ""
+        if self._eta_max and e.optimizer_name == "sgd":
+            limit = (f" <span title='2/λ, λ the largest curvature of the loss at the start: near the start plain "
+                     f"gradient descent diverges above this eta (on a quadratic, everywhere)'>"
+                     f"(sgd diverges above ≈ {self._eta_max:.3g} near the start)</span>")
+        # Two rows, each short enough for one line at 1280 px with the file browser open (one
+        # row wrapped the device alone onto a second line): where the run is, and how it runs.
+        run = [f"iteration <b>{e.steps}</b>", f"{'batch loss' if e.mini_batches else 'loss'} <b>{_fmt(loss)}</b>",
+               f"|grad| {_fmt(grad)}"]
+        how = [f"eta {e.eta:g}{limit}", self._rate_text(status), device]
         table = self.result.epochs
-        if table is not None:  # a --data run: which epoch, and the last validation loss
+        if table is not None:  # a --data run: which epoch, its mean loss, and the last validation loss
             total = -(-self.steps.value // e.epoch_steps)
-            parts.insert(1, f"epoch <b>{min(e.steps // e.epoch_steps + 1, total)}</b>/{total}")
-            if len(table["epoch"]) and not np.isnan(table["val_loss"][-1]):
-                parts.insert(3, f"val_loss {_fmt(float(table['val_loss'][-1]))}")
-        parts = [p for p in parts if p]
+            run.insert(1, f"epoch <b>{min(e.steps // e.epoch_steps + 1, total)}</b>/{total}")
+            if len(table["epoch"]):
+                run.insert(3, f"epoch {table['epoch'][-1]} mean loss {_fmt(float(table['loss'][-1]))}")
+                if not np.isnan(table["val_loss"][-1]):
+                    run.insert(4, f"val_loss {_fmt(float(table['val_loss'][-1]))}")
         badge = (f"<span style='background:{color};color:white;border-radius:3px;padding:1px 6px;"
                  f"margin-right:10px'>{status}</span> ")
         message = outcome(e) if status not in ("running", "ready") and not self._result_says_outcome else ""
@@ -243,20 +248,21 @@ class DescentPanel:
         extra = "".join(
             f"<div style='color:#444;max-width:880px'>{html.escape(m)}</div>" for m in (message, self._warning) if m
         )
-        # Separate boxes rather than " · " joins, so a wrapped line never starts with a dot.
-        fields = " ".join(f"<span style='margin-right:14px;white-space:nowrap'>{p}</span>" for p in parts)
+        # Separate boxes rather than " · " joins, so a wrapped line never starts with a dot; digits
+        # of one width (tabular-nums), so the fields do not shift as the numbers change.
+        row = lambda parts, first="": (
+            "<div class='tfmagic-status-row' style='display:flex;flex-wrap:wrap;align-items:center;line-height:1.6'>"
+            + first + " ".join(
+                f"<span style='margin-right:16px;white-space:nowrap'>{p}</span>" for p in parts if p) + "</div>")
         self.status.value = (
-            "<div style='display:flex;flex-wrap:wrap;align-items:center;"
-            f"font-family:var(--jp-code-font-family,monospace)'>{badge}{fields}</div>{extra}"
+            "<div style='font-family:var(--jp-ui-font-family,sans-serif);font-size:13px;"
+            f"font-variant-numeric:tabular-nums'>{row(run, badge)} {row(how)}</div>{extra}"  # (a space: 'eta' a word of the text)
         )
 
     def _rate_text(self, status):
         if self.runner.pace:
             return f"paced at {self.runner.pace:g} steps/s"
-        rate = self.engine.steps_per_second
-        if not rate:  # (a run too short to time has no rate: its first chunk compiles)
-            return "compiling" if status == "running" else ""
-        return f"{rate:,.0f} steps/s"
+        return rate_text(self.engine, status == "running")  # (none after a single Step: too few to time)
 
     def _update_buttons(self):
         running = self.runner.running

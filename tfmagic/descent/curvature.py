@@ -14,11 +14,17 @@ from tfmagic.runtime.tfimport import quiet_native_stderr
 def at_initial_values(engine):
     """λ at the engine's initial values (None if not positive or not differentiable
     twice); the variables end where they were."""
+    return at_values(engine, engine.initial_values())
+
+
+def at_values(engine, values):
+    """λ at `values` (name -> value, e.g. where a run ended; None if not positive or not
+    differentiable twice); the variables end where they were."""
     tf, variables = engine.tf, list(engine.variables.values())
     now = [tf.identity(v) for v in variables]
     try:
-        for var, init in zip(variables, engine.initial_values().values()):
-            var.assign(init)
+        for name, var in engine.variables.items():
+            var.assign(tf.reshape(tf.cast(values[name], var.dtype), var.shape))
         with quiet_native_stderr(), tf.device(engine.device):
             return largest_curvature(tf, engine.full_loss_fn, variables)
     except Exception:  # a loss without second derivatives: no suggestion

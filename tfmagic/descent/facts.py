@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 
+from tfmagic.descent.history import shown_by_value
+
 NOTE_REUSED = "reused"  # a re-run of the cell: its compiled steps were reused, nothing traced
 
 
@@ -45,6 +47,31 @@ class RunFacts:
 
             self._curvature = at_initial_values(self)
         return self._curvature
+
+    @property
+    def now(self):
+        """Where the variables are (after the last step), as the history would record it next:
+        column -> float and 'step'; None before a run evaluated it. After a run: its final loss
+        and values (the pictures end there)."""
+        raw = None if self._calls is None else self._calls.point
+        if raw is None:
+            return None
+        raw = np.asarray(raw, np.float64)
+        row = {"step": self.steps, "loss": float(raw[0]), "eta": self._eta,
+               "grad_norm": math.sqrt(max(raw[1], 0.0))}
+        for (name, var), value in zip(self.variables.items(), raw[2:]):
+            row[name] = float(value) if shown_by_value(var) else math.sqrt(max(value, 0.0))
+        return row
+
+    @property
+    def rate_basis(self):
+        """(steps, seconds) the last run's step rate is measured on (chunks that traced left out)."""
+        return self._run_steps, self._run_seconds
+
+    @property
+    def mini_batches(self):
+        """Each step's loss is on a mini-batch (--data), not on all the data."""
+        return self._stream is not None
 
     @property
     def unhealthy_start(self):

@@ -50,15 +50,70 @@ def note(code):
     return _NOTES[code]
 
 
-def eta_advice(engine):
-    """Where plain gradient descent starts to diverge, from the curvature at the start ('' if unknown)."""
+ON_THE_BOUND = 1e-3  # an eta this close (relatively) to 2/λ is taken as on it: no claim either way
+CHANGED = 0.05  # λ where a run ended differs from the start's by more than this: it changed along the path
+
+
+def eta_advice(engine, runs=None):
+    """Where plain gradient descent diverges, from the largest curvature at the start ('' if
+    unknown), checked against `runs` (label -> a --compare run of sgd) when given: 2/λ at the
+    start bounds eta exactly only where λ is the same everywhere (a quadratic), so the runs
+    that went above it and did not diverge, or below it and did, are named."""
     lam = engine.curvature()
     if not lam:
         return ""
-    return (
-        f"The largest curvature at the start is λ ≈ {lam:.4g}, so plain gradient descent "
-        f"diverges above eta ≈ 2/λ = {2.0 / lam:.4g}."
-    )
+    bound = 2.0 / lam
+    said = (f"The largest curvature at the start is λ ≈ {lam:.4g}, so plain gradient descent "
+            f"diverges above eta ≈ 2/λ = {bound:.4g}")
+    if not runs or engine.optimizer_name != "sgd":
+        return said + "."
+    above_fine, below_diverged = [], []
+    for run in runs.values():
+        if not run.steps or run.status in ("undefined", "error", "interrupted"):
+            continue  # (no step, or stopped for another reason: no evidence either way)
+        eta = float(run.history["eta"][0])
+        if eta > bound * (1 + ON_THE_BOUND) and run.status != "diverged":
+            above_fine.append(run)
+        elif eta < bound * (1 - ON_THE_BOUND) and run.status == "diverged":
+            below_diverged.append(run)
+    if not above_fine and not below_diverged:
+        return said + "."
+    from tfmagic.descent.curvature import at_values
+
+    groups = {}  # what the runs show -> [(label, λ where it ended)]
+    for run in above_fine:
+        there = at_values(engine, run.values)
+        fell = there and there < lam * (1 - CHANGED)
+        first, last = float(run.history["loss"][0]), run.final_loss
+        grew = " (though {their} loss grew)" if last is not None and last > first else ""
+        key = "above it and did not diverge: λ fell along {their} path{s} (≈ {ends} where {they} ended)" if fell else \
+            "above it and did not diverge in {their} {lengths}" + grew
+        groups.setdefault(key, []).append((run, there))
+    for run in below_diverged:
+        there = at_values(engine, run.values)
+        grew = there and there > lam * (1 + CHANGED)
+        key = "below it and diverged: λ grew along {their} path{s} (≈ {ends} where {they} blew up)" if grew else \
+            "below it and diverged"
+        groups.setdefault(key, []).append((run, there))
+    changed = any("λ" in key for key in groups)
+    notes = []
+    for key, members in groups.items():
+        many = len(members) > 1
+        labels = [r.label for r, _ in members]
+        notes.append(f"{' and '.join(labels) if len(labels) < 3 else ', '.join(labels[:-1]) + ' and ' + labels[-1]} "
+                     f"{'are' if many else 'is'} " + key.format(
+                         their="their" if many else "its", they="they" if many else "it", s="s" if many else "",
+                         ends=" and ".join(f"{t:.4g}" for _, t in members),
+                         lengths=" and ".join(dict.fromkeys(steps_text(r.steps) for r, _ in members))))
+    head = said + ("; λ changes along the path, so this holds near the start only" if changed else "")
+    return head + ": " + "; ".join(notes) + "."
+
+
+def _last_values(engine):
+    """'x = 0.157, y = 2.5' for the variables with one value each; their names for larger ones."""
+    values = engine.final_values or {n: v.numpy() for n, v in engine.variables.items()}
+    shown = [f"{n} = {float(v.reshape(-1)[0]):.6g}" if v.size == 1 else n for n, v in values.items()]
+    return ", ".join(shown)
 
 
 def divergence(engine):
@@ -82,15 +137,17 @@ def divergence(engine):
         return (
             f"undefined after {steps_text(engine.steps)}: step {engine.steps + 1} made the loss NaN (not a number) "
             f"while it was not blowing up: the cell computed something undefined there, e.g. the sqrt or "
-            f"log of a negative number or 0/0. Look at the values of {names} below and keep the step "
-            f"inside the function's domain (a smaller eta, or tf.abs/tf.maximum in the cell). "
-            f"The variables ({names}) hold the last finite values."
+            f"log of a negative number or 0/0. The variables hold the last finite values ({_last_values(engine)}): "
+            f"the step from there left the function's domain. Keep it inside (a smaller eta, or "
+            f"tf.abs/tf.maximum in the cell)."
         )
     suggestion = engine.suggested_eta()
     advice = eta_advice(engine)
     back = engine.kept.rewound
-    if back is not None:
+    if back is not None:  # (the variables went back: the curvature where it blew up is not theirs)
         return went_back(engine, back, names, advice)
+    if suggestion and engine.optimizer_name == "sgd" and eta < suggestion * (1 - ON_THE_BOUND):
+        advice = _grew(engine, suggestion)
     smaller = 0.5 * suggestion if suggestion and suggestion < eta else eta / 10
     adaptive = "" if engine.optimizer_name in ADAPTIVE else " or an adaptive optimizer such as adam"
     return (
@@ -117,3 +174,13 @@ def went_back(engine, back, names, advice):
         f"{back.step}, loss {back.loss:.4g}: {where}; the history ends there, and eta is {back.eta:g} again, "
         f"so Play goes on from there."
     )
+
+
+def _grew(engine, bound):
+    """An sgd run that diverged below 2/λ at the start: the curvature where it blew up."""
+    from tfmagic.descent.curvature import at_values
+
+    lam = at_values(engine, {n: v.numpy() for n, v in engine.variables.items()})
+    there = f"; where it blew up λ ≈ {lam:.4g} (2/λ = {2.0 / lam:.4g})" if lam else ""
+    return (f"At the start the largest curvature is λ ≈ {2.0 / bound:.4g} and 2/λ = {bound:.4g} is above this eta, "
+            f"but λ changes along the path{there}.")

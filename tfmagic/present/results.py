@@ -5,8 +5,8 @@ from dataclasses import fields
 from tfmagic.descent.experiments import Experiment
 from tfmagic.grad.gradients import Gradients
 from tfmagic.present.messages import note, outcome
-from tfmagic.present.text import (descent_html, descent_text, grad_html, grad_text, multi_html, multi_text,
-                                  sweep_html, sweep_text)
+from tfmagic.present.multi import multi_html, multi_text
+from tfmagic.present.text import descent_html, descent_text, grad_html, grad_text, sweep_html, sweep_text
 
 
 class _Shown:

@@ -4,9 +4,9 @@ import html
 
 import numpy as np
 
-from tfmagic.descent.experiments import found_minimum
-from tfmagic.present.messages import eta_advice, steps_text
+from tfmagic.present.messages import steps_text
 from tfmagic.descent.history import shown_by_value
+from tfmagic.present.points import decimate, final_point, path_points
 
 
 def _value_text(t):
@@ -123,10 +123,32 @@ def grad_html(res):
     )
 
 
+def run_end(res):
+    """The point a DescentResult's run is at: where it ended (its final loss and values), or
+    while it runs, its latest point."""
+    engine = res.engine
+    if engine.status in ("running", "ready") and not engine.retired:
+        return engine.now
+    return final_point(res.steps, res.final_loss, res.values, engine.final_grad_norm)
+
+
+def final_loss_text(res):
+    """'final loss 0.25'; a mini-batch run's says it is one batch's and gives the last epoch's mean."""
+    loss = res.final_loss
+    text = f"final loss {'None' if loss is None else format(loss, '.6g')}"
+    if not res.engine.mini_batches:
+        return text
+    text += " on one mini-batch"
+    table = res.epochs
+    if table is not None and len(table["epoch"]):
+        text += f" (mean over epoch {table['epoch'][-1]}: {table['loss'][-1]:.6g})"
+    return text
+
+
 def descent_text(res):
     lines = [
         f"{res.status}: {steps_text(res.steps)} of {res.optimizer} (eta={res.eta:g}) on {res.device}, "
-        f"final loss {res.final_loss if res.final_loss is None else format(res.final_loss, '.6g')}"
+        f"{final_loss_text(res)}"
     ]
     for name, value in res.values.items():
         lines.append(f"  {name} = {_final_value_text(value)}")
@@ -144,16 +166,17 @@ def descent_text(res):
 SVG_W, SVG_H, SVG_POINTS = 360, 110, 300
 
 
-def loss_svg(history):
+def loss_svg(history, end=None):
     """A small static chart of the loss, for the result's HTML: it survives where the live
-    widgets do not (a reopened notebook, GitHub, nbviewer, an exported HTML). '' if < 2 rows."""
-    loss = np.asarray(history["loss"], np.float64)
-    steps = np.asarray(history.get("step", np.arange(len(loss))), np.float64)
+    widgets do not (a reopened notebook, GitHub, nbviewer, an exported HTML). It ends at
+    `end`, the point the run ended at (see points.path_points); '' if < 2 finite points."""
+    points = path_points(history, end)
+    loss, steps = np.asarray(points["loss"], np.float64), points["step"]
     keep = np.isfinite(loss)
     loss, steps = loss[keep], steps[keep]
     if len(loss) < 2:
         return ""
-    idx = np.unique(np.linspace(0, len(loss) - 1, min(len(loss), SVG_POINTS)).round().astype(int))
+    idx = decimate(len(loss), SVG_POINTS)
     loss, steps = loss[idx], steps[idx]
     log = loss.min() > 0 and loss.max() / loss.min() > 100
     y = np.log10(loss) if log else loss
@@ -164,7 +187,8 @@ def loss_svg(history):
     label = lambda v: f"{v:.3g}"
     return (
         f"<svg class='tfmagic-loss-svg' width='{SVG_W}' height='{SVG_H}' role='img' "
-        f"aria-label='loss by iteration' style='font:10px sans-serif'>"
+        f"aria-label='loss by iteration, from {label(loss[0])} at {int(steps[0])} to {label(loss[-1])} at {int(steps[-1])}' "
+        f"data-last-step='{int(steps[-1])}' data-last-loss='{float(loss[-1])!r}' style='font:10px sans-serif'>"
         f"<polyline fill='none' stroke='#1f77b4' stroke-width='1.5' points='{points}'/>"
         f"<text x='2' y='20'>{label(loss.max())}</text><text x='2' y='{SVG_H - 20}'>{label(loss.min())}</text>"
         f"<text x='40' y='{SVG_H - 4}'>{int(steps[0])}</text>"
@@ -190,10 +214,9 @@ def descent_html(res):
     extra = [res.message] + res.notes + [_constants_note(res.constants)]
     return (
         f"{STYLE}<div class='tfmagic-descent tfmagic-html'><b class='tfmagic-status-{e(res.status)}'>{e(res.status)}</b>: "
-        f"{steps_text(res.steps)} of {e(res.optimizer)} (eta={res.eta:g}) on {e(res.device)}, final loss "
-        f"{e(str(res.final_loss if res.final_loss is None else format(res.final_loss, '.6g')))}"
+        f"{steps_text(res.steps)} of {e(res.optimizer)} (eta={res.eta:g}) on {e(res.device)}, {e(final_loss_text(res))}"
         f"<table>{values}</table>" + _epochs_html(res.epochs) + "".join(f"<p>{e(x)}</p>" for x in extra if x)
-        + loss_svg(res.history) + "</div>"
+        + loss_svg(res.history, run_end(res)) + "</div>"
     )
 
 
@@ -212,6 +235,19 @@ def epochs_text(table):
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     return "\n".join("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+RATE_STEPS = 20  # a step rate is shown once measured on this many steps (one gave "299 steps/s") ...
+RATE_SECONDS = 0.002  # ... and this long: well above a call's jitter (~0.2 ms)
+
+
+def rate_text(engine, running):
+    """'12,345 steps/s' once the run's rate is measured on enough steps and time; 'compiling'
+    while a run has not got that far; '' otherwise (a single step, a short run)."""
+    steps, seconds = engine.rate_basis
+    if steps >= RATE_STEPS and seconds >= RATE_SECONDS and engine.steps_per_second:
+        return f"{engine.steps_per_second:,.0f} steps/s"
+    return "compiling" if running and not steps else ""
 
 
 class TextProgress:
@@ -247,9 +283,8 @@ class TextProgress:
             loss = engine.final_loss  # where the run ended (also when it took no step)
         else:
             loss = chunk.rows["loss"][-1] if len(chunk.rows["loss"]) else float("nan")
-        rate = engine.steps_per_second
-        # (a run too short to time has no rate: the first chunk compiles)
-        rate = f" {rate:,.0f} steps/s" if rate else " compiling" if chunk.status == "running" else ""
+        rate = rate_text(engine, chunk.status == "running")
+        rate = f" {rate}" if rate else ""
         self.stream.write(
             f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} loss {loss:.6g} eta {engine.eta:g}{rate}"
         )
@@ -292,71 +327,6 @@ class IterationPrinter:
 def _summary(var):
     arr = np.asarray(var)
     return float(arr.reshape(())) if shown_by_value(var) else float(np.linalg.norm(arr))
-
-
-# -- --compare / --restarts ------------------------------------------------
-
-def _multi_rows(multi):
-    for run in multi.runs.values():
-        values = ", ".join(
-            f"{n}={float(np.ravel(v)[0]):.4g}" if np.size(v) == 1 else f"‖{n}‖={np.linalg.norm(v):.4g}"
-            for n, v in run.values.items()
-        )
-        yield (
-            run.label,
-            run.status,
-            "–" if run.final_loss is None else f"{run.final_loss:.4g}",
-            "–" if run.converged_at is None else str(run.converged_at),
-            str(run.steps),
-            values,
-        )
-
-MULTI_HEAD = ("run", "status", "final loss", "steps to |grad|<tol", "steps", "final values")
-
-def multi_summary(multi):
-    """The lines under a --compare/--restarts table: the best run, the minima, eta advice."""
-    lines = [f"best: {multi.best} (its values are now in the variables)"]
-    if multi.kind == "restarts":
-        lines += _minima_lines(multi)
-    advice = eta_advice(multi.engine)
-    if advice and multi.what == "eta":
-        lines.append(advice)
-    return lines
-
-def _minima_lines(multi):
-    n, tol = len(multi.runs), f"{multi.tol:g}"
-    found = sum(found_minimum(r) for r in multi.runs.values())
-    count = lambda *statuses: sum(r.status in statuses for r in multi.runs.values())
-    diverged, cut = count("diverged", "undefined"), count("interrupted", "error")
-    short = n - found - diverged - cut  # ran all their steps (or were stopped) still descending
-    runs = lambda k: f"{k} run{'s' if k > 1 else ''}"
-    others = [
-        line for k, line in (
-            (short, f"{runs(short)} did not reach |grad| < {tol} in {multi.steps} steps: give more --steps or a larger --eta."),
-            (diverged, f"{runs(diverged)} diverged: try a smaller --eta."),
-            (cut, f"{runs(cut)} interrupted."),
-        ) if k
-    ]
-    if not found:
-        return [f"no minimum found: none of the {n} runs reached |grad| < {tol}, so the best run is not a minimum yet:"] + others
-    k = len(multi.minima)
-    head = f"{k} distinct minim{'um' if k == 1 else 'a'} found by {found} of {n} runs (|grad| < {tol})"
-    return [head + ("; not counted:" if others else "")] + others
-
-def multi_text(multi):
-    rows = [MULTI_HEAD] + list(_multi_rows(multi))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(MULTI_HEAD))]
-    table = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    return "\n".join(table + multi_summary(multi))
-
-def multi_html(multi):
-    e = html.escape
-    head = "".join(f"<th>{e(h)}</th>" for h in MULTI_HEAD)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in _multi_rows(multi)
-    )
-    notes = "".join(f"<p>{e(s)}</p>" for s in multi_summary(multi))
-    return f"{STYLE}<div class='tfmagic-html tfmagic-compare'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{notes}</div>"
 
 
 # -- --find-eta ----------------------------------------------------------------
