@@ -1,0 +1,163 @@
+"""No run out of reach, in a real kernel (jupyter_client): a panel's run in the background
+(Play after Pause) is heard by Kernel > Interrupt whatever the kernel is doing, keeps the
+kernel indicator busy, can be listed, shown again and stopped after a page reload
+(%descend_runs, or the result shown again); a new run on its variables stops it first."""
+
+import json
+import time
+
+import pytest
+
+from test_descend_kernel import _click, _widget_ids
+from test_live_kernel import Kernel
+
+LONG = "--eta 0.0001 --steps 100000000 --jit off"
+
+
+def execute(k, code, cell_id=None):
+    """An execute_request as JupyterLab sends it: the cell's id in the metadata."""
+    content = dict(code=code, silent=False, store_history=True, user_expressions={}, allow_stdin=False,
+                   stop_on_error=True)
+    msg = k.kc.session.msg("execute_request", content, metadata={"cellId": cell_id} if cell_id else {})
+    k.kc.shell_channel.send(msg)
+    return msg["header"]["msg_id"]
+
+
+def run(k, code, cell_id=None, timeout=60):
+    """Execute and wait for the cell's idle: (reply, text, execute_result data)."""
+    msg_id = execute(k, code, cell_id)
+    reply = k.reply(msg_id, timeout)
+    idle = k.wait_iopub(k.child_of(msg_id, "status", execution_state="idle"), timeout)
+    text, result = k.outputs(msg_id, upto=idle)
+    return reply, text, result
+
+
+def status_has(k, ids, text):
+    return lambda m: (m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == ids["tfmagic-status"]
+                      and text in m["content"]["data"].get("state", {}).get("value", ""))
+
+
+def background_run(k, names="x=10.0", cell="y = (x - 2.0) ** 2", out="r", cell_id=None, options=LONG):
+    """A panel whose cell ended (Pause), then Play: its run goes on in the background.
+    Returns the widget ids and the Play click's message id."""
+    start = len(k.iopub)
+    msg_id = execute(k, f"%%descend {names} {options} -o {out}\n{cell}", cell_id)
+    k.wait_iopub(k.child_of(msg_id, "display_data"), timeout=60, start=start)
+    ids = _widget_ids(k, msg_id)
+    k.wait_iopub(status_has(k, ids, "running"), timeout=30, start=start)
+    _click(k, ids["tfmagic-play"])  # Pause: the cell ends
+    reply = k.reply(msg_id, timeout=30)
+    assert reply["content"]["status"] == "ok"
+    k.wait_iopub(k.child_of(msg_id, "status", execution_state="idle"), start=start)
+    mark = len(k.iopub)
+    play = k.kc.session.msg("comm_msg", {"comm_id": ids["tfmagic-play"],
+                                         "data": {"method": "custom", "content": {"event": "click"}}})
+    k.kc.shell_channel.send(play)
+    k.wait_iopub(status_has(k, ids, ">running<"), timeout=30, start=mark)  # (the badge)
+    return ids, play["header"]["msg_id"]
+
+
+def drain(k, seconds):
+    """Read what IOPub brings for `seconds`."""
+    try:
+        k.wait_iopub(lambda m: False, timeout=seconds, start=len(k.iopub))
+    except TimeoutError:
+        pass
+
+
+def steps_of(k, out):
+    reply, text, _ = run(k, f"print({out}.status, {out}.steps)")
+    assert len(text.split()) == 2, (reply["content"], text, [(m["msg_type"], m["parent_header"].get("msg_type"), str(m["content"])[:80]) for m in k.iopub[-12:]])
+    status, steps = text.split()
+    return status, int(steps)
+
+
+@pytest.fixture(scope="module")
+def kernel(tmp_path_factory):
+    k = Kernel(tmp_path_factory.mktemp("kernel"))
+    try:
+        reply, out, _ = run(k, "%load_ext tfmagic\nimport tensorflow as tf, asyncio, time", timeout=120)
+        assert reply["content"]["status"] == "ok", out
+        yield k
+    finally:
+        k.close()
+
+
+@pytest.mark.parametrize("doing", ["idle", "a cell runs", "a cell awaits"])
+def test_kernel_interrupt_stops_a_background_run_within_a_second(kernel, doing):
+    """Play after Pause ran on after Kernel > Interrupt (5 s later: 288 014 -> 672 559 steps)."""
+    k = kernel
+    ids, _ = background_run(k)
+    mark = len(k.iopub)
+    other = None
+    if doing != "idle":
+        other = execute(k, "time.sleep(20)" if doing == "a cell runs" else "await asyncio.sleep(20)")
+        k.wait_iopub(k.child_of(other, "execute_input"), start=mark)
+        time.sleep(0.3)
+    t0 = time.monotonic()
+    k.km.interrupt_kernel()
+    k.wait_iopub(status_has(k, ids, "interrupted"), timeout=5, start=mark)
+    heard = time.monotonic() - t0
+    if other is not None:  # the cell is interrupted as ever
+        reply = k.reply(other, timeout=10)
+        assert reply["content"]["status"] == "error" and reply["content"]["ename"] in ("KeyboardInterrupt",
+                                                                                      "CancelledError")
+    status, steps = steps_of(k, "r")
+    time.sleep(0.5)
+    print(f"\n{doing}: the background run ended {heard:.2f} s after the interrupt")
+    assert status == "interrupted" and steps_of(k, "r") == (status, steps) and heard < 1.0
+    _, text, _ = run(k, "import math; print(math.isfinite(float(x.numpy())), 2 < float(x.numpy()) < 10)")
+    assert text.split() == ["True", "True"]
+
+
+def test_a_background_run_keeps_the_kernel_indicator_busy(kernel):
+    """JupyterLab showed the kernel idle while a panel's run went on in the background."""
+    k = kernel
+    mark = len(k.iopub)
+    ids, play = background_run(k)
+    k.wait_iopub(status_has(k, ids, "running in the background (its cell has ended)"), timeout=5, start=mark)
+    time.sleep(1.0)
+    statuses = [(m["content"]["execution_state"], m["parent_header"].get("msg_id")) for m in k.iopub[mark:]
+                if m["msg_type"] == "status"]
+    after_play = statuses[next(i for i, s in enumerate(statuses) if s[1] == play):]
+    assert after_play[-1][0] == "busy", after_play  # the latest status says busy
+    between = execute(k, "print('a cell in between')")
+    idle = k.wait_iopub(k.child_of(between, "status", execution_state="idle"))
+    after = k.index(idle) + 1
+    busy = k.wait_iopub(lambda m: m["msg_type"] == "status", start=after)  # the run goes on after that cell
+    assert (busy["content"]["execution_state"], busy["parent_header"].get("msg_id")) == ("busy", play)
+    end = len(k.iopub)
+    _click(k, ids["tfmagic-stop"])
+    k.wait_iopub(lambda m: m["msg_type"] == "status" and m["parent_header"].get("msg_id") == play
+                 and m["content"]["execution_state"] == "idle", timeout=5, start=end)
+    drain(k, 0.5)
+    last = [m for m in k.iopub if m["msg_type"] == "status"][-1]
+    assert last["content"]["execution_state"] == "idle"
+    assert steps_of(k, "r")[0] == "stopped"
+
+
+def test_descend_runs_lists_shows_again_and_stops(kernel):
+    """After a page reload the panel's output may be gone: %descend_runs lists the live panels
+    and shows each again (the same widget, still live); `r` shown again shows it too;
+    %descend_runs stop stops the run."""
+    k = kernel
+    ids, _ = background_run(k, out="r_bg")
+    panel_model = ids["tfmagic-panel"]
+    msg_id = execute(k, "%descend_runs")
+    idle = k.wait_iopub(k.child_of(msg_id, "status", execution_state="idle"))
+    text, _ = k.outputs(msg_id, upto=idle)
+    assert "-o r_bg" in text and "running in the background" in text, text
+    shown = [m["content"]["data"]["application/vnd.jupyter.widget-view+json"]["model_id"]
+             for m in k.iopub if m["msg_type"] == "display_data" and m["parent_header"].get("msg_id") == msg_id]
+    assert panel_model in shown
+    _, _, result = run(k, "r_bg")
+    assert result["application/vnd.jupyter.widget-view+json"]["model_id"] == panel_model
+    assert "text/html" in result  # (what a saved notebook keeps)
+    _, text, _ = run(k, "%descend_runs stop")
+    assert "Stopped" in text, text
+    time.sleep(0.3)
+    status, steps = steps_of(k, "r_bg")
+    time.sleep(0.5)
+    assert status == "stopped" and steps_of(k, "r_bg") == (status, steps)
+    _, _, result = run(k, "r_bg")  # stopped, but still live: Play goes on
+    assert "application/vnd.jupyter.widget-view+json" in result
