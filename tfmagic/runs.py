@@ -23,12 +23,18 @@ _said_why_not_live = set()  # shells told once why their %%descend cells show te
 def run_descend(shell, args, cell):
     """%%descend: an interrupt before the first step (a set-up, or a first trace, that takes
     seconds) leaves the namespace as it was and says so in one line."""
-    before = dict(shell.user_ns)
+    from tfmagic.kernel.interrupts import heard
+
+    before, interrupts = dict(shell.user_ns), heard()
     try:
         run = DescentRun(shell, args, cell, before)
+        run.interrupts = interrupts
         return run.start()
-    except KeyboardInterrupt:
-        raise guards.refused(shell.user_ns, before) from None
+    except (KeyboardInterrupt, Exception) as err:
+        # (an interrupt inside TensorFlow's C++ can come out as another error: a SystemError)
+        if isinstance(err, KeyboardInterrupt) or heard() != interrupts:
+            raise guards.refused(shell.user_ns, before) from None
+        raise
 
 
 
@@ -260,10 +266,13 @@ class DescentRun:
         return done
 
     async def _guarded(self, coro):
+        from tfmagic.kernel.interrupts import heard
+
         try:
             return await coro
-        except KeyboardInterrupt:
-            if not (self.engine.steps == 0 and self.engine.status in ("interrupted", "ready", "running")):
+        except (KeyboardInterrupt, Exception) as err:
+            interrupted = isinstance(err, KeyboardInterrupt) or heard() != getattr(self, "interrupts", heard())
+            if not (interrupted and self.engine.steps == 0 and self.engine.status != "max_steps"):
                 raise
             if self._shown is not None:
                 from tfmagic import reach

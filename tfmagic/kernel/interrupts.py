@@ -16,12 +16,19 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 from typing import Any, Callable
 
-__all__ = ["listen", "install", "uninstall", "installed", "raising", "chained"]
+__all__ = ["listen", "install", "uninstall", "installed", "raising", "chained", "heard"]
 
 _listeners: list[Callable[[], None]] = []  # called first on every SIGINT while installed
+_heard = [0]  # SIGINTs so far (an error that follows one may be how C code let it through)
+
+
+def heard() -> int:
+    """How many interrupts this process has heard (while tfmagic listened)."""
+    return _heard[0]
 
 
 def listen(callback: Callable[[], None]) -> None:
@@ -44,6 +51,7 @@ def chained(previous: Any) -> Callable:
         return previous
 
     def handler(signum, frame):
+        _heard[0] += 1
         _tell_listeners()
         if callable(previous):
             return previous(signum, frame)
@@ -115,22 +123,55 @@ def installed(kernel: Any) -> bool:
     return bool(getattr(kernel, "_tfmagic_interrupts", False))
 
 
+REMIND_SECONDS = 0.25  # an interrupt not heard by then (swallowed) is raised again
+
+
 @contextlib.contextmanager
 def raising():
     """While the block runs Python (not awaiting), SIGINT raises KeyboardInterrupt at once,
-    after the handler in place has seen it (ipykernel's then cancels the awaiting cell)."""
+    after the handler in place has seen it (ipykernel's then cancels the awaiting cell).
+    Raised where Python ignores it (a weakref callback, a __del__: "Exception ignored in"),
+    it is raised again at once, unsaid; caught by other code, again every REMIND_SECONDS,
+    until the block has ended."""
     if not _main_thread():
         yield
         return
     previous = signal.getsignal(signal.SIGINT)
+    state = {"open": True}
+    unraisable = sys.unraisablehook
+
+    def hook(info):
+        if state["open"] and info.exc_type is KeyboardInterrupt:
+            _remind(state, 0.0)  # raised there, not heard: again, from outside the hook
+        else:
+            unraisable(info)
 
     def handler(signum, frame):
+        if not getattr(previous, "_tfmagic_chained", False):
+            _heard[0] += 1
+        _remind(state)
         if callable(previous):
             previous(signum, frame)  # (default_int_handler raises itself)
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, handler)
+    sys.unraisablehook = hook
     try:
         yield
     finally:
+        state["open"] = False
         signal.signal(signal.SIGINT, previous)
+        if sys.unraisablehook is hook:
+            sys.unraisablehook = unraisable
+
+
+def _remind(state, seconds=REMIND_SECONDS):
+    main = threading.main_thread().ident
+
+    def again():
+        if state["open"]:
+            signal.pthread_kill(main, signal.SIGINT)
+
+    timer = threading.Timer(seconds, again)
+    timer.daemon = True
+    timer.start()
