@@ -277,3 +277,71 @@ def test_kernel_interrupt_during_a_slow_set_up_changes_nothing(kernel, slow, kin
     shown = {m["content"].get("transient", {}).get("display_id"): m["content"]["data"] for m in k.iopub
              if m["parent_header"].get("msg_id") == msg_id and m["msg_type"] in ("display_data", "update_display_data")}
     assert not any("application/vnd.jupyter.widget-view+json" in data for data in shown.values())  # no panel left
+
+
+# -- nothing left behind -------------------------------------------------------------------
+
+COURSE = "%%descend x=10.0 --eta 0.1 --steps 50 -o r\ny = tf.pow(x, 2.0) - 4.0 * x + 4.0"
+
+
+def live_widgets(k):
+    _, text, _ = run(k, "import ipywidgets, warnings; warnings.simplefilter('ignore', DeprecationWarning)\n"
+                        "print(len(ipywidgets.Widget.widgets))", cell_id="count")
+    assert text.strip().isdigit(), text
+    return int(text)
+
+
+def test_re_runs_of_a_cell_leave_no_widgets_behind_and_a_panel_shown_elsewhere_stays(kernel):
+    """60 re-runs of the course's cell left 5 000 live widgets (~83 a panel): a panel whose
+    cell ran again is gone from the page, so its models are closed; one still shown in another
+    cell (detached by a newer run on its variables) keeps its models, drawn as it was."""
+    k = kernel
+    mark = len(k.iopub)
+    other = execute(k, "%%descend x=3.0 --eta 0.1 --steps 50 -o elsewhere\ny = (x - 1.0) ** 2", cell_id="cell-b")
+    k.wait_iopub(k.child_of(other, "status", execution_state="idle"), timeout=60, start=mark)
+    kept = _widget_ids(k, other)["tfmagic-panel"]
+    counts = []
+    for i in range(12):
+        reply, text, _ = run(k, COURSE, cell_id="cell-a")
+        assert reply["content"]["status"] == "ok", text
+        counts.append(live_widgets(k))
+    print(f"\nlive widgets after each re-run: {counts}")
+    assert counts[-1] - counts[1] <= 5, counts  # (on main: ~83 more per re-run)
+    _, text, _ = run(k, f"print({kept!r} in ipywidgets.Widget.widgets, elsewhere.status)")
+    assert text.split() == ["True", "max_steps"]
+    # The same when the cell's panel runs in the background: stopped, then closed.
+    ids, _ = background_run(k, cell_id="cell-a")
+    mark = len(k.iopub)
+    msg_id = execute(k, "print('the cell now says something else')", cell_id="cell-a")
+    idle = k.wait_iopub(k.child_of(msg_id, "status", execution_state="idle"), start=mark)
+    text, _ = k.outputs(msg_id, upto=idle)
+    assert "stopped the run of this cell's earlier panel" in text, text
+    status, steps = steps_of(k, "r")
+    time.sleep(0.5)
+    assert steps_of(k, "r") == (status, steps) == ("stopped", steps)
+    _, text, _ = run(k, f"print({ids['tfmagic-panel']!r} in ipywidgets.Widget.widgets)")
+    assert text.split() == ["False"]
+    closed = {m["content"]["comm_id"] for m in k.iopub[mark:] if m["msg_type"] == "comm_close"}
+    assert set(ids.values()) <= closed  # (the page is told: its views go too)
+
+
+def test_unload_in_a_kernel_undoes_the_kernel_patches_and_the_interrupt_chain(tmp_path):
+    """%unload_ext tfmagic puts back ipykernel's dispatch_shell, _publish_status, its SIGINT
+    handling in every state, and everything IPython-side (tests/test_extension.py's list)."""
+    from test_extension import STATE, USED
+
+    k = Kernel(tmp_path)
+    try:
+        reply, text, _ = run(k, STATE + f"USED = {USED | {'json', 'state', 'before'}!r}\nTENSORFLOWS_OWN = set()\n"
+                                "import json, tensorflow\nbefore = state(get_ipython())", timeout=120)
+        assert reply["content"]["status"] == "ok", text
+        for cell in ["%load_ext tfmagic", "import tensorflow as tf",
+                     "%%descend x=10.0 --steps 20 -o r\ny = (x - 2.0) ** 2", "r", "%descend_runs",
+                     "%unload_ext tfmagic"]:
+            reply, text, _ = run(k, cell, cell_id="c1", timeout=120)
+            assert reply["content"]["status"] == "ok", (cell, text)
+        _, text, _ = run(k, "after = state(get_ipython())\n"
+                            "print(json.dumps({key: [before[key], after[key]] for key in before if before[key] != after[key]}))")
+        assert json.loads(text.strip().splitlines()[-1]) == {}
+    finally:
+        k.close()

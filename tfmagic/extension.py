@@ -67,7 +67,8 @@ def load(shell):
         return  # loading twice is harmless
     magics = TfMagics(shell)
     shell.register_magics(magics)
-    shell.configurables.append(magics)  # %config TfMagics.eta = 0.01
+    if magics not in shell.configurables:  # %config TfMagics.eta = 0.01 (Magics.__init__ adds it)
+        shell.configurables.append(magics)
     # In a kernel that can, %%descend cells await, so widgets stay live while they run.
     live = awaiting.register_await_transform(shell, ["descend"])
     if live:
@@ -88,8 +89,7 @@ def unload(shell):
     if entry is None:
         return
     magics, added_tf, _ = entry
-    if magics in shell.configurables:
-        shell.configurables.remove(magics)
+    shell.configurables[:] = [c for c in shell.configurables if c is not magics]
     shell.events.unregister("pre_run_cell", _pre_run_cell)
     shell.events.unregister("post_run_cell", _post_run_cell)
     hints.uninstall(shell)
