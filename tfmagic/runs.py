@@ -257,11 +257,17 @@ class DescentRun:
     # -- one run at a time; an interrupt before the first step --------------------
     def _one_run_at_a_time(self):
         guards.detach_panels_sharing(self.engine)
+        self.stepped = False  # some run of this cell took a step (a series resets the engine between runs)
+        self.engine.observe(self._note_steps)
+
+    def _note_steps(self, engine, chunk):
+        self.stepped = self.stepped or len(chunk.rows["loss"]) > 0
 
     def _unless_interrupted_at_start(self, done):
         """A run interrupted before its first step (its first trace took seconds) is refused
         like a set-up that was interrupted: the names back as they were, nothing published."""
-        if guards.interrupted_at_start(done, self.engine):
+        self.engine.unobserve(self._note_steps)
+        if not self.stepped and guards.interrupted_at_start(done, self.engine):
             raise KeyboardInterrupt
         return done
 
@@ -272,13 +278,15 @@ class DescentRun:
             return await coro
         except (KeyboardInterrupt, Exception) as err:
             interrupted = isinstance(err, KeyboardInterrupt) or heard() != getattr(self, "interrupts", heard())
-            if not (interrupted and self.engine.steps == 0 and self.engine.status != "max_steps"):
+            if not interrupted or self.stepped or self.engine.steps:
                 raise
             if self._shown is not None:
                 from tfmagic import reach
 
                 reach.withdraw(self._shown, guards.INTERRUPTED_AT_START)
             raise guards.refused(self.shell.user_ns, self._names_before) from None
+        finally:
+            self.engine.unobserve(self._note_steps)
 
     # -- the three ways ------------------------------------------------------
     def _series_chunks(self):

@@ -54,10 +54,10 @@ def chained(previous: Any) -> Callable:
         _heard[0] += 1
         _tell_listeners()
         if callable(previous):
-            return previous(signum, frame)
-        if previous == signal.SIG_DFL:
-            return signal.default_int_handler(signum, frame)
-        return None  # SIG_IGN (an idle kernel): nothing more
+            previous(signum, frame)  # (default_int_handler raises: so would the block)
+        elif previous == signal.SIG_DFL:
+            signal.default_int_handler(signum, frame)
+        _raise_in_block()  # SIG_IGN (an idle kernel) does nothing more, unless a block is open
 
     handler._tfmagic_chained = True
     handler.previous = previous
@@ -100,6 +100,7 @@ def install(kernel: Any) -> bool:
     kernel.pre_handler_hook = pre_handler_hook  # instance attributes: looked up at call time
     kernel._cancel_on_sigint = chained_cancel_on_sigint
     kernel._tfmagic_interrupts = True
+    _chain[0] += 1
     # Now: inside the %load_ext cell's handler (or at start-up, with no handler yet).
     if hasattr(kernel, "saved_sigint_handler"):
         kernel.saved_sigint_handler = chained(kernel.saved_sigint_handler)
@@ -113,6 +114,7 @@ def uninstall(kernel: Any) -> None:
         return
     for name in ("pre_handler_hook", "_cancel_on_sigint", "_tfmagic_interrupts"):
         kernel.__dict__.pop(name, None)
+    _chain[0] -= 1
     if hasattr(kernel, "saved_sigint_handler"):
         kernel.saved_sigint_handler = _unchain(kernel.saved_sigint_handler)
     if _main_thread():
@@ -123,55 +125,72 @@ def installed(kernel: Any) -> bool:
     return bool(getattr(kernel, "_tfmagic_interrupts", False))
 
 
-REMIND_SECONDS = 0.25  # an interrupt not heard by then (swallowed) is raised again
+REMIND_SECONDS = 0.1  # an interrupt not heard by then (swallowed) is raised again
 
 
-@contextlib.contextmanager
-def raising():
+_raising: list = []  # the open raising() blocks (the innermost last)
+_chain = [0]  # kernels whose SIGINT handling is chained (then every handler in place is ours)
+
+
+class raising:
     """While the block runs Python (not awaiting), SIGINT raises KeyboardInterrupt at once,
     after the handler in place has seen it (ipykernel's then cancels the awaiting cell).
     Raised where Python ignores it (a weakref callback, a __del__: "Exception ignored in"),
-    it is raised again at once, unsaid; caught by other code, again every REMIND_SECONDS,
-    until the block has ended."""
-    if not _main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGINT)
-    state = {"open": True}
-    unraisable = sys.unraisablehook
+    or caught by other code, it is raised again every REMIND_SECONDS (unsaid) until the
+    block has ended. Where the chain is installed, entering costs a list append."""
 
-    def hook(info):
-        if state["open"] and info.exc_type is KeyboardInterrupt:
-            _remind(state, 0.0)  # raised there, not heard: again, from outside the hook
-        else:
-            unraisable(info)
+    __slots__ = ("state", "own")
 
-    def handler(signum, frame):
-        if not getattr(previous, "_tfmagic_chained", False):
-            _heard[0] += 1
-        _remind(state)
-        if callable(previous):
-            previous(signum, frame)  # (default_int_handler raises itself)
-        raise KeyboardInterrupt
+    def __enter__(self):
+        self.state = state = {"open": True, "hook": None}
+        self.own = None
+        if not _chain[0]:  # (no chain installed: a handler of our own for the block)
+            if not _main_thread():
+                return self
+            self.own = signal.getsignal(signal.SIGINT)
+            signal.signal(signal.SIGINT, chained(self.own))
+        _raising.append(state)
+        return self
 
-    signal.signal(signal.SIGINT, handler)
-    sys.unraisablehook = hook
-    try:
-        yield
-    finally:
+    def __exit__(self, *exc):
+        state = self.state
         state["open"] = False
-        signal.signal(signal.SIGINT, previous)
-        if sys.unraisablehook is hook:
-            sys.unraisablehook = unraisable
+        if state in _raising:
+            _raising.remove(state)
+        if self.own is not None:
+            signal.signal(signal.SIGINT, self.own)
+        if state["hook"] is not None and sys.unraisablehook is state["hook"]:
+            sys.unraisablehook = state["hook"].previous
+        return False
 
 
-def _remind(state, seconds=REMIND_SECONDS):
+def _raise_in_block():
+    """From the chained handler: the innermost open raising() block hears it at once."""
+    if not _raising:
+        return
+    state = _raising[-1]
+    if state["hook"] is None:  # an interrupt raised where Python ignores it is raised again
+        unraisable = sys.unraisablehook
+
+        def hook(info):
+            if state["open"] and info.exc_type is KeyboardInterrupt:
+                pass  # raised there, not heard: the reminder raises it again, unsaid
+            else:
+                unraisable(info)
+
+        hook.previous = unraisable
+        state["hook"] = sys.unraisablehook = hook
+    _remind(state)
+    raise KeyboardInterrupt
+
+
+def _remind(state):
     main = threading.main_thread().ident
 
     def again():
         if state["open"]:
             signal.pthread_kill(main, signal.SIGINT)
 
-    timer = threading.Timer(seconds, again)
+    timer = threading.Timer(REMIND_SECONDS, again)
     timer.daemon = True
     timer.start()

@@ -37,24 +37,27 @@ _filter = _DropRetraceWarning()
 _quieting = [0]  # nested quiet_retracing blocks
 
 
-@contextlib.contextmanager
-def quiet_retracing():
+class quiet_retracing:
     """While tfmagic's own code runs (it builds new tf.functions on purpose), TensorFlow's
     "N of the last N calls retraced" hint is about its bookkeeping: left out."""
-    tf = sys.modules.get("tensorflow")
-    if tf is None or not hasattr(tf, "get_logger"):
-        yield
-        return
-    logger = tf.get_logger()
-    _quieting[0] += 1
-    if _quieting[0] == 1:
-        logger.addFilter(_filter)
-    try:
-        yield
-    finally:
-        _quieting[0] -= 1
-        if _quieting[0] == 0:
-            logger.removeFilter(_filter)
+
+    __slots__ = ("logger",)
+
+    def __enter__(self):
+        self.logger = None
+        if "tensorflow" in sys.modules:
+            self.logger = logging.getLogger("tensorflow")  # (what tf.get_logger() gives)
+            _quieting[0] += 1
+            if _quieting[0] == 1:
+                self.logger.addFilter(_filter)
+        return self
+
+    def __exit__(self, *exc):
+        if self.logger is not None:
+            _quieting[0] -= 1
+            if _quieting[0] == 0:
+                self.logger.removeFilter(_filter)
+        return False
 
 
 @contextlib.contextmanager
