@@ -137,9 +137,7 @@ class LiveRunner:
 
         if self.running or self.detached:
             return
-        self.running, self.error = True, None
-
-        self.background = True
+        self.running, self.error, self.background = True, None, True
 
         async def go():
             found = None
@@ -207,6 +205,8 @@ class LiveRunner:
                 try:
                     next(chunks)
                 except StopIteration:
+                    break
+                except Exception:  # (an observer's failure must not stop the run that takes over)
                     break
         if inspect.getgeneratorstate(chunks) != inspect.GEN_RUNNING:
             chunks.close()
