@@ -351,3 +351,13 @@ def test_unload_in_a_kernel_undoes_the_kernel_patches_and_the_interrupt_chain(tm
         assert json.loads(text.strip().splitlines()[-1]) == {}
     finally:
         k.close()
+
+
+def test_a_cell_shows_its_panel_once_and_its_result_as_before(kernel):
+    """The cell's own Out stays the result's summary (the panel is above it); shown again
+    later, the result brings its live panel."""
+    k = kernel
+    reply, text, result = run(k, "%%descend x=10.0 --steps 20 -o once\ny = (x - 2.0) ** 2")
+    assert "application/vnd.jupyter.widget-view+json" not in result and "text/html" in result
+    _, _, result = run(k, "once")
+    assert "application/vnd.jupyter.widget-view+json" in result

@@ -26,6 +26,7 @@ class Shown:
     line: str = ""  # the magic's line, to list it by
     cells: set = field(default_factory=set)  # ids of the cells showing it (None: unknown)
     handle: Any = None  # the display of it in its own cell
+    executions: set = field(default_factory=set)  # the executions that showed it (a cell's own Out: not again)
 
     @property
     def live(self):
@@ -39,7 +40,7 @@ def show(widget, runner=None, result=None, line=""):
     """Display `widget` in the current cell and keep track of it."""
     from IPython.display import display
 
-    entry = Shown(widget, runner, result, line, {_current["cell"]})
+    entry = Shown(widget, runner, result, line, {_current["cell"]}, executions={_execution()})
     entry.handle = display(widget, display_id=True)
     _shown.append(entry)
     return entry
@@ -112,11 +113,18 @@ def result_bundle(result, include=None, exclude=None):
     """IPython's mimebundle formatter for a DescentResult: its live panel, if it has one
     (the result's HTML and text come with it, for a saved notebook)."""
     entry = next((e for e in _shown if e.result is result and e.live), None)
-    if entry is None:
+    if entry is None or _execution() in entry.executions:  # (the cell that shows it returns it too)
         return None
     entry.cells.add(_current["cell"])
+    entry.executions.add(_execution())
     bundle = entry.widget._repr_mimebundle_()
     return {k: v for k, v in bundle.items() if k != "text/plain"}
+
+
+def _execution():
+    from IPython import get_ipython
+
+    return getattr(get_ipython(), "execution_count", None)
 
 
 def _state(entry):
@@ -149,4 +157,5 @@ def runs_magic(line):
         print(f"{i}. %%descend {entry.line}   {_state(entry)}")
     for entry in entries:
         entry.cells.add(_current["cell"])
+        entry.executions.add(_execution())
         display(entry.widget)
