@@ -170,3 +170,88 @@ def test_loading_before_tensorflow_or_with_it_imports_ahead(first):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split()[-1] == "True"
+
+
+STATE = '''
+def state(ip):
+    """What loading tfmagic may touch in the process, as text to compare."""
+    import logging, os, signal
+    kernel = getattr(ip, "kernel", None)
+    formatter = ip.display_formatter.mimebundle_formatter
+    return {
+        "events": {name: [repr(cb) for cb in cbs] for name, cbs in ip.events.callbacks.items()},
+        "input transformers": [repr(t) for t in ip.input_transformers_post],
+        "custom exceptions": repr(ip.custom_exceptions), "own CustomTB": "CustomTB" in vars(ip),
+        "configurables": [type(c).__name__ for c in ip.configurables if type(c).__name__ != "ExtensionMagics"],
+        "magics": {kind: sorted(names) for kind, names in ip.magics_manager.magics.items()},
+        "magic classes": sorted(set(ip.magics_manager.registry) - {"ExtensionMagics"}),  # (IPython's %load_ext)
+        "names": sorted(n for n in ip.user_ns if not n.startswith("_") and n not in USED),
+        "environment": {k: v for k, v in os.environ.items() if k not in TENSORFLOWS_OWN},
+        "tensorflow logger": [repr(f) for f in logging.getLogger("tensorflow").filters],
+        "display formatters": sorted(map(str, formatter.type_printers)) + sorted(map(str, formatter.deferred_printers)),
+        "SIGINT": repr(signal.getsignal(signal.SIGINT)),
+        "kernel": None if kernel is None else (sorted(vars(kernel)), repr(getattr(kernel, "saved_sigint_handler", None))),
+    }
+'''
+USING = [
+    "import tensorflow as tf",  # (tfmagic then imports what a first %%descend needs, installs its hint)
+    "a = tf.constant(3.0); b = tf.constant(3); c = tf.add(a, b)",  # a hinted TensorFlow error
+    "%%descend x=10.0 --steps 20 -o r\ny = (x - 2.0) ** 2",
+    "%%tfgrad\nf = x * x",
+    "%descend_runs",
+    "r",
+]
+USED = {"tf", "a", "b", "c", "x", "r", "f", "y"}  # the names those cells define (the user's own)
+
+
+def test_unload_undoes_everything_load_did():
+    """Callbacks, input transformers, the exception handler and its CustomTB, configurables,
+    magics, the result formatter, the `tf` stand-in: as before `%load_ext`, after using it."""
+    # What `import tensorflow` sets in os.environ by itself (TF2_BEHAVIOR, KMP_..., ...): not ours.
+    probe = "import os; before = set(os.environ); import tensorflow; print(sorted(set(os.environ) - before))"
+    own = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300).stdout.split("\n")[-2]
+    code = (
+        STATE + f"USED = {USED!r}\nTENSORFLOWS_OWN = set({own})\n"
+        "import json, sys\nfrom IPython.core.interactiveshell import InteractiveShell\n"
+        "ip = InteractiveShell.instance()\nbefore = state(ip)\n"
+        "ip.run_line_magic('load_ext', 'tfmagic')\n"
+        f"for cell in {USING!r}:\n    ip.run_cell(cell)\n"
+        "ip.run_line_magic('unload_ext', 'tfmagic')\n"
+        "after = state(ip)\n"
+        "print(json.dumps({k: [before[k], after[k]] for k in before if before[k] != after[k]}))\n"
+        "ip.run_line_magic('load_ext', 'tfmagic')\nip.run_line_magic('unload_ext', 'tfmagic')\n"
+        "print('tf' in ip.user_ns)\n"  # the stand-in, unused: taken away
+    )
+    import json
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert json.loads(lines[-2]) == {}
+    assert lines[-1] == "True"  # (the user's own `import tensorflow as tf` stays)
+
+
+def test_the_users_own_retracing_warning_reaches_them_and_no_variable_is_left_set():
+    """The course's lesson on retracing: a tf.function called with Python floats warns. The
+    warning was filtered out of TensorFlow's logger for the whole process; and
+    TF_CPP_MIN_LOG_LEVEL, set for the import, was inherited by every `!python`."""
+    import os
+
+    code = (
+        "import os\nfrom IPython.core.interactiveshell import InteractiveShell\n"
+        "ip = InteractiveShell.instance()\nip.run_line_magic('load_ext', 'tfmagic')\n"
+        "ip.run_cell('import tensorflow as tf')\n"
+        "ip.run_cell_magic('descend', 'x=10.0 --steps 20 --no-widgets', 'y = (x - 2.0) ** 2')\n"
+        "ip.run_cell('@tf.function\\ndef f(v):\\n    return v * v\\nfor v in [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]:\\n    f(v)')\n"
+        "print('environment:', os.environ.get('TF_CPP_MIN_LOG_LEVEL'))\n"
+        "ip.system('python -c \"import os; print(\\'child:\\', os.environ.get(\\'TF_CPP_MIN_LOG_LEVEL\\'))\"')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    said = done.stdout + done.stderr
+    assert "calls to <function f at" in said and "triggered tf.function retracing" in said, said
+    assert "environment: None" in done.stdout and "child: None" in done.stdout, done.stdout
+    assert "oneDNN" not in done.stderr and "cpu_feature_guard" not in done.stderr  # (still quiet)

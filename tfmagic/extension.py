@@ -3,7 +3,7 @@
 import sys
 
 from tfmagic.kernel import hints
-from tfmagic.kernel import awaiting, ipykernel_fix
+from tfmagic.kernel import awaiting, interrupts, ipykernel_fix
 from tfmagic.runtime.lazytf import LazyTensorFlow
 
 _loaded = {}
@@ -46,6 +46,18 @@ def _pre_run_cell(info=None):
     shell = get_ipython()
     if shell is not None:
         hints.install_when_tensorflow_is_imported(shell)
+    from tfmagic import reach
+
+    reach.cell_starts(getattr(info, "cell_id", None))  # its output is replaced: close what only it showed
+
+
+_RESULT = ("tfmagic.present.results", "DescentResult")
+
+
+def _result_bundle(result, include=None, exclude=None):
+    from tfmagic.reach import result_bundle
+
+    return result_bundle(result, include, exclude)
 
 
 def load(shell):
@@ -55,11 +67,15 @@ def load(shell):
         return  # loading twice is harmless
     magics = TfMagics(shell)
     shell.register_magics(magics)
-    shell.configurables.append(magics)  # %config TfMagics.eta = 0.01
+    if magics not in shell.configurables:  # %config TfMagics.eta = 0.01 (Magics.__init__ adds it)
+        shell.configurables.append(magics)
     # In a kernel that can, %%descend cells await, so widgets stay live while they run.
     live = awaiting.register_await_transform(shell, ["descend"])
     if live:
         ipykernel_fix.install(getattr(shell, "kernel", None))
+        interrupts.install(getattr(shell, "kernel", None))  # Kernel > Interrupt reaches background runs
+    # A result shown again shows its live panel (tfmagic/reach.py).
+    shell.display_formatter.mimebundle_formatter.for_type_by_name(*_RESULT, _result_bundle)
     shell.events.register("pre_run_cell", _pre_run_cell)
     added_tf = "tf" not in shell.user_ns  # never replace the user's own tf
     if added_tf:
@@ -73,16 +89,18 @@ def unload(shell):
     if entry is None:
         return
     magics, added_tf, _ = entry
-    if magics in shell.configurables:
-        shell.configurables.remove(magics)
+    shell.configurables[:] = [c for c in shell.configurables if c is not magics]
     shell.events.unregister("pre_run_cell", _pre_run_cell)
     shell.events.unregister("post_run_cell", _post_run_cell)
     hints.uninstall(shell)
     awaiting.unregister_await_transform(shell)
     ipykernel_fix.uninstall(getattr(shell, "kernel", None))
-    cell = shell.magics_manager.magics["cell"]
-    for name in ("tfgrad", "descend"):
-        cell.pop(name, None)
+    interrupts.uninstall(getattr(shell, "kernel", None))
+    shell.display_formatter.mimebundle_formatter.pop(".".join(_RESULT), None)
+    for kind, names in (("cell", ("tfgrad", "descend")), ("line", ("descend_runs",))):
+        for name in names:
+            shell.magics_manager.magics[kind].pop(name, None)
     shell.magics_manager.registry.pop(type(magics).__name__, None)
     if added_tf and isinstance(shell.user_ns.get("tf"), LazyTensorFlow):
         del shell.user_ns["tf"]
+

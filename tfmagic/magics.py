@@ -1,6 +1,6 @@
 """The %%tfgrad and %%descend cell magics: parse the line, run (tfmagic/runs.py), return what to display."""
 
-from IPython.core.magic import Magics, cell_magic, magics_class
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from traitlets import Bool, Float, Int, Unicode
 
 from tfmagic import options
@@ -46,12 +46,14 @@ class TfMagics(Magics):
         from tfmagic.grad.gradients import differentiate
         from tfmagic.present.results import GradResult
         from tfmagic.runs import check_out, publish, resolve_device, tensorflow_for
+        from tfmagic.runtime.tfimport import quiet_retracing
 
         args = _parse(self.tfgrad, line)
         tf = tensorflow_for(self.shell)
         device = resolve_device(tf, args.device)
         check_out(self.shell, tf, args)
-        found, assigned = differentiate(tf, cell, self.shell.user_ns, args.names, device, bench=args.bench)
+        with quiet_retracing():
+            found, assigned = differentiate(tf, cell, self.shell.user_ns, args.names, device, bench=args.bench)
         result = GradResult(found)
         publish(self.shell, assigned, args.out, result)
         return result
@@ -60,7 +62,8 @@ class TfMagics(Magics):
         """Gradient descent on the loss the cell computes, live in a notebook.
 
         """
-        from tfmagic.runs import DescentRun
+        from tfmagic.runs import run_descend
+        from tfmagic.runtime.tfimport import quiet_retracing
 
         args = _parse(self.descend, line)
         args.pace_is_default, args.steps_given, args.eta_given = args.pace is None, args.steps is not None, args.eta is not None
@@ -68,7 +71,17 @@ class TfMagics(Magics):
             if getattr(args, name) is None:
                 setattr(args, name, getattr(self, name))
         args.no_widgets = args.no_widgets or not self.widgets
-        return DescentRun(self.shell, args, cell).start()
+        args.magic_line = line.strip()
+        with quiet_retracing():
+            return run_descend(self.shell, args, cell)
+
+    @line_magic
+    def descend_runs(self, line):
+        """%descend_runs: list this kernel's live %%descend panels and show them again (after a
+        page reload, say); %descend_runs stop: stop the runs going on (Kernel > Interrupt does too)."""
+        from tfmagic.reach import runs_magic
+
+        return runs_magic(line)
 
 
 TfMagics.descend.__doc__ += DEFAULTS_HELP

@@ -14,11 +14,29 @@ from dataclasses import dataclass
 
 from IPython.core.error import UsageError
 
+from tfmagic import run_guards as guards
 from tfmagic.cell.explain import explain
 from tfmagic.cell.variables import is_model
 from tfmagic.runtime.tfimport import tensorflow
 
 _said_why_not_live = set()  # shells told once why their %%descend cells show text
+def run_descend(shell, args, cell):
+    """%%descend: an interrupt before the first step (a set-up, or a first trace, that takes
+    seconds) leaves the namespace as it was and says so in one line."""
+    from tfmagic.kernel.interrupts import heard
+
+    before, interrupts = dict(shell.user_ns), heard()
+    try:
+        run = DescentRun(shell, args, cell, before)
+        run.interrupts = interrupts
+        return run.start()
+    except (KeyboardInterrupt, Exception) as err:
+        # (an interrupt inside TensorFlow's C++ can come out as another error: a SystemError)
+        if isinstance(err, KeyboardInterrupt) or heard() != interrupts:
+            raise guards.refused(shell.user_ns, before) from None
+        raise
+
+
 
 
 def tensorflow_for(shell):
@@ -155,8 +173,10 @@ def check_descend_options(args):
 class DescentRun:
     """One %%descend cell: set up from the options, then run and shown one of three ways."""
 
-    def __init__(self, shell, args, cell):
+    def __init__(self, shell, args, cell, names_before=None):
         self.shell, self.args = shell, args
+        self._names_before = names_before  # the namespace at the cell's start (put back if interrupted then)
+        self._shown = None  # the panel's entry in tfmagic.reach
         checked = check_descend_options(args)
         self.compare, self.ranges = checked.compare, checked.ranges
         self.tf = tf = tensorflow_for(shell)
@@ -204,6 +224,7 @@ class DescentRun:
         are heard."""
         args = self.args
         self.awaited = live()  # (asked now: the cell's flag is gone by the time a coroutine runs)
+        self._one_run_at_a_time()
         several = self.compare or args.restarts
         if args.pace and (several or args.no_widgets or not self.awaited):
             if not getattr(args, "pace_is_default", False):  # (a notebook's %config default goes unsaid)
@@ -224,14 +245,48 @@ class DescentRun:
         if not self.awaited:
             from tfmagic.descent.engine import drain
 
-            return after(drain(chunks))
+            return after(self._unless_interrupted_at_start(drain(chunks)))
 
         async def run():
             from tfmagic.kernel.awaiting import drive
 
-            return after(await drive(chunks))
+            return after(self._unless_interrupted_at_start(await drive(chunks)))
 
-        return run()
+        return self._guarded(run())
+
+    # -- one run at a time; an interrupt before the first step --------------------
+    def _one_run_at_a_time(self):
+        guards.detach_panels_sharing(self.engine)
+        self.stepped = False  # some run of this cell took a step (a series resets the engine between runs)
+        self.engine.observe(self._note_steps)
+
+    def _note_steps(self, engine, chunk):
+        self.stepped = self.stepped or len(chunk.rows["loss"]) > 0
+
+    def _unless_interrupted_at_start(self, done):
+        """A run interrupted before its first step (its first trace took seconds) is refused
+        like a set-up that was interrupted: the names back as they were, nothing published."""
+        self.engine.unobserve(self._note_steps)
+        if not self.stepped and guards.interrupted_at_start(done, self.engine):
+            raise KeyboardInterrupt
+        return done
+
+    async def _guarded(self, coro):
+        from tfmagic.kernel.interrupts import heard
+
+        try:
+            return await coro
+        except (KeyboardInterrupt, Exception) as err:
+            interrupted = isinstance(err, KeyboardInterrupt) or heard() != getattr(self, "interrupts", heard())
+            if not interrupted or self.stepped or self.engine.steps:
+                raise
+            if self._shown is not None:
+                from tfmagic import reach
+
+                reach.withdraw(self._shown, guards.INTERRUPTED_AT_START)
+            raise guards.refused(self.shell.user_ns, self._names_before) from None
+        finally:
+            self.engine.unobserve(self._note_steps)
 
     # -- the three ways ------------------------------------------------------
     def _series_chunks(self):
@@ -252,13 +307,12 @@ class DescentRun:
 
         multi = MultiResult(done)
         if not self.args.no_widgets and self.awaited:
-            from IPython.display import display
-
+            from tfmagic import reach
             from tfmagic.descent.loss_grid import loss_grid_for
             from tfmagic.widgets.compare import CompareView
 
             curve, surface = loss_grid_for(self.tf, self.engine)
-            display(CompareView(multi, curve=curve, surface=surface).widget)
+            reach.show(CompareView(multi, curve=curve, surface=surface).widget, result=multi)
         self._publish_final(multi)
         return multi
 
@@ -274,8 +328,7 @@ class DescentRun:
         print(f"tfmagic: live widgets are off: {reason}. Showing text progress instead.")
 
     def _run_live(self):
-        from IPython.display import display
-
+        from tfmagic import reach
         from tfmagic.descent.loss_grid import loss_grid_for
         from tfmagic.kernel import ipykernel_fix
         from tfmagic.kernel.runner import LiveRunner
@@ -287,7 +340,7 @@ class DescentRun:
         curve, surface = loss_grid_for(tf, engine)
         names = device_choices(tf, engine)
         panel = DescentPanel(runner, self.result, args.steps, names, curve=curve, surface=surface)
-        display(panel.widget)
+        self._shown = reach.show(panel.widget, runner, self.result, getattr(args, "magic_line", ""))
         printer = IterationPrinter(args.print_every, sys.stdout) if args.print_every else None
         if printer:
             engine.observe(printer)
@@ -301,10 +354,11 @@ class DescentRun:
             finally:
                 if printer:
                     engine.unobserve(printer)
+            self._unless_interrupted_at_start(self.result)
             self._publish_final(self.result)
             return self.result
 
-        return run()
+        return self._guarded(run())
 
     def _sweep_chunks(self):
         """--find-eta: the eta sweep with text progress."""

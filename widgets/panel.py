@@ -87,7 +87,7 @@ class DescentPanel:
         self._inbox_lock = threading.Lock()  # observers run on a subshell's thread too
         self._setting = None  # (thread, control) while the panel sets that control itself
         self._device_names = devices  # short name -> full TensorFlow name
-        runner.on_detach = lambda: runner.call(self._show_detached)
+        runner.on_detach = self._show_detached  # (called on the main loop, between chunks)
 
         eta = engine.eta
         self._eta_max = engine.suggested_eta()  # sgd diverges above it: worth showing next to eta
@@ -241,6 +241,8 @@ class DescentPanel:
         badge = (f"<span style='background:{color};color:white;border-radius:3px;padding:1px 6px;"
                  f"margin-right:10px'>{status}</span> ")
         message = outcome(e) if status not in ("running", "ready") and not self._result_says_outcome else ""
+        if self.runner.background and status == "running":  # (the kernel indicator says busy too)
+            message = "running in the background (its cell has ended): Stop, %descend_runs stop or Kernel > Interrupt ends it."
         if self.runner.detached:
             message = "A newer run took over these variables; this panel no longer controls them."
         if self.runner.error is not None:

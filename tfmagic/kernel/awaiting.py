@@ -11,8 +11,10 @@ Why this module exists (measured on ipykernel 7.4, see FACTS.md):
 * ipykernel 7.4 publishes no busy/idle status for those messages, which kills
   a slider in JupyterLab: :mod:`tfmagic.kernel.ipykernel_fix` patches that.
 * A kernel interrupt during an awaiting cell arrives as
-  ``asyncio.CancelledError`` (not ``KeyboardInterrupt``); catch
-  :data:`STOP_EXCEPTIONS` around the loop to turn it into a clean stop.
+  ``asyncio.CancelledError`` (not ``KeyboardInterrupt``) at its next await; catch
+  :data:`STOP_EXCEPTIONS` around the loop to turn it into a clean stop. While the
+  cell's own Python runs (a set-up whose trace takes seconds, a chunk), it raises
+  KeyboardInterrupt at once, as in a plain cell (:mod:`tfmagic.kernel.interrupts`).
 
 No TensorFlow and no ipywidgets here: this is plumbing only.
 """
@@ -26,6 +28,9 @@ import logging
 import re
 import sys
 from typing import Any, Iterable
+
+from tfmagic.kernel.interrupts import raising
+from tfmagic.runtime.tfimport import quiet_retracing
 
 __all__ = [
     "MIN_IPYKERNEL",
@@ -229,14 +234,39 @@ async def run_cell_magic_awaited(shell: Any, magic_name: str, line: str, cell: s
     The value returned becomes the cell's ``Out`` - the final result, never a
     coroutine.
     """
-    token = _IN_AWAITED_CELL.set(True)
-    try:
-        result = shell.run_cell_magic(magic_name, line, cell)
-    finally:
-        _IN_AWAITED_CELL.reset(token)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
+    async def run():
+        token = _IN_AWAITED_CELL.set(True)
+        try:
+            result = shell.run_cell_magic(magic_name, line, cell)
+        finally:
+            _IN_AWAITED_CELL.reset(token)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    return await _HeardAtOnce(run())
+
+
+class _HeardAtOnce:
+    """Awaits a coroutine step by step; during each step (Python running, not awaiting)
+    SIGINT raises KeyboardInterrupt at once, and tfmagic's own retracing is not warned of.
+    Between steps the kernel's handler is in place (a cancel at the next await)."""
+
+    def __init__(self, coro: Any):
+        self.coro = coro
+
+    def __await__(self):
+        value, error = None, None
+        while True:
+            try:
+                with raising(), quiet_retracing():
+                    step = self.coro.throw(error) if error is not None else self.coro.send(value)
+            except StopIteration as done:
+                return done.value
+            try:
+                value, error = (yield step), None
+            except BaseException as err:  # a cancel (Kernel > Interrupt): into the coroutine
+                value, error = None, err
 
 
 # ---------------------------------------------------------------------------
@@ -275,11 +305,12 @@ async def drive(chunks: Any, pause: Any = pause_for_frontend) -> Any:
     interrupted = False
     while True:
         try:
-            if interrupted:
-                chunks.throw(KeyboardInterrupt)
-                interrupted = False
-            else:
-                next(chunks)
+            with raising(), quiet_retracing():  # (a chunk that traces or compiles: heard at once)
+                if interrupted:
+                    interrupted = False
+                    chunks.throw(KeyboardInterrupt)
+                else:
+                    next(chunks)
         except StopIteration as done:
             return done.value
         try:

@@ -10,7 +10,7 @@ import types
 
 from tfmagic.cell.explain import hint_for
 
-_installed = set()
+_installed = {}  # id(shell) -> its CustomTB before (an instance attribute, or None)
 
 
 def _up_to_tensorflow(tb):
@@ -54,11 +54,17 @@ def install_when_tensorflow_is_imported(shell):
     if shell.custom_exceptions:  # someone else's handler: leave it alone
         return
     tf = sys.modules["tensorflow"]
+    before = shell.__dict__.get("CustomTB")
     shell.set_custom_exc((tf.errors.InvalidArgumentError,), _handler)
-    _installed.add(id(shell))
+    _installed[id(shell)] = before
 
 
 def uninstall(shell):
+    """set_custom_exc undone: no custom exceptions, and IPython's own CustomTB back."""
     if id(shell) in _installed:
+        before = _installed.pop(id(shell))
         shell.custom_exceptions = ()
-        _installed.discard(id(shell))
+        if before is None:
+            shell.__dict__.pop("CustomTB", None)
+        else:
+            shell.CustomTB = before

@@ -15,9 +15,10 @@ while a cell runs, and the kernel indicator may show idle mid-run).
    them (it reads ``kernel.session`` and calls ``kernel._publish_status``).
 2. The idle indicator. While a cell awaits, each widget, control or subshell
    message gets its own idle, and JupyterLab's indicator shows the latest status
-   of any parent: it said "Idle" mid-run. :func:`busy_while` republishes busy for
-   the running cell after each such idle (it wraps ``kernel._publish_status`` for
-   the length of a run and reads ``kernel.get_parent``).
+   of any parent: it said "Idle" mid-run, and all along a panel's run in the
+   background. :func:`busy_while` republishes busy for the latest run going on
+   after each such idle (it wraps ``kernel._publish_status`` while a run goes on
+   and reads ``kernel.get_parent``).
 
 Both are listed, with what happens without them, in ``tfmagic/private_apis.py``.
 """
@@ -114,16 +115,20 @@ def _make_dispatch_wrapper(kernel: Any, original: Any) -> Any:
     return dispatch_shell
 
 
-@contextlib.contextmanager
-def busy_while(kernel: Any):
-    """Keep the frontend's kernel indicator at busy while the block (an awaiting
-    cell's run) goes on.
+_holders: list = []  # parent messages of the runs going on that keep the indicator busy, latest last
 
-    While a cell awaits, ipykernel 7.4 publishes idle for each widget, control
-    or subshell message it handles (and so does the idle-status fix), and
-    JupyterLab's indicator shows the latest status of any parent: it said
-    "Idle" during a run.  Each such idle is followed by busy for the cell.
-    Wraps the kernel instance's private ``_publish_status``; without it, does nothing.
+
+@contextlib.contextmanager
+def busy_while(kernel: Any, background: bool = False):
+    """Keep the frontend's kernel indicator at busy while the block (a run) goes on.
+
+    While a cell awaits, ipykernel 7.4 publishes idle for each widget, control or
+    subshell message it handles (and so does the idle-status fix), and JupyterLab's
+    indicator shows the latest status of any parent: it said "Idle" during a run.
+    Each such idle is now followed by busy for the latest run going on. A `background`
+    run (a panel's Play after its cell ended) has the click as parent: busy is said when
+    it starts and idle when it ends, so the indicator shows the kernel busy meanwhile.
+    Wraps the kernel instance's private ``_publish_status`` while a run goes on.
     """
     if kernel is None or _why_not(kernel):
         yield
@@ -133,28 +138,41 @@ def busy_while(kernel: Any):
     if publish is None or get_parent is None:
         yield
         return
-    cell = get_parent("shell")  # the cell's execute_request (a context variable: ours)
-    cell_id = (cell or {}).get("header", {}).get("msg_id")
-    if not cell_id:
+    parent = get_parent("shell")  # the cell's execute_request, or the click (a context variable)
+    if not (parent or {}).get("header", {}).get("msg_id"):
         yield
         return
-
-    def publish_status(status, channel, parent=None):
-        publish(status, channel, parent)
-        if status == "idle":
-            other = (parent or get_parent(channel) or {}).get("header", {}).get("msg_id")
-            if other != cell_id:
-                publish("busy", "shell", cell)
-
-    kernel._publish_status = publish_status  # instance attribute: looked up at call time
+    if not getattr(kernel.__dict__.get("_publish_status"), "_tfmagic_busy", False):
+        kernel._publish_status = _busy_publisher(publish)
+    original = kernel._publish_status.original
+    _holders.append(parent)
+    if background:
+        original("busy", "shell", parent)
     try:
         yield
     finally:
-        if kernel.__dict__.get("_publish_status") is publish_status:
-            if getattr(publish, "__func__", None) is getattr(type(kernel), "_publish_status", None):
+        _holders.remove(parent)
+        if background:
+            original("idle", "shell", parent)
+            if _holders:
+                original("busy", "shell", _holders[-1])
+        current = kernel.__dict__.get("_publish_status")
+        if not _holders and getattr(current, "_tfmagic_busy", False):
+            if getattr(current.original, "__func__", None) is getattr(type(kernel), "_publish_status", None):
                 del kernel._publish_status
             else:
-                kernel._publish_status = publish
+                kernel._publish_status = current.original
+
+
+def _busy_publisher(publish: Any) -> Any:
+    def publish_status(status, channel, parent=None):
+        publish(status, channel, parent)
+        if status == "idle" and _holders:  # (a run goes on: the kernel is not idle)
+            publish("busy", "shell", _holders[-1])
+
+    publish_status._tfmagic_busy = True
+    publish_status.original = publish
+    return publish_status
 
 
 def install(kernel: Any) -> bool:

@@ -7,8 +7,10 @@ that runs TensorFlow steps. No widget code here: the UI calls these methods.
 """
 
 import asyncio
+import inspect
 
 from tfmagic.descent.engine import STEERED_CHUNK_SECONDS
+from tfmagic.kernel import interrupts, ipykernel_fix
 from tfmagic.kernel.awaiting import drive, pause_for_frontend
 
 
@@ -24,18 +26,28 @@ class LiveRunner:
         self.pace = pace  # steps per second a person can watch (None: as fast as it goes)
         self.loop = asyncio.get_event_loop()
         self.running = False
+        self.background = False  # the run going on was started after its cell ended (Play)
         self.detached = False
         self.error = None
+        self._chunks = None  # the generator of the run going on (suspended between chunks)
         self._after_run = []
         self.on_end = []  # callbacks after every run (the UI refreshes its buttons)
         self.on_detach = on_detach
         self.task = None
-        # Same variable objects, or the same names (a re-run cell makes new variables).
-        mine = self._keys(engine)
-        for other in list(LiveRunner._active):
-            if mine & self._keys(other.engine):
-                other.detach()
+        self.detach_sharing(engine)
         LiveRunner._active.append(self)
+
+    @classmethod
+    def detach_sharing(cls, engine):
+        """Before a run of `engine` steps: detach every panel on the same variable objects, or
+        the same names (a re-run cell makes new variables); returns the runners that were running."""
+        mine, stopped = cls._keys(engine), []
+        for other in list(cls._active):
+            if other.engine is not engine and mine & cls._keys(other.engine):
+                if other.running:
+                    stopped.append(other)
+                other.detach()
+        return stopped
 
     @classmethod
     def detach_retired(cls):
@@ -43,6 +55,13 @@ class LiveRunner:
         for runner in list(cls._active):
             if runner.engine.retired:
                 runner.detach()
+
+    @classmethod
+    def interrupt_all(cls):
+        """Kernel > Interrupt (in the signal handler): every run stops after its chunk in flight."""
+        for runner in list(cls._active):
+            if runner.running:
+                runner.engine.request_stop("interrupted")
 
     @classmethod
     def any_running(cls):
@@ -54,11 +73,16 @@ class LiveRunner:
         return {id(v) for v in engine.variables.values()} | set(engine.variables)
 
     def call(self, fn, *args):
-        """Run fn(*args) on the main loop, between chunks; safe from any thread."""
+        """Run fn(*args) on the main loop, between chunks; safe from any thread. Dropped once
+        detached: another run owns these variables (a click already in flight included)."""
         if self.loop.is_closed():  # the loop that made us is gone: nothing runs concurrently
-            fn(*args)
+            self._unless_detached(fn, *args)
         else:
-            self.loop.call_soon_threadsafe(fn, *args)
+            self.loop.call_soon_threadsafe(self._unless_detached, fn, *args)
+
+    def _unless_detached(self, fn, *args):
+        if not self.detached:
+            fn(*args)
 
     def call_later(self, delay, fn):
         """Run fn() on the main loop after `delay` seconds; safe from any thread."""
@@ -69,6 +93,8 @@ class LiveRunner:
 
     def when_idle(self, fn):
         """Run fn now if no run is going, else right after the run ends."""
+        if self.detached:
+            return
         if self.running:
             self._after_run.append(fn)
         else:
@@ -77,15 +103,18 @@ class LiveRunner:
     async def run(self, steps, raise_errors=True):
         """Run up to `steps` steps, yielding to the frontend between chunks."""
         if self.detached:
+            self._ended()
             return self.engine.status
         self.running, self.error = True, None
         try:
             # A kernel interrupt ends it as 'interrupted' after the chunk in flight (see drive).
             if self.pace:
                 chunk = max(1, round(self.pace * PACE_FRAME))
-                await drive(self.engine.run_chunks(steps, chunk, STEERED_CHUNK_SECONDS), self._paced_pause())
+                self._chunks = self.engine.run_chunks(steps, chunk, STEERED_CHUNK_SECONDS)
+                await drive(self._chunks, self._paced_pause())
             else:
-                await drive(self.engine.run_chunks(steps, chunk_seconds=STEERED_CHUNK_SECONDS))
+                self._chunks = self.engine.run_chunks(steps, chunk_seconds=STEERED_CHUNK_SECONDS)
+                await drive(self._chunks)
         except Exception as err:
             self.error = err
             if raise_errors:
@@ -95,7 +124,8 @@ class LiveRunner:
         return self.engine.status
 
     def _ended(self):
-        self.running = False
+        self.running = self.background = False
+        self._chunks = None
         pending, self._after_run = self._after_run, []
         for fn in pending + self.on_end:
             fn()
@@ -107,12 +137,14 @@ class LiveRunner:
 
         if self.running or self.detached:
             return
-        self.running, self.error = True, None
+        self.running, self.error, self.background = True, None, True
 
         async def go():
             found = None
             try:
-                found = await drive(sweep_chunks(self.engine, steps))
+                self._chunks = sweep_chunks(self.engine, steps)
+                with ipykernel_fix.busy_while(_kernel(), background=True):
+                    found = await drive(self._chunks)
             except Exception as err:
                 self.error = err
             finally:
@@ -137,8 +169,14 @@ class LiveRunner:
         """Run in the background (after the cell ended): Play on a finished run."""
         if self.running or self.detached:
             return
-        self.running = True  # claimed now, so a second click cannot start a second task
-        self.task = self.loop.create_task(self.run(steps, raise_errors=False))
+        self.running = self.background = True  # claimed now: a second click cannot start a second task
+
+        async def go():
+            # The kernel indicator says busy while it runs (ipykernel_fix), as for a cell.
+            with ipykernel_fix.busy_while(_kernel(), background=True):
+                await self.run(steps, raise_errors=False)
+
+        self.task = self.loop.create_task(go())
 
     def stop(self, status="stopped"):
         if self.running:
@@ -146,9 +184,38 @@ class LiveRunner:
 
     def detach(self):
         """A newer run took these variables: stop, and never touch them again."""
-        self.stop("stopped")
+        self._finish_now("stopped")
         self.detached = True
         if self in LiveRunner._active:
             LiveRunner._active.remove(self)
         if self.on_detach:
             self.on_detach()
+
+    def _finish_now(self, status):
+        """End the run going on before anything else steps its variables. Everything runs on
+        this loop, so its generator is suspended between chunks: asked to stop, its next step
+        takes no step (a sweep then puts its start back); the task then finds it finished."""
+        chunks = self._chunks
+        if chunks is None or not self.running:
+            return
+        self.engine.request_stop(status)
+        state = inspect.getgeneratorstate(chunks)
+        if state == inspect.GEN_SUSPENDED:
+            for _ in range(3):  # (a stop ends it within two)
+                try:
+                    next(chunks)
+                except StopIteration:
+                    break
+                except Exception:  # (an observer's failure must not stop the run that takes over)
+                    break
+        if inspect.getgeneratorstate(chunks) != inspect.GEN_RUNNING:
+            chunks.close()
+
+
+def _kernel():
+    from IPython import get_ipython
+
+    return getattr(get_ipython(), "kernel", None)
+
+
+interrupts.listen(LiveRunner.interrupt_all)

@@ -1,9 +1,11 @@
-"""Import TensorFlow on first use, quietly.
+"""Import TensorFlow on first use, quietly, without changing the process for the user's code.
 
 TensorFlow's C++ start-up lines land on stderr, which JupyterLab paints red; a
 classroom reads them as errors. They are written before TF_CPP_MIN_LOG_LEVEL
 applies, so we catch file descriptor 2 during the import and pass on only what
-is not known start-up noise.
+is not known start-up noise. The variable is set for the import only (a `!python`
+would inherit it), and TensorFlow's retracing warning is left out only while
+tfmagic's own code runs (`quiet_retracing`): the user's own is a lesson of the course.
 """
 
 import contextlib
@@ -32,6 +34,30 @@ class _DropRetraceWarning(logging.Filter):
 
 
 _filter = _DropRetraceWarning()
+_quieting = [0]  # nested quiet_retracing blocks
+
+
+class quiet_retracing:
+    """While tfmagic's own code runs (it builds new tf.functions on purpose), TensorFlow's
+    "N of the last N calls retraced" hint is about its bookkeeping: left out."""
+
+    __slots__ = ("logger",)
+
+    def __enter__(self):
+        self.logger = None
+        if "tensorflow" in sys.modules:
+            self.logger = logging.getLogger("tensorflow")  # (what tf.get_logger() gives)
+            _quieting[0] += 1
+            if _quieting[0] == 1:
+                self.logger.addFilter(_filter)
+        return self
+
+    def __exit__(self, *exc):
+        if self.logger is not None:
+            _quieting[0] -= 1
+            if _quieting[0] == 0:
+                self.logger.removeFilter(_filter)
+        return False
 
 
 @contextlib.contextmanager
@@ -66,12 +92,13 @@ def quiet_native_stderr(active=True):
 def tensorflow():
     """The tensorflow module, imported once with start-up noise removed."""
     if "tensorflow" in sys.modules:
-        tf = sys.modules["tensorflow"]
-    else:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        return sys.modules["tensorflow"]
+    before = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
         with quiet_native_stderr():
             import tensorflow as tf
-    logger = tf.get_logger()
-    if _filter not in logger.filters:
-        logger.addFilter(_filter)
+    finally:
+        if before is None:
+            os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
     return tf

@@ -1,0 +1,161 @@
+"""Runs within reach: the live panels of this kernel, and the cells that show them.
+
+- `%descend_runs` lists the panels whose runs can go on and shows each again (after a
+  page reload their cells' outputs may be gone); `%descend_runs stop` stops the runs.
+- A result shown again (`r`, `Out[5]`) shows its live panel while it has one.
+- A panel that no cell shows any more (the cell that showed it ran again: the front end
+  replaced its output; ipykernel passes the cell's id) is closed: its run stops and its
+  ~80 widget models are closed, in the kernel and in the page. A panel still shown in
+  another cell (detached by a newer run, say) stays drawn.
+Cells without an id (nbclient, a terminal) keep their panels: nobody can tell.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+_current = {"cell": None}  # the id of the cell running now (pre_run_cell)
+
+
+@dataclass(eq=False)
+class Shown:
+    widget: Any  # the root widget
+    runner: Any = None  # the panel's LiveRunner (None: a comparison view)
+    result: Any = None  # what the cell returned
+    line: str = ""  # the magic's line, to list it by
+    cells: set = field(default_factory=set)  # ids of the cells showing it (None: unknown)
+    handle: Any = None  # the display of it in its own cell
+    executions: set = field(default_factory=set)  # the executions that showed it (a cell's own Out: not again)
+
+    @property
+    def live(self):
+        return self.runner is not None and not self.runner.detached
+
+
+_shown: list[Shown] = []
+
+
+def show(widget, runner=None, result=None, line=""):
+    """Display `widget` in the current cell and keep track of it."""
+    from IPython.display import display
+
+    entry = Shown(widget, runner, result, line, {_current["cell"]}, executions={_execution()})
+    entry.handle = display(widget, display_id=True)
+    _shown.append(entry)
+    return entry
+
+
+def cell_starts(cell_id):
+    """A cell begins to run: what only its (now replaced) output showed is closed."""
+    _current["cell"] = cell_id
+    if cell_id is None:
+        return
+    for entry in list(_shown):
+        if cell_id in entry.cells:
+            entry.cells.discard(cell_id)
+            if not entry.cells:
+                if entry.runner is not None and entry.runner.running:
+                    print(f"tfmagic: stopped the run of this cell's earlier panel at step {entry.runner.engine.steps:,}"
+                          f" (its output was replaced).")
+                close(entry)
+
+
+def close(entry):
+    """Stop the panel's run, close every widget model of it."""
+    if entry in _shown:
+        _shown.remove(entry)
+    if entry.runner is not None and not entry.runner.detached:
+        entry.runner.detach()
+    _close_tree(entry.widget)
+
+
+def withdraw(entry, text=""):
+    """Take a panel out of its cell (a run refused before its first step): `text` instead."""
+    if entry.handle is not None:
+        entry.handle.update({"text/plain": text}, raw=True)
+    close(entry)
+
+
+def _widgets_in(value):
+    import ipywidgets
+
+    if isinstance(value, ipywidgets.Widget):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _widgets_in(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _widgets_in(item)
+
+
+def _close_tree(root):
+    """Close `root` and every widget its synced state refers to (children, layouts, marks...)."""
+    seen, stack, order = set(), [root], []
+    while stack:
+        widget = stack.pop()
+        if id(widget) in seen:
+            continue
+        seen.add(id(widget))
+        order.append(widget)
+        for name in getattr(widget, "keys", ()):
+            stack.extend(_widgets_in(getattr(widget, name, None)))
+    for widget in order:
+        widget.close()
+
+
+def live_runs():
+    return [entry for entry in _shown if entry.live]
+
+
+def result_bundle(result, include=None, exclude=None):
+    """IPython's mimebundle formatter for a DescentResult: its live panel, if it has one
+    (the result's HTML and text come with it, for a saved notebook)."""
+    entry = next((e for e in _shown if e.result is result and e.live), None)
+    if entry is None or _execution() in entry.executions:  # (the cell that shows it returns it too)
+        return None
+    entry.cells.add(_current["cell"])
+    entry.executions.add(_execution())
+    bundle = entry.widget._repr_mimebundle_()
+    return {k: v for k, v in bundle.items() if k != "text/plain"}
+
+
+def _execution():
+    from IPython import get_ipython
+
+    return getattr(get_ipython(), "execution_count", None)
+
+
+def _state(entry):
+    runner, engine = entry.runner, entry.runner.engine
+    if runner.running:
+        where = "running in the background" if runner.background else "running in its cell"
+        return f"{where}, step {engine.steps:,}"
+    return f"{engine.status}, step {engine.steps:,}"
+
+
+def runs_magic(line):
+    """%descend_runs [stop]: list the live panels and show them again, or stop their runs."""
+    from IPython.core.error import UsageError
+    from IPython.display import display
+
+    words = line.split()
+    if words not in ([], ["stop"]):
+        raise UsageError("%descend_runs lists the live panels and shows them again; %descend_runs stop stops their runs")
+    entries = live_runs()
+    if not entries:
+        print("No live %%descend panel in this kernel.")
+        return
+    if words == ["stop"]:
+        going = [e for e in entries if e.runner.running]
+        for entry in going:
+            entry.runner.stop("stopped")
+        print(f"Stopped {len(going)} run{'s' * (len(going) != 1)}." if going else "No run is going on.")
+        return
+    for i, entry in enumerate(entries, 1):
+        print(f"{i}. %%descend {entry.line}   {_state(entry)}")
+    for entry in entries:
+        entry.cells.add(_current["cell"])
+        entry.executions.add(_execution())
+        display(entry.widget)
