@@ -24,10 +24,16 @@ def execute(k, code, cell_id=None):
 
 
 def run(k, code, cell_id=None, timeout=60):
-    """Execute and wait for the cell's idle: (reply, text, execute_result data)."""
-    msg_id = execute(k, code, cell_id)
-    reply = k.reply(msg_id, timeout)
-    idle = k.wait_iopub(k.child_of(msg_id, "status", execution_state="idle"), timeout)
+    """Execute and wait for the cell's idle: (reply, text, execute_result data). A request
+    ipykernel aborts (one that arrives just after an interrupted cell, as JupyterLab shows
+    "aborted" too) is sent again, as a person runs the cell again."""
+    for _ in range(3):
+        msg_id = execute(k, code, cell_id)
+        reply = k.reply(msg_id, timeout)
+        idle = k.wait_iopub(k.child_of(msg_id, "status", execution_state="idle"), timeout)
+        if reply["content"]["status"] != "aborted":
+            break
+        time.sleep(0.2)
     text, result = k.outputs(msg_id, upto=idle)
     return reply, text, result
 
