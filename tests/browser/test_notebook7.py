@@ -3,7 +3,7 @@ classic-looking front end many classrooms use), not JupyterLab.
 
 The session's server serves Notebook 7 at /notebooks/<name>.ipynb. At 1280 px:
 Run All starts a paced run (100 steps/s, 3000 steps: ~30 s); while it runs the
-mouse drags the eta slider's handle a decade or so to the right. The status line
+mouse drags the eta slider's handle most of a decade to the right. The status line
 (the kernel's eta), the entry and the slider must then agree on the eta where the
 mouse let go; after Stop, the run's `history['eta']` ends with it. The charts are
 drawn (bqplot lines with points) and no figure sticks out of the cell's output area.
@@ -77,8 +77,8 @@ def nb7(module_lab):
     rec["start_exponent"] = slider_exponent(handle)
 
     # A person's drag: press the handle, 30 small moves to the right, let go
-    # (35 px on the 5-decade track: about a decade up).
-    let_go = _drag(lab, handle, 35, 30, 30)
+    # (140 px on the slider's ~170 px a decade: most of a decade up).
+    let_go = _drag(lab, handle, 140, 30, 30)
     t_let_go = time.monotonic()
     want = float(f"{10 ** let_go:.6g}")
     rec["let_go"], rec["want"] = let_go, want
