@@ -14,6 +14,7 @@ from tfmagic.cell import autograph
 from tfmagic.cell.compiler import compile_cell
 from tfmagic.descent.data import Batches, DatasetStream, EpochLog, as_data
 from tfmagic.descent.engine import Descent
+from tfmagic.descent.replica_split import choose_form
 from tfmagic.descent.replicas import Replicas
 from tfmagic.errors import LossError, TfmagicError
 from tfmagic.cell.explain import explain
@@ -228,6 +229,8 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
             f"the loss {label} does not depend on {', '.join(variables)}, so their gradients are None.",
             hint="check that the cell uses the variables you named (and not a copy made with .numpy()).",
         )
+    if replicas is not None:  # (a loss that does not split over the replicas is refused)
+        choose_form(tf, replicas, batches.first() if batches else {}, list(variables.values()), label)
     stream, validate = {}, None
     if batches and not batches.static_shapes and jit == "auto":
         jit = "off"  # a smaller last batch: a shape that changes, which XLA cannot compile
