@@ -203,6 +203,17 @@ def test_a_loss_that_splits_gives_one_devices_history_and_one_that_does_not_is_r
     np.testing.assert_allclose(regression.user_ns["w"].numpy(), one.values["w"], rtol=2e-5, atol=1e-6)
 
 
+def test_a_dataset_that_ends_on_two_replicas_keeps_its_steps(regression, run):
+    regression.run_cell("def gen():\n    for i in range(5):\n        yield X[10 * i:10 * i + 10], Y[10 * i:10 * i + 10]\n"
+                        "g = tf.data.Dataset.from_generator(gen, output_signature=(tf.TensorSpec([None, 3]), "
+                        "tf.TensorSpec([None])))")
+    cell = "loss = tf.reduce_mean((tf.linalg.matvec(xb, w) - yb) ** 2)"
+    one = run("descend", "w=tf.zeros([3]) --data xb,yb=g --steps 50 --no-widgets", cell)
+    two = run("descend", "w=tf.zeros([3]) --data xb,yb=g --steps 50 --strategy mirrored --no-widgets", cell)
+    assert one.status == two.status == "out_of_data" and one.steps == two.steps == 5
+    np.testing.assert_allclose(two.history["loss"], one.history["loss"], rtol=1e-5)
+
+
 def test_one_replica_says_that_nothing_is_spread_and_the_logs_stay_out(ip, run):
     """A strategy run keeps TensorFlow's log lines (INFO "Using MirroredStrategy with devices",
     WARNING "Using MirroredStrategy eagerly") out of the cell, and the logger as it was."""

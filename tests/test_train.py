@@ -5,6 +5,7 @@ import pytest
 from IPython.core.error import UsageError
 
 from tfmagic.descent.data import Batches
+from tfmagic.errors import TfmagicError
 
 LINEAR = "loss = tf.reduce_mean(tf.square(X[:, 0] * w + b - Y))"
 
@@ -294,3 +295,169 @@ def test_a_replayed_schedule_ends_with_the_cells_run(ip, run):
     again.engine.eta = 0.05  # as the panel's slider, after the replay
     again.engine.run(5)
     assert list(again.history["eta"][-5:]) == [np.float32(0.05)] * 5
+
+
+# -- a dataset: an iterator cannot go back ---------------------------------------------------
+
+GEN_CELL = "loss = tf.reduce_mean((tf.linalg.matvec(xb, w) - yb) ** 2)"
+
+
+@pytest.fixture
+def wide(ip):
+    rng = np.random.default_rng(3)
+    ip.user_ns["X"] = rng.normal(size=(640, 2)).astype(np.float32)
+    ip.user_ns["Y"] = ip.user_ns["X"] @ np.array([1.5, -2.0], np.float32) + 0.3
+    ip.user_ns["np"] = np
+    return ip
+
+
+def _by_hand(tf, batches, steps, eta=0.1):
+    """The course's loop over `batches` for `steps` steps: (losses, w)."""
+    w, losses = tf.Variable(tf.zeros([2])), []
+    for xb, yb in batches:
+        if len(losses) == steps:
+            break
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean((tf.linalg.matvec(tf.cast(xb, tf.float32), w) - tf.cast(yb, tf.float32)) ** 2)
+        losses.append(float(loss))
+        w.assign_sub(eta * tape.gradient(loss, w))
+    return np.array(losses, np.float32), w.numpy()
+
+
+@pytest.mark.parametrize("batches", [1, 2, 15, 16, 17, 31, 40, 75])
+def test_a_generator_that_ends_early_keeps_the_steps_it_took(wide, run, batches):
+    """Chunks hold 16, 32, ... steps: an end inside the first, at a boundary, in a later one."""
+    wide.run_cell(f"def gen():\n    for i in range({batches}):\n        yield X[8 * i:8 * i + 8], Y[8 * i:8 * i + 8]\n"
+                  "g = tf.data.Dataset.from_generator(gen, output_signature=(tf.TensorSpec([None, 2]), tf.TensorSpec([None])))")
+    fit = run("descend", "w=tf.zeros([2]) --data xb,yb=g --steps 200 --no-widgets", GEN_CELL)
+    assert fit.status == "out_of_data" and fit.steps == batches == len(fit.history["loss"])
+    losses, w = _by_hand(wide.user_ns["tf"], wide.user_ns["g"], batches)
+    np.testing.assert_allclose(fit.history["loss"], losses, rtol=1e-5)
+    np.testing.assert_allclose(wide.user_ns["w"].numpy(), w, rtol=1e-5, atol=1e-6)
+    assert f"no batch for step {batches + 1}" in fit.message and "Traceback" not in repr(fit)
+
+
+@pytest.mark.parametrize("at", [1, 2, 9, 16, 17, 33, 70])
+@pytest.mark.parametrize("kind", ["width", "label"])
+def test_a_batch_the_cell_fails_on_is_named_by_its_step_and_the_steps_before_it_are_kept(wide, run, at, kind):
+    """Before: the chunk was redone a step at a time from its start with the batches that came
+    next, so the error named another step (or 'did not come back') and steps were lost."""
+    ns = wide.user_ns
+    if kind == "width":  # (a generator whose batch `at` has another number of columns)
+        wide.run_cell(f"def gen():\n    for i in range(80):\n        x = X[8 * i:8 * i + 8]\n"
+                      f"        yield (np.concatenate([x, x], 1) if i == {at} - 1 else x), Y[8 * i:8 * i + 8]\n"
+                      "ds = tf.data.Dataset.from_generator(gen, output_signature=(tf.TensorSpec([None, None]), "
+                      "tf.TensorSpec([None])))")
+        cell = GEN_CELL
+    else:  # (a label out of range in batch `at` of a shuffled dataset: the loss op raises)
+        wide.run_cell(f"L = (X[:, 0] > 0).astype('int64'); L[8 * ({at} - 1) + 3] = 7\n"
+                      "ds = tf.data.Dataset.from_tensor_slices((X, L)).batch(8)")
+        cell = ("loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits("
+                "labels=yb, logits=tf.stack([tf.linalg.matvec(xb, w), -tf.linalg.matvec(xb, w)], 1)))")
+    if at == 1:  # (the first batch is the one the cell is checked on: refused before anything changes)
+        with pytest.raises(TfmagicError, match="while running the cell"):
+            run("descend", "w=tf.zeros([2]) --data xb,yb=ds --steps 200 --no-widgets -o fit", cell)
+        assert "w" not in ns and "fit" not in ns
+        return
+    with pytest.raises(TfmagicError, match=f"step {at}:"):
+        run("descend", "w=tf.zeros([2]) --data xb,yb=ds --steps 200 --no-widgets -o fit", cell)
+    fit = ns["fit"]
+    assert fit.status == "error" and fit.steps == at - 1 == len(fit.history["loss"])
+    assert np.all(np.isfinite(ns["w"].numpy()))
+    if kind == "width":
+        losses, w = _by_hand(ns["tf"], ns["ds"], at - 1)
+        np.testing.assert_allclose(fit.history["loss"], losses, rtol=1e-5)
+        np.testing.assert_allclose(ns["w"].numpy(), w, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("row, name, value", [(0, "X", "nan"), (37, "X", "inf"), (200, "Y", "nan"), (639, "Y", "-inf"),
+                                              (400, "X", "nan")])
+@pytest.mark.parametrize("batch", [8, 32])
+def test_nan_in_a_dataset_is_named_by_its_step_and_row_not_blamed_on_eta(wide, run, row, name, value, batch):
+    ns = wide.user_ns
+    ns[name] = ns[name].copy()
+    ns[name][row] = float(value)
+    wide.run_cell(f"ds = tf.data.Dataset.from_tensor_slices((X, Y)).batch({batch})")
+    fit = run("descend", "w=tf.zeros([2]) --data xb,yb=ds --epochs 2 --no-widgets", GEN_CELL)
+    step = row // batch + 1  # (in the first epoch)
+    shown = "NaN" if value == "nan" else "inf"
+    assert fit.status == "bad_data" and fit.steps == step - 1 == len(fit.history["loss"])
+    assert (f"the batch of step {step} has {shown} in {'xb' if name == 'X' else 'yb'} (row {row % batch} of that batch)"
+            in fit.message)
+    assert "eta" not in fit.message.split("the step and eta are not at fault")[1] and "too large" not in fit.message
+    losses, w = _by_hand(ns["tf"], ns["ds"], step - 1)
+    np.testing.assert_allclose(fit.history["loss"], losses, rtol=1e-5)
+    np.testing.assert_allclose(ns["w"].numpy(), w, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("eta", [1.15, 1.3, 3.0])
+def test_a_divergence_on_a_dataset_goes_back_to_its_chunk_and_says_which_step_blew_up(wide, run, eta):
+    """Before: the chunk was redone from its start with the batches that came next."""
+    ns = wide.user_ns
+    make = "tf.data.Dataset.from_tensor_slices((X, Y)).shuffle(640, seed=3).batch(16).repeat()"
+    wide.run_cell(f"ds = {make}\nby_hand = {make}")  # (the same batches: a fresh shuffle's seeds)
+    fit = run("descend", f"w=tf.zeros([2]) --data xb,yb=ds --steps 400 --eta {eta} --no-widgets", GEN_CELL)
+    losses, _ = _by_hand(ns["tf"], ns["by_hand"], 400, eta)
+    limit = 1e6 * max(abs(losses[0]), 1.0)
+    blowup = int(np.argmax(~(np.abs(losses) <= limit)))  # (the point it reached: step `blowup` took it there)
+    assert fit.status == "diverged" and 0 <= fit.steps < blowup < 400
+    assert f"step {blowup} made the loss blow up" in fit.message
+    if blowup - fit.steps > 1:
+        assert f"their values after step {fit.steps}: a dataset cannot give its batches again" in fit.message
+    wide.run_cell(f"by_hand = {make}")
+    kept, w = _by_hand(ns["tf"], ns["by_hand"], fit.steps, eta)
+    np.testing.assert_allclose(fit.history["loss"], kept, rtol=1e-4)
+    np.testing.assert_allclose(ns["w"].numpy(), w, rtol=1e-4, atol=1e-6)
+
+
+DATASETS = {
+    "plain": "ds = tf.data.Dataset.from_tensor_slices((X, Y)).batch(24)",
+    "shuffled with a seed": "ds = tf.data.Dataset.from_tensor_slices((X, Y)).shuffle(640, seed=4).batch(24)",
+    "shuffled, prefetched": "ds = tf.data.Dataset.from_tensor_slices((X, Y)).shuffle(100, seed=1).batch(32).prefetch(2)",
+    "global seed": "tf.random.set_seed(5)\nds = tf.data.Dataset.from_tensor_slices((X, Y)).shuffle(64).batch(16)",
+    "mapped, dicts": "ds = tf.data.Dataset.from_tensor_slices({'xb': X, 'yb': Y}).shuffle(50, seed=2).batch(20)"
+                     ".map(lambda d: {'xb': d['xb'] * 2.0, 'yb': d['yb']})",
+    "generator": "def gen():\n    for i in range(0, 640, 40):\n        yield X[i:i + 40], Y[i:i + 40]\n"
+                 "ds = tf.data.Dataset.from_generator(gen, output_signature=(tf.TensorSpec([None, 2]), "
+                 "tf.TensorSpec([None]))).apply(tf.data.experimental.assert_cardinality(16))",
+}
+
+
+@pytest.mark.parametrize("steps", [30, 61])
+@pytest.mark.parametrize("dataset", list(DATASETS))
+def test_a_rerun_or_reset_of_a_dataset_takes_the_batches_of_the_first_run(wide, run, dataset, steps):
+    """Before: they started at the next whole pass, so a shuffled dataset gave other batches."""
+    wide.run_cell(DATASETS[dataset])
+    line = f"w=tf.zeros([2]) --data xb,yb=ds --steps {steps} --no-widgets"
+    first = run("descend", line, GEN_CELL).history["loss"].copy()
+    again = run("descend", line, GEN_CELL)
+    assert again.engine.reused
+    np.testing.assert_array_equal(again.history["loss"], first)
+    again.engine.reset()
+    again.engine.run(steps)
+    np.testing.assert_array_equal(again.history["loss"], first)
+    fresh = run("descend", line, GEN_CELL + "  # (another cell: built afresh, a new iterator on the same dataset)")
+    assert not fresh.engine.reused
+    np.testing.assert_array_equal(fresh.history["loss"], first)
+
+
+@pytest.mark.parametrize("parts", [(6, 11, 8), (1, 1, 23), (16, 9)])
+def test_a_dataset_run_that_goes_on_takes_the_batches_one_run_would(wide, run, parts):
+    """Play after Pause (a new run on the same engine) read the next batch for the point it
+    stopped at: one batch skipped at every pause."""
+    wide.run_cell(DATASETS["shuffled with a seed"])
+    line = "w=tf.zeros([2]) --data xb,yb=ds --no-widgets"
+    whole = run("descend", line + f" --steps {sum(parts)}", GEN_CELL).history["loss"].copy()
+    fit = run("descend", line + f" --steps {parts[0]}", GEN_CELL)
+    for steps in parts[1:]:
+        fit.engine.pause()
+        fit.engine.run(steps)
+    np.testing.assert_allclose(fit.history["loss"], whole, rtol=1e-5)  # (a point evaluated eagerly: the last bit)
+
+
+def test_jit_on_with_a_dataset_is_refused(wide, run):
+    wide.run_cell("ds = tf.data.Dataset.from_tensor_slices((X, Y)).batch(32, drop_remainder=True)")
+    with pytest.raises(UsageError, match="XLA cannot compile the reads of ds's iterator"):
+        run("descend", "w=tf.zeros([2]) --data xb,yb=ds --steps 5 --jit on --no-widgets", GEN_CELL)
+    fit = run("descend", "w=tf.zeros([2]) --data xb,yb=ds --steps 3000 --no-widgets", GEN_CELL)
+    assert fit.status == "max_steps" and not fit.notes  # (no XLA tried, none failed)

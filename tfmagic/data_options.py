@@ -124,6 +124,9 @@ def _check_dataset(args, namespace, tf):
         epoch_steps = None  # (no epochs: one step a batch, --steps of them)
     elif epoch_steps == tf.data.INFINITE_CARDINALITY:
         epoch_steps = None
+    if args.jit == "on":
+        raise UsageError(f"--jit on: XLA cannot compile the reads of {ds_name}'s iterator; give arrays for XLA "
+                         "(--data X,Y --batch-size B), or leave --jit")
     if args.batch_size is not None:
         raise UsageError(f"--batch-size: {ds_name} is batched already "
                          "(--batch-size is for arrays: --data X,Y --batch-size 64)")

@@ -12,7 +12,8 @@ import numpy as np
 
 from tfmagic.cell import autograph
 from tfmagic.cell.compiler import compile_cell
-from tfmagic.descent.data import Batches, DatasetStream, EpochLog, as_data
+from tfmagic.descent.data import Batches, EpochLog, as_data
+from tfmagic.descent.dataset_stream import DatasetStream
 from tfmagic.descent.engine import Descent
 from tfmagic.descent.replica_split import choose_form
 from tfmagic.descent.replicas import Replicas
@@ -192,10 +193,9 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
         return cell_function(**extra, **batch)[0]
 
     batch_loss = autograph.calls_converted(batch_loss)
-    if not isinstance(batches, DatasetStream):
-        # (A tf.data iterator read with AutoGraph off counts as a misuse, and raises after 32
-        # traces: a dataset run's loss is converted whole, as it always was.)
-        loss_fn = autograph.calls_converted(loss_fn)
+    if isinstance(batches, DatasetStream):  # (a NaN once it ends; each batch read after the step before)
+        loss_fn = lambda: batches.loss(batch_loss)  # noqa: E731
+    loss_fn = autograph.calls_converted(loss_fn)
     replicas = None if strategy is None else Replicas(tf, strategy, batches.take if batches else dict, batch_loss)
 
     def run_cell():  # the loss and what the cell assigns, on the first batch
