@@ -461,3 +461,67 @@ def test_jit_on_with_a_dataset_is_refused(wide, run):
         run("descend", "w=tf.zeros([2]) --data xb,yb=ds --steps 5 --jit on --no-widgets", GEN_CELL)
     fit = run("descend", "w=tf.zeros([2]) --data xb,yb=ds --steps 3000 --no-widgets", GEN_CELL)
     assert fit.status == "max_steps" and not fit.notes  # (no XLA tried, none failed)
+
+
+# -- arrays that cannot be batched, or hold NaN: one line, before anything changes ---------------
+
+BAD_ARRAYS = {
+    "a ragged list": ("X", "[[1.0, 2.0], [3.0]] * 50", "ragged list (its rows have different lengths: row 0 has 2, row 1 has 1)"),
+    "a ragged list, later": ("Y", "[[1.0]] * 60 + [[1.0, 2.0]] * 40", "row 0 has 1, row 60 has 2"),
+    "a tf.RaggedTensor": ("X", "tf.ragged.constant([[1.0, 2.0], [3.0]] * 50)", "is a tf.RaggedTensor"),
+    "a ragged object array": ("X", "np.array([np.zeros(2), np.zeros(3)] * 50, dtype=object)",
+                              "ragged object array (its rows have different lengths: row 0 has 2, row 1 has 3)"),
+    "Python objects": ("Y", "np.array([{'a': 1}] * 100)", "object array of Python objects"),
+    "a sparse tensor": ("X", "tf.sparse.from_dense(X)", "tf.sparse.to_dense(X)"),
+    "dates": ("Y", "np.array(['2024-01-01'] * 100, dtype='datetime64[D]')", "holds datetime64[D] values"),
+    "no rows": ("X", "X[:0]", "X has no rows"),
+    "nan in X": ("X", "np.where(np.arange(100)[:, None] == 41, np.nan, X)", "X has NaN in row 41:"),
+    "inf in Y, twice": ("Y", "np.where(np.isin(np.arange(100), [7, 90]), np.inf, Y)", "Y has inf in row 7 (and 1 more row"),
+    "nan in a tensor": ("X", "tf.constant(np.where(np.arange(100)[:, None] == 99, np.nan, X))", "X has NaN in row 99"),
+    "nan in a list": ("Y", "[0.0] * 50 + [float('nan')] + [0.0] * 49", "Y has NaN in row 50"),
+    "complex inf": ("X", "X.astype(complex) * np.where(np.arange(100)[:, None] == 3, np.inf, 1)", "X has "),
+}
+
+
+@pytest.mark.parametrize("option", ["--data", "--validate"])
+@pytest.mark.parametrize("case", list(BAD_ARRAYS))
+def test_arrays_that_cannot_be_batched_or_hold_nan_get_one_line(regression, run, case, option):
+    """Before: a traceback wall (ragged), or a NaN blamed on the step and eta."""
+    name, value, message = BAD_ARRAYS[case]
+    ns = regression.user_ns
+    ns.update(Xg=ns["X"], Yg=ns["Y"])
+    regression.run_cell(f"{name} = {value}")
+    line = "--data X,Y" if option == "--data" else "--data Xg,Yg --validate X,Y"
+    with pytest.raises(UsageError) as err:
+        run("descend", f"w=0.0 b=0.0 {line} --batch-size 10 --steps 5 --no-widgets", LINEAR)
+    text = str(err.value)
+    assert text.startswith(f"{option}: ") and message in text and "\n" not in text
+    assert "w" not in ns
+
+
+FINE_ARRAYS = {
+    "integer labels": ("Y", "np.round(Y).astype('int64')"),
+    "bool": ("Y", "Y > 0"),
+    "a tf.Tensor": ("X", "tf.constant(X)"),
+    "a list of lists": ("X", "X.tolist()"),
+    "a tuple": ("Y", "tuple(Y.tolist())"),
+    "float16": ("X", "X.astype('float16')"),
+    "float64": ("X", "X.astype('float64')"),
+    "a pandas frame": ("X", "__import__('pandas').DataFrame(X)"),
+    "a pandas series": ("Y", "__import__('pandas').Series(Y)"),
+    "an object array of equal rows": ("X", "np.array(list(X), dtype=object)"),
+}
+
+
+@pytest.mark.parametrize("case", list(FINE_ARRAYS))
+def test_arrays_of_other_kinds_train_as_their_numbers_do(regression, run, case):
+    """Before: a pandas frame or series, a tuple and an object array of equal rows were refused."""
+    name, value = FINE_ARRAYS[case]
+    cell = "loss = tf.reduce_mean(tf.square(tf.cast(X[:, 0], tf.float32) * w + b - tf.cast(Y, tf.float32)))"
+    line = "w=0.0 b=0.0 --data X,Y --batch-size 16 --steps 20 --seed 2 --jit off --no-widgets"
+    regression.run_cell(f"{name} = {value}")
+    fit = run("descend", line, cell)
+    regression.run_cell(f"{name} = np.array(np.asarray({name}).tolist())")  # (the same numbers, a plain array)
+    same = run("descend", line, cell)
+    assert fit.status == "max_steps"
+    np.testing.assert_allclose(fit.history["loss"], same.history["loss"], rtol=1e-6)
