@@ -410,6 +410,24 @@ def test_a_divergence_on_a_dataset_goes_back_to_its_chunk_and_says_which_step_bl
     np.testing.assert_allclose(ns["w"].numpy(), w, rtol=1e-4, atol=1e-6)
 
 
+def test_a_raise_of_eta_that_diverges_on_a_dataset_goes_back_and_says_which_step_blew_up(wide, run):
+    """With a dataset the variables go back to the raise's point as with arrays (keep_best.py),
+    the steps a chunk took before the blow-up are counted in the message, and the batches go on."""
+    ns = wide.user_ns
+    wide.run_cell("ds = tf.data.Dataset.from_tensor_slices((X, Y)).shuffle(640, seed=3).batch(16).repeat()")
+    fit = run("descend", "w=tf.zeros([2]) --data xb,yb=ds --steps 40 --eta 0.05 --no-widgets", GEN_CELL)
+    at_raise = ns["w"].numpy().copy()
+    fit.engine.eta = 1.4
+    fit.engine.run(300)
+    back = fit.engine.kept.rewound
+    assert fit.status == "diverged" and back is not None and fit.steps == 40 and fit.engine.unkept_steps > 1
+    np.testing.assert_array_equal(ns["w"].numpy(), at_raise)
+    blew = 40 + fit.engine.unkept_steps
+    assert f"step {blew} made the loss blow up at eta=1.4" in fit.message
+    assert "with the batches that come next (a dataset cannot give its batches again)" in fit.message
+    assert fit.engine.run(20) == "max_steps" and np.isfinite(fit.history["loss"]).all()
+
+
 DATASETS = {
     "plain": "ds = tf.data.Dataset.from_tensor_slices((X, Y)).batch(24)",
     "shuffled with a seed": "ds = tf.data.Dataset.from_tensor_slices((X, Y)).shuffle(640, seed=4).batch(24)",

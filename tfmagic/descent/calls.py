@@ -41,7 +41,7 @@ class Calls:
         self.point = None  # [loss, |grad|², summaries] at the current point, once evaluated
         self.state = None  # (loss, |grad|², grads) carried into the next call
         self._saved = None
-        self.one_way = None  # a dataset stream's count of batches taken (see _took_batches)
+        self.one_way_count = None  # a dataset stream's count of batches taken (see _took_batches)
         self._other_tol = {}, {}  # the loops' functions and traces for a run with(out) a tol
 
     def set_tol(self, value):
@@ -126,11 +126,11 @@ class Calls:
             return out
 
     def _took_batches(self):
-        """Did the failed call read from an iterator that cannot go back (`one_way`: its count)?"""
-        if self.one_way is None:
+        """Did the failed call read from an iterator that cannot go back (`one_way_count`)?"""
+        if self.one_way_count is None:
             return False
-        at = next(i for i, v in enumerate(self.live) if v is self.one_way)
-        return int(self.one_way.numpy()) != int(self._saved[0][at].numpy())
+        at = next(i for i, v in enumerate(self.live) if v is self.one_way_count)
+        return int(self.one_way_count.numpy()) != int(self._saved[0][at].numpy())
 
     def _call_on_defaults(self, mode, n, stride):
         """The call on TensorFlow's default runtime from now on, freshly traced for it."""

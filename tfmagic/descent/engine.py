@@ -59,7 +59,7 @@ class Descent(RunFacts, OneWayRuns):
         self.loss_fn = loss_fn
         self.full_loss_fn = full_loss_fn or loss_fn  # without a mini-batch's side effects (the pictures)
         self._stream = stream  # a data.Batches: .state a step changes too, .initial, .rewind()
-        self._one_way = getattr(stream, "one_way", False)  # (a dataset's iterator cannot go back: one_way.py)
+        self.one_way = getattr(stream, "one_way", False)  # (a dataset's iterator cannot go back: one_way.py)
         self.epoch_steps = epoch_steps  # chunks end at its multiples: an epoch's end is seen between chunks
         self.variables = dict(variables)
         self.device = device
@@ -152,7 +152,7 @@ class Descent(RunFacts, OneWayRuns):
                               self.replicas)
         before = self._calls
         self._calls = Calls(tf, self._graphs, live, self.device, self.jit, self._tol, self._default_runtime, self.notes)
-        self._calls.one_way = self._stream.position if self._one_way else None  # (its reads: no second try)
+        self._calls.one_way_count = self._stream.position if self.one_way else None  # (its reads: no second try)
         if before is not None:  # a switch mid-run: the point and what is carried stay
             self._calls.point, self._calls.state, self._calls.start_loss = before.point, before.state, before.start_loss
 
@@ -246,7 +246,7 @@ class Descent(RunFacts, OneWayRuns):
         code = self._calls.code(self._calls.point, lowest)
         if code == DIVERGED:
             self._bad_point = self._calls.point  # what the step that blew up reached (for the message)
-            if self._one_way:  # (a redo would take other batches)
+            if self.one_way:  # (a redo would take other batches)
                 return (*self._stream_unhealthy(rows, count, stride), code, traced)
         if code == RUNNING or (code == CONVERGED and count - block == 1):
             return self._record(rows, count, stride), count, code, traced
@@ -267,7 +267,7 @@ class Descent(RunFacts, OneWayRuns):
     # -- running -----------------------------------------------------------
     def _first_mode(self, steps):
         # A cell run again is likely to be run again: its steps in one graph call from now on.
-        short = "plain" if self.reused and steps > REUSED_STEP_MODE_STEPS or self._one_way else "step"  # (rows kept)
+        short = "plain" if self.reused and steps > REUSED_STEP_MODE_STEPS or self.one_way else "step"  # (rows kept)
         if self._xla_unusable or self.jit == "off":
             return short if steps <= STEP_MODE_STEPS else "plain"
         if self.jit == "on":
@@ -339,7 +339,7 @@ class Descent(RunFacts, OneWayRuns):
                 self._xla_unusable, mode = True, "plain"
                 continue
             except Exception as err:
-                if self._one_way:  # (kept up to the batch it failed on: an iterator cannot redo the chunk)
+                if self.one_way:  # (kept up to the batch it failed on: an iterator cannot redo the chunk)
                     raise self._stream_failed(chunk_mode, err)
                 self._calls.restore()  # the start of this chunk: values match the history
                 if chunk_mode in XLA_MODES and not self._xla_ran:

@@ -15,13 +15,13 @@ from tfmagic.descent.calls import DIVERGED
 
 
 class OneWayRuns:
-    """Mixed into the engine (descent/engine.py); `_one_way`: its stream cannot go back."""
+    """Mixed into the engine (descent/engine.py); `one_way`: its stream cannot go back."""
 
     def _stream_started(self, code):
         """After a run's start point was evaluated (any run: the facts start afresh): a start
         made unhealthy by a dataset is the data's fault (its verdict goes to data_stop)."""
         self.data_stop, self.unkept_steps = None, 0  # (what stopped it; steps a divergence undid)
-        if code == DIVERGED and self._one_way:
+        if code == DIVERGED and self.one_way:
             self.data_stop = self._stream.stop_at(self.steps + 1)
             self._stream.kept_going = self.data_stop is None
 

@@ -185,13 +185,15 @@ def went_back(engine, back, names, advice):
     else:
         where = "the lowest loss the run passed after eta was raised" + (
             " (checked between chunks of steps)" if back.moved else ", the last before the blow-up")
+    blew = back.diverged_after + max(engine.unkept_steps, 1)  # (a dataset's run went back a chunk first)
     return (
-        f"diverged after {steps_text(back.diverged_after)}: step {back.diverged_after + 1} made the loss blow up "
+        f"diverged after {steps_text(blew - 1)}: step {blew} made the loss blow up "
         f"at eta={back.blowup_eta:g} (eta was raised from {back.raised_from:g} to {back.raised_to:g} at step "
         f"{back.raised_at}). {advice + ' ' if advice else ''}"
         f"The variables ({names}) and the optimizer's state {'went back' if back.moved else 'stay'} at step "
         f"{back.step}, loss {back.loss:.4g}: {where}; the history ends there, and eta is {back.eta:g} again, "
-        f"so Play goes on from there."
+        f"so Play goes on from there"
+        + (" with the batches that come next (a dataset cannot give its batches again)." if engine.one_way else ".")
     )
 
 
