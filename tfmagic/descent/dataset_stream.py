@@ -4,9 +4,11 @@ the compiled steps from an iterator that cannot go back.
 So nothing is ever redone with other batches (descent/one_way.py): a batch is read
 only once the step before it is complete (`_done_so_far`), so when the cell fails on a
 batch the variables, the optimizer and the history rows are exactly those of the last
-good step; the end of the data is not an error but a flag (`ended`) and a NaN loss that
-stops the loop where it happened; the last batch is kept, so a loss made NaN by the
-data is told apart from one made NaN by the step, and named.
+good step. The end of the data is not an error: each element comes with a flag, and a
+last element flagged False (zeros: `_flagged`) makes the loss NaN, which stops the loop
+where it happened (a tf.cond on an optional read did it too, at ~3x the cost of a step
+of a small model). The last batch is kept, so a loss made NaN by the data is told apart
+from one made NaN by the step, and named.
 
 A re-run or Reset starts from the dataset's first state, the same batches again: the
 iterator's state is saved right after it is made (once per dataset object, so a cell
@@ -50,6 +52,20 @@ def _done_so_far(tf):
     return [op for op in graph.get_operations() if op.op_def is not None and op.op_def.is_stateful]
 
 
+def _flagged(tf, source):
+    """`source`'s elements as (element, True), then one (zeros of its shape, False): the end of
+    the data as a value the compiled steps can read without an error or a branch."""
+    def zeros(spec):
+        if spec.shape.rank is None:
+            return tf.zeros([], spec.dtype) if spec.dtype != tf.string else tf.constant("")
+        shape = [d if d is not None else 1 for d in spec.shape.as_list()]  # (a row: the cell may refuse none)
+        return tf.zeros(shape, spec.dtype) if spec.dtype != tf.string else tf.fill(shape, "")
+
+    end = tf.nest.map_structure(zeros, source.element_spec)
+    flagged = tf.data.Dataset.zip((source, tf.data.Dataset.from_tensors(True).repeat()))
+    return flagged.concatenate(tf.data.Dataset.from_tensors((end, False)))
+
+
 def first_bad_row(array):
     """(row, 'NaN' or 'inf') of the first row of `array` holding a non-finite number, else None."""
     a = np.asarray(array)
@@ -69,8 +85,9 @@ class DatasetStream:
         self.tf, self.names, self.epoch_steps = tf, list(names), epoch_steps
         self._spec = dataset.element_spec
         flat = tf.nest.flatten(self._spec)
-        self._kinds = dict(output_types=[s.dtype for s in flat], output_shapes=[s.shape for s in flat])
-        source = dataset.repeat() if epoch_steps else dataset  # (an epoch is a pass; a run may take several)
+        source = _flagged(tf, dataset.repeat() if epoch_steps else dataset)  # (an epoch is a pass; a run may take several)
+        kinds = tf.nest.flatten(source.element_spec)
+        self._kinds = dict(output_types=[s.dtype for s in kinds], output_shapes=[s.shape for s in kinds])
         with tf.device("/cpu:0"):  # (tf.data runs on the CPU)
             self._variant = tf.data.experimental.to_variant(source)
             self._iterator = tf.raw_ops.AnonymousIteratorV3(**self._kinds)
@@ -120,31 +137,32 @@ class DatasetStream:
         self._replay, self.kept_going = False, True
 
     # -- reading -------------------------------------------------------------
-    def _next(self):
-        """The next element as an optional (empty at the end), read after the step before it."""
+    def _read(self):
+        """(the next batch, whether it is data: False at the end), read after the step before it;
+        the batch is kept as the last one. Eagerly an end past the end is no error either."""
         tf = self.tf
         with tf.control_dependencies(_done_so_far(tf)):
             counted = self.position.assign_add(1)
         with tf.control_dependencies([counted]):
-            return tf.raw_ops.IteratorGetNextAsOptional(iterator=self._iterator, **self._kinds)
-
-    def _value(self, optional):
-        """The element's tensors, kept as the last batch."""
-        tf = self.tf
-        flat = tf.raw_ops.OptionalGetValue(optional=optional, **self._kinds)
-        with tf.control_dependencies([v.assign(t) for v, t in zip(self._last, flat)]):
-            flat = [tf.stop_gradient(t) for t in flat]  # (data: no gradient; an int label's would fail the cond's)
-        return self._bind(tf.nest.pack_sequence_as(self._spec, flat))
+            if tf.executing_eagerly():  # (a run starting after the end: nothing left to read)
+                optional = tf.raw_ops.IteratorGetNextAsOptional(iterator=self._iterator, **self._kinds)
+                if not bool(tf.raw_ops.OptionalHasValue(optional=optional)):
+                    self._ended.assign(True)
+                    return self.first(), tf.constant(False)
+                flat = tf.raw_ops.OptionalGetValue(optional=optional, **self._kinds)
+            else:
+                flat = tf.raw_ops.IteratorGetNext(iterator=self._iterator, **self._kinds)
+        *data, present = flat
+        kept = [v.assign(t) for v, t in zip(self._last, data)] + [self._ended.assign(tf.logical_not(present))]
+        with tf.control_dependencies(kept):  # (the cell sees the batch once it is kept)
+            data = [tf.stop_gradient(t) for t in data]  # (data: no gradient)
+        return self._bind(tf.nest.pack_sequence_as(self._spec, data)), present
 
     def _bind(self, element):
         if isinstance(element, dict):
             return {n: as_data(self.tf, element[n]) for n in self.names}
         parts = tuple(element) if isinstance(element, (tuple, list)) else (element,)
         return {n: as_data(self.tf, t) for n, t in zip(self.names, parts)}
-
-    def _at_end(self):
-        with self.tf.control_dependencies([self._ended.assign(True)]):
-            return self.tf.constant(math.nan)
 
     def _again(self):
         """The last batch, when a run goes on from the point it was read for (else None)."""
@@ -160,27 +178,14 @@ class DatasetStream:
         again = self._again()
         if again is not None:
             return tf.cast(loss_of(again), tf.float32)
-        optional = self._next()
-        return tf.cond(tf.raw_ops.OptionalHasValue(optional=optional),
-                       lambda: tf.cast(loss_of(self._value(optional)), tf.float32), self._at_end)
+        batch, present = self._read()
+        return tf.where(present, tf.cast(loss_of(batch), tf.float32), math.nan)
 
     def take(self):
-        """(the next batch, whether there was one): for a strategy, which splits the batch
-        itself (replicas.py); at the end the batch has no rows."""
-        tf = self.tf
+        """(the next batch, whether it is data): for a strategy, which splits the batch itself
+        (replicas.py) and makes the loss NaN at the end."""
         again = self._again()
-        if again is not None:
-            return again, tf.constant(True)
-        optional = self._next()
-        present = tf.raw_ops.OptionalHasValue(optional=optional)
-
-        def empty():
-            with tf.control_dependencies([self._ended.assign(True)]):
-                return self._bind(tf.nest.pack_sequence_as(self._spec, [
-                    tf.zeros([0] + [d or 0 for d in s.shape.as_list()[1:]], s.dtype) if s.shape.rank else tf.zeros([], s.dtype)
-                    for s in tf.nest.flatten(self._spec)]))
-
-        return tf.cond(present, lambda: self._value(optional), empty), present
+        return (again, self.tf.constant(True)) if again is not None else self._read()
 
     def first(self):
         """The first batch, for checking the cell (read once, kept; the iterator is put back)."""
@@ -193,9 +198,9 @@ class DatasetStream:
                     flat = tf.raw_ops.OptionalGetValue(optional=optional, **self._kinds) if present else None
             except tf.errors.OpError as err:
                 raise TfmagicError(f"--data: reading the dataset's first batch failed: {tf_message(err)}") from None
-            if not present:
+            if not (present and bool(flat[-1])):
                 raise TfmagicError("--data: the dataset gave no batch (it is empty)")
-            self._first_batch = self._bind(tf.nest.pack_sequence_as(self._spec, flat))
+            self._first_batch = self._bind(tf.nest.pack_sequence_as(self._spec, flat[:-1]))
             self.restart()
         return self._first_batch
 
@@ -209,10 +214,13 @@ class DatasetStream:
         """(The dataset shuffles itself, if it does.)"""
 
     # -- what stopped a run --------------------------------------------------
+    def ended(self):
+        return bool(self._ended.numpy())
+
     def stop_at(self, step):
         """A DataStop when the point of `step` (from 1) could not be evaluated because of
         the data (it ended, or its batch held NaN or inf), else None."""
-        if bool(self._ended.numpy()):
+        if self.ended():
             return DataStop("out_of_data", step)
         for name, var in zip(self._names_of_flat(), self._last):
             bad = first_bad_row(var.numpy()) if var.dtype.is_floating or var.dtype.is_complex else None
@@ -224,5 +232,5 @@ class DatasetStream:
         """The cell's name of each flat component of an element."""
         spec = self._spec
         if isinstance(spec, dict):
-            return [n for n in sorted(spec)]  # (tf.nest flattens a dict by its sorted keys)
+            return sorted(spec)  # (tf.nest flattens a dict by its sorted keys)
         return self.names

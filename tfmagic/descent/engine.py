@@ -340,7 +340,8 @@ class Descent(RunFacts, OneWayRuns):
                 continue
             except Exception as err:
                 if self.one_way:  # (kept up to the batch it failed on: an iterator cannot redo the chunk)
-                    raise self._stream_failed(chunk_mode, err)
+                    yield from self._stream_failed(chunk_mode, err)
+                    return
                 self._calls.restore()  # the start of this chunk: values match the history
                 if chunk_mode in XLA_MODES and not self._xla_ran:
                     # XLA cannot compile every op (py_function, strings, ...): run without it.

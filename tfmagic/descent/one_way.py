@@ -11,7 +11,7 @@ values are not kept anywhere, and the engine says how many steps that undid.
 
 import numpy as np
 
-from tfmagic.descent.calls import DIVERGED
+from tfmagic.descent.calls import DIVERGED, RUNNING
 
 
 class OneWayRuns:
@@ -38,15 +38,25 @@ class OneWayRuns:
 
     def _stream_failed(self, mode, err):
         """The cell raised `err` on a batch: keep the steps before it (the variables are there
-        already) and stop the run there (a run going on takes the next batch); returns `err`."""
+        already) and stop the run there (a run going on takes the next batch). A generator
+        (engine.steps_iter delegates to it): on the zeros that mark the end of the data
+        (dataset_stream.py: _flagged) it is no error, and yields the run's last chunk."""
         self._stream.kept_going = False
+        start = self.steps
         if mode != "plain":  # (no rows kept in place: back to the chunk's start, consistent)
             self._calls.restore()
-            self._stopped_by(err)
-            return err
-        kept = int(self._stream.position.numpy()) - 1 - self.steps  # (a batch a step, read after it)
-        rows = self._graphs.buffer[:kept].numpy() if kept > 0 else np.zeros((0, self._graphs.width), np.float32)
-        self._record(rows, max(kept, 0), 1)
-        self._calls.point = np.full(self._graphs.width, np.nan, np.float32)  # (its batch failed)
+            rows = self._history.empty_rows()
+        else:
+            kept = int(self._stream.position.numpy()) - 1 - self.steps  # (a batch a step, read after it)
+            rows = self._graphs.buffer[:kept].numpy() if kept > 0 else np.zeros((0, self._graphs.width), np.float32)
+            rows = self._record(rows, max(kept, 0), 1)
+            self._calls.point = np.full(self._graphs.width, np.nan, np.float32)  # (its batch failed)
+        if self._stream.ended():
+            self.data_stop = self._stream.stop_at(self.steps + 1)
+            yield self._chunk_done(start, rows, DIVERGED, False)
+            return
+        if len(rows):
+            self._chunk_done(start, rows, RUNNING, False)  # (the observers see the steps kept; not yielded:
+            # a driver that closed the run here would lose the error)
         self._stopped_by(err)
-        return err
+        raise err

@@ -121,7 +121,8 @@ def _last_values(engine):
 def data_stop(engine):
     """A run on a dataset that stopped because of the data: it ended, or a batch held NaN/inf."""
     stop, names = engine.data_stop, ", ".join(engine.variables)
-    kept = f"The {steps_text(engine.steps)} before it are kept: {names} hold the values after step {engine.steps}."
+    hold = "holds" if len(engine.variables) == 1 else "hold"
+    kept = f"The {steps_text(engine.steps)} before it are kept: {names} {hold} the values after step {engine.steps}."
     if stop.status == "out_of_data":
         return (f"the dataset ended: it had no batch for step {stop.step} (a generator that stopped, or fewer batches "
                 f"than --steps). {kept}")
