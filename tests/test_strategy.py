@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from IPython.core.error import UsageError
 
-from tfmagic.errors import TfmagicError
+from tfmagic.errors import LossError, TfmagicError
 from tfmagic.kernel.runner import LiveRunner
 from tfmagic.runs import device_choices
 from tfmagic.widgets.panel import DescentPanel
@@ -159,3 +159,108 @@ def test_a_last_batch_smaller_than_the_replicas(ip, run):
     two = run("descend", line + " --strategy mirrored", LINEAR)
     assert two.status == "max_steps" and np.all(np.isfinite(two.history["loss"]))
     np.testing.assert_allclose(two.history["loss"], one.history["loss"], rtol=1e-5, atol=1e-6)
+
+
+# -- a loss the replicas can split gives one device's numbers; another is refused -------------
+
+PRED = "tf.linalg.matvec(X, w)"
+LOSSES = {  # name -> (splits?, cell)
+    "mean": (True, f"loss = tf.reduce_mean(({PRED} - Y) ** 2)"),
+    "sum": (True, f"loss = tf.reduce_sum(({PRED} - Y) ** 2)"),
+    "mean of squares plus L2 on the weights": (True, f"loss = tf.reduce_mean(({PRED} - Y) ** 2) + 0.1 * tf.reduce_sum(w * w)"),
+    "keras mean squared error": (True, f"loss = keras.losses.MeanSquaredError()(Y[:, None], {PRED}[:, None])"),
+    "keras Huber": (True, f"loss = keras.losses.Huber()(Y[:, None], {PRED}[:, None])"),
+    "keras, summed": (True, f"loss = keras.losses.MeanAbsoluteError(reduction='sum')(Y[:, None], {PRED}[:, None])"),
+    "root mean square": (False, f"loss = tf.sqrt(tf.reduce_mean(({PRED} - Y) ** 2))"),
+    "max": (False, f"loss = tf.reduce_max(tf.abs({PRED} - Y))"),
+    "sum plus L2": (False, f"loss = tf.reduce_sum(({PRED} - Y) ** 2) + 0.01 * tf.reduce_sum(w * w)"),
+    "batch statistics": (False, f"p = {PRED}\nloss = tf.reduce_mean((p - tf.reduce_mean(p) + 1.0 - Y) ** 2)"),
+    "keras plus L2": (False, f"loss = keras.losses.MeanSquaredError()(Y[:, None], {PRED}[:, None]) + tf.reduce_sum(w * w)"),
+}
+
+
+@pytest.mark.parametrize("data", ["--data X,Y --batch-size 16", "--data X,Y --batch-size 15", "--data X,Y --batch-size 7",
+                                  "--data xb,yb=ds", ""])
+@pytest.mark.parametrize("loss", list(LOSSES))
+def test_a_loss_that_splits_gives_one_devices_history_and_one_that_does_not_is_refused(regression, run, loss, data):
+    """Before: each replica's loss was scaled by its share of the batch, whatever the loss:
+    a sum was halved, an RMS error off by a few %, a Keras loss divided by the replicas."""
+    splits, cell = LOSSES[loss]
+    regression.run_cell("import keras\nds = tf.data.Dataset.from_tensor_slices((X, Y + 0.5)).batch(9)")
+    cell = cell.replace("X", "xb").replace("Y", "yb") if "=ds" in data else cell
+    line = f"w=tf.zeros([3]) {data} --steps 20 --seed 1 --eta 0.002 --no-widgets"
+    if not splits and (data or loss == "keras plus L2"):  # (a Keras loss divides itself by the replicas)
+        with pytest.raises(LossError) as err:
+            run("descend", line + " --strategy mirrored", cell)
+        text = str(err.value)
+        assert "cannot be split over the 2 replicas" in text and "one device computes" in text
+        assert "tf.reduce_mean" in text and "w" not in regression.user_ns
+        return
+    one = run("descend", line, cell)
+    two = run("descend", line + " --strategy mirrored", cell)
+    assert two.steps == one.steps == 20
+    np.testing.assert_allclose(two.history["loss"], one.history["loss"], rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(regression.user_ns["w"].numpy(), one.values["w"], rtol=2e-5, atol=1e-6)
+
+
+def test_a_dataset_that_ends_on_two_replicas_keeps_its_steps(regression, run):
+    regression.run_cell("def gen():\n    for i in range(5):\n        yield X[10 * i:10 * i + 10], Y[10 * i:10 * i + 10]\n"
+                        "g = tf.data.Dataset.from_generator(gen, output_signature=(tf.TensorSpec([None, 3]), "
+                        "tf.TensorSpec([None])))")
+    cell = "loss = tf.reduce_mean((tf.linalg.matvec(xb, w) - yb) ** 2)"
+    one = run("descend", "w=tf.zeros([3]) --data xb,yb=g --steps 50 --no-widgets", cell)
+    two = run("descend", "w=tf.zeros([3]) --data xb,yb=g --steps 50 --strategy mirrored --no-widgets", cell)
+    assert one.status == two.status == "out_of_data" and one.steps == two.steps == 5
+    np.testing.assert_allclose(two.history["loss"], one.history["loss"], rtol=1e-5)
+
+
+def test_one_replica_says_that_nothing_is_spread_and_the_logs_stay_out(ip, run):
+    """A strategy run keeps TensorFlow's log lines (INFO "Using MirroredStrategy with devices",
+    WARNING "Using MirroredStrategy eagerly") out of the cell, and the logger as it was."""
+    import logging
+
+    logger = ip.user_ns["tf"].get_logger()
+    records = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = records.append
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        ip.run_cell("one = tf.distribute.MirroredStrategy(['/cpu:0'])\nwith one.scope():\n    x = tf.Variable(10.0)")
+        records.clear()  # (the user's own strategy says what it says)
+        res = run("descend", "x --steps 30 --strategy one --no-widgets", "y = (x - 2.0) ** 2")
+        assert res.device == "1 replica (MirroredStrategy found one device: nothing is spread; see README for logical CPUs/GPUs)"
+        assert "on 1 replica (MirroredStrategy found one device: nothing is spread" in repr(res)
+        assert records == [] and logger.level == logging.INFO
+        logger.info("mine")  # (no filter left on the logger)
+        assert [r.getMessage() for r in records] == ["mine"]
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def test_mirrored_in_a_kernel_prints_no_tensorflow_lines_and_says_one_device_spreads_nothing(tmp_path):
+    """Before: "INFO:tensorflow:Using MirroredStrategy with devices ..." and "WARNING:tensorflow:Using
+    MirroredStrategy eagerly ..." in the cell, and "1 replica (MirroredStrategy)" for a run on one device.
+    TF_CPP_MIN_LOG_LEVEL=0 lets TensorFlow's native lines through too, as a kernel without it would."""
+    from test_live_kernel import Kernel
+
+    k = Kernel(tmp_path)
+    try:
+        for code in ("import os; os.environ['TF_CPP_MIN_LOG_LEVEL'] = '0'", "%load_ext tfmagic",
+                     "import tensorflow as tf, numpy as np\nX = np.random.default_rng(0).normal(size=(40, 2)).astype('float32')"
+                     "\nY = X @ np.array([1.0, -2.0], 'float32')\nlevel = tf.get_logger().level"):
+            reply, out, _ = k.run(code, timeout=120)
+            assert reply["content"]["status"] == "ok", out
+        for line in ("--data X,Y --batch-size 8", ""):
+            reply, out, result = k.run(f"%%descend w=tf.zeros([2]) {line} --steps 300 --strategy mirrored --no-widgets\n"
+                                       "loss = tf.reduce_mean((tf.linalg.matvec(X, w) - Y) ** 2)", timeout=120)
+            assert reply["content"]["status"] == "ok", out
+            shown = out.replace("\r", "\n").splitlines()
+            assert not [s for s in shown if "tensorflow" in s or s.startswith(("W0000", "I0000", "E0000"))], out
+            assert "on 1 replica (MirroredStrategy found one device: nothing is spread" in result["text/plain"]
+        reply, out, _ = k.run("print(tf.get_logger().level == level)\ntf.get_logger().warning('mine')", timeout=60)
+        assert out.split()[0] == "True" and "mine" in out  # (the logger as it was, no filter on it)
+    finally:
+        k.close()

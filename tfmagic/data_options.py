@@ -17,19 +17,72 @@ def _names(option, text):
     return names
 
 
+def _ragged(value):
+    """Where a list's rows first differ in length ('row 0 has 2, row 3 has 1'), or ''."""
+    try:
+        lengths = [len(row) for row in value]
+    except TypeError:
+        return ""
+    first = next((i for i, k in enumerate(lengths) if k != lengths[0]), None)
+    return "" if first is None else f"row 0 has {lengths[0]}, row {first} has {lengths[first]}"
+
+
+def _as_array(option, name, value, tf):
+    """The samples of `value` as a numpy array or tensor (checked: one shape, a number
+    dtype, every number finite); UsageError with one line saying what is wrong."""
+    kind = type(value).__name__
+    if isinstance(value, tf.RaggedTensor):
+        raise UsageError(f"{option}: {name} is a tf.RaggedTensor (rows of different lengths); the steps take "
+                         f"batches of one shape: pad it first, e.g. {name} = {name}.to_tensor()")
+    if isinstance(value, tf.SparseTensor):
+        raise UsageError(f"{option}: {name} is a tf.SparseTensor; make it dense first: {name} = tf.sparse.to_dense({name})")
+    if isinstance(value, tf.Variable) or not (tf.is_tensor(value) or isinstance(value, (np.ndarray, list, tuple))
+                                             or hasattr(value, "__array__")):
+        raise UsageError(f"{option}: {name} is a {kind}, not an array or tensor of samples")
+    array = value.numpy() if tf.is_tensor(value) else value
+    if not isinstance(array, np.ndarray):  # (a list, a pandas frame, ...)
+        try:
+            array = np.asarray(array)
+        except ValueError:
+            array = np.asarray(value, dtype=object) if isinstance(value, (list, tuple)) and _ragged(value) else None
+            if array is None:
+                raise UsageError(f"{option}: {name} ({kind}) has rows of different shapes; give one row per sample, "
+                                 "all of one shape") from None
+    if array.dtype == object:  # (rows of different lengths, or Python objects)
+        try:
+            array = np.array(array.tolist())
+        except ValueError:
+            pass
+        if array.dtype == object:
+            where = _ragged(array) if array.ndim == 1 else ""
+            kind = "object array" if isinstance(value, np.ndarray) else kind
+            what = f"a ragged {kind} (its rows have different lengths: {where})" if where else f"a {kind} of Python objects"
+            raise UsageError(f"{option}: {name} is {what}; the steps take batches of one shape: pad the rows to one "
+                             f"length (e.g. keras.utils.pad_sequences({name}, dtype='float32')) or give a number array")
+    if array.dtype.kind not in "biufcSU":
+        raise UsageError(f"{option}: {name} holds {array.dtype} values; give numbers (or strings)")
+    if not array.shape:
+        raise UsageError(f"{option}: {name} is a single number; give an array with one row per sample")
+    if not len(array):
+        raise UsageError(f"{option}: {name} has no rows; give an array with one row per sample")
+    if array.dtype.kind in "fc" and not np.isfinite(array).all():
+        bad = ~np.isfinite(array.reshape(len(array), -1)).all(axis=1)
+        rows = np.flatnonzero(bad)
+        what = "NaN" if np.isnan(array[rows[0]]).any() else "inf"
+        more = f" (and {len(rows) - 1} more row{'s' if len(rows) > 2 else ''} with NaN or inf)" if len(rows) > 1 else ""
+        raise UsageError(f"{option}: {name} has {what} in row {rows[0]}{more}: the loss would not be finite at the step "
+                         f"that takes it. Drop those rows first: keep = np.isfinite({name}.reshape(len({name}), -1))"
+                         f".all(axis=1), then {name}[keep] and the same rows of the other arrays")
+    return value if tf.is_tensor(value) else array
+
+
 def _arrays(option, names, namespace, tf):
     arrays = {}
     for name in names:
         if name not in namespace:
             raise UsageError(f"{option}: name '{name}' is not defined")
-        value = namespace[name]
-        if isinstance(value, tf.Variable) or not (tf.is_tensor(value) or isinstance(value, (np.ndarray, list))):
-            raise UsageError(f"{option}: {name} is a {type(value).__name__}, not an array or tensor of samples")
-        shape = tuple(value.shape) if hasattr(value, "shape") else np.shape(value)
-        if not shape:
-            raise UsageError(f"{option}: {name} is a single number; give an array with one row per sample")
-        arrays[name] = value
-    lengths = {n: (tuple(v.shape) if hasattr(v, "shape") else np.shape(v))[0] for n, v in arrays.items()}
+        arrays[name] = _as_array(option, name, namespace[name], tf)
+    lengths = {n: int(v.shape[0]) for n, v in arrays.items()}
     if len(set(lengths.values())) > 1:
         listed = ", ".join(f"{n} has {k}" for n, k in lengths.items())
         raise UsageError(f"{option}: the arrays must have one row per sample, the same number each; {listed}")
@@ -124,6 +177,9 @@ def _check_dataset(args, namespace, tf):
         epoch_steps = None  # (no epochs: one step a batch, --steps of them)
     elif epoch_steps == tf.data.INFINITE_CARDINALITY:
         epoch_steps = None
+    if args.jit == "on":
+        raise UsageError(f"--jit on: XLA cannot compile the reads of {ds_name}'s iterator; give arrays for XLA "
+                         "(--data X,Y --batch-size B), or leave --jit")
     if args.batch_size is not None:
         raise UsageError(f"--batch-size: {ds_name} is batched already "
                          "(--batch-size is for arrays: --data X,Y --batch-size 64)")

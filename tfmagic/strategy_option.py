@@ -14,14 +14,19 @@ _made = {}
 
 
 def _make(tf, name):
+    from tfmagic.descent.replicas import quiet_tf_logs
+
     if name not in _made:
-        if name == "mirrored":
-            gpus = tf.config.list_logical_devices("GPU")
-            devices = [d.name for d in gpus or tf.config.list_logical_devices("CPU")]
-            _made[name] = tf.distribute.MirroredStrategy(devices)
-        else:
-            _made[name] = tf.distribute.MultiWorkerMirroredStrategy()
+        with quiet_tf_logs(tf):  # ("INFO: Using MirroredStrategy with devices ...": the status line says it)
+            _made[name] = _new(tf, name)
     return _made[name]
+
+
+def _new(tf, name):
+    if name == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        return tf.distribute.MirroredStrategy([d.name for d in gpus or tf.config.list_logical_devices("CPU")])
+    return tf.distribute.MultiWorkerMirroredStrategy()
 
 
 def strategy_for(args, namespace, tf):

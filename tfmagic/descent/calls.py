@@ -41,6 +41,7 @@ class Calls:
         self.point = None  # [loss, |grad|², summaries] at the current point, once evaluated
         self.state = None  # (loss, |grad|², grads) carried into the next call
         self._saved = None
+        self.one_way_count = None  # a dataset stream's count of batches taken (see _took_batches)
         self._other_tol = {}, {}  # the loops' functions and traces for a run with(out) a tol
 
     def set_tol(self, value):
@@ -113,6 +114,8 @@ class Calls:
         try:
             return self._call_with(True, mode, n, stride, traced)
         except tf.errors.OpError as err:
+            if self._took_batches():
+                raise  # (from a dataset: a second try would take other batches; the state stays where it failed)
             # The lean runtime is only faster: TensorFlow's default one runs what it
             # cannot, and a real error then comes with the node's place in the cell.
             # (A fresh trace: a second instantiation loses the nodes' stack traces.)
@@ -121,6 +124,13 @@ class Calls:
             if not isinstance(err, (tf.errors.FailedPreconditionError, tf.errors.UnimplementedError)):
                 raise err  # the cell's own error, gone on the second try: still an error
             return out
+
+    def _took_batches(self):
+        """Did the failed call read from an iterator that cannot go back (`one_way_count`)?"""
+        if self.one_way_count is None:
+            return False
+        at = next(i for i, v in enumerate(self.live) if v is self.one_way_count)
+        return int(self.one_way_count.numpy()) != int(self._saved[0][at].numpy())
 
     def _call_on_defaults(self, mode, n, stride):
         """The call on TensorFlow's default runtime from now on, freshly traced for it."""

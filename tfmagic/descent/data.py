@@ -88,54 +88,6 @@ class Batches:
         return {n: t[: self.batch_size] for n, t in self.data.items()}
 
 
-class DatasetStream:
-    """The batches of a tf.data.Dataset the user built (--data NAMES=DS), one a step, from an
-    iterator the compiled steps read. An iterator cannot go back: a redone chunk, or a run
-    going on after Pause, takes the batches that come next; Reset starts the next pass."""
-
-    def __init__(self, tf, dataset, names, epoch_steps, device):
-        self.tf, self.names, self.epoch_steps = tf, list(names), epoch_steps
-        self._dataset, self._first_batch = dataset, None
-        with tf.device(device):
-            self.position = tf.Variable(tf.constant(0, tf.int64), trainable=False, name="batches_taken")
-            self._taken = tf.Variable(tf.constant(0, tf.int64), trainable=False, name="batches_read")  # (never restored)
-            self._iterator = iter(dataset.repeat() if epoch_steps else dataset)
-            self.data = self.first()  # (the pictures' loss: on the first batch)
-        self.state = [self.position]
-        self.initial = [tf.identity(self.position)]
-        self.static_shapes = all(s.shape.is_fully_defined() for s in tf.nest.flatten(dataset.element_spec))
-
-    def _bind(self, element):
-        if isinstance(element, dict):
-            return {n: as_data(self.tf, element[n]) for n in self.names}
-        parts = tuple(element) if isinstance(element, (tuple, list)) else (element,)
-        return {n: as_data(self.tf, t) for n, t in zip(self.names, parts)}
-
-    def take(self):
-        self.position.assign_add(1)
-        self._taken.assign_add(1)
-        return self._bind(self._iterator.get_next())
-
-    def first(self):
-        """A batch for checking the cell (read once, kept)."""
-        if self._first_batch is None:
-            self._first_batch = self._bind(next(iter(self._dataset)))
-        return self._first_batch
-
-    def rewind(self):
-        self.position.assign_sub(1)
-
-    def reseed(self, seed):
-        """(The dataset shuffles itself, if it does.)"""
-
-    def restart(self):
-        """After a reset: read on to the start of the next pass (epoch 1 is a whole pass)."""
-        if self.epoch_steps:
-            for _ in range(-int(self._taken.numpy()) % self.epoch_steps):
-                self._iterator.get_next()
-                self._taken.assign_add(1)
-
-
 class EpochLog:
     """An engine observer that closes each epoch (the engine ends a chunk there):
     the mean training loss of its steps, the validation loss, its seconds (wall

@@ -18,7 +18,6 @@ Between calls the engine carries the loss and gradients at the current point.
 
 import contextlib
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -29,6 +28,8 @@ from tfmagic.descent.keep_best import BestPoint
 from tfmagic.descent.optimizers import check_eta, make_optimizer
 from tfmagic.descent.schedule import plan_at
 from tfmagic.descent.calls import CONVERGED, DIVERGED, RUNNING, XLA_MODES, Calls, XlaSkipsChecks
+from tfmagic.descent.one_way import OneWayRuns
+from tfmagic.descent.chunks import Chunk, drain  # noqa: F401 (drain: imported from here by others)
 
 CHUNK_SECONDS = 0.1  # P3 runs at ~0.93 of a hand-written loop (a call costs ~1-3 ms); Ctrl-C acts within it
 STEERED_CHUNK_SECONDS = 0.02  # the live panel's: an eta drag waits at most this (P3 at ~0.85)
@@ -48,26 +49,7 @@ NOTE_NO_XLA_FOR_CHECKS = "no-xla-for-checks"  # auto left XLA out: it would drop
 NOTE_XLA_FAILED = "xla-failed:"  # + the error's type: XLA could not compile the cell
 
 
-def drain(chunks):
-    """Run a generator of chunks to its end without pausing; returns its return value."""
-    while True:
-        try:
-            next(chunks)
-        except StopIteration as done:
-            return done.value
-
-
-@dataclass
-class Chunk:
-    """What one chunk did, handed to observers."""
-
-    start: int  # index of its first step in the history
-    rows: dict  # column -> numpy array of this chunk's recorded steps
-    status: str
-    steps_per_second: float
-
-
-class Descent(RunFacts):
+class Descent(RunFacts, OneWayRuns):
     """Minimise `loss_fn()` over `variables` (name -> tf.Variable)."""
 
     def __init__(self, tf, loss_fn, variables, *, eta=0.1, optimizer="sgd", device=None, tol=None, jit="auto",
@@ -77,6 +59,7 @@ class Descent(RunFacts):
         self.loss_fn = loss_fn
         self.full_loss_fn = full_loss_fn or loss_fn  # without a mini-batch's side effects (the pictures)
         self._stream = stream  # a data.Batches: .state a step changes too, .initial, .rewind()
+        self.one_way = getattr(stream, "one_way", False)  # (a dataset's iterator cannot go back: one_way.py)
         self.epoch_steps = epoch_steps  # chunks end at its multiples: an epoch's end is seen between chunks
         self.variables = dict(variables)
         self.device = device
@@ -145,7 +128,7 @@ class Descent(RunFacts):
             # retrace. (Not zeros: Adagrad's accumulators start at 0.1.)
             for v, init in zip(self._opt_state, self._opt_initial):
                 v.assign(init)
-            getattr(self._stream, "restart", lambda: None)()  # (a dataset's iterator: to its next pass)
+            getattr(self._stream, "restart", lambda: None)()  # (a dataset's iterator: to its start)
         self._calls.point = self._calls.start_loss = None  # evaluated afresh by the next run
 
     def initial_values(self):
@@ -169,6 +152,7 @@ class Descent(RunFacts):
                               self.replicas)
         before = self._calls
         self._calls = Calls(tf, self._graphs, live, self.device, self.jit, self._tol, self._default_runtime, self.notes)
+        self._calls.one_way_count = self._stream.position if self.one_way else None  # (its reads: no second try)
         if before is not None:  # a switch mid-run: the point and what is carried stay
             self._calls.point, self._calls.state, self._calls.start_loss = before.point, before.state, before.start_loss
 
@@ -262,6 +246,8 @@ class Descent(RunFacts):
         code = self._calls.code(self._calls.point, lowest)
         if code == DIVERGED:
             self._bad_point = self._calls.point  # what the step that blew up reached (for the message)
+            if self.one_way:  # (a redo would take other batches)
+                return (*self._stream_unhealthy(rows, count, stride), code, traced)
         if code == RUNNING or (code == CONVERGED and count - block == 1):
             return self._record(rows, count, stride), count, code, traced
         self._calls.restore()
@@ -281,7 +267,7 @@ class Descent(RunFacts):
     # -- running -----------------------------------------------------------
     def _first_mode(self, steps):
         # A cell run again is likely to be run again: its steps in one graph call from now on.
-        short = "plain" if self.reused and steps > REUSED_STEP_MODE_STEPS else "step"
+        short = "plain" if self.reused and steps > REUSED_STEP_MODE_STEPS or self.one_way else "step"  # (rows kept)
         if self._xla_unusable or self.jit == "off":
             return short if steps <= STEP_MODE_STEPS else "plain"
         if self.jit == "on":
@@ -320,6 +306,7 @@ class Descent(RunFacts):
         self._calls.prime()
         code = self._calls.code(self._calls.point, float(self._calls.point[1]))
         self._unhealthy_start = code == DIVERGED
+        self._stream_started(code)
         if steps <= HISTORY_MAX:  # (not for a Play that runs until stopped)
             self._history.reserve(steps)
         mode = self._first_mode(min(steps, max_chunk or steps))  # (a paced run's chunks are short)
@@ -352,6 +339,9 @@ class Descent(RunFacts):
                 self._xla_unusable, mode = True, "plain"
                 continue
             except Exception as err:
+                if self.one_way:  # (kept up to the batch it failed on: an iterator cannot redo the chunk)
+                    yield from self._stream_failed(chunk_mode, err)
+                    return
                 self._calls.restore()  # the start of this chunk: values match the history
                 if chunk_mode in XLA_MODES and not self._xla_ran:
                     # XLA cannot compile every op (py_function, strings, ...): run without it.
@@ -407,8 +397,8 @@ class Descent(RunFacts):
     def _chunk_done(self, start, rows, code, complete):
         """Set the status after a chunk, tell the observers; returns the Chunk."""
         status = {CONVERGED: "converged", DIVERGED: "diverged"}.get(code, "running")
-        if status == "diverged" and self._made_nan_in_place():
-            status = "undefined"
+        if status == "diverged" and (self.data_stop or self._made_nan_in_place()):  # (the data's fault; a NaN in place)
+            status = self.data_stop.status if self.data_stop else "undefined"
         if status == "running" and complete:
             status = "max_steps"
         if status == "running" and self._stop_request:

@@ -12,8 +12,10 @@ import numpy as np
 
 from tfmagic.cell import autograph
 from tfmagic.cell.compiler import compile_cell
-from tfmagic.descent.data import Batches, DatasetStream, EpochLog, as_data
+from tfmagic.descent.data import Batches, EpochLog, as_data
+from tfmagic.descent.dataset_stream import DatasetStream
 from tfmagic.descent.engine import Descent
+from tfmagic.descent.replica_split import choose_form
 from tfmagic.descent.replicas import Replicas
 from tfmagic.errors import LossError, TfmagicError
 from tfmagic.cell.explain import explain
@@ -191,10 +193,9 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
         return cell_function(**extra, **batch)[0]
 
     batch_loss = autograph.calls_converted(batch_loss)
-    if not isinstance(batches, DatasetStream):
-        # (A tf.data iterator read with AutoGraph off counts as a misuse, and raises after 32
-        # traces: a dataset run's loss is converted whole, as it always was.)
-        loss_fn = autograph.calls_converted(loss_fn)
+    if isinstance(batches, DatasetStream):  # (a NaN once it ends; each batch read after the step before)
+        loss_fn = lambda: batches.loss(batch_loss)  # noqa: E731
+    loss_fn = autograph.calls_converted(loss_fn)
     replicas = None if strategy is None else Replicas(tf, strategy, batches.take if batches else dict, batch_loss)
 
     def run_cell():  # the loss and what the cell assigns, on the first batch
@@ -228,6 +229,8 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
             f"the loss {label} does not depend on {', '.join(variables)}, so their gradients are None.",
             hint="check that the cell uses the variables you named (and not a copy made with .numpy()).",
         )
+    if replicas is not None:  # (a loss that does not split over the replicas is refused)
+        choose_form(tf, replicas, batches.first() if batches else {}, list(variables.values()), label)
     stream, validate = {}, None
     if batches and not batches.static_shapes and jit == "auto":
         jit = "off"  # a smaller last batch: a shape that changes, which XLA cannot compile

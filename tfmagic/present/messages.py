@@ -22,6 +22,8 @@ def steps_text(n):
 def outcome(engine):
     """One paragraph on how the last run ended ('' while it runs or when it simply ran its steps)."""
     status = engine.status
+    if status in ("out_of_data", "bad_data") and engine.data_stop is not None:
+        return data_stop(engine)
     if status in ("diverged", "undefined"):
         return divergence(engine)
     if status == "converged":
@@ -116,6 +118,23 @@ def _last_values(engine):
     return ", ".join(shown)
 
 
+def data_stop(engine):
+    """A run on a dataset that stopped because of the data: it ended, or a batch held NaN/inf."""
+    stop, names = engine.data_stop, ", ".join(engine.variables)
+    hold = "holds" if len(engine.variables) == 1 else "hold"
+    kept = f"The {steps_text(engine.steps)} before it are kept: {names} {hold} the values after step {engine.steps}."
+    if stop.status == "out_of_data":
+        return (f"the dataset ended: it had no batch for step {stop.step} (a generator that stopped, or fewer batches "
+                f"than --steps). {kept}")
+    return (f"the data is not finite: the batch of step {stop.step} has {stop.value} in {stop.name} (row {stop.row} of that "
+            f"batch), so the loss there is not finite; the step and eta are not at fault. {kept} Drop such rows "
+            f"before batching, e.g. ds.unbatch().filter(lambda x, y: tf.reduce_all(tf.math.is_finite(x))).batch(B).")
+
+
+def _blowup_step(engine):
+    return engine.steps + max(engine.unkept_steps, 1)
+
+
 def divergence(engine):
     """Why a run diverged and what to do, told apart by what the engine saw."""
     eta = engine.eta
@@ -135,11 +154,12 @@ def divergence(engine):
         )
     if engine.status == "undefined":
         return (
-            f"undefined after {steps_text(engine.steps)}: step {engine.steps + 1} made the loss NaN (not a number) "
+            f"undefined after {steps_text(engine.steps)}: step {_blowup_step(engine)} made the loss NaN (not a number) "
             f"while it was not blowing up: the cell computed something undefined there, e.g. the sqrt or "
-            f"log of a negative number or 0/0. The variables hold the last finite values ({_last_values(engine)}): "
-            f"the step from there left the function's domain. Keep it inside (a smaller eta, or "
-            f"tf.abs/tf.maximum in the cell)."
+            f"log of a negative number or 0/0. "
+            + (f"The variables hold the last finite values ({_last_values(engine)}): the step from there left the "
+               f"function's domain. " if engine.unkept_steps <= 1 else f"{_put_back(engine, names)} ")
+            + "Keep it inside (a smaller eta, or tf.abs/tf.maximum in the cell)."
         )
     suggestion = engine.suggested_eta()
     advice = eta_advice(engine)
@@ -151,11 +171,11 @@ def divergence(engine):
     smaller = 0.5 * suggestion if suggestion and suggestion < eta else eta / 10
     adaptive = "" if engine.optimizer_name in ADAPTIVE else " or an adaptive optimizer such as adam"
     return (
-        f"diverged after {steps_text(engine.steps)}: step {engine.steps + 1} made the loss blow up (infinite, NaN "
+        f"diverged after {steps_text(engine.steps)}: step {_blowup_step(engine)} made the loss blow up (infinite, NaN "
         f"or over {BLOWUP_FACTOR:g}x its starting value). eta={eta:g} is too large for this function: each "
         f"step overshoots the minimum by more than it gains. {advice + ' ' if advice else ''}"
         f"Try a smaller eta (e.g. {smaller:.3g}){adaptive}. "
-        f"The variables ({names}) were put back to the last finite values."
+        f"{_put_back(engine, names)}"
     )
 
 
@@ -166,13 +186,15 @@ def went_back(engine, back, names, advice):
     else:
         where = "the lowest loss the run passed after eta was raised" + (
             " (checked between chunks of steps)" if back.moved else ", the last before the blow-up")
+    blew = back.diverged_after + max(engine.unkept_steps, 1)  # (a dataset's run went back a chunk first)
     return (
-        f"diverged after {steps_text(back.diverged_after)}: step {back.diverged_after + 1} made the loss blow up "
+        f"diverged after {steps_text(blew - 1)}: step {blew} made the loss blow up "
         f"at eta={back.blowup_eta:g} (eta was raised from {back.raised_from:g} to {back.raised_to:g} at step "
         f"{back.raised_at}). {advice + ' ' if advice else ''}"
         f"The variables ({names}) and the optimizer's state {'went back' if back.moved else 'stay'} at step "
         f"{back.step}, loss {back.loss:.4g}: {where}; the history ends there, and eta is {back.eta:g} again, "
-        f"so Play goes on from there."
+        f"so Play goes on from there"
+        + (" with the batches that come next (a dataset cannot give its batches again)." if engine.one_way else ".")
     )
 
 
@@ -184,3 +206,11 @@ def _grew(engine, bound):
     there = f"; where it blew up λ ≈ {lam:.4g} (2/λ = {2.0 / lam:.4g})" if lam else ""
     return (f"At the start the largest curvature is λ ≈ {2.0 / bound:.4g} and 2/λ = {bound:.4g} is above this eta, "
             f"but λ changes along the path{there}.")
+
+
+def _put_back(engine, names, kept="were put back to"):
+    """Where a divergence left the variables (a dataset's run goes back a whole chunk: one_way.py)."""
+    if engine.unkept_steps <= 1:
+        return f"The variables ({names}) {kept} the last finite values."
+    return (f"The variables ({names}) were put back to their values after step {engine.steps}: a dataset cannot give "
+            f"its batches again, so the {engine.unkept_steps - 1} finite steps before the blow-up were not kept.")

@@ -20,7 +20,9 @@ _NOISE = re.compile(
     r"This TensorFlow binary is optimized|rebuild TensorFlow with the appropriate|"
     r"Unable to register cu(DNN|FFT|BLAS) factory|computation placer already registered|"
     r"Could not find cuda drivers|TF-TRT Warning|XLA service .* initialized|StreamExecutor \[|"
-    r"disabling MLIR crash reproducer|Compiled cluster using XLA|To enable the following instructions"
+    r"disabling MLIR crash reproducer|Compiled cluster using XLA|To enable the following instructions|"
+    r"PyFunc is stateful|"  # (a generator dataset's state cannot be saved: dataset_stream.py tries)
+    r"Skipping loop optimization for Merge node"  # (Grappler, on a strategy's graphs: not the user's concern)
 )
 _RETRACE_NOTE = "triggered tf.function retracing"
 
