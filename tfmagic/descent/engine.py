@@ -173,7 +173,7 @@ class Descent(RunFacts):
             self._calls.point, self._calls.state, self._calls.start_loss = before.point, before.state, before.start_loss
 
     def _forget_rates(self):
-        """What was measured about these compiled steps; kept across resets (not by a re-run)."""
+        """What was measured about these compiled steps; kept across resets."""
         self._xla_verdict = None  # auto: does XLA beat the plain rate here? (None: not tried)
         self._xla_ran = False
         self._plain_rate = 0.0
@@ -417,10 +417,10 @@ class Descent(RunFacts):
 
     def _use_xla_next(self, remaining, rate):
         """XLA for what is left when it is expected to pay for its compile time: the plain
-        loop's time still to come."""
+        loop's time still to come (unless XLA was found slower here)."""
         if self.jit != "auto" or self._xla_verdict is False or self._xla_unusable:
             return False
-        return self._xla_verdict or (remaining / rate if rate else 0.0) > XLA_PAYS_AFTER_SECONDS
+        return (remaining / rate if rate else 0.0) > XLA_PAYS_AFTER_SECONDS
 
     def _use_blocks_next(self, remaining, rate):
         """Blocks when the row buffer caps XLA chunks and what is left pays for compiling them."""
