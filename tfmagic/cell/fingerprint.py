@@ -58,6 +58,13 @@ class Unjudgeable(Exception):
 def of_trace(tf, concrete, variables):
     """The Fingerprint of `concrete` (a traced ConcreteFunction) whose run optimises
     `variables` (in order), or None when what it captured cannot be judged."""
+    try:
+        return _of_trace(tf, concrete, variables)
+    except Exception:  # (whatever could not be read: not judged, never an error of the run)
+        return None
+
+
+def _of_trace(tf, concrete, variables):
     graph = concrete.graph
     if getattr(graph, "deferred_external_captures", None):
         return None  # (values read at call time by a callback: nothing to compare)

@@ -39,8 +39,15 @@ class Reach:
 def walk(namespace, own, leaves=(), budget=None):
     """Walk what `namespace` reaches. `own`: name -> the objects standing for the variable
     that name holds (the variable and its resource handles); `leaves`: types that hold no
-    reference worth following (tensors, other variables)."""
-    budget = budget or BUDGET
+    reference worth following (tensors, other variables). An object that cannot be looked
+    at ends the walk as not complete."""
+    try:
+        return _walk(namespace, own, leaves, budget or BUDGET)
+    except Exception:
+        return Reach(complete=False)
+
+
+def _walk(namespace, own, leaves, budget):
     targets = {id(o): name for name, objs in own.items() for o in objs}
     seen = {id(namespace), id(builtins.__dict__)}
     found = Reach()
