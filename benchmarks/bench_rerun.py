@@ -5,7 +5,8 @@ The tweak-and-rerun loop: the same cell run again with another eta (and start).
 One process, interleaved, medians of REPEATS re-runs, for each problem and step count:
   descend   the whole `%%descend NAMES --eta E --steps N --no-widgets` cell through IPython
             (parse, set-up, run, publish, the printed summary), run once before timing so the
-            timed runs are re-runs (they reuse the compiled steps: tfmagic/descent/reuse.py)
+            timed runs are re-runs (they trace the cell alone and try it, as a first run does,
+            then run on the compiled steps: tfmagic/descent/reuse.py)
   course    the course's cell run again: a new @tf.function step (traced again), N calls
   warm      the fastest hand-written loop (graph or graph-xla) already traced and compiled:
             what no re-run can beat, only the steps
@@ -134,8 +135,7 @@ def main(argv=None):
         ratio = f"{r['descend'] / r['course']:.2f}" if r["course"] else "–"
         print(f"| {r['problem']} | {r['steps']:,} | {r['descend'] * 1e3:.1f} | {course} | {ratio} | "
               f"{r['warm'] * 1e3:.1f} ({r['warm_way']}) | {(r['descend'] - r['warm']) * 1e3:.1f} |")
-    print("\nMedians of", REPEATS, "re-runs each, interleaved; the first re-run (which may build the graph loop "
-          "that a short first run did not need) is not in the median:",
+    print("\nMedians of", REPEATS, "re-runs each, interleaved; the first re-run is not in the median:",
           ", ".join(f"{r['problem']}/{r['steps']:,} {r['first_rerun'] * 1e3:.0f} ms" for r in rows))
     return 0
 

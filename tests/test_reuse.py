@@ -48,36 +48,21 @@ def test_a_rerun_reuses_the_compiled_steps_and_keeps_the_last_result(ip, run):
     assert float(ip.user_ns["y"].numpy()) == pytest.approx(again.final_loss, abs=1e-6)
 
 
-def test_a_short_rerun_runs_its_steps_in_one_graph_call(ip, run):
-    run("descend", "x=10.0 --steps 50 --no-widgets", COURSE)
-    again = run("descend", "x=10.0 --steps 50 --no-widgets", COURSE)
-    assert again.engine.reused and "plain" in again.engine.compiled
-    third = run("descend", "x=10.0 --steps 40 --no-widgets", COURSE)
-    assert traces(third.engine)["plain"] == 1 and "xla" not in third.engine.compiled  # (0.25 s not spent yet)
-    np.testing.assert_allclose(third.history["loss"], again.history["loss"][:40], rtol=1e-6)
-
-
-def test_reruns_switch_to_xla_once_they_have_spent_its_compile_time(ip, run, monkeypatch):
-    from tfmagic.descent import engine as engine_module
-
-    monkeypatch.setattr(engine_module, "XLA_PAYS_AFTER_SECONDS", 1e9)
-    run("descend", "x=10.0 --steps 50 --no-widgets", COURSE)  # one compiled step per call
-    one = run("descend", "x=10.0 --steps 50 --no-widgets", COURSE)  # the graph loop
-    spent = one.engine._plain_seconds
-    two = run("descend", "x=10.0 --steps 50 --no-widgets", COURSE)
-    assert spent > 0 and two.engine._plain_seconds > spent  # the cell's runs add up
-    assert "xla" not in two.engine.compiled
-    # once what they spent passes what compiling XLA costs, the next re-run compiles it
-    monkeypatch.setattr(engine_module, "XLA_PAYS_AFTER_SECONDS", two.engine._plain_seconds * 0.99)
-    xla = run("descend", "x=10.0 --steps 50 --no-widgets", COURSE)
-    assert traces(xla.engine) == {"step": 1, "plain": 1, "xla": 1}
-    again = run("descend", "x=10.0 --steps 50 --no-widgets", COURSE)
-    assert traces(again.engine)["xla"] == 1 and again.engine.reused
-    np.testing.assert_allclose(again.history["loss"], two.history["loss"], rtol=1e-5, atol=1e-6)
-    # what XLA was found to be worth stays with the compiled steps: a slower XLA is not tried again
-    again.engine._xla_verdict = False
-    slower = run("descend", "x=10.0 --steps 50 --no-widgets", COURSE)
-    assert slower.engine._xla_verdict is False and slower.steps == 50
+def test_a_rerun_runs_in_the_modes_a_fresh_build_would_on_its_compiled_steps(ip, run):
+    """The modes' last bits differ (oneDNN's kernels in a loop and in one step): a re-run picks
+    the mode a fresh build picks, and finds it compiled."""
+    ip.run_cell("import numpy as np\nA = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)\n"
+                "b = A @ np.arange(8, dtype=np.float32)")
+    cell = "loss = tf.reduce_mean((tf.linalg.matvec(A, w) - b) ** 2)"
+    first = run("descend", "w=tf.zeros([8]) --eta 0.01 --steps 50 --no-widgets", cell)
+    again = run("descend", "w=tf.zeros([8]) --eta 0.01 --steps 50 --no-widgets", cell)
+    assert again.engine.reused and traces(again.engine) == {"step": 1}  # the first run's step, not traced again
+    np.testing.assert_array_equal(again.history["loss"], first.history["loss"])
+    longer = run("descend", "w=tf.zeros([8]) --eta 0.01 --steps 300 --no-widgets", cell)
+    CELLS.clear()
+    fresh = run("descend", "w=tf.zeros([8]) --eta 0.01 --steps 300 --no-widgets", cell)
+    assert longer.engine.reused and not fresh.engine.reused
+    np.testing.assert_array_equal(longer.history["loss"], fresh.history["loss"])
 
 
 def test_a_changed_constant_is_traced_again(ip, run):
@@ -131,11 +116,13 @@ def test_a_variable_the_user_kept_is_never_changed_by_a_rerun(ip, run):
     assert float(ip.user_ns["x_first"].numpy()) == kept
 
 
-def test_a_variable_shown_in_an_output_does_not_stop_reuse(ip, run):
+def test_a_variable_shown_in_an_output_is_held_there(ip, run):
     run("descend", "x=10.0 --steps 200 --no-widgets", COURSE)
     ip.run_cell("x", store_history=True)  # Out[n] is the variable itself
-    assert any(v is ip.user_ns["x"] for v in ip.user_ns["Out"].values())
-    assert run("descend", "x=10.0 --steps 200 --no-widgets", COURSE).engine.reused
+    shown = next(v for v in ip.user_ns["Out"].values() if v is ip.user_ns["x"])
+    kept = float(shown.numpy())
+    res = run("descend", "x=-3.0 --steps 200 --no-widgets", COURSE)
+    assert not res.engine.reused and float(shown.numpy()) == kept and ip.user_ns["x"] is not shown
 
 
 def test_an_optimizer_switched_on_the_engine_is_not_reused(ip, run):
@@ -212,3 +199,12 @@ def test_a_refused_rerun_changes_nothing(ip, run):
     with pytest.raises(UsageError, match="needs a range"):
         run("descend", "x=3.0 --restarts 3 --no-widgets", COURSE)
     assert float(ip.user_ns["x"].numpy()) == x and not first.engine.retired
+
+
+def test_a_cell_without_names_runs_on_the_variables_it_reads_now(ip, run):
+    ip.run_cell("v = tf.Variable(3.0)")
+    first = run("descend", "--steps 5 --no-widgets", "loss = v * v")
+    ip.run_cell("old = v\nv = tf.Variable(3.0)")
+    again = run("descend", "--steps 5 --no-widgets", "loss = v * v")
+    assert not again.engine.reused and again.engine.variables["v"] is ip.user_ns["v"]
+    assert float(ip.user_ns["old"].numpy()) == first.values["v"]

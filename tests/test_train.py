@@ -242,7 +242,8 @@ def test_a_dataset_is_taken_a_batch_a_step_an_epoch_a_pass(datasets, run):
     want = np.mean((ns["Xv"][:, 0] * float(ns["w"].numpy()) + float(ns["b"].numpy()) - ns["Yv"]) ** 2)
     assert fit.epochs["val_loss"][-1] == pytest.approx(want, rel=1e-4)
     again = run("descend", "w=0.0 b=0.0 --data xb,yb=train --epochs 3 --validate xb,yb=val --no-widgets", DS_CELL)
-    assert again.engine.reused  # and Reset / a re-run starts a whole pass:
+    assert not again.engine.reused  # (a dataset run is never reused: its iterator cannot go back)
+    assert "a tf.data.Dataset is never reused" in repr(again)  # and Reset / a re-run starts a whole pass:
     np.testing.assert_array_equal(again.history["loss"], fit.history["loss"])
 
 
@@ -448,8 +449,7 @@ def test_a_rerun_or_reset_of_a_dataset_takes_the_batches_of_the_first_run(wide, 
     wide.run_cell(DATASETS[dataset])
     line = f"w=tf.zeros([2]) --data xb,yb=ds --steps {steps} --no-widgets"
     first = run("descend", line, GEN_CELL).history["loss"].copy()
-    again = run("descend", line, GEN_CELL)
-    assert again.engine.reused
+    again = run("descend", line, GEN_CELL)  # (traced again: a dataset run is never reused, reuse.py)
     np.testing.assert_array_equal(again.history["loss"], first)
     again.engine.reset()
     again.engine.run(steps)

@@ -21,6 +21,9 @@ def _post_run_cell(result=None):
     from IPython import get_ipython
 
     shell = get_ipython()
+    reuse = sys.modules.get("tfmagic.descent.reuse")  # (nothing is kept before a first %%descend)
+    if reuse is not None and shell is not None:
+        reuse.CELLS.forget_missing(shell.user_ns)  # `del A`, `%reset -f`: what the cells read goes too
     if shell is None or id(shell) in _ahead or id(shell) not in _loaded or "tensorflow" not in sys.modules:
         return
     import importlib
@@ -39,6 +42,9 @@ def _pre_run_cell(info=None):
     # The course's own `import tensorflow as tf` (or keras, which imports it) would print
     # TensorFlow's start-up lines in red; imported quietly first, the user's import finds it done.
     cell = getattr(info, "raw_cell", None) or ""
+    reuse = sys.modules.get("tfmagic.descent.reuse")
+    if reuse is not None:
+        reuse.CELLS.cell_started(getattr(info, "cell_id", None))  # (its notes say whose steps it reused)
     if "tensorflow" not in sys.modules and ("tensorflow" in cell or "keras" in cell):
         from tfmagic.runtime.tfimport import tensorflow
 
@@ -93,6 +99,9 @@ def unload(shell):
     shell.events.unregister("pre_run_cell", _pre_run_cell)
     shell.events.unregister("post_run_cell", _post_run_cell)
     hints.uninstall(shell)
+    reuse = sys.modules.get("tfmagic.descent.reuse")
+    if reuse is not None:
+        reuse.CELLS.clear(shell.user_ns)  # (their engines, variables and optimizers)
     awaiting.unregister_await_transform(shell)
     ipykernel_fix.uninstall(getattr(shell, "kernel", None))
     interrupts.uninstall(getattr(shell, "kernel", None))

@@ -40,6 +40,8 @@ PRIVATE_APIS = (
                "TensorFlow 2.21", "the engine's calls run with TensorFlow's default executor (slower, same results)"),
     PrivateApi("tensorflow", "__internal__.autograph.tf_convert", "cell/autograph.py: converted",
                "TensorFlow 2.21", "the engine's graphs are traced with AutoGraph (2-5 ms more a trace)"),
+    PrivateApi("tensorflow.python.framework.op_def_registry", "get", "cell/fingerprint.py: _registry_says_it_keeps_state",
+               "TensorFlow 2.21", "every op not named there counts as keeping state: no re-run is reused"),
     PrivateApi("keras", "Variable._value", "cell/variables.py: module_variables (read with getattr)",
                "Keras 3.x", "a model's Keras 3 variable is refused as an unsupported type"),
     PrivateApi("keras.optimizers", "Optimizer._learning_rate", "descent/engine.py: _set_optimizer",

@@ -1,149 +1,211 @@
-"""What a compiled cell took from the namespace, in a form that can be compared later.
+"""A traced cell as a fingerprint: what its trace computes, comparable with a later trace
+of it, holding no copy of what the cell read (digests, not arrays).
 
-A traced cell bakes in the values of the names it reads (numbers, arrays,
-tensors, the code of a function it calls) and holds variables and models by
-reference. `take(value)` records one such value; `same(token, value)` says
-whether tracing again with `value` would give the same graph. What cannot be
-judged (a list a function could mutate, an object of the user's own class)
-raises Unjudgeable: such a cell is never reused.
+Two traces compute the same when their graphs are equal, every attribute included (a
+constant by its bytes, so -0.0 is not 0.0 and float64 not float32), once the nested functions
+TensorFlow numbers afresh at every trace (a while loop's body, a cond's branches) are named by
+their order of appearance; and when they capture the same inputs: the run's own variables by
+position, other variables and resources by identity, eager tensors by dtype, shape and a
+digest of their bytes. A trace with an op that keeps state in its kernel (tf.random.normal's
+RandomStandardNormal, ...) is never the same as another: a kept kernel goes on with its
+sequence where a new trace starts it afresh. What cannot be judged gives no fingerprint.
 """
 
-import numbers
-import types
+import hashlib
+import re
+from dataclasses import dataclass
 
-import numpy as np
+# Random ops whose generator lives in the kernel (a new trace restarts it), named even where
+# TensorFlow's op registry cannot be read; other stateful ops are judged by it (_keeps_state).
+KERNEL_STATE_OPS = frozenset({
+    "RandomStandardNormal", "RandomUniform", "RandomUniformInt", "TruncatedNormal", "ParameterizedTruncatedNormal",
+    "RandomShuffle", "Multinomial", "RandomGamma", "RandomPoisson", "RandomPoissonV2", "RandomCrop",
+    "NonDeterministicInts", "UniformCandidateSampler", "LogUniformCandidateSampler", "AllCandidateSampler",
+    "LearnedUnigramCandidateSampler", "FixedUnigramCandidateSampler", "ThreadUnsafeUnigramCandidateSampler",
+})
+# Stateful ops without a resource input whose state does not outlive one call (control flow,
+# checks, printing, per-call scratch): a kept trace runs them as a new one would.
+_PER_CALL = frozenset({
+    "Assert", "CheckNumerics", "CheckNumericsV2", "Print", "PrintV2", "If", "Case", "While",
+    "StatefulPartitionedCall", "TensorArray", "TensorArrayV2", "TensorArrayV3", "StackV2", "Empty",
+    "GuaranteeConst", "DeviceIndex", "IsTensorFloat32Enabled", "_Arg", "_Retval", "Timestamp",
+})
 
-MAX_BYTES = 64 << 20  # arrays kept for comparison, per value: larger ones are not judged
-_DEPTH = 4  # functions calling functions: deeper than this is not judged
+
+@dataclass(frozen=True, eq=False)
+class Fingerprint:
+    graph: bytes  # digest of the canonical graph (nested functions included)
+    inputs: tuple  # per captured input: ("var", i), ("tensor", dtype, shape, digest) or ("is", object)
+    kernel_state: tuple  # ops found that keep state in their kernel (never reusable)
+
+    def same_as(self, other):
+        """Would running one trace's compiled steps give what the other's would?"""
+        return (other is not None and not self.kernel_state and not other.kernel_state
+                and self.graph == other.graph and len(self.inputs) == len(other.inputs)
+                and all(_same_input(a, b) for a, b in zip(self.inputs, other.inputs)))
+
+
+def _same_input(a, b):
+    if a[0] == "is" or b[0] == "is":
+        return a[0] == b[0] and a[1] is b[1]
+    return a == b
 
 
 class Unjudgeable(Exception):
-    """A value whose effect on the trace cannot be compared."""
+    """A trace whose inputs cannot be compared with another's."""
 
 
-_LIBRARIES = ("tensorflow", "keras", "tf_keras", "numpy", "math", "builtins", "scipy", "sklearn", "operator")
-_ABSENT = ("absent",)  # a name a function reads that is not a global (a builtin, or an attribute's name)
-
-
-def _library(obj):
-    """Made by one of the libraries, which do not change under a notebook: an instance of one
-    of their classes, or one of their functions (not an instance of a subclass of yours)."""
-    module = getattr(type(obj), "__module__", "") if not isinstance(obj, types.FunctionType) else obj.__module__
-    return (module or "").split(".")[0] in _LIBRARIES
-
-
-def take(value, depth=0):
-    """A token for `value`: what `same` compares a later value against."""
-    if value is None or isinstance(value, (bool, str, bytes)):
-        return ("value", type(value), value)
-    if isinstance(value, (numbers.Number, np.generic)):
-        return ("value", type(value), value)
-    if isinstance(value, np.ndarray):
-        if value.nbytes > MAX_BYTES or value.dtype == object:
-            raise Unjudgeable
-        return ("array", value.copy())
-    if isinstance(value, types.ModuleType):  # (a module of yours may be reloaded, its functions replaced)
-        if value.__name__.split(".")[0] not in _LIBRARIES:
-            raise Unjudgeable
-        return ("is", value)
-    if isinstance(value, (type, types.BuiltinFunctionType)):
-        return ("is", value)
-    kind = type(value).__name__
-    if kind == "EagerTensor":
-        if value.shape.num_elements() * value.dtype.size > MAX_BYTES:
-            raise Unjudgeable
-        return ("tensor", value, value.numpy().copy())
-    if kind in ("DType", "TensorShape"):
-        return ("value", type(value), value)
-    if isinstance(value, types.FunctionType):
-        if _library(value):
-            return ("is", value)
-        if depth >= _DEPTH or "random" in _names_in(value.__code__):  # (a draw is baked into the trace)
-            raise Unjudgeable
-        return ("function", value, value.__code__, _function_reads(value, depth))
-    if isinstance(value, (tuple, list)):
-        return ("sequence", type(value), tuple(take(v, depth + 1) for v in value))
-    if isinstance(value, dict):
-        return ("dict", {k: take(v, depth + 1) for k, v in value.items()})
-    if _library(value):
-        # a variable or model (read where it is, at run time), a tf op, a Keras loss, a Dataset;
-        # not an object of a class of yours (a tf.Module subclass: its code reads your globals)
-        return ("is", value)
-    raise Unjudgeable
-
-
-def _names_in(code):
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            names |= _names_in(const)
-    return names
-
-
-def _function_reads(fn, depth):
-    """Tokens of what a function of the user's reads: its globals, closure and defaults."""
-    found = {n: take(fn.__globals__[n], depth + 1) if n in fn.__globals__ else _ABSENT
-             for n in sorted(_names_in(fn.__code__))}
-    cells = tuple(take(c.cell_contents, depth + 1) for c in fn.__closure__ or ())
-    return found, cells, take(fn.__defaults__, depth + 1), take(fn.__kwdefaults__, depth + 1)
-
-
-def same(token, value):
-    """Would tracing with `value` give what tracing with the token's value gave?"""
-    kind = token[0]
-    if kind == "value":
-        return type(value) is token[1] and _equal(value, token[2])
-    if kind == "is":
-        return value is token[1]
-    if kind == "array":
-        return isinstance(value, np.ndarray) and _equal_arrays(value, token[1])
-    if kind == "tensor":
-        return value is token[1] or (type(value).__name__ == "EagerTensor" and value.dtype == token[1].dtype
-                                     and _equal_arrays(value.numpy(), token[2]))
-    if kind == "function":
-        if value is not token[1] or value.__code__ is not token[2]:
-            return False
-        found, cells, defaults, kwdefaults = token[3]
-        g = value.__globals__
-        return (all(n not in g if t is _ABSENT else n in g and same(t, g[n]) for n, t in found.items())
-                and len(cells) == len(value.__closure__ or ())
-                and all(_cell_same(t, c) for t, c in zip(cells, value.__closure__ or ()))
-                and same(defaults, value.__defaults__) and same(kwdefaults, value.__kwdefaults__))
-    if kind == "sequence":
-        return (type(value) is token[1] and len(value) == len(token[2])
-                and all(same(t, v) for t, v in zip(token[2], value)))
-    if kind == "dict":
-        return (isinstance(value, dict) and value.keys() == token[1].keys()
-                and all(same(t, value[k]) for k, t in token[1].items()))
-    return False
-
-
-def _cell_same(token, cell):
+def of_trace(tf, concrete, variables):
+    """The Fingerprint of `concrete` (a traced ConcreteFunction) whose run optimises
+    `variables` (in order), or None when what it captured cannot be judged."""
     try:
-        return same(token, cell.cell_contents)
-    except ValueError:  # emptied since
-        return False
-
-
-def _equal(a, b):
-    try:
-        return bool(a == b) or (a != a and b != b)  # (NaN: the same constant)
-    except Exception:
-        return False
-
-
-def _equal_arrays(a, b):
-    return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
-
-
-def take_all(values):
-    """name -> token, or None when one of them cannot be judged."""
-    try:
-        return {n: take(v) for n, v in values.items()}
-    except (Unjudgeable, RecursionError):
+        return _of_trace(tf, concrete, variables)
+    except Exception:  # (whatever could not be read: not judged, never an error of the run)
         return None
 
 
-def all_same(tokens, values):
-    """Every name still there with a value that traces the same."""
-    return tokens.keys() == values.keys() and all(same(t, values[n]) for n, t in tokens.items())
+def _of_trace(tf, concrete, variables):
+    graph = concrete.graph
+    if getattr(graph, "deferred_external_captures", None):
+        return None  # (values read at call time by a callback: nothing to compare)
+    roles = {}
+    for i, var in enumerate(variables):
+        for handle in handles(var):
+            roles[id(handle)] = ("var", i)
+    try:
+        inputs = tuple(_input(tf, t, roles) for t in concrete.captured_inputs)
+    except Unjudgeable:
+        return None
+    digest_of_graph, ops = _canonical_digest(graph)
+    return Fingerprint(digest_of_graph, inputs, _kernel_state(ops))
+
+
+def handles(var):
+    """A variable's resource handles: its own, and each replica's under a tf.distribute strategy."""
+    found = [getattr(var, "handle", None)]
+    found += [getattr(v, "handle", None) for v in getattr(var, "values", ()) or ()]
+    return [h for h in found if h is not None]
+
+
+def _input(tf, tensor, roles):
+    if id(tensor) in roles:
+        return roles[id(tensor)]
+    if not tf.is_tensor(tensor) or not hasattr(tensor, "numpy"):
+        raise Unjudgeable  # (a graph tensor of another graph: not a value)
+    dtype = tensor.dtype
+    if dtype.is_numpy_compatible and dtype != tf.string and not dtype.is_quantized:
+        value = tensor.numpy()
+        return "tensor", dtype.name, tuple(value.shape), digest(value)
+    return "is", tensor  # a resource, a variant (a dataset), strings: the same object, or not the same
+
+
+def digest(array):
+    """A digest of a numpy array's bytes, dtype and shape (no copy kept)."""
+    import numpy as np
+
+    array = np.ascontiguousarray(array)
+    h = hashlib.sha1(f"{array.dtype.str}{array.shape}".encode(), usedforsecurity=False)
+    h.update(memoryview(array).cast("B") if array.size else b"")
+    return h.digest()
+
+
+def _function_names(attr):
+    if attr.HasField("func"):
+        yield attr.func.name
+    if attr.HasField("list"):
+        yield from (f.name for f in attr.list.func)
+
+
+def _canonical_digest(graph):
+    """(A digest of the graph as two traces of the same code give it alike, the ops it runs.)
+    Its nested functions are named by their order of appearance (node by node, depth first),
+    and so are the numbers TensorFlow names captured tensors by (a placeholder, an inlined
+    small tensor, the loop arguments made from them): a consistent renaming of labels keeps
+    what the graph computes. A large constant counts by its digest."""
+    graph_def = graph.as_graph_def()
+    library = {f.signature.name: f for f in graph_def.library.function}
+    bodies = [graph_def.node] + [f.node_def for f in library.values()]
+    for node in (n for body in bodies for n in body):
+        if node.op == "Const" and len(node.attr["value"].tensor.tensor_content) > 64:
+            tensor = node.attr["value"].tensor
+            tensor.tensor_content = hashlib.sha1(tensor.tensor_content, usedforsecurity=False).digest()
+    ops = {n.op for body in bodies for n in body} - set(library)  # (a call by name: judged by its body)
+    order = _appearance(graph_def.node, library)
+    rename = {name.encode(): b"\x00f%d" % i for i, name in enumerate(order)}
+    numbers = _numbers(graph_def.node, [library[n] for n in order])
+    rename.update({n.encode(): b"\x00n%d" % i for i, n in enumerate(numbers)})
+    alternatives = [b"(?:" + b"|".join(re.escape(n.encode()) for n in sorted(order, key=len, reverse=True)) + rb")(?!\d)",
+                    rb"(?<!\d)(?:" + b"|".join(n.encode() for n in sorted(numbers, key=len, reverse=True)) + rb")(?!\d)"]
+    pattern = re.compile(b"|".join(a for a, used in zip(alternatives, (order, numbers)) if used)) if rename else None
+    parts = [library[name].SerializeToString(deterministic=True) for name in order]
+    graph_def.ClearField("library")
+    h = hashlib.sha1(usedforsecurity=False)
+    for part in [graph_def.SerializeToString(deterministic=True)] + parts:
+        h.update(pattern.sub(lambda m: rename[m.group(0)], part) if pattern else part)
+        h.update(b"\x00|")
+    return h.digest(), ops
+
+
+def _appearance(nodes, library):
+    """The library's function names in the order the nodes call them, depth first (then the
+    ones no node calls, by name)."""
+    order, seen = [], set()
+
+    def visit(nodes):
+        for node in nodes:
+            for key in sorted(node.attr):
+                for name in _function_names(node.attr[key]):
+                    if name in library and name not in seen:
+                        seen.add(name)
+                        order.append(name)
+                        visit(library[name].node_def)
+
+    visit(nodes)
+    return order + sorted(set(library) - seen)
+
+
+def _numbers(nodes, functions):
+    """The all-digit names (a captured tensor's number) in order of appearance."""
+    found = {}
+    for body, arguments in [(nodes, ())] + [(f.node_def, f.arg_attr.values()) for f in functions]:
+        names = [a.attr["_user_specified_name"].s.decode() for a in arguments if "_user_specified_name" in a.attr]
+        for node in body:
+            names.append(node.name)
+            if "_user_specified_name" in node.attr:
+                names.append(node.attr["_user_specified_name"].s.decode())
+        found.update((n, None) for n in names if n.isdigit())
+    return list(found)
+
+
+def _kernel_state(ops):
+    """The ops that keep state in their kernel."""
+    return tuple(sorted(op for op in ops if _keeps_state(op)))
+
+
+_verdicts = {}
+
+
+def _keeps_state(op):
+    """A stateful op whose state is neither in a resource it is given (a variable, a
+    tf.random.Generator's) nor gone after one call; unknown ops count as keeping it."""
+    if op not in _verdicts:
+        if op in KERNEL_STATE_OPS:
+            _verdicts[op] = True
+        elif op in _PER_CALL:
+            _verdicts[op] = False
+        else:
+            _verdicts[op] = _registry_says_it_keeps_state(op)
+    return _verdicts[op]
+
+
+def _registry_says_it_keeps_state(op):
+    try:
+        from tensorflow.core.framework import types_pb2
+        from tensorflow.python.framework import op_def_registry
+
+        op_def = op_def_registry.get(op)
+    except Exception:  # (a TensorFlow without it: nothing else can be judged)
+        return True
+    if op_def is None:
+        return True  # a function called by name, or an op we cannot see: not judged
+    return op_def.is_stateful and not any(a.type == types_pb2.DT_RESOURCE for a in op_def.input_arg)

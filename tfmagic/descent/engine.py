@@ -38,7 +38,6 @@ MAX_CHUNK_GROWTH = 16
 FIRST_CHUNK = 16
 REPLICATED_CHUNK = 128  # chunks of a run with replicas double up to this: every worker sizes them alike
 STEP_MODE_STEPS = 200  # runs this short: one compiled step per call (cheapest to trace)
-REUSED_STEP_MODE_STEPS = 8  # a re-run of more steps builds the graph loop (once) if it lacks it
 XLA_FROM_START_STEPS = 2000  # runs this long start with XLA: its 0.1-0.3 s compile pays back on most problems
 XLA_PAYS_AFTER_SECONDS = 0.25  # a plain run switches to XLA when more than this is left
 BLOCKS_PAY_AFTER_SECONDS = 0.1  # an XLA run switches to blocks when more than this is left: their ~0.1 s
@@ -157,11 +156,10 @@ class Descent(RunFacts, OneWayRuns):
             self._calls.point, self._calls.state, self._calls.start_loss = before.point, before.state, before.start_loss
 
     def _forget_rates(self):
-        """What was learnt about these compiled steps; kept across resets and by a re-run."""
+        """What was measured about these compiled steps; kept across resets."""
         self._xla_verdict = None  # auto: does XLA beat the plain rate here? (None: not tried)
         self._xla_ran = False
         self._plain_rate = 0.0
-        self._plain_seconds = 0.0  # spent in plain chunks by this cell's runs (re-runs: ski rental)
 
     def set_optimizer(self, name):
         """Switch optimizer; takes effect at the next chunk (fresh optimizer state)."""
@@ -266,14 +264,13 @@ class Descent(RunFacts, OneWayRuns):
 
     # -- running -----------------------------------------------------------
     def _first_mode(self, steps):
-        # A cell run again is likely to be run again: its steps in one graph call from now on.
-        short = "plain" if self.reused and steps > REUSED_STEP_MODE_STEPS or self.one_way else "step"  # (rows kept)
+        # (A re-run chooses as a fresh build does: the modes differ in their last bits, e.g. oneDNN's
+        # kernels in a loop and in a single step; it only finds them compiled already.)
+        short = "plain" if self.one_way else "step"  # (a dataset's reads: in a graph loop that keeps rows)
         if self._xla_unusable or self.jit == "off":
             return short if steps <= STEP_MODE_STEPS else "plain"
         if self.jit == "on":
             return "xla"
-        if short == "plain" and self._use_xla_next(steps, self._plain_rate):
-            return "xla"  # (a re-run: XLA won here before, or the cell's runs have spent its compile time)
         if steps <= STEP_MODE_STEPS:
             return short
         if self.jit == "auto" and steps >= XLA_FROM_START_STEPS and self._xla_verdict is not False:
@@ -377,7 +374,6 @@ class Descent(RunFacts, OneWayRuns):
                 mode = "xla" if self._xla_verdict else "plain"
             elif rate and mode == "plain":
                 self._plain_rate = rate
-                self._plain_seconds += elapsed
             yield self._chunk_done(start, rows, code, done >= steps)
             if self.status != "running":
                 return
@@ -412,12 +408,10 @@ class Descent(RunFacts, OneWayRuns):
 
     def _use_xla_next(self, remaining, rate):
         """XLA for what is left when it is expected to pay for its compile time: the plain
-        loop's time still to come, and in a re-run what the cell's runs spent in it so far
-        (a cell run again is likely to be run again: rent the skis until their price is spent)."""
+        loop's time still to come (unless XLA was found slower here)."""
         if self.jit != "auto" or self._xla_verdict is False or self._xla_unusable:
             return False
-        spent = self._plain_seconds if self.reused else 0.0
-        return self._xla_verdict or spent + (remaining / rate if rate else 0.0) > XLA_PAYS_AFTER_SECONDS
+        return (remaining / rate if rate else 0.0) > XLA_PAYS_AFTER_SECONDS
 
     def _use_blocks_next(self, remaining, rate):
         """Blocks when the row buffer caps XLA chunks and what is left pays for compiling them."""

@@ -8,7 +8,9 @@ import numpy as np
 
 from tfmagic.descent.history import shown_by_value
 
-NOTE_REUSED = "reused"  # a re-run of the cell: its compiled steps were reused, nothing traced
+# A re-run's notes (facts; present/messages.py words them):
+NOTE_REUSED = "reused:"  # + whose compiled steps: "this-cell", "another-cell" (same code), "same-code" (cell not known)
+NOTE_TRACED_AGAIN = "traced-again:"  # + why a re-run was not reused (a reason code of descent/reuse.py)
 
 
 class Retired(RuntimeError):
@@ -21,14 +23,20 @@ class RunFacts:
 
     def _take_over(self, old):
         """Run on the compiled steps, optimizer and facts of `old`, an engine of the same
-        cell on the same variables (a re-run): nothing is traced again. `old` keeps its
-        history and values and never steps again."""
+        cell on the same variables (a re-run whose trace was the same): its steps are not
+        traced again. `old` keeps its history and values and never steps again."""
         old.retire()
+        # It runs as a fresh build would (the ways of running differ in their last bits): what the
+        # steps cannot do (XLA, the lean runtime) a fresh build would find out alike, XLA's verdict
+        # only counts where a fresh build would try XLA (chosen by timing there), and the chunk
+        # sizes change no number (what a step carries goes from one chunk to the next).
         for name in ("optimizer", "optimizer_name", "_opt_state", "_opt_initial", "_graphs", "_calls",
-                     "_xla_unusable", "_default_runtime", "_chunk_steps", "memo",
-                     "_xla_verdict", "_xla_ran", "_plain_rate", "_plain_seconds"):
+                     "_xla_unusable", "_default_runtime", "_chunk_steps", "memo"):
             setattr(self, name, getattr(old, name))
-        self.notes[:] = [n for n in old.notes if n != NOTE_REUSED] + [NOTE_REUSED]
+        self._forget_rates()
+        self._xla_verdict, self._xla_ran = old._xla_verdict, old._xla_ran
+        # (the facts about the compiled steps, not those about how the last run was built)
+        self.notes[:] = [n for n in old.notes if not n.startswith((NOTE_REUSED, NOTE_TRACED_AGAIN))]
         self._calls.notes = self.notes
         self.optimizer.learning_rate = self._eta  # (assigns: no retrace)
         self.tol = self._tol
@@ -110,7 +118,9 @@ class RunFacts:
 
     def retire(self):
         """A newer run of the cell has taken these compiled steps and variables: this run's
-        values are kept as they are now, and it never steps again."""
+        values are kept as they are now (before anything moves them), and it never steps again."""
+        if self.retired:
+            return
         if self.final_values is None or self.status in ("running", "paused"):
             self.final_values = {n: v.numpy().copy() for n, v in self.variables.items()}
         self.kept.best = None  # (its snapshot: it never steps again)

@@ -1,35 +1,43 @@
-"""Re-running a cell without tracing it again: the compiled steps of the last few cells.
+"""Re-running a cell on the compiled steps of its last run, only where that gives exactly what
+a fresh build gives.
 
-A re-run of the same cell, with the same variable shapes, optimizer, device, jit
-mode and data, whose names still hold what it was traced with (fingerprint.py),
-runs on its last engine's compiled functions, optimizer and variables: only eta,
-tol, the steps and the start values change. NAME=INIT variables are then the same
-tf.Variable objects, started again from INIT; so a variable that another name in the
-namespace holds (`x_first = x`, or in a list or dict there) makes the cell build afresh,
-never changing what the user kept. (A result keeps its own values: results.DescentResult.values.)
+A re-run takes the fresh build's own path up to and including its first trace (setup.py: the
+cell compiled on the namespace as it is now, its NAME=INIT variables made, the cell traced
+alone, its eager trial), so it reads, draws, refuses and fails as a first run does. Then the
+trace's fingerprint (cell/fingerprint.py) is compared with the kept one: if they are equal and
+nothing else tells the two apart, the run takes over the kept compiled steps, optimizer and
+variables, their pieces rebound to the namespace as it is now (setup.Build.rebind). Otherwise it
+goes on as the fresh build it already is, and a note says why.
+
+Never reused: a trace with an op that keeps state in its kernel (TensorFlow's stateful random
+ops), a cell that drew Python random numbers while traced or tried (a fresh build draws again
+at each of its traces), a tf.data.Dataset run (an iterator cannot go back), a variable with a
+constraint (its function is not in the trace), a NAME=INIT variable that anything but its name
+holds (reach.py: a re-run never moves what the user kept), a run still going from its panel,
+an optimizer or device switched there. The kept entries hold digests, not what the cell read;
+a name deleted from the namespace (`del A`, `%reset -f`) is let go (forget_missing).
 """
 
-import re
+import types
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from tfmagic.cell.compiler import FUNC_NAME, KEEP_NAME
-from tfmagic.cell.fingerprint import all_same, take_all
+from tfmagic.cell import fingerprint
+from tfmagic.descent.facts import NOTE_REUSED, NOTE_TRACED_AGAIN
+from tfmagic.descent.reach import Draws, walk
 
-_DRAWS = re.compile(r"(?<!tf\.)\brandom\b")  # np.random, random.: not tf.random (an op: new each step)
 MAX_CELLS = 8  # cells kept: each holds its engine (variables, optimizer, a row buffer of <= 64 Ki rows)
 
 
 @dataclass
 class _Kept:
+    build: object  # the setup.Build its engine runs on
     engine: object  # the cell's latest Descent
-    build: object  # (eta, tol, reuse) -> Prepared on the same compiled pieces
-    objects: dict  # NAME -> the variable, or the ids of a model's variables, it ran on
-    created: dict  # NAME=INIT name -> its tf.Variable
-    tokens: dict  # what the cell read from the namespace, as fingerprint tokens
-    builtins: list  # names it read from builtins
-    data: dict | None  # tokens of --data and --validate arrays
-    options: tuple  # (optimizer, device, jit) it was built with
+    fingerprint: object  # of its cell's trace (None: not judgeable); no copy of what the cell read
+    objects: dict  # NAME -> the id of the variable, or the ids of a model's variables, it ran on
+    shapes: dict  # NAME=INIT name -> its variable's shape
+    origin: object  # the notebook cell that ran it (its id), when the front end says
 
 
 def _key(source, namespace, plan, data, options):
@@ -44,92 +52,157 @@ def _objects(plan):
             for name, kind, what in plan if kind != "init"}
 
 
-def _data_values(data):
-    if data is None:
-        return None
-    return {**{("data", n): v for n, v in data.arrays.items()},
-            **{("validate", n): v for n, v in (data.validate or {}).items()},
-            ("datasets",): (data.dataset, data.validate_dataset)}
-
-
-def _other_names(name, var, namespace):
-    """Does another name in the namespace hold `var` (`x_first = x`), or a list, tuple, set or
-    dict there (`kept = {'first': x}`)? IPython's output history (Out[n], _n, _, __, ___) and
-    other names starting with _ do not count."""
-    for k, v in namespace.items():
-        if k == name or k.startswith("_") or k in ("In", "Out"):  # (IPython's: _, _3, _oh, ...)
-            continue
-        if v is var:
-            return True
-        if isinstance(v, (list, tuple, set, dict)) and any(
-                item is var for item in (v.values() if isinstance(v, dict) else v)):
-            return True
-    return False
+def _shapes(plan):
+    return {name: tuple(start.shape) for name, kind, start in plan if kind == "init"}
 
 
 class CompiledCells:
-    """An LRU of the last MAX_CELLS cells' compiled engines."""
+    """An LRU of the last MAX_CELLS cells' builds and engines."""
 
     def __init__(self, size=MAX_CELLS):
         self.size = size
         self._kept = OrderedDict()
+        # every built cell's function -> (its namespace's id, its constants, the ids of its run's variables)
+        self._globals = weakref.WeakKeyDictionary()
+        self.current_cell = None  # the id of the notebook cell running now (None: not known)
 
     def __len__(self):
         return len(self._kept)
 
-    def clear(self):
-        """Forget every kept cell (their next runs build afresh)."""
-        self._kept.clear()
+    def clear(self, namespace=None):
+        """Forget every kept cell, or those of one namespace (their next runs build afresh)."""
+        for key in [k for k in self._kept if namespace is None or k[0] == id(namespace)]:
+            del self._kept[key]
 
-    def keep(self, source, namespace, plan, data, options, prepared, build):
-        """Remember a cell that was just built (if what it read can be judged later)."""
-        cell = prepared.cell
-        skip = {FUNC_NAME, KEEP_NAME, "__builtins__", *prepared.created, *(data.arrays if data else ())}
-        tokens = take_all({n: v for n, v in cell.function.__globals__.items() if n not in skip})
-        data_tokens = take_all(_data_values(data)) if data is not None else None
+    def cell_started(self, cell_id):
+        """The front end runs this notebook cell now (IPython's pre_run_cell; None: unknown)."""
+        self.current_cell = cell_id
+
+    def forget_missing(self, namespace):
+        """After a cell: names gone from `namespace` (`del A`, `%reset -f`) are let go. A kept
+        cell that read one is forgotten, and no compiled cell keeps the value alive (its
+        function then reads it as a notebook's function would: not defined; its run's own
+        variables stay, its engine holds them anyway)."""
+        ns = id(namespace)
+        for key in [k for k, kept in self._kept.items() if k[0] == ns and _gone(kept.build.cell.function, namespace)]:
+            del self._kept[key]
+        for function, (where, constants, variables) in list(self._globals.items()):
+            if where == ns:
+                for name in _gone(function, namespace, variables):
+                    del function.__globals__[name]
+                    constants.pop(name, None)
+
+    def rerun(self, tf, source, namespace, plan, data, options):
+        """Judge what can be before the cell is built again: None for a first run, else a
+        Rerun that decides once the cell is traced and tried (Rerun.decide)."""
         key = _key(source, namespace, plan, data, options)
+        kept = self._kept.get(key)
+        if kept is None:
+            return None  # (a first run, or other options: their own compiled steps)
+        reason = _not_reusable(kept, plan, data)
+        if reason:
+            return Rerun(self, key, kept, reason)
+        own = {name: [var, *fingerprint.handles(var)] for name, var in kept.build.created.items()}
+        reach = walk(namespace, own, leaves=(tf.Variable, tf.Tensor))
+        if reach.held or not reach.complete:
+            name = sorted(reach.held)[0] if reach.held else ", ".join(own)
+            return Rerun(self, key, kept, f"held:{name}" if reach.held else f"unchecked:{name}")
+        return Rerun(self, key, kept, None, Draws(reach.generators))
+
+    def keep(self, source, namespace, plan, data, options, build, trace, engine, rerun=None):
+        """Remember a cell just built (a first run, or a re-run that was not reused: its note
+        says why)."""
+        if rerun is not None and rerun.reason:
+            engine.notes.append(NOTE_TRACED_AGAIN + rerun.reason)
+        key = _key(source, namespace, plan, data, options)
+        if rerun is not None and rerun.fingerprint is not None:
+            taken = rerun.fingerprint
+        else:  # (~0.3 ms on the course's cell; a baked-in 4096x256 array ~5 ms)
+            taken = fingerprint.of_trace(build.tf, trace, list(build.variables.values())) if trace is not None else None
         self._kept.pop(key, None)
-        if tokens is None or (data is not None and data_tokens is None) or _DRAWS.search(source):
-            return  # (what it read cannot be judged; or it draws random numbers in Python, baked into its trace)
-        self._kept[key] = _Kept(prepared.engine, build, _objects(plan), dict(prepared.created), tokens,
-                                list(cell.builtin_reads), data_tokens, options)
+        self._kept[key] = _Kept(build, engine, taken, _objects(plan), _shapes(plan), self.current_cell)
+        self._globals[build.cell.function] = (id(namespace), build.cell.constants,
+                                              frozenset(id(v) for v in build.variables.values()))
         while len(self._kept) > self.size:
             self._kept.popitem(last=False)
 
-    def rerun(self, source, namespace, plan, data, options, *, eta, tol):
-        """A Prepared on the compiled steps of this cell's last run, the variables at their
-        start values; None when the cell must be built afresh."""
-        key = _key(source, namespace, plan, data, options)
-        kept = self._kept.get(key)
-        if kept is None or not self._still_valid(kept, namespace, plan, data):
-            return None
-        for name, kind, start in plan:
-            if kind == "init":
-                kept.created[name].assign(start)
-        done = kept.build(eta, tol, reuse=kept.engine, seed=data.seed if data else None)
-        kept.engine = done.engine
+    def take(self, key, kept, build, data, eta, tol):
+        """Run on the kept build: its engine retired first (its result keeps its values), its
+        variables given this build's start values, its pieces rebound to the namespace."""
+        kept.engine.retire()
+        for name, var in kept.build.created.items():
+            var.assign(build.created[name])
+        kept.build.rebind(build, data)
+        done = kept.build.prepared(eta, tol, reuse=kept.engine, seed=data.seed if data else None)
+        same = kept.origin is not None and kept.origin == self.current_cell
+        other = kept.origin is not None and self.current_cell is not None and not same
+        done.engine.notes.append(NOTE_REUSED + ("this-cell" if same else "another-cell" if other else "same-code"))
+        kept.engine, kept.origin = done.engine, self.current_cell
         self._kept.move_to_end(key)
         return done
 
-    def _still_valid(self, kept, namespace, plan, data):
-        engine = kept.engine
-        if engine.status == "running":
-            return False  # (from its panel's buttons)
-        if (engine.optimizer_name, engine.device) != kept.options[:2]:
-            return False  # switched in its panel, or by --compare optimizer=...
-        if _objects(plan) != kept.objects or any(n in namespace for n in kept.builtins):
-            return False
-        for name, kind, start in plan:
-            if kind == "init":
-                if tuple(start.shape) != tuple(kept.created[name].shape):
-                    return False
-                if _other_names(name, kept.created[name], namespace):
-                    return False
-        current = {n: namespace[n] if n in namespace else kept.tokens[n][1] for n in kept.tokens
-                   if n in namespace or n == "tf"}
-        if not all_same(kept.tokens, current):
-            return False
-        return data is None or all_same(kept.data, _data_values(data))
+
+class Rerun:
+    """A re-run of a kept cell being judged: why it is not reused (a reason code for
+    NOTE_TRACED_AGAIN), or, once traced, whether it is."""
+
+    def __init__(self, cells, key, kept, reason, draws=None):
+        self.cells, self.key, self.kept, self.reason, self.draws = cells, key, kept, reason, draws
+        self.fingerprint = None
+
+    def decide(self, build, trace, data, *, eta, tol):
+        """A Prepared on the kept compiled steps, or None (then `reason` says why)."""
+        if self.reason is None:
+            self.reason = self._why_not(build, trace)
+        if self.reason:
+            return None
+        return self.cells.take(self.key, self.kept, build, data, eta, tol)
+
+    def _why_not(self, build, trace):
+        if self.draws.drawn():
+            return "python-random"
+        if trace is None:
+            return "unjudgeable"
+        self.fingerprint = fingerprint.of_trace(build.tf, trace, list(build.variables.values()))
+        if self.fingerprint is None or self.kept.fingerprint is None:
+            return "unjudgeable"
+        if self.fingerprint.kernel_state:
+            return "random-ops:" + self.fingerprint.kernel_state[0]
+        if not _same_variables(self.kept.build, build):
+            return "variables"  # (a cell without NAMEs: the variables it reads)
+        if any(getattr(v, "constraint", None) is not None for v in build.variables.values()):
+            return "constraint"
+        if not self.fingerprint.same_as(self.kept.fingerprint):
+            return "graph"
+        return None
+
+
+def _not_reusable(kept, plan, data):
+    """What rules the kept run out before anything is traced (a reason code), or None."""
+    engine = kept.engine
+    if engine.status == "running":
+        return "running"  # (from its panel's buttons)
+    if (engine.optimizer_name, engine.device) != (kept.build.optimizer, kept.build.device):
+        return "switched"  # in its panel, or by --compare optimizer=...
+    if _objects(plan) != kept.objects or _shapes(plan) != kept.shapes:
+        return "variables"
+    if data is not None and data.dataset is not None:
+        return "dataset"
+    return None
+
+
+def _same_variables(kept, build):
+    """The same variables by name: a NAME=INIT one made in both, any other the same object."""
+    return kept.variables.keys() == build.variables.keys() and all(
+        (n in kept.created and n in build.created) or kept.variables[n] is v for n, v in build.variables.items())
+
+
+def _gone(function, namespace, keep=frozenset()):
+    """The names a compiled cell reads that are no longer in the namespace (not a module it
+    was given by default, such as tf, nor an object whose id is in `keep`)."""
+    g = function.__globals__
+    return [n for n in g if not n.startswith("__tfmagic") and n not in namespace
+            and not isinstance(g[n], types.ModuleType) and id(g[n]) not in keep]
 
 
 CELLS = CompiledCells()

@@ -152,14 +152,12 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
             strategy=None):
     """Compile and check the cell, build its engine; changes nothing in the namespace.
     `data`: a data.DataSpec, whose names are the current mini-batch in the cell.
-    `cells`: a reuse.CompiledCells; a re-run of a cell it kept runs on its compiled steps.
-    `strategy`: a tf.distribute.Strategy the steps run under (replicas.py)."""
+    `cells`: a reuse.CompiledCells: a re-run of a cell it kept takes this same path up to the
+    cell's trace and trial, then runs on the kept compiled steps if that gives what this build
+    would (reuse.py). `strategy`: a tf.distribute.Strategy the steps run under (replicas.py)."""
     plan = read_specs(tf, specs, namespace, device, ranges)
     options = (optimizer, device, jit, id(strategy) if strategy else None)
-    if cells is not None:
-        again = cells.rerun(source, namespace, plan, data, options, eta=eta, tol=tol)
-        if again is not None:
-            return again
+    rerun = cells.rerun(tf, source, namespace, plan, data, options) if cells is not None else None
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         variables, created = make_variables(tf, plan, device)
     overlay = {**namespace, **created}
@@ -182,35 +180,10 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
         batches = DatasetStream(tf, data.dataset, data.arrays, data.epoch_steps, device)
     elif data:
         batches = Batches(tf, data.arrays, data.batch_size, data.seed, device)
-
-    # The cell converted by AutoGraph, the wrappers around it not (cell/autograph.py).
-    cell_function = autograph.converted(tf, cell.function)
-
-    def loss_fn():
-        return cell_function(**extra, **(batches.take() if batches else {}))[0]
-
-    def batch_loss(batch):
-        return cell_function(**extra, **batch)[0]
-
-    batch_loss = autograph.calls_converted(batch_loss)
-    if isinstance(batches, DatasetStream):  # (a NaN once it ends; each batch read after the step before)
-        loss_fn = lambda: batches.loss(batch_loss)  # noqa: E731
-    loss_fn = autograph.calls_converted(loss_fn)
-    replicas = None if strategy is None else Replicas(tf, strategy, batches.take if batches else dict, batch_loss)
-
-    def run_cell():  # the loss and what the cell assigns, on the first batch
-        return cell_function(**extra, **(batches.first() if batches else {}))
-
-    def trial():  # one run of the cell under a tape: its checks, and what it assigns
-        with tf.GradientTape() as tape:
-            loss, assigned = run_cell()
-            loss = tf.convert_to_tensor(loss)  # (read under the tape: a loss that is a variable itself, `y = x`)
-        grads = tape.gradient(loss, list(variables.values())) if loss.dtype.is_floating else None
-        return loss, grads, assigned
-
+    build = Build(tf, cell, variables, created, extra, batches, strategy, device, optimizer)
     try:
         with tf.device(device):
-            loss, grads, assigned = _tried(tf, trial, run_cell)
+            loss, grads, assigned, trace = _tried(tf, build.trial, build.run_cell)
     except Exception as err:
         raise explain(err, cell) from err
     label = cell.target_label
@@ -229,35 +202,103 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
             f"the loss {label} does not depend on {', '.join(variables)}, so their gradients are None.",
             hint="check that the cell uses the variables you named (and not a copy made with .numpy()).",
         )
-    if replicas is not None:  # (a loss that does not split over the replicas is refused)
-        choose_form(tf, replicas, batches.first() if batches else {}, list(variables.values()), label)
-    stream, validate = {}, None
+    if build.replicas is not None:  # (a loss that does not split over the replicas is refused)
+        choose_form(tf, build.replicas, batches.first() if batches else {}, list(variables.values()), label)
     if batches and not batches.static_shapes and jit == "auto":
         jit = "off"  # a smaller last batch: a shape that changes, which XLA cannot compile
-    if batches:
-        stream = dict(stream=batches, epoch_steps=batches.epoch_steps,
-                      full_loss_fn=lambda: batch_loss(batches.data))  # (traced without AutoGraph)
-        validate = _validation(tf, batch_loss, data.validate, device, data.validate_dataset)
-    tensors = table(tf, cell.reads, overlay, variables, assigned)
-    where = replicas.describe() if replicas else short_device(device) if device else short_device(loss.device) or "CPU:0"
+    build.finish(jit, data, table(tf, cell.reads, overlay, variables, assigned),
+                 build.replicas.describe() if build.replicas else short_device(device) if device
+                 else short_device(loss.device) or "CPU:0")
+    if rerun is not None:
+        done = rerun.decide(build, trace, data, eta=eta, tol=tol)
+        if done is not None:
+            return done
+    done = build.prepared(eta, tol)
+    if cells is not None:
+        cells.keep(source, namespace, plan, data, options, build, trace, done.engine, rerun)
+    return done
 
-    def assigned_now():
+
+class Build:
+    """The pieces of a %%descend run bound to its variables: the compiled cell, its batches,
+    the loss and what runs it. A re-run that reuses them rebinds them to the namespace as it
+    is now (reuse.py)."""
+
+    def __init__(self, tf, cell, variables, created, extra, batches, strategy, device, optimizer):
+        self.tf, self.cell, self.variables, self.created, self.extra = tf, cell, variables, created, extra
+        self.batches, self.device, self.optimizer = batches, device, optimizer
+        # The cell converted by AutoGraph, the wrappers around it not (cell/autograph.py).
+        cell_function = autograph.converted(tf, cell.function)
+
+        def loss_fn():
+            return cell_function(**extra, **(batches.take() if batches else {}))[0]
+
+        def batch_loss(batch):
+            return cell_function(**extra, **batch)[0]
+
+        self.batch_loss = autograph.calls_converted(batch_loss)
+        if isinstance(batches, DatasetStream):  # (a NaN once it ends; each batch read after the step before)
+            loss_fn = lambda: batches.loss(self.batch_loss)  # noqa: E731
+        self.loss_fn = autograph.calls_converted(loss_fn)
+        self.replicas = None if strategy is None else Replicas(tf, strategy, batches.take if batches else dict,
+                                                                self.batch_loss)
+
+        def run_cell():  # the loss and what the cell assigns, on the first batch
+            return cell_function(**extra, **(batches.first() if batches else {}))
+
+        self.run_cell = run_cell
+
+    def trial(self):
+        """One run of the cell under a tape: its checks, and what it assigns."""
+        tf = self.tf
+        with tf.GradientTape() as tape:
+            loss, assigned = self.run_cell()
+            loss = tf.convert_to_tensor(loss)  # (read under the tape: a loss that is a variable itself, `y = x`)
+        grads = tape.gradient(loss, list(self.variables.values())) if loss.dtype.is_floating else None
+        return loss, grads, assigned
+
+    def finish(self, jit, data, tensors, where):
+        """What the checked cell adds: its jit mode, validation, tensor table and device."""
+        self.jit, self.tensors, self.where = jit, tensors, where
+        self.constants = dict.fromkeys(self.cell.constants)  # (names: the values stay the user's)
+        self.validate = None
+        if self.batches:
+            self.validate = _validation(self.tf, self.batch_loss, data.validate, self.device, data.validate_dataset)
+
+    def rebind(self, new, data):
+        """Read the namespace as `new`, a build of the same cell made just now, read it, on these
+        variables: its globals, arguments, validation data, tensor table and device."""
+        from tfmagic.cell.compiler import FUNC_NAME, KEEP_NAME
+
+        own = set(self.created) | {FUNC_NAME, KEEP_NAME}
+        now, then = new.cell.function.__globals__, self.cell.function.__globals__
+        for name in [n for n in then if n not in own and n not in now]:
+            del then[name]
+        then.update({n: v for n, v in now.items() if n not in own})
+        self.extra.update({n: v for n, v in new.extra.items() if n not in self.created})
+        self.cell.constants.clear()
+        self.cell.constants.update(new.cell.constants)
+        self.finish(self.jit, data, new.tensors, new.where)
+
+    def assigned_now(self):
         """The names the cell assigns, at the current values."""
-        return cell.published(run_cell()[1])
+        return self.cell.published(self.run_cell()[1])
 
-    def prepared(eta, tol, reuse=None, seed=None):
-        """The engine (on the compiled steps of `reuse`, an engine of this cell) and the rest."""
+    def prepared(self, eta, tol, reuse=None, seed=None):
+        """The engine (on the compiled steps of `reuse`, an engine of this build) and the rest."""
+        tf, batches = self.tf, self.batches
         if seed is not None:
             batches.reseed(seed)
-        engine = Descent(tf, loss_fn, variables, eta=eta, optimizer=optimizer, device=device, tol=tol, jit=jit,
-                         loss_label=cell.target_name, reuse=reuse, replicas=replicas, **stream)
-        epochs = EpochLog(batches.epoch_steps, validate) if batches and batches.epoch_steps else None
-        return Prepared(engine, created, tensors, cell.constants, where, cell, assigned_now, epochs)
-
-    done = prepared(eta, tol)
-    if cells is not None:
-        cells.keep(source, namespace, plan, data, options, done, prepared)
-    return done
+        stream = {}
+        if batches:
+            stream = dict(stream=batches, epoch_steps=batches.epoch_steps,
+                          full_loss_fn=lambda: self.batch_loss(batches.data))  # (traced without AutoGraph)
+        engine = Descent(tf, self.loss_fn, self.variables, eta=eta, optimizer=self.optimizer, device=self.device,
+                         tol=tol, jit=self.jit, loss_label=self.cell.target_name, reuse=reuse,
+                         replicas=self.replicas, **stream)
+        epochs = EpochLog(batches.epoch_steps, self.validate) if batches and batches.epoch_steps else None
+        return Prepared(engine, self.created, self.tensors, self.constants, self.where, self.cell,
+                        self.assigned_now, epochs)
 
 
 def _tried(tf, trial, run_cell):
@@ -265,15 +306,16 @@ def _tried(tf, trial, run_cell):
     what only a graph refuses (a .numpy(), a tf.Variable made in the cell, a tensor used as a
     Python bool) is found before anything is published; a traced trial run took ~10 ms. When
     either fails, or the loss cannot be minimised, the trial runs traced, as the steps will:
-    graph-mode errors say more (the node, the shapes)."""
+    graph-mode errors say more (the node, the shapes). Returns the trial's loss, gradients and
+    assigned names, and the cell's trace (None when it was not what the trial ran)."""
     try:
-        autograph.function(tf, run_cell).get_concrete_function()
+        trace = autograph.function(tf, run_cell).get_concrete_function()
         loss, grads, assigned = trial()
         if loss.dtype.is_floating and loss.shape.rank == 0 and any(g is not None for g in grads):
-            return loss, grads, assigned
+            return loss, grads, assigned, trace
     except Exception:  # (reported by the traced run, or gone there: then it is not an error)
         pass
-    return autograph.function(tf, trial)()
+    return *autograph.function(tf, trial)(), None
 
 
 def _require_in_scope(strategy, plan, variables):

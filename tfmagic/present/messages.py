@@ -9,7 +9,7 @@ import math
 from tfmagic.cell.explain import tf_message
 from tfmagic.descent.calls import BLOWUP_FACTOR, NOTE_XLA_DROPS_CHECKS
 from tfmagic.descent.engine import NOTE_NO_XLA_FOR_CHECKS, NOTE_XLA_FAILED
-from tfmagic.descent.facts import NOTE_REUSED
+from tfmagic.descent.facts import NOTE_REUSED, NOTE_TRACED_AGAIN
 
 ADAPTIVE = ("adam", "rmsprop", "adagrad")  # optimizers that scale their own steps
 
@@ -40,13 +40,38 @@ def outcome(engine):
 
 _NOTES = {
     NOTE_NO_XLA_FOR_CHECKS: "The cell has checks (tf.debugging asserts, check_numerics) that XLA would skip, so it runs without XLA.",
-    NOTE_REUSED: "Reused the compiled steps of this cell's last run: nothing was traced again.",
     NOTE_XLA_DROPS_CHECKS: "XLA skips the cell's checks (tf.debugging asserts, check_numerics): with --jit on they are not run.",
+}
+
+
+_REUSED = {  # whose compiled steps a re-run ran on
+    "this-cell": "this cell's last run",
+    "another-cell": "another cell with the same code",
+    "same-code": "an earlier run of the same code",
+}
+_TRACED_AGAIN = {  # why a re-run was built afresh (descent/reuse.py's reason codes)
+    "graph": "the cell traced to another graph than its last run (a value it reads has changed).",
+    "variables": "its variables are not its last run's (another variable or model, or another shape).",
+    "running": "its last run is still going (from its panel).",
+    "switched": "its last run's optimizer or device was switched in its panel.",
+    "dataset": "a run on a tf.data.Dataset is never reused: its iterator cannot go back.",
+    "python-random": "the cell draws Python random numbers (numpy, random) when traced; a fresh build draws them at each trace.",
+    "constraint": "a variable has a constraint, and the check of the trace does not cover its function.",
+    "unjudgeable": "what the cell's trace captured cannot be compared with its last run's.",
+    "held": "the last run's {0} is also held elsewhere (another name, a container, an attribute, Out), so it was not moved; {0} is a new variable.",
+    "unchecked": "there is too much in the namespace to check that nothing else holds the last run's {0}; {0} is a new variable.",
+    "random-ops": "its op {0} keeps its random state in the compiled steps; a fresh build starts it afresh.",
 }
 
 
 def note(code):
     """The sentence for one of the engine's NOTE_* codes."""
+    if code.startswith(NOTE_REUSED):
+        whose = _REUSED[code[len(NOTE_REUSED):]]
+        return f"Reused the compiled steps of {whose}: the cell traced to the same graph, so its steps were not traced again."
+    if code.startswith(NOTE_TRACED_AGAIN):
+        reason, _, detail = code[len(NOTE_TRACED_AGAIN):].partition(":")
+        return "Traced again: " + _TRACED_AGAIN[reason].format(detail)
     if code.startswith(NOTE_XLA_FAILED):
         return f"XLA could not compile this cell ({code[len(NOTE_XLA_FAILED):]}); it runs without XLA."
     return _NOTES[code]
