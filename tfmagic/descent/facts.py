@@ -34,7 +34,8 @@ class RunFacts:
                      "_xla_unusable", "_default_runtime", "_chunk_steps", "memo"):
             setattr(self, name, getattr(old, name))
         self._forget_rates()
-        self._xla_verdict, self._xla_ran = old._xla_verdict, old._xla_ran
+        for name in ("_xla_verdict", "_xla_ran"):  # (after _forget_rates, which clears them)
+            setattr(self, name, getattr(old, name))
         # (the facts about the compiled steps, not those about how the last run was built)
         self.notes[:] = [n for n in old.notes if not n.startswith((NOTE_REUSED, NOTE_TRACED_AGAIN))]
         self._calls.notes = self.notes
