@@ -6,6 +6,7 @@ import textwrap
 
 import pytest
 from tensorflow.python.eager import context
+from tfmagic.errors import TfmagicError
 
 COURSE = "y = tf.pow(x, 2.0) - 4.0 * x + 4.0"
 
@@ -20,7 +21,7 @@ def test_the_users_call_options_are_untouched(ip, run, steps):
     before = _options()
     run("descend", f"x=10.0 --steps {steps} --no-widgets", COURSE)
     assert _options() == before
-    with pytest.raises(Exception):
+    with pytest.raises(TfmagicError):
         run("descend", f"x=10.0 --steps {steps} --no-widgets",
             "tf.debugging.assert_greater(x, 5.0)\ny = (x - 2.0) ** 2")
     assert _options() == before

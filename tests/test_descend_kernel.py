@@ -118,7 +118,7 @@ def test_kernel_indicator_stays_busy_while_widgets_change_mid_run(kernel, fronte
                  and "running" in m["content"]["data"].get("state", {}).get("value", ""), timeout=30, start=start)
     for i in range(3):
         k.send_update(ids["tfmagic-eta"], 0.0002 * (i + 1), subshell)
-        k.wait_iopub(lambda m: m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == ids["tfmagic-status"]
+        k.wait_iopub(lambda m, i=i: m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == ids["tfmagic-status"]
                      and f"eta {0.0002 * (i + 1):g}" in m["content"]["data"].get("state", {}).get("value", ""),
                      timeout=10, start=start)
     _click(k, ids["tfmagic-stop"])
@@ -131,7 +131,7 @@ def test_kernel_indicator_stays_busy_while_widgets_change_mid_run(kernel, fronte
     during = statuses[1:end]  # after the cell's own busy, before its idle
     others = [s for s in during if not s[1]]
     assert len([s for s in others if s[0] == "idle"]) >= 3, statuses  # one per eta update at least
-    for j, (state, mine) in enumerate(during):
+    for j, (state, _mine) in enumerate(during):
         if state == "idle":
             assert during[j + 1] == ("busy", True), (j, during)
 

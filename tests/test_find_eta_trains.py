@@ -99,7 +99,7 @@ def test_sgd_on_digits_stays_below_its_bound(ip, run):
                                   keras.layers.Dense(64, activation="relu"), keras.layers.Dense(10)])
         ip.user_ns.update(model=model, X=X, Y=Y)
 
-        def val_loss():
+        def val_loss(model=model):
             return float(np.mean(keras.losses.sparse_categorical_crossentropy(Yv, model(Xv), from_logits=True)))
 
         suggestion_trains(run, CLASSIFY, val_loss, "sgd", seed, "--data X,Y --batch-size 64")

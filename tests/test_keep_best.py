@@ -8,7 +8,6 @@ if the raise had never happened, and the message says exactly which point it is.
 least squares at loss 0.951, eta dragged to 1.0, ended at loss 484 118.)
 """
 
-import asyncio
 
 import numpy as np
 import pytest

@@ -295,7 +295,7 @@ def test_slider_updates_arrive_while_cell_runs(kernel, frontend_subshell):
         idle = k.wait_iopub(k.child_of(mid, "status", execution_state="idle"), timeout=5)
         assert k.index(busy) < k.index(idle)
         # Wait until the loop has seen it (its Label mirrors the last value seen).
-        k.wait_iopub(lambda m: m["msg_type"] == "comm_msg"
+        k.wait_iopub(lambda m, value=value: m["msg_type"] == "comm_msg"
                      and m["parent_header"].get("msg_id") == long_id
                      and m["content"]["data"].get("state", {}).get("value") == f"seen {value:g}",
                      timeout=5)

@@ -119,7 +119,7 @@ def check_static_chart(res, where):
         assert x == pytest.approx(350.0), where
 
 
-@pytest.mark.parametrize("line,cell,status", RUNS, ids=[f"{s}:{c[:18]}:{l[:22]}" for l, c, s in RUNS])
+@pytest.mark.parametrize("line,cell,status", RUNS, ids=[f"{s}:{c[:18]}:{ln[:22]}" for ln, c, s in RUNS])
 def test_every_chart_ends_at_the_reported_final_point(ip, line, cell, status):
     res = finished(ip, line, cell)
     assert res.status == status, (res.status, res.message)

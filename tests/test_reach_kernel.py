@@ -307,7 +307,7 @@ def test_re_runs_of_a_cell_leave_no_widgets_behind_and_a_panel_shown_elsewhere_s
     k.wait_iopub(k.child_of(other, "status", execution_state="idle"), timeout=60, start=mark)
     kept = _widget_ids(k, other)["tfmagic-panel"]
     counts = []
-    for i in range(12):
+    for _ in range(12):
         reply, text, _ = run(k, COURSE, cell_id="cell-a")
         assert reply["content"]["status"] == "ok", text
         counts.append(live_widgets(k))
@@ -316,7 +316,7 @@ def test_re_runs_of_a_cell_leave_no_widgets_behind_and_a_panel_shown_elsewhere_s
     _, text, _ = run(k, f"print({kept!r} in ipywidgets.Widget.widgets, elsewhere.status)")
     assert text.split() == ["True", "max_steps"]
     compared = []  # a --compare view's figures likewise
-    for i in range(5):
+    for _ in range(5):
         reply, text, _ = run(k, "%%descend x=10.0 --compare eta=0.1,0.2 --steps 30\ny = (x - 2.0) ** 2", cell_id="cell-c")
         assert reply["content"]["status"] == "ok", text
         compared.append(live_widgets(k))

@@ -19,7 +19,7 @@ def history(n, names, loss=None, values=None):
     rows[:, 0] = 50 * np.exp(-t / max(n / 8, 1)) if loss is None else loss
     rows[:, 1] = 0.1
     rows[:, 2] = 3 * np.exp(-t / max(n / 8, 1))
-    for i, name in enumerate(names):
+    for i in range(len(names)):
         rows[:, 3 + i] = (10 - 8 * (1 - np.exp(-t / max(n / 8, 1))) + i) if values is None else values[i]
     return {c: rows[:, i] for i, c in enumerate(cols)}
 
@@ -109,7 +109,7 @@ def test_curve_range_grows_when_the_trail_leaves_it():
     c = HistoryCharts({"x": ()}, curve=curve)
     c.update(history(10, ["x"], values=[np.linspace(10, 12, 10)]), {"x": 12.0})
     assert curve.calls == 1
-    lo, hi = c.picture.curve_line.x[0], c.picture.curve_line.x[-1]
+    lo = c.picture.curve_line.x[0]
     c.update(history(20, ["x"], values=[np.linspace(10, 40, 20)]), {"x": 45.0})
     assert curve.calls == 2
     assert c.picture.curve_line.x[0] <= lo and c.picture.curve_line.x[-1] > 45.0

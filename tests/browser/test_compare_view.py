@@ -54,7 +54,7 @@ def views(module_lab):
     out = {}
     for i in (1, 2):
         cell = lab.cell(NB, i)
-        out[i] = lab.poll(lambda: (lambda d: d if len(d["figures"]) == 2 and d["y_ticks"] else None)(_layout(cell)),
+        out[i] = lab.poll(lambda cell=cell: (lambda d: d if len(d["figures"]) == 2 and d["y_ticks"] else None)(_layout(cell)),
                           timeout_s=30, what="the two figures drawn")
         lab.element_screenshot(cell, f"{'compare' if i == 1 else 'restarts'}-view-1280")
     return lab, out

@@ -275,14 +275,14 @@ class DescendNotebook:
             handle.press("ArrowRight")
             entry = {"press": i, "expect_eta": expect_eta}
             try:
-                lab.poll(lambda: abs(slider_exponent(handle) - expect_exp) < 1e-4, PRESS_SLIDER_TIMEOUT,
+                lab.poll(lambda expect_exp=expect_exp: abs(slider_exponent(handle) - expect_exp) < 1e-4, PRESS_SLIDER_TIMEOUT,
                          what=f"slider at 10^{expect_exp}")
                 entry["slider_ms"] = round((time.monotonic() - t0) * 1000)
             except TimeoutError as exc:
                 entry["slider_error"] = str(exc)
             if dead_at is None:
                 try:
-                    st = wait_status(lab, c8, lambda s: s.get("eta") is not None
+                    st = wait_status(lab, c8, lambda s, expect_eta=expect_eta: s.get("eta") is not None
                                      and math.isclose(s["eta"], expect_eta, rel_tol=1e-4),
                                      timeout_s=PRESS_KERNEL_TIMEOUT,
                                      what=f"eta {expect_eta:.6g} in the status line")

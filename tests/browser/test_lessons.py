@@ -104,7 +104,7 @@ def test_learning_rate_lesson_with_the_mouse(lab):
 
     # 2. up to about 0.5: the minimum within a few steps, hopping around it
     _eta_settles(lab, cell, _drag_to(lab, cell, _x_of(cell, math.log10(0.5))))
-    settled = wait_status(lab, cell, lambda s: (_loss(cell) or 99) < 2.5, timeout_s=30, what="loss near its minimum")
+    wait_status(lab, cell, lambda s: (_loss(cell) or 99) < 2.5, timeout_s=30, what="loss near its minimum")
     low = _loss(cell)
 
     # 3. past 1.0: each step overshoots further; the loss turns upward

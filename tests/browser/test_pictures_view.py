@@ -59,7 +59,7 @@ def test_the_status_line_never_leaves_a_field_alone_on_a_line(page):
     """At 1280 px with the file browser open, 'CPU:0' wrapped alone onto a second line."""
     for i in (1, 2):
         cell = page.cell(NB, i)
-        status = page.poll(lambda: (lambda s: s if "CPU:0" in s["text"] and "iteration" in s["text"] else None)(
+        status = page.poll(lambda cell=cell: (lambda s: s if "CPU:0" in s["text"] and "iteration" in s["text"] else None)(
             cell.evaluate(_STATUS_JS)), timeout_s=30, what="the status line")
         page.element_screenshot(cell.locator(".tfmagic-status").first, f"status-line-{i}-1280")
         lines = lines_of(status["fields"])
