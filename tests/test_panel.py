@@ -362,13 +362,17 @@ def test_the_outcome_is_said_once_by_the_result_then_by_the_panel(ip, run, loop)
     assert "too large" in after_play
 
 
-def test_a_data_run_shows_its_epochs_in_the_status_and_on_the_loss_chart(ip, run, loop):
+@pytest.mark.parametrize("validate", [True, False])
+def test_a_data_run_shows_its_epochs_in_the_status_and_on_the_loss_chart(ip, run, loop, validate):
+    """Without --validate: no validation in the legend, and no marker at a NaN height (each one was
+    an SVG 'translate(x,NaN)' error in the page, and a red mark at the chart's corner)."""
     ip.run_cell(
         "import numpy as np\nrng = np.random.default_rng(0)\n"
         "X = rng.normal(size=(96, 1)).astype('float32'); Y = 3 * X[:, 0] - 1\nXv, Yv = X[:20], Y[:20]")
 
     async def scenario():
-        res, runner, panel = make_panel(ip, run, line="w=0.0 b=0.0 --data X,Y --batch-size 32 --validate Xv,Yv",
+        line = "w=0.0 b=0.0 --data X,Y --batch-size 32" + (" --validate Xv,Yv" if validate else "")
+        res, runner, panel = make_panel(ip, run, line=line,
                                         cell="loss = tf.reduce_mean(tf.square(X[:, 0] * w + b - Y))", steps=12)
         await runner.run(12)
         panel.refresh()
@@ -379,9 +383,17 @@ def test_a_data_run_shows_its_epochs_in_the_status_and_on_the_loss_chart(ip, run
     smooth, train, val = panel.charts._epoch_marks[panel.charts.log_toggle.value]
     assert list(train.x) == [2, 5, 8, 11] and np.allclose(train.y, res.epochs["loss"])
     # (the smoothed line is of the steps' losses; the loss line ends at the point after the last step)
-    assert np.allclose(val.y, res.epochs["val_loss"]) and len(smooth.y) == len(panel.charts.loss_line.y) - 1
-    assert "epoch <b>4</b>/4" in panel.status.value and "val_loss" in panel.status.value
-    assert "validation" in panel.charts.loss_box.children[1].value  # the loss chart's legend
+    assert len(smooth.y) == len(panel.charts.loss_line.y) - 1
+    assert "epoch <b>4</b>/4" in panel.status.value
+    legend = panel.charts.loss_box.children[1].value
+    if validate:
+        assert np.allclose(val.y, res.epochs["val_loss"]) and list(val.x) == [2, 5, 8, 11]
+        assert "val_loss" in panel.status.value and "validation" in legend
+    else:
+        assert np.isnan(res.epochs["val_loss"]).all() and len(val.x) == len(val.y) == 0
+        assert "validation" not in legend and "epoch mean" in legend
+    for mark in (train, val):
+        assert np.isfinite(np.asarray(mark.y, np.float64)).all()
 
 
 def test_find_eta_puts_the_suggestion_into_the_eta_control(ip, run, loop):

@@ -45,9 +45,10 @@ class HistoryCharts:
     sampled as finely as the run's time allows (see picture.Resolution).
     """
 
-    def __init__(self, variables, curve=None, surface=None, max_points=2000, epochs=False):
+    def __init__(self, variables, curve=None, surface=None, max_points=2000, epochs=False, validation=True):
         self.variables = {k: tuple(v) for k, v in variables.items()}
         self.epochs = epochs  # a --data run: the loss chart adds a smoothed line and each epoch's losses
+        self.validation = validation  # (with epochs: is there a validation loss to show)
         self.max_points = max_points
         # A one-element variable is recorded by its value, like a scalar.
         self._scalars = [k for k, s in self.variables.items() if math.prod(s) == 1]
@@ -93,8 +94,9 @@ class HistoryCharts:
         self.loss_fig = figure("Loss", "tfmagic-loss-chart", marks, [self._loss_xaxis, *self._loss_yaxes.values()])
         parts = [self.loss_fig]
         if self.epochs:
-            parts.append(legend(["loss of each step (its mini-batch)", "smoothed", "epoch mean", "validation"],
-                                ["rgba(31,119,180,0.35)", "#0b3d91", COLORS[1], COLORS[3]]))
+            keys = [("loss of each step (its mini-batch)", "rgba(31,119,180,0.35)"), ("smoothed", "#0b3d91"),
+                    ("epoch mean", COLORS[1])] + [("validation", COLORS[3])] * bool(self.validation)
+            parts.append(legend([k for k, _ in keys], [c for _, c in keys]))
         self.loss_box = W.VBox(parts, layout=W.Layout(min_width="0"))
         self.log_toggle = W.ToggleButton(
             value=False, description="log scale", icon="line-chart",
@@ -125,9 +127,12 @@ class HistoryCharts:
         for log, (sm, tr, va) in self._epoch_marks.items():
             visible = log == self.log_toggle.value
             for mark, x, y in ((sm, rows["step"], rows["loss"]), (tr, ends, train), (va, ends, val)):
+                x, y = np.asarray(x, np.float64), to_wire(y)
+                if mark is not sm:  # (a marker at a NaN height is an SVG error in the page: no validation, inf)
+                    x, y = x[np.isfinite(y)], y[np.isfinite(y)]
                 with mark.hold_sync():
                     mark.visible = visible
-                    mark.x, mark.y = np.asarray(x, np.float64), to_wire(y)
+                    mark.x, mark.y = x, y
 
     @property
     def loss_line(self):

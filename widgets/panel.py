@@ -125,7 +125,8 @@ class DescentPanel:
         self.status = W.HTML(layout=W.Layout(margin="4px 0 4px 0"))
         self.status.add_class("tfmagic-status")
         self.charts = HistoryCharts({n: tuple(v.shape) for n, v in engine.variables.items()},
-                                    curve=curve, surface=surface, epochs=result.epochs is not None)
+                                    curve=curve, surface=surface, epochs=result.epochs is not None,
+                                    validation=result.validated)
         self.table = W.HTML(f"{STYLE}<div class='tfmagic-html'>{tensors_html(result.tensors)}</div>")
         self.table.add_class("tfmagic-tensors")
         tensors = W.Accordion(children=[self.table], titles=("tensors in the cell",), selected_index=None)

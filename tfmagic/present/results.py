@@ -51,6 +51,11 @@ class DescentResult(_Shown):
         """A --data run's table, name -> array: epoch, loss (its mean training loss),
         val_loss (NaN without --validate), seconds; None for other runs."""
         return None if self._epochs is None else self._epochs.table()
+
+    @property
+    def validated(self):
+        """Does this run take a validation loss each epoch (--validate)?"""
+        return self._epochs is not None and self._epochs.validate is not None
     status = property(lambda self: self.engine.status)
     steps = property(lambda self: self.engine.steps)
     final_loss = property(lambda self: self.engine.final_loss)
