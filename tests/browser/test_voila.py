@@ -113,7 +113,8 @@ def test_two_students_steer_their_own_kernels(voila, browser, artifacts_dir):
         assert (after["badge"], after["iteration"], after["eta"]) == ("max_steps", 300, 0.02) == \
                (b_before["badge"], b_before["iteration"], b_before["eta"]), after
         b.element_screenshot(pb, "voila-student-b")
-        errors = [m for c in consoles for m in c if m.startswith("error") and "tfmagic" in m.lower()]
+        # (no chart drew at a NaN position: before, each epoch marker without validation was an error)
+        errors = [m for c in consoles for m in c if m.startswith("error") and ("NaN" in m or "tfmagic" in m.lower())]
         assert not errors, errors[:5]
     finally:
         for context, _ in students:
