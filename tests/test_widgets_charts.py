@@ -327,3 +327,21 @@ def test_a_models_norms_legend_is_short_and_beside_the_chart():
     for label in ("‖dense_1/kernel‖", "‖dense_1/bias‖", "‖dense_2/kernel‖", "‖gradient‖"):
         assert label in html
     assert "model.sequential" not in html and c.vars_legend in c.vars_box.children
+
+
+@pytest.mark.parametrize("where", [-3.0, -0.5, 0.0, 0.5, 4.0, 40.0])
+@pytest.mark.parametrize("end_loss", [float("nan"), float("inf"), 1.0])
+def test_the_current_point_is_never_sent_at_a_nan_height(where, end_loss):
+    """A loss with no value at the point (log of x <= 0 here; or a curve not drawn yet) and a
+    reported loss that is not finite: the point is left out, never sent at NaN (in the page each
+    such point was an SVG 'translate(x,NaN)' error, thousands a run)."""
+    curve = Counter(lambda xs: np.where(xs > 0, np.log(np.abs(xs) + 1e-30), np.nan))
+    c = HistoryCharts({"x": ()}, curve=curve)
+    before = (history(0, ["x"]), {"x": where})  # before a run: where the variables are
+    after = (history(5, ["x"], values=[np.linspace(1.0, where, 5)]), {"x": where, "loss": end_loss})
+    for rows, end in (before, after):
+        c.update(rows, end)
+        x, y = np.asarray(c.picture.point.x, np.float64), np.asarray(c.picture.point.y, np.float64)
+        assert len(x) == len(y) and np.isfinite(x).all() and np.isfinite(y).all(), (x, y)
+        if len(y):
+            assert where > 0 or np.isfinite(end_loss)  # (shown only where the curve or the run gives a height)

@@ -327,8 +327,10 @@ class Picture:
             return
         if not math.isfinite(y):
             y = self._curve_at(x)
+        # (no curve there yet, or off it: no marker, rather than one at a NaN height, an SVG error in the page)
+        at = (to_wire([x]), to_wire([y])) if math.isfinite(x) and math.isfinite(y) else (empty(), empty())
         with self.point.hold_sync():
-            self.point.x, self.point.y = to_wire([x]), to_wire([y])
+            self.point.x, self.point.y = at
 
     def _update_path(self, drawn, end, here):
         px, py = to_wire(drawn[self.names[0]]), to_wire(drawn[self.names[1]])
