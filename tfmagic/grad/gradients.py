@@ -141,60 +141,15 @@ def _add_distinct(variables, more):
 
 def differentiate(tf, source, namespace, names=(), device=None, bench=False):
     """Run `source` once under a tape; return (Gradients, what the cell assigns). Publishes nothing."""
-    if names:
-        for name in names:
-            if name not in namespace:
-                raise TfmagicError(
-                    f"name '{name}' is not defined, so there is nothing to differentiate with respect to.",
-                    hint="define it in an earlier cell, e.g. `x = tf.Variable(4.0)`.",
-                )
-    variables, watched, notes = {}, {}, []
-    for name in names:
-        value = namespace[name]
-        if isinstance(value, tf.Variable):
-            _add_distinct(variables, {name: value})
-        elif is_model(tf, value):
-            _add_distinct(variables, _expand(tf, name, value))
-        else:
-            watched[name] = _watchable(tf, name, value)
-
+    variables, watched, notes = _named(tf, namespace, names)
     cell = compile_cell(source, namespace, params=list(watched), default_globals={"tf": tf}, tf=tf)
     if not names:
-        for n in cell.reads:
-            value = namespace.get(n)
-            if isinstance(value, tf.Variable):
-                _add_distinct(variables, {n: value})
-            elif is_model(tf, value):
-                if value.trainable_variables:
-                    _add_distinct(variables, _expand(tf, n, value))
-                elif getattr(value, "built", True) is False:
-                    notes.append(f"{n} has no weights yet; call it once on data in an earlier cell to get their gradients.")
-        if not variables:
-            notes.append(
-                "The cell reads no tf.Variable, Keras model or tf.Module with trainable variables, so there are "
-                "no gradients: shown are its value and tensors. Name what to differentiate with respect to, "
-                "e.g. `%%tfgrad x` (constants and numbers are watched for you)."
-            )
+        _read_variables(tf, cell, namespace, variables, notes)
     extra = {n: namespace[n] for n in cell.params if n not in watched}
-    sources = list(variables.values()) + list(watched.values())
-
-    def running(cell_function):
-        def run(*watched_values):
-            with tf.GradientTape() as tape:
-                for v in list(variables.values()) + list(watched_values):
-                    if v.dtype.is_floating or v.dtype.is_complex:  # (else TensorFlow logs a warning; the reason is ours)
-                        tape.watch(v)
-                target, assigned = cell_function(**dict(zip(watched, watched_values)), **extra)
-            if not tf.is_tensor(target):
-                target = tf.convert_to_tensor(target)
-            grads = tape.gradient(target, list(variables.values()) + list(watched_values))
-            return target, grads, assigned
-
-        return run
-
     # Traced: the cell converted by AutoGraph. Eagerly (--bench's other side): the cell as
     # written, as the course runs it; converted, each eager call would pay AutoGraph's overhead.
-    compiled, run = autograph.function(tf, running(autograph.converted(tf, cell.function))), running(cell.function)
+    compiled = autograph.function(tf, _under_tape(tf, autograph.converted(tf, cell.function), variables, watched, extra))
+    run = _under_tape(tf, cell.function, variables, watched, extra)
     args = list(watched.values())
     before = None
     try:
@@ -207,42 +162,12 @@ def differentiate(tf, source, namespace, names=(), device=None, bench=False):
             target, grads, assigned = compiled(*args)
     except Exception as err:  # the user's code failed: keep TF's message, add ours
         raise explain(err, cell) from err
-    timing = None
-    if bench:
-        after = _snapshot(tf, [v for v, _ in before])
-        try:
-            with tf.device(device):
-                timing = _bench(compiled, run, args)
-        except BaseException as err:  # incl. Ctrl-C: the cell did not finish, so leave things as before it
-            _restore(before)
-            if not isinstance(err, Exception):
-                raise
-            raised = explain(err, cell)
-            raised.hint = " ".join(filter(None, [raised.hint, (
-                "This failed in --bench's repeated timing calls (one run alone succeeds); their changes were "
-                "undone, so the variables are as before the cell."
-            )]))
-            raise raised from err
-        undone = _changed(after)
-        _restore(after)
-        if undone:
-            by_ref = {v.ref(): n for n, v in namespace.items() if isinstance(v, tf.Variable)}
-            by_ref.update((v.ref(), n) for n, v in variables.items())
-            labels = ", ".join(by_ref.get(v.ref(), v.name.split(":")[0]) for v in undone)
-            notes.append(
-                f"--bench: the timing calls changed {labels}; that was undone, so the variables are as one run "
-                "of the cell leaves them."
-            )
-
+    timing = _timed(tf, compiled, run, args, before, cell, namespace, variables, device, notes) if bench else None
     if cell.not_kept_note:
         notes.append(cell.not_kept_note)
     grad_names = list(variables) + list(watched)
-    gradients = dict(zip(grad_names, grads))
-    reasons = {
-        n: _none_reason(tf, n, s, target, cell)
-        for n, s, g in zip(grad_names, sources, grads)
-        if g is None
-    }
+    sources = list(variables.values()) + list(watched.values())
+    reasons = {n: _none_reason(tf, n, s, target, cell) for n, s, g in zip(grad_names, sources, grads) if g is None}
     if grad_names and target.shape.rank:
         notes.append(
             f"The target {cell.target_label} has shape {tuple(target.shape)}, so the gradients are of its sum, "
@@ -254,7 +179,7 @@ def differentiate(tf, source, namespace, names=(), device=None, bench=False):
     result = Gradients(
         value=target,
         target=cell.target_label,
-        gradients=gradients,
+        gradients=dict(zip(grad_names, grads)),
         reasons=reasons,
         tensors=tensors,
         device=short_device(target.device) or (device or ""),
@@ -263,3 +188,87 @@ def differentiate(tf, source, namespace, names=(), device=None, bench=False):
         bench=timing,
     )
     return result, cell.published(assigned)
+
+
+def _named(tf, namespace, names):
+    """(variables, watched values, notes) for the names given on the magic line."""
+    for name in names:
+        if name not in namespace:
+            raise TfmagicError(
+                f"name '{name}' is not defined, so there is nothing to differentiate with respect to.",
+                hint="define it in an earlier cell, e.g. `x = tf.Variable(4.0)`.",
+            )
+    variables, watched = {}, {}
+    for name in names:
+        value = namespace[name]
+        if isinstance(value, tf.Variable):
+            _add_distinct(variables, {name: value})
+        elif is_model(tf, value):
+            _add_distinct(variables, _expand(tf, name, value))
+        else:
+            watched[name] = _watchable(tf, name, value)
+    return variables, watched, []
+
+
+def _read_variables(tf, cell, namespace, variables, notes):
+    """No names given: the variables, models and modules the cell reads (into `variables`)."""
+    for n in cell.reads:
+        value = namespace.get(n)
+        if isinstance(value, tf.Variable):
+            _add_distinct(variables, {n: value})
+        elif is_model(tf, value):
+            if value.trainable_variables:
+                _add_distinct(variables, _expand(tf, n, value))
+            elif getattr(value, "built", True) is False:
+                notes.append(f"{n} has no weights yet; call it once on data in an earlier cell to get their gradients.")
+    if not variables:
+        notes.append(
+            "The cell reads no tf.Variable, Keras model or tf.Module with trainable variables, so there are "
+            "no gradients: shown are its value and tensors. Name what to differentiate with respect to, "
+            "e.g. `%%tfgrad x` (constants and numbers are watched for you)."
+        )
+
+
+def _under_tape(tf, cell_function, variables, watched, extra):
+    """(*watched values) -> (target, gradients, assigned): the cell run once under a tape."""
+    def run(*watched_values):
+        with tf.GradientTape() as tape:
+            for v in list(variables.values()) + list(watched_values):
+                if v.dtype.is_floating or v.dtype.is_complex:  # (else TensorFlow logs a warning; the reason is ours)
+                    tape.watch(v)
+            target, assigned = cell_function(**dict(zip(watched, watched_values)), **extra)
+        if not tf.is_tensor(target):
+            target = tf.convert_to_tensor(target)
+        grads = tape.gradient(target, list(variables.values()) + list(watched_values))
+        return target, grads, assigned
+
+    return run
+
+
+def _timed(tf, compiled, run, args, before, cell, namespace, variables, device, notes):
+    """--bench's timing, its side effects on the variables undone (and said)."""
+    after = _snapshot(tf, [v for v, _ in before])
+    try:
+        with tf.device(device):
+            timing = _bench(compiled, run, args)
+    except BaseException as err:  # incl. Ctrl-C: the cell did not finish, so leave things as before it
+        _restore(before)
+        if not isinstance(err, Exception):
+            raise
+        raised = explain(err, cell)
+        raised.hint = " ".join(filter(None, [raised.hint, (
+            "This failed in --bench's repeated timing calls (one run alone succeeds); their changes were "
+            "undone, so the variables are as before the cell."
+        )]))
+        raise raised from err
+    undone = _changed(after)
+    _restore(after)
+    if undone:
+        by_ref = {v.ref(): n for n, v in namespace.items() if isinstance(v, tf.Variable)}
+        by_ref.update((v.ref(), n) for n, v in variables.items())
+        labels = ", ".join(by_ref.get(v.ref(), v.name.split(":")[0]) for v in undone)
+        notes.append(
+            f"--bench: the timing calls changed {labels}; that was undone, so the variables are as one run "
+            "of the cell leaves them."
+        )
+    return timing
