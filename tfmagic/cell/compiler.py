@@ -292,41 +292,8 @@ def compile_cell(source, namespace, params=(), default_globals=None, tf=None):
     params = list(params)
     assigned = [n for n in names.stored if not n.startswith("__tfmagic")]
     assigned += [n for n in _defined_at_top(tree.body) if n not in assigned]  # def, class, import: a cell keeps them
-    defaults = default_globals or {}
-    # Only the names the cell reads: a copy of the whole namespace would keep every
-    # object the user had (earlier results, arrays since deleted) alive with this cell.
-    globals_ = {n: namespace[n] if n in namespace else defaults[n]
-                for n in names.loaded if n in namespace or n in defaults}
-
-    local = set(assigned) | names.local_only | set(params)
-    for name in names.loaded:
-        if name not in local and name not in globals_ and not hasattr(builtins, name):
-            raise _unknown_name(name, namespace)
-    reads = [n for n in names.loaded if n in globals_ and n not in names.local_only]
-    builtin_reads = [n for n in names.loaded if n not in local and n not in globals_]
-    # A name the cell both reads and rebinds is local to the function in Python;
-    # start it from the user's value, as a cell would.
-    for name in assigned:
-        if name in names.loaded and name in globals_ and name not in params:
-            params.append(name)
-    constants = {
-        n: globals_[n] for n in reads if n not in params and _is_python_constant(globals_[n])
-    }
-
-    lines = source.splitlines()
-    last = tree.body[-1]
-    if target_name is None:
-        row = last.lineno - 1
-        lines[row] = lines[row][: last.col_offset] + f"{TARGET_NAME} = " + lines[row][last.col_offset :]
-    result = TARGET_NAME if target_name is None else target_name
-    # The assigned names are gathered with locals(), not named in the return: a name bound
-    # only inside a tensor loop or branch must not be read after it (AutoGraph refuses),
-    # and then it is simply not published.
-    published = tuple(assigned)
-    body = "\n".join("    " + line for line in lines)
-    generated = (
-        f"def {FUNC_NAME}({', '.join(params)}):\n{body}\n    return {result}, {KEEP_NAME}(locals(), {published!r})\n"
-    )
+    globals_, reads, builtin_reads, constants = _bind(names, assigned, params, namespace, default_globals or {})
+    generated = _function_text(source, tree, target_name, params, assigned)
     python_values, not_kept = {}, []
     keep = lambda local, names: _returnable(  # noqa: E731
         {n: local[n] for n in names if n in local and type(local[n]).__name__ != "Undefined"}, python_values, not_kept)
@@ -351,3 +318,47 @@ def compile_cell(source, namespace, params=(), default_globals=None, tf=None):
         not_kept=not_kept,
         builtin_reads=builtin_reads,
     )
+
+
+def _bind(names, assigned, params, namespace, defaults):
+    """(globals, names read from the namespace, builtins read, Python constants read) of a cell
+    whose names are `names`; `params` gains the names the cell reads and rebinds."""
+    # Only the names the cell reads: a copy of the whole namespace would keep every
+    # object the user had (earlier results, arrays since deleted) alive with this cell.
+    globals_ = {n: namespace[n] if n in namespace else defaults[n]
+                for n in names.loaded if n in namespace or n in defaults}
+
+    local = set(assigned) | names.local_only | set(params)
+    for name in names.loaded:
+        if name not in local and name not in globals_ and not hasattr(builtins, name):
+            raise _unknown_name(name, namespace)
+    reads = [n for n in names.loaded if n in globals_ and n not in names.local_only]
+    builtin_reads = [n for n in names.loaded if n not in local and n not in globals_]
+    # A name the cell both reads and rebinds is local to the function in Python;
+    # start it from the user's value, as a cell would.
+    for name in assigned:
+        if name in names.loaded and name in globals_ and name not in params:
+            params.append(name)
+    constants = {
+        n: globals_[n] for n in reads if n not in params and _is_python_constant(globals_[n])
+    }
+    return globals_, reads, builtin_reads, constants
+
+
+def _function_text(source, tree, target_name, params, assigned):
+    """The cell as the body of a function of `params` returning (target, assigned names)."""
+    lines = source.splitlines()
+    last = tree.body[-1]
+    if target_name is None:
+        row = last.lineno - 1
+        lines[row] = lines[row][: last.col_offset] + f"{TARGET_NAME} = " + lines[row][last.col_offset :]
+    result = TARGET_NAME if target_name is None else target_name
+    # The assigned names are gathered with locals(), not named in the return: a name bound
+    # only inside a tensor loop or branch must not be read after it (AutoGraph refuses),
+    # and then it is simply not published.
+    published = tuple(assigned)
+    body = "\n".join("    " + line for line in lines)
+    return (
+        f"def {FUNC_NAME}({', '.join(params)}):\n{body}\n    return {result}, {KEEP_NAME}(locals(), {published!r})\n"
+    )
+
