@@ -17,7 +17,7 @@ import ipywidgets as W
 import numpy as np
 
 from tfmagic.descent.optimizers import check_eta
-from tfmagic.present.text import STYLE, tensors_html
+from tfmagic.present.html import STYLE, tensors_html
 
 from .charts import HistoryCharts
 from .controls import ETA_STEP, Controls, entry

@@ -10,7 +10,7 @@ import ipywidgets as W
 import numpy as np
 
 from tfmagic.present.messages import outcome
-from tfmagic.present.text import rate_text
+from tfmagic.present.progress import rate_text
 from tfmagic.runtime.devices import short as short_device
 
 STATUS_RATE = 10  # status-line and eta-entry redraws per second, at most
