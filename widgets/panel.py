@@ -31,6 +31,9 @@ CONTROLS = ("eta_slider", "eta_text", "optimizer", "steps", "device", "play", "s
 
 
 class DescentPanel:
+    """One run's panel (`widget`): its `controls`, `status_line` and `charts`, composed; the
+    controls' widgets are its attributes too (`panel.play`, `panel.eta_slider`, ...)."""
+
     def __init__(self, runner, result, steps, devices, curve=None, surface=None):
         self.runner = runner
         self.engine = engine = runner.engine
