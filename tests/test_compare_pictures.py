@@ -230,7 +230,7 @@ def test_the_undefined_message_gives_the_values_where_they_are_said(ip, run):
 
 def test_a_rate_is_shown_only_when_measured_on_enough_steps(ip, run, capsys):
     """Step showed '299 steps/s' after one step."""
-    from tfmagic.present.text import rate_text
+    from tfmagic.present.progress import rate_text
 
     res = run("descend", "x=10.0 --eta 0.001 --steps 100000 --no-widgets", COURSE)
     assert re.search(r"[0-9,]+ steps/s", rate_text(res.engine, False))

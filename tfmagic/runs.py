@@ -112,7 +112,7 @@ def course_printer(every):
         return None
 
     def watch(label):
-        from tfmagic.present.text import IterationPrinter
+        from tfmagic.present.progress import IterationPrinter
 
         sys.stdout.write(f"{label}:\n")
         return IterationPrinter(every, sys.stdout)
@@ -332,7 +332,7 @@ class DescentRun:
         from tfmagic.descent.loss_grid import loss_grid_for
         from tfmagic.kernel import ipykernel_fix
         from tfmagic.kernel.runner import LiveRunner
-        from tfmagic.present.text import IterationPrinter
+        from tfmagic.present.progress import IterationPrinter
         from tfmagic.widgets.panel import DescentPanel
 
         args, engine, tf = self.args, self.engine, self.tf
@@ -363,7 +363,7 @@ class DescentRun:
     def _sweep_chunks(self):
         """--find-eta: the eta sweep with text progress."""
         from tfmagic.descent.find_eta import sweep_chunks
-        from tfmagic.present.text import TextProgress
+        from tfmagic.present.progress import TextProgress
 
         steps = self.args.steps if self.args.steps_given else 100
         progress = TextProgress(steps, sys.stdout)
@@ -386,7 +386,7 @@ class DescentRun:
 
     def _text_chunks(self):
         """One run with text progress (or --print-every's lines)."""
-        from tfmagic.present.text import IterationPrinter, TextProgress
+        from tfmagic.present.progress import IterationPrinter, TextProgress
 
         args, engine = self.args, self.engine
         if args.print_every:

@@ -182,6 +182,32 @@ class LiveRunner:
         if self.running:
             self.engine.request_stop(status)
 
+    def step(self, done):
+        """Step: one step once no run is going (a run going on pauses first); then done()."""
+        def one_step():
+            self.engine.run(1)
+            self.engine.pause()
+            done()
+
+        self.stop("paused")
+        self.when_idle(one_step)
+
+    def reset(self, device, done):
+        """Reset: back to the start, on `device` (a full TensorFlow name), once no run is going
+        (a run going on stops first); then done()."""
+        def reset():
+            self.engine.reset(device=device)
+            done()
+
+        self.stop("stopped")
+        self.when_idle(reset)
+
+    def set_eta(self, eta):
+        self.engine.eta = eta  # a variable assign: the next step uses it
+
+    def set_optimizer(self, name):
+        self.engine.set_optimizer(name)  # between chunks: the next chunk uses it
+
     def detach(self):
         """A newer run took these variables: stop, and never touch them again."""
         self._finish_now("stopped")

@@ -1,16 +1,13 @@
-"""Text and HTML of several runs (--compare, --restarts): the table, the best run, the
-minima, and the eta advice checked against the runs beside it."""
-
-import html
+"""The rows and lines of several runs (--compare, --restarts): the table, the best run, the
+minima, and the eta advice checked against the runs beside it (text.py and html.py show them)."""
 
 import numpy as np
 
 from tfmagic.descent.experiments import found_minimum
 from tfmagic.present.messages import eta_advice
-from tfmagic.present.text import STYLE
 
 
-def _multi_rows(multi):
+def multi_rows(multi):
     for run in multi.runs.values():
         values = ", ".join(
             f"{n}={float(np.ravel(v)[0]):.4g}" if np.size(v) == 1 else f"‖{n}‖={np.linalg.norm(v):.4g}"
@@ -59,20 +56,3 @@ def _minima_lines(multi):
     k = len(multi.minima)
     head = f"{k} distinct minim{'um' if k == 1 else 'a'} found by {found} of {n} runs (|grad| < {tol})"
     return [head + ("; not counted:" if others else "")] + others
-
-
-def multi_text(multi):
-    rows = [MULTI_HEAD] + list(_multi_rows(multi))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(MULTI_HEAD))]
-    table = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    return "\n".join(table + multi_summary(multi))
-
-
-def multi_html(multi):
-    e = html.escape
-    head = "".join(f"<th>{e(h)}</th>" for h in MULTI_HEAD)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in _multi_rows(multi)
-    )
-    notes = "".join(f"<p>{e(s)}</p>" for s in multi_summary(multi))
-    return f"{STYLE}<div class='tfmagic-html tfmagic-compare'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{notes}</div>"

@@ -1,12 +1,8 @@
 """What a magic returns: views of the facts that show themselves as text and HTML."""
 
-from dataclasses import fields
-
-from tfmagic.descent.experiments import Experiment
-from tfmagic.grad.gradients import Gradients
+from tfmagic.present.html import descent_html, grad_html, multi_html, sweep_html
 from tfmagic.present.messages import note, outcome
-from tfmagic.present.multi import multi_html, multi_text
-from tfmagic.present.text import descent_html, descent_text, grad_html, grad_text, sweep_html, sweep_text
+from tfmagic.present.text import descent_text, grad_text, multi_text, sweep_text
 
 
 class _Shown:
@@ -83,28 +79,41 @@ class DescentResult(_Shown):
     _text, _html = staticmethod(descent_text), staticmethod(descent_html)
 
 
-class MultiResult(_Shown, Experiment):
-    """The runs of --compare or --restarts; the variables hold the best run's values."""
+class _Holds(_Shown):
+    """A result that holds its facts (`.facts`, the object the run found), shows them, and
+    reads their attributes as its own."""
 
-    def __init__(self, experiment):
-        self.__dict__.update(vars(experiment))
+    def __init__(self, facts):
+        self.facts = facts
+
+    def __getattr__(self, name):  # (only for what the result itself lacks)
+        if name == "facts":  # (not set yet: a copy being made)
+            raise AttributeError(name)
+        return getattr(self.facts, name)
+
+    def __dir__(self):
+        return sorted(set(super().__dir__()) | set(dir(self.facts)))
+
+    def __repr__(self):
+        return self._text(self.facts)
+
+    def _repr_html_(self):
+        return self._html(self.facts)
+
+
+class MultiResult(_Holds):
+    """The runs of --compare or --restarts (its Experiment); the variables hold the best run's values."""
 
     _text, _html = staticmethod(multi_text), staticmethod(multi_html)
 
 
-class GradResult(_Shown, Gradients):
-    """%%tfgrad's value, gradients (with reasons for the None ones) and tensors."""
-
-    def __init__(self, gradients):
-        super().__init__(**{f.name: getattr(gradients, f.name) for f in fields(gradients)})
+class GradResult(_Holds):
+    """%%tfgrad's value, gradients (with reasons for the None ones) and tensors (its Gradients)."""
 
     _text, _html = staticmethod(grad_text), staticmethod(grad_html)
 
 
-class EtaSweepResult(_Shown):
-    """--find-eta's sweep: .etas, .losses, .smoothed, .suggested_eta, .bound (2/λ or None)."""
-
-    def __init__(self, sweep):
-        self.__dict__.update(vars(sweep))
+class EtaSweepResult(_Holds):
+    """--find-eta's sweep (its EtaSweep): .etas, .losses, .smoothed, .suggested_eta, .bound (2/λ or None)."""
 
     _text, _html = staticmethod(sweep_text), staticmethod(sweep_html)

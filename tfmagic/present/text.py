@@ -1,15 +1,12 @@
-"""Text and HTML presentation of results (what a terminal or a plain notebook shows)."""
-
-import html
+"""Text of results: what a terminal prints and a notebook shows without HTML (a result's repr)."""
 
 import numpy as np
 
 from tfmagic.present.messages import steps_text
-from tfmagic.descent.history import shown_by_value
-from tfmagic.present.points import decimate, final_point, path_points
+from tfmagic.present.multi import MULTI_HEAD, multi_rows, multi_summary
 
 
-def _value_text(t):
+def value_text(t):
     if t is None:
         return "None"
     arr = np.asarray(t)
@@ -21,19 +18,19 @@ def _value_text(t):
 SHOWN_WHOLE = 10  # a variable with more elements is shown by its shape and norm (a model's weights)
 
 
-def _final_value_text(v):
+def final_value_text(v):
     arr = np.asarray(v)
     if arr.size <= SHOWN_WHOLE:
-        return _value_text(arr)
+        return value_text(arr)
     return f"shape {tuple(arr.shape)}, norm {np.linalg.norm(arr.astype(np.float64)):.6g}"
 
 
-def _describe(t):
+def describe(t):
     shape = tuple(t.shape)
     return f"shape={shape if shape else '()'} dtype={t.dtype.name}"
 
 
-def _constants_note(constants):
+def constants_note(constants):
     if not constants:
         return ""
     names = ", ".join(sorted(constants))
@@ -51,35 +48,15 @@ def tensors_text(tensors):
     return "\n".join("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
 
 
-# Scoped to tfmagic's own classes; JupyterLab's theme variables keep it readable in dark themes.
-STYLE = """<style>
-.tfmagic-html table {border-collapse: collapse; margin: 4px 0; font-size: 13px;}
-.tfmagic-html th, .tfmagic-html td {padding: 2px 10px; text-align: left !important; vertical-align: top;
-  border-bottom: 1px solid var(--jp-border-color2, #ddd);}
-.tfmagic-html thead th {border-bottom: 2px solid var(--jp-border-color1, #bbb);}
-.tfmagic-html pre {margin: 0; background: none; padding: 0; white-space: pre !important; word-break: normal !important;}
-.tfmagic-html .tfmagic-reason, .tfmagic-html .tfmagic-note {color: var(--jp-warn-color0, #8a5a00);}
-</style>"""
-
-
-def tensors_html(tensors):
-    head = "".join(f"<th>{h}</th>" for h in ("name", "kind", "shape", "dtype", "device"))
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in (r.name, r.kind, r.shape_text, r.dtype, r.device)) + "</tr>"
-        for r in tensors.values()
-    )
-    return f"<table class='tfmagic-tensors'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def grad_text(res):
-    lines = [f"{res.target} = {_value_text(res.value)}   ({_describe(res.value)}, device {res.device})"]
+    lines = [f"{res.target} = {value_text(res.value)}   ({describe(res.value)}, device {res.device})"]
     for name, g in res.gradients.items():
         if g is None:
             lines.append(f"d{res.target}/d{name} = None   ({res.reasons[name]})")
         else:
-            lines.append(f"d{res.target}/d{name} = {_value_text(g)}   ({_describe(g)})")
+            lines.append(f"d{res.target}/d{name} = {value_text(g)}   ({describe(g)})")
     lines += ["tensors:", tensors_text(res.tensors)]
-    lines += _grad_notes(res)
+    lines += grad_notes(res)
     return "\n".join(lines)
 
 
@@ -95,41 +72,14 @@ def _bench_text(b):
     )
 
 
-def _grad_notes(res):
+def grad_notes(res):
     notes = list(res.notes)
     if res.bench:
         notes.append(_bench_text(res.bench))
-    note = _constants_note(res.constants)
+    note = constants_note(res.constants)
     if note:
         notes.append(note)
     return notes
-
-
-def grad_html(res):
-    e = html.escape
-    rows = [
-        f"<tr><th>{e(res.target)}</th><td><pre>{e(_value_text(res.value))}</pre></td><td>{e(_describe(res.value))}</td></tr>"
-    ]
-    for name, g in res.gradients.items():
-        label = f"∂{res.target}/∂{name}"
-        if g is None:
-            rows.append(f"<tr><th>{e(label)}</th><td>None</td><td class='tfmagic-reason'>{e(res.reasons[name])}</td></tr>")
-        else:
-            rows.append(f"<tr><th>{e(label)}</th><td><pre>{e(_value_text(g))}</pre></td><td>{e(_describe(g))}</td></tr>")
-    notes = "".join(f"<p class='tfmagic-note'>{e(n)}</p>" for n in _grad_notes(res))
-    return (
-        f"{STYLE}<div class='tfmagic-grad tfmagic-html'><table>{''.join(rows)}</table>"
-        f"<div>device: {e(res.device)}</div>{tensors_html(res.tensors)}{notes}</div>"
-    )
-
-
-def run_end(res):
-    """The point a DescentResult's run is at: where it ended (its final loss and values), or
-    while it runs, its latest point."""
-    engine = res.engine
-    if engine.status in ("running", "ready") and not engine.retired:
-        return engine.now
-    return final_point(res.steps, res.final_loss, res.values, engine.final_grad_norm)
 
 
 def final_loss_text(res):
@@ -151,80 +101,16 @@ def descent_text(res):
         f"{final_loss_text(res)}"
     ]
     for name, value in res.values.items():
-        lines.append(f"  {name} = {_final_value_text(value)}")
+        lines.append(f"  {name} = {final_value_text(value)}")
     if res.epochs is not None and len(res.epochs["epoch"]):
         lines += ["epochs:", epochs_text(res.epochs)]
     if res.message:
         lines.append(res.message)
     lines += res.notes
-    note = _constants_note(res.constants)
+    note = constants_note(res.constants)
     if note:
         lines.append(note)
     return "\n".join(lines)
-
-
-SVG_W, SVG_H, SVG_POINTS = 360, 110, 300
-
-
-def loss_svg(history, end=None):
-    """A small static chart of the loss, for the result's HTML: it survives where the live
-    widgets do not (a reopened notebook, GitHub, nbviewer, an exported HTML). It ends at
-    `end`, the point the run ended at (see points.path_points); '' if < 2 finite points."""
-    points = path_points(history, end)
-    loss, steps = np.asarray(points["loss"], np.float64), points["step"]
-    keep = np.isfinite(loss)
-    loss, steps = loss[keep], steps[keep]
-    if len(loss) < 2:
-        return ""
-    idx = decimate(len(loss), SVG_POINTS)
-    loss, steps = loss[idx], steps[idx]
-    log = loss.min() > 0 and loss.max() / loss.min() > 100
-    y = np.log10(loss) if log else loss
-    span = lambda a: (a - a.min()) / ((a.max() - a.min()) or 1.0)
-    px = 40 + span(steps) * (SVG_W - 50)
-    py = 16 + (1 - span(y)) * (SVG_H - 36)
-    points = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(px, py))
-    label = lambda v: f"{v:.3g}"
-    return (
-        f"<svg class='tfmagic-loss-svg' width='{SVG_W}' height='{SVG_H}' role='img' "
-        f"aria-label='loss by iteration, from {label(loss[0])} at {int(steps[0])} to {label(loss[-1])} at {int(steps[-1])}' "
-        f"data-last-step='{int(steps[-1])}' data-last-loss='{float(loss[-1])!r}' style='font:10px sans-serif'>"
-        f"<polyline fill='none' stroke='#1f77b4' stroke-width='1.5' points='{points}'/>"
-        f"<text x='2' y='20'>{label(loss.max())}</text><text x='2' y='{SVG_H - 20}'>{label(loss.min())}</text>"
-        f"<text x='40' y='{SVG_H - 4}'>{int(steps[0])}</text>"
-        f"<text x='{SVG_W - 10}' y='{SVG_H - 4}' text-anchor='end'>iteration {int(steps[-1])}</text>"
-        f"<text x='{SVG_W / 2}' y='10' text-anchor='middle' fill='#555'>loss{' (log scale)' if log else ''}</text>"
-        "</svg>"
-    )
-
-
-def _epochs_html(table):
-    if table is None or not len(table["epoch"]):
-        return ""
-    head = "".join(f"<th>{h}</th>" for h in ("epoch", "loss", "val_loss", "seconds"))
-    body = "".join(
-        f"<tr><td>{ep}</td><td>{lo:.4g}</td><td>{'–' if np.isnan(v) else format(v, '.4g')}</td><td>{t:.2f}</td></tr>"
-        for ep, lo, v, t in zip(table["epoch"], table["loss"], table["val_loss"], table["seconds"]))
-    return f"<table class='tfmagic-epochs'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def descent_html(res):
-    e = html.escape
-    values = "".join(f"<tr><th>{e(n)}</th><td><pre>{e(_final_value_text(v))}</pre></td></tr>" for n, v in res.values.items())
-    extra = [res.message] + res.notes + [_constants_note(res.constants)]
-    return (
-        f"{STYLE}<div class='tfmagic-descent tfmagic-html'><b class='tfmagic-status-{e(res.status)}'>{e(res.status)}</b>: "
-        f"{steps_text(res.steps)} of {e(res.optimizer)} (eta={res.eta:g}) on {e(res.device)}, {e(final_loss_text(res))}"
-        f"<table>{values}</table>" + _epochs_html(res.epochs) + "".join(f"<p>{e(x)}</p>" for x in extra if x)
-        + loss_svg(res.history, run_end(res)) + "</div>"
-    )
-
-
-def epoch_line(row, epochs):
-    """'epoch 2/5: loss 0.4312, val_loss 0.5104 (1.2 s)', as Keras's fit prints it."""
-    epoch, loss, val, seconds = row
-    val_text = "" if np.isnan(val) else f", val_loss {val:.4g}"
-    return f"epoch {epoch}/{epochs}: loss {loss:.4g}{val_text} ({seconds:.1f} s)"
 
 
 def epochs_text(table):
@@ -236,100 +122,6 @@ def epochs_text(table):
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     return "\n".join("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
-
-RATE_STEPS = 20  # a step rate is shown once measured on this many steps (one gave "299 steps/s") ...
-RATE_SECONDS = 0.002  # ... and this long: well above a call's jitter (~0.2 ms)
-
-
-def rate_text(engine, running):
-    """'12,345 steps/s' once the run's rate is measured on enough steps and time; 'compiling'
-    while a run has not got that far; '' otherwise (a single step, a short run)."""
-    steps, seconds = engine.rate_basis
-    if steps >= RATE_STEPS and seconds >= RATE_SECONDS and engine.steps_per_second:
-        return f"{engine.steps_per_second:,.0f} steps/s"
-    return "compiling" if running and not steps else ""
-
-
-class TextProgress:
-    """A one-line progress bar, redrawn at most ~5 times a second."""
-
-    def __init__(self, total, stream, interval=0.2, epochs=None):
-        import time
-
-        self.total, self.stream, self.interval = total, stream, interval
-        self.epochs, self._epochs_said = epochs, 0  # a --data run's EpochLog: a line per epoch
-        self._clock = time.perf_counter
-        self._open = False  # a bar line not ended yet
-        self._last = 0.0
-        self._start = None
-
-    def __call__(self, engine, chunk):
-        now = self._clock()
-        if self._start is None:
-            self._start = now
-        new_epochs = self.epochs.rows[self._epochs_said:] if self.epochs else []
-        if new_epochs:
-            self.close()
-            for row in new_epochs:
-                self.stream.write(epoch_line(row, -(-self.total // self.epochs.epoch_steps)) + "\n")
-            self._epochs_said += len(new_epochs)
-        elif chunk.status == "running" and now - self._last < self.interval:
-            return
-        self._last = now
-        done = min(engine.steps, self.total)
-        width = 30
-        filled = int(width * done / max(self.total, 1))
-        if chunk.status != "running" and engine.final_loss is not None:
-            loss = engine.final_loss  # where the run ended (also when it took no step)
-        else:
-            loss = chunk.rows["loss"][-1] if len(chunk.rows["loss"]) else float("nan")
-        rate = rate_text(engine, chunk.status == "running")
-        rate = f" {rate}" if rate else ""
-        self.stream.write(
-            f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} loss {loss:.6g} eta {engine.eta:g}{rate}"
-        )
-        self._open = chunk.status == "running"
-        if not self._open:
-            self.stream.write("\n")
-        self.stream.flush()
-
-    def close(self):
-        """End the bar's line, so a message after a failed run starts on its own line."""
-        if self._open:
-            self.stream.write("\n")
-            self._open = False
-
-
-class IterationPrinter:
-    """Prints 'iteration: i x: ... y: ...' every K steps, as the course's loop does.
-
-    The course prints x after its update and y before it; so do we.
-    """
-
-    needs_every_step = True  # rows one step apart, so i and "x after" are right
-
-    def __init__(self, every, stream):
-        self.every, self.stream = every, stream
-
-    def __call__(self, engine, chunk):
-        names = [c for c in engine.columns[3:]]
-        after = {n: np.append(chunk.rows[n][1:], _summary(engine.variables[n])) for n in names}
-        # a larger variable is shown by its norm, and says so
-        shown = {n: n if shown_by_value(engine.variables[n]) else f"|{n}|" for n in names}
-        loss_name = engine.loss_label or "y"  # (unnamed: the course's y)
-        for j, loss in enumerate(chunk.rows["loss"]):
-            i = chunk.start + j
-            if i % self.every == 0:
-                xs = " ".join(f"{shown[n]}: {after[n][j]:.6g}" for n in names)
-                self.stream.write(f"iteration: {i} {xs} {loss_name}: {loss:.6g}\n")
-
-
-def _summary(var):
-    arr = np.asarray(var)
-    return float(arr.reshape(())) if shown_by_value(var) else float(np.linalg.norm(arr))
-
-
-# -- --find-eta ----------------------------------------------------------------
 
 def sweep_text(sweep):
     if not len(sweep.etas):
@@ -349,30 +141,8 @@ def sweep_text(sweep):
     return "\n".join(lines)
 
 
-def sweep_svg(sweep):
-    """The smoothed loss against eta (log axis), the suggestion marked."""
-    if len(sweep.etas) < 2:
-        return ""
-    x, y = np.log10(sweep.etas), sweep.smoothed
-    ok = np.isfinite(y)
-    x, y = x[ok], y[ok]
-    span = lambda a: (a - a.min()) / ((a.max() - a.min()) or 1.0)
-    px, py = 40 + span(x) * (SVG_W - 50), 16 + (1 - span(y)) * (SVG_H - 36)
-    mark = ""
-    if sweep.suggested_eta:
-        mx = 40 + (np.log10(sweep.suggested_eta) - x.min()) / ((x.max() - x.min()) or 1.0) * (SVG_W - 50)
-        mark = f"<line x1='{mx:.1f}' x2='{mx:.1f}' y1='14' y2='{SVG_H - 20}' stroke='#d62728' stroke-dasharray='4,3'/>"
-    points = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(px, py))
-    return (
-        f"<svg class='tfmagic-sweep-svg' width='{SVG_W}' height='{SVG_H}' role='img' aria-label='loss by eta' "
-        f"style='font:10px sans-serif'>{mark}<polyline fill='none' stroke='#1f77b4' stroke-width='1.5' points='{points}'/>"
-        f"<text x='{SVG_W / 2}' y='10' text-anchor='middle' fill='#555'>smoothed loss by eta (log scale)</text>"
-        f"<text x='40' y='{SVG_H - 4}'>{10 ** x.min():.0e}</text>"
-        f"<text x='{SVG_W - 10}' y='{SVG_H - 4}' text-anchor='end'>eta {10 ** x.max():.0e}</text></svg>"
-    )
-
-
-def sweep_html(sweep):
-    e = html.escape
-    return (f"{STYLE}<div class='tfmagic-html tfmagic-find-eta'>"
-            + "".join(f"<p>{e(line)}</p>" for line in sweep_text(sweep).splitlines()) + sweep_svg(sweep) + "</div>")
+def multi_text(multi):
+    rows = [MULTI_HEAD] + list(multi_rows(multi))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(MULTI_HEAD))]
+    table = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(table + multi_summary(multi))
