@@ -196,7 +196,7 @@ class CompareView:
         sy = bq.LogScale(min=lo, max=top) if log else bq.LinearScale(min=lo, max=top)
         scales = {"x": sx, "y": sy}
         drawn = []
-        for i, (run, p) in enumerate(zip(runs, self.points)):
+        for run, p in zip(runs, self.points):
             steps, loss, row = p["step"], np.asarray(p["loss"], np.float64), None
             if floor is not None:
                 loss = np.where(loss <= 0, floor, loss)

@@ -146,7 +146,7 @@ class Controls:
         """Set a control's value without it counting as the user's change."""
         self._setting = (threading.get_ident(), control)
         try:
-            setattr(getattr(self, control), "value", value)
+            getattr(self, control).value = value
         finally:
             self._setting = None
 

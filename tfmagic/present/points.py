@@ -44,7 +44,11 @@ def path_points(history, end=None, max_points=None):
     step each point is."""
     n = len(history["loss"])
     room = None if max_points is None else max(max_points - (1 if is_point(end) else 0), 2)
-    pick = (lambda v: np.asarray(v)) if room is None or n <= room else (lambda v, i=decimate(n, room): np.asarray(v)[i])
+    if room is None or n <= room:
+        pick = np.asarray
+    else:
+        kept = decimate(n, room)
+        pick = lambda v: np.asarray(v)[kept]  # noqa: E731
     steps = history.get("step")
     cols = {c: pick(v) for c, v in history.items() if c != "step"}
     cols["step"] = pick(np.arange(n) if steps is None else steps).astype(np.float64)

@@ -116,8 +116,8 @@ def descent_text(res):
 def epochs_text(table):
     """The per-epoch table of a --data run."""
     rows = [("epoch", "loss", "val_loss", "seconds")] + [
-        (str(e), f"{l:.4g}", "–" if np.isnan(v) else f"{v:.4g}", f"{t:.2f}")
-        for e, l, v, t in zip(table["epoch"], table["loss"], table["val_loss"], table["seconds"])
+        (str(e), f"{lo:.4g}", "–" if np.isnan(v) else f"{v:.4g}", f"{t:.2f}")
+        for e, lo, v, t in zip(table["epoch"], table["loss"], table["val_loss"], table["seconds"])
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     return "\n".join("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
