@@ -21,10 +21,12 @@ import ipywidgets as W
 import numpy as np
 
 from tfmagic.descent.optimizers import OPTIMIZERS, check_eta
+from tfmagic.descent.status import NO_END_YET, Status
 from tfmagic.present.messages import outcome
 from tfmagic.runtime.devices import short as short_device
 from tfmagic.present.text import STYLE, rate_text, tensors_html
 
+from .badges import BADGES, DETACHED
 from .charts import HistoryCharts
 
 PUSH_INTERVAL = 0.2  # seconds between chart pushes while running: the browser redraws ~2000 SVG nodes each time
@@ -35,12 +37,6 @@ ETA_STEP = 0.01  # of the eta slider, in decades
 # optimizers it applies to, the 2/λ bound with room above it to see a run diverge.
 ETA_SPAN, ETA_BELOW, ETA_ABOVE_BOUND = 2.5, 1.5, 0.5
 BOUNDED = ("sgd", "momentum", "nesterov")  # (2/λ says nothing of the adaptive ones' steps)
-# The badge shows the run's status word itself (the one `run.status` and the result show).
-BADGES = {
-    "converged": "#1b7f3b", "diverged": "#b3261e", "undefined": "#b3261e", "max_steps": "#3c4b64",
-    "stopped": "#8a5a00", "paused": "#8a5a00", "interrupted": "#8a5a00", "error": "#b3261e",
-    "running": "#0b57d0", "ready": "#3c4b64", "detached": "#6b6b6b",
-}
 
 
 IDLE_REFINE_FIRST, IDLE_REFINE_LAST = 0.25, 8.0  # seconds after a run: the picture drawn finer while idle
@@ -158,7 +154,7 @@ class DescentPanel:
     # -- from the engine (main thread, between chunks) ----------------------
     def _on_chunk(self, engine, chunk):
         now = time.perf_counter()
-        if chunk.status == "running" and now - self._last_push < PUSH_INTERVAL:
+        if chunk.status == Status.RUNNING and now - self._last_push < PUSH_INTERVAL:
             return
         self._last_push = now
         self.refresh()
@@ -213,8 +209,8 @@ class DescentPanel:
         e = self.engine
         if not math.isclose(self.eta_text.value, e.eta, rel_tol=1e-6):
             self._show("eta_text", _entry(e.eta))
-        status = "detached" if self.runner.detached else ("running" if self.runner.running else e.status)
-        color = BADGES.get(status, "#3c4b64")
+        status = DETACHED if self.runner.detached else (Status.RUNNING if self.runner.running else e.status)
+        color = BADGES[status]
         # Where the variables are, as the charts end there (a retired engine's point is the newer run's).
         point = None if e.retired else e.now
         loss = point["loss"] if point else e.final_loss
@@ -240,8 +236,8 @@ class DescentPanel:
                     run.insert(4, f"val_loss {_fmt(float(table['val_loss'][-1]))}")
         badge = (f"<span style='background:{color};color:white;border-radius:3px;padding:1px 6px;"
                  f"margin-right:10px'>{status}</span> ")
-        message = outcome(e) if status not in ("running", "ready") and not self._result_says_outcome else ""
-        if self.runner.background and status == "running":  # (the kernel indicator says busy too)
+        message = outcome(e) if status not in NO_END_YET and not self._result_says_outcome else ""
+        if self.runner.background and status == Status.RUNNING:  # (the kernel indicator says busy too)
             message = "running in the background (its cell has ended): Stop, %descend_runs stop or Kernel > Interrupt ends it."
         if self.runner.detached:
             message = "A newer run took over these variables; this panel no longer controls them."
@@ -264,7 +260,7 @@ class DescentPanel:
     def _rate_text(self, status):
         if self.runner.pace:
             return f"paced at {self.runner.pace:g} steps/s"
-        return rate_text(self.engine, status == "running")  # (none after a single Step: too few to time)
+        return rate_text(self.engine, status == Status.RUNNING)  # (none after a single Step: too few to time)
 
     def _update_buttons(self):
         running = self.runner.running
@@ -335,7 +331,7 @@ class DescentPanel:
     def _play_pause(self):
         self._result_says_outcome = False
         if self.runner.running:
-            self.runner.stop("paused")
+            self.runner.stop(Status.PAUSED)
         else:
             self.runner.start(self.steps.value)
         self._update_buttons()
@@ -347,11 +343,11 @@ class DescentPanel:
             self.engine.pause()
             self.refresh()
 
-        self.runner.stop("paused")
+        self.runner.stop(Status.PAUSED)
         self.runner.when_idle(one_step)
 
     def _stop(self):
-        self.runner.stop("stopped")
+        self.runner.stop(Status.STOPPED)
 
     def _reset(self):
         self._result_says_outcome = False
@@ -360,7 +356,7 @@ class DescentPanel:
             self.charts.reset()
             self.refresh()
 
-        self.runner.stop("stopped")
+        self.runner.stop(Status.STOPPED)
         self.runner.when_idle(reset)
 
     def _find_eta(self):
@@ -372,7 +368,7 @@ class DescentPanel:
             self._update_status()
             self._update_buttons()
 
-        self.runner.stop("stopped")
+        self.runner.stop(Status.STOPPED)
         self.runner.when_idle(sweep)
 
     def _swept(self, sweep):

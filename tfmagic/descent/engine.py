@@ -27,8 +27,9 @@ from tfmagic.descent.history import HISTORY_MAX, History, shown_by_value
 from tfmagic.descent.keep_best import BestPoint
 from tfmagic.descent.optimizers import check_eta, make_optimizer
 from tfmagic.descent.schedule import plan_at
-from tfmagic.descent.calls import CONVERGED, DIVERGED, RUNNING, XLA_MODES, Calls, XlaSkipsChecks
+from tfmagic.descent.calls import XLA_MODES, Calls, XlaSkipsChecks
 from tfmagic.descent.one_way import OneWayRuns
+from tfmagic.descent.status import Note, Status
 from tfmagic.descent.chunks import Chunk, drain  # noqa: F401 (drain: imported from here by others)
 
 CHUNK_SECONDS = 0.1  # P3 runs at ~0.93 of a hand-written loop (a call costs ~1-3 ms); Ctrl-C acts within it
@@ -43,9 +44,6 @@ XLA_PAYS_AFTER_SECONDS = 0.25  # a plain run switches to XLA when more than this
 BLOCKS_PAY_AFTER_SECONDS = 0.1  # an XLA run switches to blocks when more than this is left: their ~0.1 s
 # of tracing and compiling (P1) is then repaid, as a capped XLA chunk runs ~12x slower than a block chunk
 BLOCK_ROWS = 1 << 13  # rows per "blocks" chunk: writing more costs its steady rate (242 vs 185 M steps/s on P1)
-# What the engine notes about a run (facts; present/messages.py words them):
-NOTE_NO_XLA_FOR_CHECKS = "no-xla-for-checks"  # auto left XLA out: it would drop the cell's checks
-NOTE_XLA_FAILED = "xla-failed:"  # + the error's type: XLA could not compile the cell
 
 
 class Descent(RunFacts, OneWayRuns):
@@ -77,7 +75,7 @@ class Descent(RunFacts, OneWayRuns):
         self._default_runtime = set()  # modes the lean runtime (callopts) could not run
         self._chunk_steps = {}  # mode -> the last chunk size: the next run starts there
         self.optimizer = self._calls = None
-        self.notes = []  # facts about how the run went: NOTE_* codes (present/messages.py words them)
+        self.notes = []  # facts about how the run went: status.Note codes (present/messages.py words them)
         self.retired = False  # a newer run of the cell took over the compiled steps and variables
         self.reused = reuse is not None  # this run took over an earlier run's (nothing traced for it)
         self.eta_plan = None  # per-step etas to follow (--eta-schedule), else None
@@ -110,8 +108,8 @@ class Descent(RunFacts, OneWayRuns):
         self._history.clear()
         self.kept.clear()
         self.steps = 0
-        self.status = "ready"
-        self.error = None  # the exception that stopped the run (status "error")
+        self.status = Status.READY
+        self.error = None  # the exception that stopped the run (Status.ERROR)
         self.error_redone = False  # ... which did not come back when its steps were redone one at a time
         self.final_loss = self.final_grad_norm = None
         self.final_values = None  # name -> numpy value when a run ended
@@ -203,12 +201,12 @@ class Descent(RunFacts, OneWayRuns):
 
     def pause(self):
         """A run that took its steps but goes on later (the panel's Step) is paused, not done."""
-        if self.status == "max_steps":
-            self.status = "paused"
+        if self.status == Status.MAX_STEPS:
+            self.status = Status.PAUSED
 
-    def request_stop(self, status="stopped"):
-        """Stop after the chunk that is running ('stopped' or 'paused')."""
-        self._stop_request = status
+    def request_stop(self, status=Status.STOPPED):
+        """Stop after the chunk that is running (as STOPPED, PAUSED or INTERRUPTED)."""
+        self._stop_request = Status(status)
 
     @property
     def stop_requested(self):
@@ -242,25 +240,25 @@ class Descent(RunFacts, OneWayRuns):
         self.kept.offer(self, self._calls, saved)
         rows, count, block, lowest, traced = self._calls.call(mode, n, stride)
         code = self._calls.code(self._calls.point, lowest)
-        if code == DIVERGED:
+        if code == Status.DIVERGED:
             self._bad_point = self._calls.point  # what the step that blew up reached (for the message)
             if self.one_way:  # (a redo would take other batches)
                 return (*self._stream_unhealthy(rows, count, stride), code, traced)
-        if code == RUNNING or (code == CONVERGED and count - block == 1):
+        if code == Status.RUNNING or (code == Status.CONVERGED and count - block == 1):
             return self._record(rows, count, stride), count, code, traced
         self._calls.restore()
         head = self._history.empty_rows()
         if block:
             # (a loss with randomness in it may not repeat: then this ends early, and is the result)
             head, steps, code, _ = self._run_chunk(mode, block, stride)
-            if code != RUNNING or steps < block:
+            if code != Status.RUNNING or steps < block:
                 return head, steps, code, traced
         if count - block > 1:
             last = count - block  # finer blocks, down to one step, within the rows' capacity
             rows, steps, code, _ = self._run_chunk(mode, last, -(-last // ROW_CAPACITY))
             return np.concatenate([head, rows]), block + steps, code, traced
         # The step after `block` blew up: not taken; the variables hold the point after `block` steps.
-        return head, block, DIVERGED, traced
+        return head, block, Status.DIVERGED, traced
 
     # -- running -----------------------------------------------------------
     def _first_mode(self, steps):
@@ -295,21 +293,21 @@ class Descent(RunFacts, OneWayRuns):
         if self.retired:
             raise Retired(self.loss_label)
         self._stop_request = None
-        self.status = "running"
+        self.status = Status.RUNNING
         self.error, self.error_redone, self.kept.rewound = None, False, None
         self._run_steps, self._run_seconds = 0, 0.0
         if self._stream and self._calls.point is not None:
             self._stream.rewind()  # a run goes on: its point is evaluated again on the same batch
         self._calls.prime()
         code = self._calls.code(self._calls.point, float(self._calls.point[1]))
-        self._unhealthy_start = code == DIVERGED
+        self._unhealthy_start = code == Status.DIVERGED
         self._stream_started(code)
         if steps <= HISTORY_MAX:  # (not for a Play that runs until stopped)
             self._history.reserve(steps)
         mode = self._first_mode(min(steps, max_chunk or steps))  # (a paced run's chunks are short)
         done, k = 0, self._chunk_steps.get(mode, FIRST_CHUNK)
         exact_until, exact_error = 0, None  # after an error: one step per chunk up to here, to find its step
-        while code == RUNNING and done < steps:
+        while code == Status.RUNNING and done < steps:
             if self._stop_request and done:
                 yield self._chunk_done(self.steps, self._history.empty_rows(), code, False)
                 return
@@ -332,7 +330,7 @@ class Descent(RunFacts, OneWayRuns):
             try:
                 rows, count, code, traced = self._run_chunk(chunk_mode, n, stride)
             except XlaSkipsChecks:
-                self.notes.append(NOTE_NO_XLA_FOR_CHECKS)
+                self.notes.append(Note.NO_XLA_FOR_CHECKS)
                 self._xla_unusable, mode = True, "plain"
                 continue
             except Exception as err:
@@ -342,7 +340,7 @@ class Descent(RunFacts, OneWayRuns):
                 self._calls.restore()  # the start of this chunk: values match the history
                 if chunk_mode in XLA_MODES and not self._xla_ran:
                     # XLA cannot compile every op (py_function, strings, ...): run without it.
-                    self.notes.append(NOTE_XLA_FAILED + type(err).__name__)
+                    self.notes.append(Note.XLA_FAILED.with_detail(type(err).__name__))
                     self._xla_unusable, mode = True, "plain"
                     continue
                 if n > 1:
@@ -356,7 +354,7 @@ class Descent(RunFacts, OneWayRuns):
                 self._calls.restore()
                 raise
             elapsed = time.perf_counter() - t0
-            if exact_error is not None and self.steps >= exact_until and code == RUNNING:
+            if exact_error is not None and self.steps >= exact_until and code == Status.RUNNING:
                 # (a cell with randomness: redone, its steps all passed; still, the cell raised)
                 self._stopped_by(exact_error, redone=True)
                 raise exact_error
@@ -375,7 +373,7 @@ class Descent(RunFacts, OneWayRuns):
             elif rate and mode == "plain":
                 self._plain_rate = rate
             yield self._chunk_done(start, rows, code, done >= steps)
-            if self.status != "running":
+            if self.status != Status.RUNNING:
                 return
             full = rate and count == n == k  # (not capped by the steps left, an epoch or max_chunk)
             if full:  # size the next chunk by its time (replicas: the same on each)
@@ -387,19 +385,19 @@ class Descent(RunFacts, OneWayRuns):
                 mode, k = "xla", self._chunk_steps.get("xla", max(k, FIRST_CHUNK))
             elif mode == "xla" and rate and k > ROW_CAPACITY and self._use_blocks_next(steps - done, rate):
                 mode, k = "blocks", self._chunk_steps.get("blocks", k)
-        if code != RUNNING:  # unhealthy or converged at the start: no step taken
+        if code != Status.RUNNING:  # unhealthy or converged at the start: no step taken
             yield self._chunk_done(self.steps, self._history.empty_rows(), code, False)
 
     def _chunk_done(self, start, rows, code, complete):
         """Set the status after a chunk, tell the observers; returns the Chunk."""
-        status = {CONVERGED: "converged", DIVERGED: "diverged"}.get(code, "running")
-        if status == "diverged" and (self.data_stop or self._made_nan_in_place()):  # (the data's fault; a NaN in place)
-            status = self.data_stop.status if self.data_stop else "undefined"
-        if status == "running" and complete:
-            status = "max_steps"
-        if status == "running" and self._stop_request:
+        status = code  # (the loss's verdict: RUNNING, CONVERGED or DIVERGED)
+        if status == Status.DIVERGED and (self.data_stop or self._made_nan_in_place()):  # (the data's fault; a NaN in place)
+            status = self.data_stop.status if self.data_stop else Status.UNDEFINED
+        if status == Status.RUNNING and complete:
+            status = Status.MAX_STEPS
+        if status == Status.RUNNING and self._stop_request:
             status = self._stop_request
-        if status != "running":
+        if status != Status.RUNNING:
             self._finish(status)
         chunk = Chunk(start, {c: rows[:, i] for i, c in enumerate(self.columns)}, status, self.steps_per_second)
         for callback in list(self._observers):
@@ -421,7 +419,7 @@ class Descent(RunFacts, OneWayRuns):
 
     def run_chunks(self, steps, max_chunk=None, chunk_seconds=None):
         """steps_iter, and an interrupt (Ctrl-C, or thrown in between chunks by an awaiting
-        driver) ends the run as 'interrupted' at the last good values."""
+        driver) ends the run as INTERRUPTED at the last good values."""
         try:
             yield from self.steps_iter(steps, max_chunk, chunk_seconds)
         except KeyboardInterrupt:

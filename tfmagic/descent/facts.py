@@ -7,10 +7,7 @@ import math
 import numpy as np
 
 from tfmagic.descent.history import shown_by_value
-
-# A re-run's notes (facts; present/messages.py words them):
-NOTE_REUSED = "reused:"  # + whose compiled steps: "this-cell", "another-cell" (same code), "same-code" (cell not known)
-NOTE_TRACED_AGAIN = "traced-again:"  # + why a re-run was not reused (a reason code of descent/reuse.py)
+from tfmagic.descent.status import NOT_FINAL, Note, Status
 
 
 class Retired(RuntimeError):
@@ -36,7 +33,7 @@ class RunFacts:
         self._forget_rates()
         self._xla_verdict, self._xla_ran = old._xla_verdict, old._xla_ran
         # (the facts about the compiled steps, not those about how the last run was built)
-        self.notes[:] = [n for n in old.notes if not n.startswith((NOTE_REUSED, NOTE_TRACED_AGAIN))]
+        self.notes[:] = [n for n in old.notes if n.code not in (Note.REUSED, Note.TRACED_AGAIN)]
         self._calls.notes = self.notes
         self.optimizer.learning_rate = self._eta  # (assigns: no retrace)
         self.tol = self._tol
@@ -97,7 +94,7 @@ class RunFacts:
         return 2.0 / lam if lam else None
 
     def _finish(self, status):
-        if status == "diverged":
+        if status == Status.DIVERGED:
             self.kept.rewind(self, self._calls, self._history)  # after a raise of eta: back to the best point
         self.status = status
         if self._run_seconds > 0:  # the run's average, not its last (maybe partial) chunk's
@@ -109,19 +106,19 @@ class RunFacts:
         self.final_values = {n: v.numpy().copy() for n, v in self.variables.items()}
 
     def _stopped_by(self, err, redone=False):
-        self._finish("error")  # (the variables are at the last good step)
+        self._finish(Status.ERROR)  # (the variables are at the last good step)
         self.error, self.error_redone = err, redone
 
     def interrupted(self):
         """Mark the run interrupted (Ctrl-C / kernel interrupt between or in a chunk)."""
-        self._finish("interrupted")
+        self._finish(Status.INTERRUPTED)
 
     def retire(self):
         """A newer run of the cell has taken these compiled steps and variables: this run's
         values are kept as they are now (before anything moves them), and it never steps again."""
         if self.retired:
             return
-        if self.final_values is None or self.status in ("running", "paused"):
+        if self.final_values is None or self.status in NOT_FINAL:
             self.final_values = {n: v.numpy().copy() for n, v in self.variables.items()}
         self.kept.best = None  # (its snapshot: it never steps again)
         self.retired = True

@@ -24,8 +24,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from tfmagic.cell import fingerprint
-from tfmagic.descent.facts import NOTE_REUSED, NOTE_TRACED_AGAIN
 from tfmagic.descent.reach import Draws, walk
+from tfmagic.descent.status import Note, Retrace, Status, Whose
 
 MAX_CELLS = 8  # cells kept: each holds its engine (variables, optimizer, a row buffer of <= 64 Ki rows)
 
@@ -106,14 +106,14 @@ class CompiledCells:
         reach = walk(namespace, own, leaves=(tf.Variable, tf.Tensor))
         if reach.held or not reach.complete:
             name = sorted(reach.held)[0] if reach.held else ", ".join(own)
-            return Rerun(self, key, kept, f"held:{name}" if reach.held else f"unchecked:{name}")
+            return Rerun(self, key, kept, (Retrace.HELD if reach.held else Retrace.UNCHECKED, name))
         return Rerun(self, key, kept, None, Draws(reach.generators))
 
     def keep(self, source, namespace, plan, data, options, build, trace, engine, rerun=None):
         """Remember a cell just built (a first run, or a re-run that was not reused: its note
         says why)."""
         if rerun is not None and rerun.reason:
-            engine.notes.append(NOTE_TRACED_AGAIN + rerun.reason)
+            engine.notes.append(Note.TRACED_AGAIN.with_detail(*rerun.reason))
         key = _key(source, namespace, plan, data, options)
         if rerun is not None and rerun.fingerprint is not None:
             taken = rerun.fingerprint
@@ -136,15 +136,15 @@ class CompiledCells:
         done = kept.build.prepared(eta, tol, reuse=kept.engine, seed=data.seed if data else None)
         same = kept.origin is not None and kept.origin == self.current_cell
         other = kept.origin is not None and self.current_cell is not None and not same
-        done.engine.notes.append(NOTE_REUSED + ("this-cell" if same else "another-cell" if other else "same-code"))
+        done.engine.notes.append(Note.REUSED.with_detail(Whose.THIS_CELL if same else Whose.ANOTHER_CELL if other else Whose.SAME_CODE))
         kept.engine, kept.origin = done.engine, self.current_cell
         self._kept.move_to_end(key)
         return done
 
 
 class Rerun:
-    """A re-run of a kept cell being judged: why it is not reused (a reason code for
-    NOTE_TRACED_AGAIN), or, once traced, whether it is."""
+    """A re-run of a kept cell being judged: why it is not reused (a Retrace and its detail,
+    for Note.TRACED_AGAIN), or, once traced, whether it is."""
 
     def __init__(self, cells, key, kept, reason, draws=None):
         self.cells, self.key, self.kept, self.reason, self.draws = cells, key, kept, reason, draws
@@ -160,34 +160,34 @@ class Rerun:
 
     def _why_not(self, build, trace):
         if self.draws.drawn():
-            return "python-random"
+            return (Retrace.PYTHON_RANDOM,)
         if trace is None:
-            return "unjudgeable"
+            return (Retrace.UNJUDGEABLE,)
         self.fingerprint = fingerprint.of_trace(build.tf, trace, list(build.variables.values()))
         if self.fingerprint is None or self.kept.fingerprint is None:
-            return "unjudgeable"
+            return (Retrace.UNJUDGEABLE,)
         if self.fingerprint.kernel_state:
-            return "random-ops:" + self.fingerprint.kernel_state[0]
+            return Retrace.RANDOM_OPS, self.fingerprint.kernel_state[0]
         if not _same_variables(self.kept.build, build):
-            return "variables"  # (a cell without NAMEs: the variables it reads)
+            return (Retrace.VARIABLES,)  # (a cell without NAMEs: the variables it reads)
         if any(getattr(v, "constraint", None) is not None for v in build.variables.values()):
-            return "constraint"
+            return (Retrace.CONSTRAINT,)
         if not self.fingerprint.same_as(self.kept.fingerprint):
-            return "graph"
+            return (Retrace.GRAPH,)
         return None
 
 
 def _not_reusable(kept, plan, data):
-    """What rules the kept run out before anything is traced (a reason code), or None."""
+    """What rules the kept run out before anything is traced ((a Retrace,)), or None."""
     engine = kept.engine
-    if engine.status == "running":
-        return "running"  # (from its panel's buttons)
+    if engine.status == Status.RUNNING:
+        return (Retrace.RUNNING,)  # (from its panel's buttons)
     if (engine.optimizer_name, engine.device) != (kept.build.optimizer, kept.build.device):
-        return "switched"  # in its panel, or by --compare optimizer=...
+        return (Retrace.SWITCHED,)  # in its panel, or by --compare optimizer=...
     if _objects(plan) != kept.objects or _shapes(plan) != kept.shapes:
-        return "variables"
+        return (Retrace.VARIABLES,)
     if data is not None and data.dataset is not None:
-        return "dataset"
+        return (Retrace.DATASET,)
     return None
 
 

@@ -3,6 +3,7 @@
 from dataclasses import fields
 
 from tfmagic.descent.experiments import Experiment
+from tfmagic.descent.status import NOT_FINAL
 from tfmagic.grad.gradients import Gradients
 from tfmagic.present.messages import note, outcome
 from tfmagic.present.multi import multi_html, multi_text
@@ -71,7 +72,7 @@ class DescentResult(_Shown):
     def values(self):
         """name -> value (numpy) when the run ended, whatever ran on these variables since."""
         engine = self.engine
-        if engine.final_values is not None and (engine.retired or engine.status not in ("running", "paused")):
+        if engine.final_values is not None and (engine.retired or engine.status not in NOT_FINAL):
             return dict(self.engine.final_values)
         return {n: v.numpy() for n, v in engine.variables.items()}
 

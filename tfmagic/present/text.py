@@ -6,6 +6,7 @@ import numpy as np
 
 from tfmagic.present.messages import steps_text
 from tfmagic.descent.history import shown_by_value
+from tfmagic.descent.status import NO_END_YET, Status
 from tfmagic.present.points import decimate, final_point, path_points
 
 
@@ -127,7 +128,7 @@ def run_end(res):
     """The point a DescentResult's run is at: where it ended (its final loss and values), or
     while it runs, its latest point."""
     engine = res.engine
-    if engine.status in ("running", "ready") and not engine.retired:
+    if engine.status in NO_END_YET and not engine.retired:
         return engine.now
     return final_point(res.steps, res.final_loss, res.values, engine.final_grad_norm)
 
@@ -273,22 +274,22 @@ class TextProgress:
             for row in new_epochs:
                 self.stream.write(epoch_line(row, -(-self.total // self.epochs.epoch_steps)) + "\n")
             self._epochs_said += len(new_epochs)
-        elif chunk.status == "running" and now - self._last < self.interval:
+        elif chunk.status == Status.RUNNING and now - self._last < self.interval:
             return
         self._last = now
         done = min(engine.steps, self.total)
         width = 30
         filled = int(width * done / max(self.total, 1))
-        if chunk.status != "running" and engine.final_loss is not None:
+        if chunk.status != Status.RUNNING and engine.final_loss is not None:
             loss = engine.final_loss  # where the run ended (also when it took no step)
         else:
             loss = chunk.rows["loss"][-1] if len(chunk.rows["loss"]) else float("nan")
-        rate = rate_text(engine, chunk.status == "running")
+        rate = rate_text(engine, chunk.status == Status.RUNNING)
         rate = f" {rate}" if rate else ""
         self.stream.write(
             f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} loss {loss:.6g} eta {engine.eta:g}{rate}"
         )
-        self._open = chunk.status == "running"
+        self._open = chunk.status == Status.RUNNING
         if not self._open:
             self.stream.write("\n")
         self.stream.flush()
@@ -336,7 +337,7 @@ def sweep_text(sweep):
         return "find-eta: the loss was not finite after the first step; check the cell and the starting values."
     lines = [f"find-eta: {len(sweep.etas) + 1} steps, eta from {sweep.etas[0]:.1e} to {sweep.etas[-1]:.1e}"
              + ("; stopped when the loss blew up" if sweep.stopped_early else "")
-             + ("; interrupted" if sweep.status == "interrupted" else "")]
+             + ("; interrupted" if sweep.status == Status.INTERRUPTED else "")]
     if sweep.suggested_eta:
         where = ("1/λ, half the eta where plain gradient descent diverges: the loss's longest fall went on "
                  "above it" if sweep.capped else "halfway down the smoothed loss's longest fall")
