@@ -4,7 +4,6 @@ Each run starts from a reset engine, so they all share the compiled chunk
 (eta is a variable; an optimizer switch builds one chunk per optimizer).
 """
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,20 +86,6 @@ def eta_labels(values):
     return [f"eta={v!r}" for v in values]
 
 
-@contextmanager
-def _watched(engine, label, watch):
-    """Observe one run with watch(label) (e.g. --print-every's printer), if it gives an observer."""
-    observer = watch(label) if watch else None
-    if observer is None:
-        yield
-        return
-    engine.observe(observer)
-    try:
-        yield
-    finally:
-        engine.unobserve(observer)
-
-
 def compare(*args, **kwargs):
     return drain(compare_chunks(*args, **kwargs))
 
@@ -117,7 +102,7 @@ def _series_chunks(engine, plans, steps, tol, watch):
     try:
         for label, start, prepare in plans:
             prepare()
-            with _watched(engine, label, watch):
+            with engine.observers.attached(watch(label) if watch else None):  # (e.g. --print-every's printer)
                 yield from engine.run_chunks(steps)
             runs[label] = _snapshot(engine, label, start, tol)
             if engine.status == Status.INTERRUPTED:

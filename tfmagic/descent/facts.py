@@ -23,15 +23,8 @@ class RunFacts:
         cell on the same variables (a re-run whose trace was the same): its steps are not
         traced again. `old` keeps its history and values and never steps again."""
         old.retire()
-        # It runs as a fresh build would (the ways of running differ in their last bits): what the
-        # steps cannot do (XLA, the lean runtime) a fresh build would find out alike, XLA's verdict
-        # only counts where a fresh build would try XLA (chosen by timing there), and the chunk
-        # sizes change no number (what a step carries goes from one chunk to the next).
-        for name in ("optimizer", "optimizer_name", "_opt_state", "_opt_initial", "_graphs", "_calls",
-                     "_xla_unusable", "_default_runtime", "_chunk_steps", "memo"):
-            setattr(self, name, getattr(old, name))
-        self._forget_rates()
-        self._xla_verdict, self._xla_ran = old._xla_verdict, old._xla_ran
+        # (it runs as a fresh build would: the policy learns only what a fresh build would find out; policy.py)
+        self._compiled = old._compiled.handed_over(self._compiled.policy)
         # (the facts about the compiled steps, not those about how the last run was built)
         self.notes[:] = [n for n in old.notes if n.code not in (Note.REUSED, Note.TRACED_AGAIN)]
         self._calls.notes = self.notes

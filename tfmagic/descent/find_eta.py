@@ -101,13 +101,10 @@ def sweep_chunks(engine, steps):
 
     engine.kept.enabled = False  # (the sweep's raises of eta are the test, not a run to go back on)
     engine.eta = eta_at(0)
-    others = engine.observers_off()  # (an epoch log, a panel: the sweep's steps are not the run's)
-    engine.observe(next_eta)
-    try:
-        yield from engine.run_chunks(steps, max_chunk=1)
+    try:  # (an epoch log, a panel: the sweep's steps are not the run's)
+        with engine.observers.suspended(next_eta):
+            yield from engine.run_chunks(steps, max_chunk=1)
     finally:
-        engine.unobserve(next_eta)
-        engine.observers_on(others)
         history, status = engine.history, engine.status
         losses = np.asarray(history["loss"], np.float64)
         taken = np.asarray(history["eta"], np.float64)

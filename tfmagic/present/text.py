@@ -6,6 +6,7 @@ import numpy as np
 
 from tfmagic.present.messages import steps_text
 from tfmagic.descent.history import shown_by_value
+from tfmagic.descent.observers import Observer
 from tfmagic.descent.status import NO_END_YET, Status
 from tfmagic.present.points import decimate, final_point, path_points
 
@@ -251,29 +252,26 @@ def rate_text(engine, running):
     return "compiling" if running and not steps else ""
 
 
-class TextProgress:
+class TextProgress(Observer):
     """A one-line progress bar, redrawn at most ~5 times a second."""
 
-    def __init__(self, total, stream, interval=0.2, epochs=None):
+    def __init__(self, total, stream, interval=0.2):
         import time
 
         self.total, self.stream, self.interval = total, stream, interval
-        self.epochs, self._epochs_said = epochs, 0  # a --data run's EpochLog: a line per epoch
         self._clock = time.perf_counter
         self._open = False  # a bar line not ended yet
         self._last = 0.0
         self._start = None
 
-    def __call__(self, engine, chunk):
+    def chunk(self, engine, chunk):
         now = self._clock()
         if self._start is None:
             self._start = now
-        new_epochs = self.epochs.rows[self._epochs_said:] if self.epochs else []
-        if new_epochs:
+        if chunk.epochs:  # a --data run: a line per epoch the chunk closed
             self.close()
-            for row in new_epochs:
-                self.stream.write(epoch_line(row, -(-self.total // self.epochs.epoch_steps)) + "\n")
-            self._epochs_said += len(new_epochs)
+            for row in chunk.epochs:
+                self.stream.write(epoch_line(row, -(-self.total // engine.epoch_steps)) + "\n")
         elif chunk.status == Status.RUNNING and now - self._last < self.interval:
             return
         self._last = now
@@ -301,7 +299,7 @@ class TextProgress:
             self._open = False
 
 
-class IterationPrinter:
+class IterationPrinter(Observer):
     """Prints 'iteration: i x: ... y: ...' every K steps, as the course's loop does.
 
     The course prints x after its update and y before it; so do we.
@@ -312,7 +310,7 @@ class IterationPrinter:
     def __init__(self, every, stream):
         self.every, self.stream = every, stream
 
-    def __call__(self, engine, chunk):
+    def chunk(self, engine, chunk):
         names = [c for c in engine.columns[3:]]
         after = {n: np.append(chunk.rows[n][1:], _summary(engine.variables[n])) for n in names}
         # a larger variable is shown by its norm, and says so
