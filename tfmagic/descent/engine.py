@@ -30,7 +30,6 @@ from tfmagic.descent.status import REQUESTED, Note, Status
 from tfmagic.descent.chunks import Chunk, drain  # noqa: F401 (drain: imported from here by others)
 
 
-
 class Descent(RunFacts, OneWayRuns):
     """Minimise `loss_fn()` over `variables` (name -> tf.Variable)."""
 
