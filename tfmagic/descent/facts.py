@@ -24,12 +24,16 @@ class RunFacts:
         traced again. `old` keeps its history and values and never steps again."""
         old.retire()
         # (it runs as a fresh build would: the policy learns only what a fresh build would find out; policy.py)
-        self._compiled = old._compiled.handed_over(self._compiled.policy)
+        self._compiled = old.hand_over(self._compiled.policy)
         # (the facts about the compiled steps, not those about how the last run was built)
         self.notes[:] = [n for n in old.notes if n.code not in (Note.REUSED, Note.TRACED_AGAIN)]
         self._calls.notes = self.notes
         self.optimizer.learning_rate = self._eta  # (assigns: no retrace)
         self.tol = self._tol
+
+    def hand_over(self, policy):
+        """These compiled steps for a re-run's engine, which brings its own chunk `policy`."""
+        return self._compiled.handed_over(policy)
 
     def _made_nan_in_place(self):
         """The step made the loss NaN while it was not growing: the cell computed something
