@@ -405,11 +405,11 @@ def test_suggested_eta_for_a_quadratic_form(ip, run):
 
 
 def test_very_long_runs_keep_a_bounded_strided_history(ip, run, monkeypatch):
-    import tfmagic.descent.engine as engine_module
     import tfmagic.descent.history as history_module
+    import tfmagic.descent.policy as policy_module
 
-    monkeypatch.setattr(engine_module, "ROW_CAPACITY", 256)
-    monkeypatch.setattr(engine_module, "BLOCK_ROWS", 256)
+    monkeypatch.setattr(policy_module, "ROW_CAPACITY", 256)
+    monkeypatch.setattr(policy_module, "BLOCK_ROWS", 256)
     monkeypatch.setattr(history_module, "HISTORY_MAX", 4096)
     res = run("descend", "x=10.0 --eta 1e-4 --steps 200000 --jit on --no-widgets", COURSE)
     h = res.history
@@ -441,11 +441,11 @@ def test_python_control_flow_on_tensors_in_the_cell(ip, run, steps):
 def test_strided_xla_ends_on_the_exact_step(ip, run, monkeypatch, flags):
     # With 4 rows per chunk, XLA chunks run blocks of many steps between rows; a block
     # that diverges or converges inside is redone one step at a time from its start.
-    import tfmagic.descent.engine as engine_module
+    import tfmagic.descent.policy as policy_module
 
     plain = run("descend", f"x=10.0 {flags} --steps 100000 --jit off --no-widgets", COURSE)
-    monkeypatch.setattr(engine_module, "ROW_CAPACITY", 4)
-    monkeypatch.setattr(engine_module, "BLOCK_ROWS", 4)
+    monkeypatch.setattr(policy_module, "ROW_CAPACITY", 4)
+    monkeypatch.setattr(policy_module, "BLOCK_ROWS", 4)
     xla = run("descend", f"x=10.0 {flags} --steps 100000 --jit on --no-widgets", COURSE)
     assert xla.status == plain.status and plain.status in ("diverged", "converged")
     assert xla.steps == plain.steps and np.diff(xla.history["step"]).max() > 1
@@ -733,7 +733,7 @@ def test_the_switch_to_xla_is_judged_on_chunks_long_enough_to_show_the_rate(monk
     runs compiled XLA (~0.2 s) for ~0.1 s of steps left. Here a chunk costs 2.5 ms and a step 10 µs."""
     import types
 
-    from tfmagic.descent import engine as E
+    from tfmagic.descent import engine as E, policy
 
     def run(steps):
         x = tf.Variable(10.0)
@@ -746,5 +746,5 @@ def test_the_switch_to_xla_is_judged_on_chunks_long_enough_to_show_the_rate(monk
 
     short = run(1900)  # (the second chunk, 16 steps in 2.66 ms, reads as 0.31 s of steps left)
     assert short.status == "max_steps" and "xla" not in short.compiled
-    monkeypatch.setattr(E, "RATE_SECONDS", 0.002)  # the same chunk judged: the old rule
+    monkeypatch.setattr(policy, "RATE_SECONDS", 0.002)  # the same chunk judged: the old rule
     assert "xla" in run(1900).compiled

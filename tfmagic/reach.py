@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tfmagic.descent.status import Status
+
 _current = {"cell": None}  # the id of the cell running now (pre_run_cell)
 
 
@@ -150,7 +152,7 @@ def runs_magic(line):
     if words == ["stop"]:
         going = [e for e in entries if e.runner.running]
         for entry in going:
-            entry.runner.stop("stopped")
+            entry.runner.stop(Status.STOPPED)
         print(f"Stopped {len(going)} run{'s' * (len(going) != 1)}." if going else "No run is going on.")
         return
     for i, entry in enumerate(entries, 1):

@@ -2,6 +2,8 @@
 interrupt before its first step (a set-up or a first trace that takes seconds) leaves the
 namespace as it was and says so in one line."""
 
+from tfmagic.descent.status import Status
+
 _MISSING = object()
 
 
@@ -40,7 +42,7 @@ def interrupted_at_start(done, engine):
         first = len(done.etas) == 0
     else:
         first = engine.steps == 0
-    return first and (getattr(done, "status", None) or engine.status) == "interrupted"
+    return first and (getattr(done, "status", None) or engine.status) == Status.INTERRUPTED
 
 
 def detach_panels_sharing(engine):

@@ -213,9 +213,6 @@ class DescentRun:
         self.engine.eta_plan = plan
         self.result = DescentResult(prepared.engine, prepared.tensors, prepared.constants, prepared.device, prepared.cell,
                                     epochs=prepared.epochs)
-        self.epoch_log = prepared.epochs
-        if prepared.epochs:
-            prepared.engine.observe(prepared.epochs)  # first: the progress line then shows the epoch it closed
         shell.user_ns.update(prepared.created)
 
     def start(self):
@@ -342,18 +339,13 @@ class DescentRun:
         panel = DescentPanel(runner, self.result, args.steps, names, curve=curve, surface=surface)
         self._shown = reach.show(panel.widget, runner, self.result, getattr(args, "magic_line", ""))
         printer = IterationPrinter(args.print_every, sys.stdout) if args.print_every else None
-        if printer:
-            engine.observe(printer)
 
         async def run():
             try:
-                with ipykernel_fix.busy_while(getattr(self.shell, "kernel", None)):
+                with ipykernel_fix.busy_while(getattr(self.shell, "kernel", None)), engine.observers.attached(printer):
                     await runner.run(args.steps)
             except Exception as err:
                 raise self._failed(err) from err
-            finally:
-                if printer:
-                    engine.unobserve(printer)
             self._unless_interrupted_at_start(self.result)
             self._publish_final(self.result)
             return self.result
@@ -366,15 +358,11 @@ class DescentRun:
         from tfmagic.present.progress import TextProgress
 
         steps = self.args.steps if self.args.steps_given else 100
-        progress = TextProgress(steps, sys.stdout)
-        self.engine.observe(progress)
         try:
-            return (yield from sweep_chunks(self.engine, steps))
+            with self.engine.observers.attached(TextProgress(steps, sys.stdout)):
+                return (yield from sweep_chunks(self.engine, steps))
         except Exception as err:
             raise self._failed(err) from err
-        finally:
-            self.engine.unobserve(progress)
-            progress.close()
 
     def _after_sweep(self, sweep):
         from tfmagic.present.results import EtaSweepResult
@@ -389,20 +377,12 @@ class DescentRun:
         from tfmagic.present.progress import IterationPrinter, TextProgress
 
         args, engine = self.args, self.engine
-        if args.print_every:
-            observers = [IterationPrinter(args.print_every, sys.stdout)]
-        else:
-            observers = [TextProgress(args.steps, sys.stdout, epochs=self.epoch_log)]
-        for obs in observers:
-            engine.observe(obs)
+        shown = IterationPrinter(args.print_every, sys.stdout) if args.print_every else TextProgress(args.steps, sys.stdout)
         try:
-            yield from engine.run_chunks(args.steps)
+            with engine.observers.attached(shown):
+                yield from engine.run_chunks(args.steps)
         except Exception as err:
             raise self._failed(err) from err
-        finally:
-            for obs in observers:
-                engine.unobserve(obs)
-                getattr(obs, "close", lambda: None)()
 
     def _after_text(self, _):
         self._publish_final(self.result)

@@ -15,12 +15,12 @@ import bqplot as bq
 import ipywidgets as W
 import numpy as np
 
+from tfmagic.descent.status import ESCAPED, Status
 from tfmagic.present.points import final_point, path_points
 
 from .figures import COLORS, axes, colour_key, figure, legend, log_ticks, nice_ticks, to_wire
 from .picture import DRAW_SECONDS, affordable, grown_range, surface_colors, where_it_left
 
-ESCAPED = ("diverged", "undefined")
 LOG_DECADES = 2  # the loss axis starts on a log scale when the kept runs span more than this
 ESCAPED_STEPS = 3  # the ranges widen to show an escaped run's first steps (its growing oscillation) ...
 ESCAPED_GROWTH = 2  # ... by at most this many times the kept runs' span on either side
@@ -132,7 +132,7 @@ class CompareView:
 
     @staticmethod
     def _legend_label(run):
-        where = f" at step {run.steps}" if run.status in ESCAPED + ("converged",) else ""
+        where = f" at step {run.steps}" if run.status in ESCAPED | {Status.CONVERGED} else ""
         return f"{run.label}: {run.status}{where}"
 
     def _marked(self, i):

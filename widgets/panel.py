@@ -17,6 +17,7 @@ import ipywidgets as W
 import numpy as np
 
 from tfmagic.descent.optimizers import check_eta
+from tfmagic.descent.status import Status
 from tfmagic.present.html import STYLE, tensors_html
 
 from .charts import HistoryCharts
@@ -72,7 +73,7 @@ class DescentPanel:
     # -- from the engine (main thread, between chunks) ----------------------
     def _on_chunk(self, engine, chunk):
         now = time.perf_counter()
-        if chunk.status == "running" and now - self._last_push < PUSH_INTERVAL:
+        if chunk.status == Status.RUNNING and now - self._last_push < PUSH_INTERVAL:
             return
         self._last_push = now
         self.refresh()
@@ -155,7 +156,7 @@ class DescentPanel:
     def _play_pause(self):
         self.status_line.result_says_outcome = False
         if self.runner.running:
-            self.runner.stop("paused")
+            self.runner.stop(Status.PAUSED)
         else:
             self.runner.start(self.steps.value)
         self._update_buttons()
@@ -165,7 +166,7 @@ class DescentPanel:
         self.runner.step(self.refresh)
 
     def _stop(self):
-        self.runner.stop("stopped")
+        self.runner.stop(Status.STOPPED)
 
     def _reset(self):
         self.status_line.result_says_outcome = False
@@ -185,7 +186,7 @@ class DescentPanel:
             self._update_status()
             self._update_buttons()
 
-        self.runner.stop("stopped")
+        self.runner.stop(Status.STOPPED)
         self.runner.when_idle(sweep)
 
     def _swept(self, sweep):

@@ -9,17 +9,14 @@ import time
 import ipywidgets as W
 import numpy as np
 
+from tfmagic.descent.status import NO_END_YET, Status
 from tfmagic.present.messages import outcome
 from tfmagic.present.progress import rate_text
 from tfmagic.runtime.devices import short as short_device
 
+from .badges import BADGES, DETACHED
+
 STATUS_RATE = 10  # status-line and eta-entry redraws per second, at most
-# The badge shows the run's status word itself (the one `run.status` and the result show).
-BADGES = {
-    "converged": "#1b7f3b", "diverged": "#b3261e", "undefined": "#b3261e", "max_steps": "#3c4b64",
-    "stopped": "#8a5a00", "paused": "#8a5a00", "interrupted": "#8a5a00", "error": "#b3261e",
-    "running": "#0b57d0", "ready": "#3c4b64", "detached": "#6b6b6b",
-}
 
 
 def _fmt(x):
@@ -57,9 +54,9 @@ class StatusLine:
     def update(self):
         self._due = False
         self._last = time.perf_counter()
-        status = "detached" if self.runner.detached else ("running" if self.runner.running else self.runner.engine.status)
+        status = DETACHED if self.runner.detached else (Status.RUNNING if self.runner.running else self.runner.engine.status)
         run, how = self._fields(status)
-        color = BADGES.get(status, "#3c4b64")
+        color = BADGES[status]
         badge = (f"<span style='background:{color};color:white;border-radius:3px;padding:1px 6px;"
                  f"margin-right:10px'>{status}</span> ")
         extra = "".join(
@@ -105,8 +102,8 @@ class StatusLine:
 
     def _message(self, status):
         runner = self.runner
-        message = outcome(runner.engine) if status not in ("running", "ready") and not self.result_says_outcome else ""
-        if runner.background and status == "running":  # (the kernel indicator says busy too)
+        message = outcome(runner.engine) if status not in NO_END_YET and not self.result_says_outcome else ""
+        if runner.background and status == Status.RUNNING:  # (the kernel indicator says busy too)
             message = "running in the background (its cell has ended): Stop, %descend_runs stop or Kernel > Interrupt ends it."
         if runner.detached:
             message = "A newer run took over these variables; this panel no longer controls them."
@@ -117,4 +114,4 @@ class StatusLine:
     def _rate_text(self, status):
         if self.runner.pace:
             return f"paced at {self.runner.pace:g} steps/s"
-        return rate_text(self.runner.engine, status == "running")  # (none after a single Step: too few to time)
+        return rate_text(self.runner.engine, status == Status.RUNNING)  # (none after a single Step: too few to time)

@@ -12,12 +12,11 @@ import numpy as np
 
 from tfmagic.descent.callopts import calling_with, lean_options, on_one_cpu
 from tfmagic.descent.graphs import check_ops
+from tfmagic.descent.status import Note, Status
 from tfmagic.runtime.tfimport import quiet_native_stderr
 
 BLOWUP_FACTOR = 1e6  # |loss| above this times the starting loss counts as divergence
-RUNNING, CONVERGED, DIVERGED = 0, 1, 2
 XLA_MODES = ("xla", "blocks")
-NOTE_XLA_DROPS_CHECKS = "xla-drops-checks"  # --jit on: the cell's checks are not run (see present/messages.py)
 
 
 class XlaSkipsChecks(Exception):
@@ -95,11 +94,12 @@ class Calls:
         return max(np.float32(self.tol) ** 2, np.finfo(np.float32).tiny)
 
     def code(self, point, lowest):
-        """`point`: a raw row (|grad|² second); `lowest`: the smallest |grad|² seen."""
+        """The loss's verdict, Status.RUNNING, CONVERGED or DIVERGED. `point`: a raw row
+        (|grad|² second); `lowest`: the smallest |grad|² seen."""
         loss, gn2 = float(point[0]), float(point[1])
         if not (math.isfinite(loss) and math.isfinite(gn2) and abs(loss) <= self.limit()):
-            return DIVERGED
-        return CONVERGED if np.float32(lowest) < self.tol2() else RUNNING
+            return Status.DIVERGED
+        return Status.CONVERGED if np.float32(lowest) < self.tol2() else Status.RUNNING
 
     def call(self, mode, n, stride):
         """Up to n steps from the current point (just snapshotted).
@@ -161,8 +161,8 @@ class Calls:
                 if mode in XLA_MODES and check_ops(fn):
                     if self.jit == "auto":
                         raise XlaSkipsChecks()
-                    if NOTE_XLA_DROPS_CHECKS not in self.notes:
-                        self.notes.append(NOTE_XLA_DROPS_CHECKS)
+                    if Note.XLA_DROPS_CHECKS not in self.notes:
+                        self.notes.append(Note.XLA_DROPS_CHECKS)
                 if lean and not on_one_cpu(tf, fn, self.device):  # (checked once, at its trace)
                     return self._call_on_defaults(mode, n, stride)  # across devices (see on_one_cpu)
                 self.concrete[mode] = fn
@@ -185,8 +185,8 @@ class Calls:
         """Up to n calls of the compiled single step, checked after each."""
         rows = np.empty((n, self.graphs.width), np.float32)
         loss, gn2, grads = self.state
-        now, count, code = self.point, 0, RUNNING
-        while count < n and code == RUNNING:  # checked every step: no block to redo
+        now, count, code = self.point, 0, Status.RUNNING
+        while count < n and code == Status.RUNNING:  # checked every step: no block to redo
             rows[count] = now
             row, loss, gn2, grads = fn(grads)
             now, count = row.numpy(), count + 1

@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass
 
+from tfmagic.descent.status import Status
+
 
 def drain(chunks):
     """Run a generator of chunks to its end without pausing; returns its return value."""
@@ -18,5 +20,6 @@ class Chunk:
 
     start: int  # index of its first step in the history
     rows: dict  # column -> numpy array of this chunk's recorded steps
-    status: str
+    status: Status
     steps_per_second: float
+    epochs: tuple = ()  # the epoch rows this chunk closed (data.EpochLog), in order

@@ -89,9 +89,10 @@ class Batches:
 
 
 class EpochLog:
-    """An engine observer that closes each epoch (the engine ends a chunk there):
-    the mean training loss of its steps, the validation loss, its seconds (wall
-    time since the last epoch closed: a run paused mid-epoch counts the pause)."""
+    """Closes each epoch of a --data run (the engine ends a chunk there, and its observers
+    get the rows the chunk closed: observers.py): the mean training loss of its steps, the
+    validation loss, its seconds (wall time since the last epoch closed: a run paused
+    mid-epoch counts the pause)."""
 
     def __init__(self, epoch_steps, validate=None):
         self.epoch_steps, self.validate = epoch_steps, validate  # validate: () -> float, or None
@@ -99,20 +100,22 @@ class EpochLog:
         self._losses, self._t0, self._logged = [], time.perf_counter(), 0
         self._seen = 0  # steps at the last chunk: a chunk starting before it follows a reset
 
-    def __call__(self, engine, chunk):
+    def close(self, engine, chunk):
+        """The epoch rows `chunk` closed: (epoch, mean training loss, validation loss, seconds)."""
         if chunk.start < self._seen:  # a reset: start over
             self.rows, self._logged, self._losses, self._t0 = [], 0, [], time.perf_counter()
         self._seen = engine.steps
         if not len(chunk.rows["loss"]) and engine.steps == self._logged:
-            return
+            return ()
         self._losses.append(np.asarray(chunk.rows["loss"], np.float64))
         if engine.steps % self.epoch_steps or engine.steps == self._logged:
-            return
+            return ()
         losses = np.concatenate(self._losses)
         val = float(self.validate()) if self.validate is not None else float("nan")
         self.rows.append((engine.steps // self.epoch_steps, float(np.mean(losses)) if losses.size else float("nan"),
                           val, time.perf_counter() - self._t0))
         self._losses, self._t0, self._logged = [], time.perf_counter(), engine.steps
+        return (self.rows[-1],)
 
     def table(self):
         """name -> array: epoch, loss (mean training loss), val_loss, seconds."""

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tfmagic.descent.data import as_data
+from tfmagic.descent.status import Status
 from tfmagic.cell.explain import tf_message
 from tfmagic.errors import TfmagicError
 from tfmagic.runtime.tfimport import quiet_native_stderr
@@ -35,7 +36,7 @@ _SAVE_FAILS = 2  # SerializeIterator's external_state_policy: refuse a state tha
 class DataStop:
     """Why a run on a dataset stopped where it did (present/messages.py words it)."""
 
-    status: str  # "out_of_data": the dataset ended; "bad_data": a batch held NaN or inf
+    status: Status  # OUT_OF_DATA: the dataset ended; BAD_DATA: a batch held NaN or inf
     step: int  # the step (from 1) whose batch was missing or not finite
     name: str = None  # bad_data: which of the cell's names held it
     row: int = None  # ... its first row that did, in that batch
@@ -221,11 +222,11 @@ class DatasetStream:
         """A DataStop when the point of `step` (from 1) could not be evaluated because of
         the data (it ended, or its batch held NaN or inf), else None."""
         if self.ended():
-            return DataStop("out_of_data", step)
+            return DataStop(Status.OUT_OF_DATA, step)
         for name, var in zip(self._names_of_flat(), self._last):
             bad = first_bad_row(var.numpy()) if var.dtype.is_floating or var.dtype.is_complex else None
             if bad is not None:
-                return DataStop("bad_data", step, name, *bad)
+                return DataStop(Status.BAD_DATA, step, name, *bad)
         return None
 
     def _names_of_flat(self):

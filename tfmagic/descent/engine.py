@@ -1,19 +1,12 @@
 """The descent engine: gradient descent in compiled, time-boxed chunks.
 
 TensorFlow only: no IPython, no widgets. A UI drives it (run, pause, stop,
-step, reset, eta, optimizer) and observes it through `observe(callback)`.
+step, reset, eta, optimizer) and observes it (`observe`, descent/observers.py).
 
-How a run is executed depends on its length, as a person writing it by hand
-would choose (measured in benchmarks/bench_descent.py): "step", a compiled single
-step called from Python (the course's way; its trace is the cheapest, so it wins
-for runs of <= STEP_MODE_STEPS); "plain", one tf.function call running K steps in
-a graph while loop; "xla", the same loop compiled by XLA, up to ROW_CAPACITY steps
-a call; "blocks", for problems so fast that rows cap an XLA chunk: a history row
-every `stride` steps, the steps between in an inner loop (~15 ms more to compile).
-K grows until a chunk takes about CHUNK_SECONDS, or STEERED_CHUNK_SECONDS for the
-live panel, whose changes (eta, pause) wait at most one chunk. eta is the Keras
-optimizer's learning-rate variable, read in the graph: changing it never retraces.
-Between calls the engine carries the loss and gradients at the current point.
+Which compiled loop runs each chunk, and how many steps it takes, is the chunk
+policy's choice (descent/policy.py). eta is the Keras optimizer's learning-rate
+variable, read in the graph: changing it never retraces. Between calls the engine
+carries the loss and gradients at the current point.
 """
 
 import contextlib
@@ -21,31 +14,20 @@ import time
 
 import numpy as np
 
-from tfmagic.descent.graphs import ROW_CAPACITY, Graphs
+from tfmagic.descent import policy as P
+from tfmagic.descent.compiled import CompiledSteps
+from tfmagic.descent.graphs import Graphs
 from tfmagic.descent.facts import Retired, RunFacts
 from tfmagic.descent.history import HISTORY_MAX, History, shown_by_value
+from tfmagic.descent.observers import Observers
 from tfmagic.descent.keep_best import BestPoint
 from tfmagic.descent.optimizers import check_eta, make_optimizer
 from tfmagic.descent.schedule import plan_at
-from tfmagic.descent.calls import CONVERGED, DIVERGED, RUNNING, XLA_MODES, Calls, XlaSkipsChecks
+from tfmagic.descent.calls import XLA_MODES, Calls, XlaSkipsChecks
 from tfmagic.descent.one_way import OneWayRuns
+from tfmagic.descent.policy import CHUNK_SECONDS, STEERED_CHUNK_SECONDS, XLA_PAYS_AFTER_SECONDS  # noqa: F401 (read from here)
+from tfmagic.descent.status import REQUESTED, Note, Status
 from tfmagic.descent.chunks import Chunk, drain  # noqa: F401 (drain: imported from here by others)
-
-CHUNK_SECONDS = 0.1  # P3 runs at ~0.93 of a hand-written loop (a call costs ~1-3 ms); Ctrl-C acts within it
-STEERED_CHUNK_SECONDS = 0.02  # the live panel's: an eta drag waits at most this (P3 at ~0.85)
-RATE_SECONDS = 0.01  # a chunk this long shows the step rate, not its call's fixed cost
-MAX_CHUNK_GROWTH = 16
-FIRST_CHUNK = 16
-REPLICATED_CHUNK = 128  # chunks of a run with replicas double up to this: every worker sizes them alike
-STEP_MODE_STEPS = 200  # runs this short: one compiled step per call (cheapest to trace)
-XLA_FROM_START_STEPS = 2000  # runs this long start with XLA: its 0.1-0.3 s compile pays back on most problems
-XLA_PAYS_AFTER_SECONDS = 0.25  # a plain run switches to XLA when more than this is left
-BLOCKS_PAY_AFTER_SECONDS = 0.1  # an XLA run switches to blocks when more than this is left: their ~0.1 s
-# of tracing and compiling (P1) is then repaid, as a capped XLA chunk runs ~12x slower than a block chunk
-BLOCK_ROWS = 1 << 13  # rows per "blocks" chunk: writing more costs its steady rate (242 vs 185 M steps/s on P1)
-# What the engine notes about a run (facts; present/messages.py words them):
-NOTE_NO_XLA_FOR_CHECKS = "no-xla-for-checks"  # auto left XLA out: it would drop the cell's checks
-NOTE_XLA_FAILED = "xla-failed:"  # + the error's type: XLA could not compile the cell
 
 
 class Descent(RunFacts, OneWayRuns):
@@ -64,24 +46,20 @@ class Descent(RunFacts, OneWayRuns):
         self.device = device
         self.replicas = replicas  # a replicas.Replicas (--strategy): chunks then grow by steps, not time
         self._tol = tol
-        self.jit = jit  # the user's choice; XLA found unusable for this cell is _xla_unusable
-        self.optimizer_name = optimizer
+        self.jit = jit  # the user's choice; XLA found unusable for this cell: policy.xla_unusable
         self._eta = check_eta(eta)
         self.columns = ["loss", "eta", "grad_norm"] + list(self.variables)
         # Columns the graphs carry squared: |grad| and the norms of larger variables.
         self._history = History(self.columns, ["grad_norm"] + [n for n, v in self.variables.items() if not shown_by_value(v)])
         with tf.device(device):
             self._initial = [tf.identity(v) for v in self.variables.values()]
-        self._observers = []
-        self._xla_unusable = False  # XLA cannot compile this cell, or would drop its checks
-        self._default_runtime = set()  # modes the lean runtime (callopts) could not run
-        self._chunk_steps = {}  # mode -> the last chunk size: the next run starts there
-        self.optimizer = self._calls = None
-        self.notes = []  # facts about how the run went: NOTE_* codes (present/messages.py words them)
+        self._observers = Observers()
+        # The optimizer, the compiled steps and what running them taught (a re-run takes them over).
+        self._compiled = CompiledSteps(P.ChunkPolicy(jit, self.one_way, replicas is not None), optimizer)
+        self.notes = []  # facts about how the run went: status.Note codes (present/messages.py words them)
         self.retired = False  # a newer run of the cell took over the compiled steps and variables
         self.reused = reuse is not None  # this run took over an earlier run's (nothing traced for it)
         self.eta_plan = None  # per-step etas to follow (--eta-schedule), else None
-        self.memo = {}  # what others built on these variables and loss (the charts' probe): a re-run keeps it
         self.kept = BestPoint()  # where a run that diverges after eta was raised goes back to
         if reuse is not None:
             self._take_over(reuse)
@@ -104,14 +82,14 @@ class Descent(RunFacts, OneWayRuns):
             self.__dict__.pop("_curvature", None)
         if device is not None and device != self.device:
             self.device = device
-            self.optimizer = None  # rebuilt there, with its state
+            self._compiled.optimizer = None  # rebuilt there, with its state
         for var, init in zip(self.variables.values(), self._initial):
             var.assign(init)
         self._history.clear()
         self.kept.clear()
         self.steps = 0
-        self.status = "ready"
-        self.error = None  # the exception that stopped the run (status "error")
+        self.status = Status.READY
+        self.error = None  # the exception that stopped the run (Status.ERROR)
         self.error_redone = False  # ... which did not come back when its steps were redone one at a time
         self.final_loss = self.final_grad_norm = None
         self.final_values = None  # name -> numpy value when a run ended
@@ -123,10 +101,7 @@ class Descent(RunFacts, OneWayRuns):
         if self.optimizer is None:
             self._set_optimizer(self.optimizer_name)
         else:
-            # The optimizer's state back to its start, in place: a new optimizer would
-            # retrace. (Not zeros: Adagrad's accumulators start at 0.1.)
-            for v, init in zip(self._opt_state, self._opt_initial):
-                v.assign(init)
+            self._compiled.restart()
             getattr(self._stream, "restart", lambda: None)()  # (a dataset's iterator: to its start)
         self._calls.point = self._calls.start_loss = None  # evaluated afresh by the next run
 
@@ -135,31 +110,33 @@ class Descent(RunFacts, OneWayRuns):
         return {n: init.numpy() for n, init in zip(self.variables, self._initial)}
 
     def _set_optimizer(self, name):
-        tf = self.tf
+        tf, steps = self.tf, self._compiled
         with tf.device(self.device), (self.replicas.scope() if self.replicas else contextlib.nullcontext()):
             opt = make_optimizer(name, self._eta)
             opt.build(list(self.variables.values()))
             opt_state = [v.value for v in opt.variables if v is not opt._learning_rate]
             # (with the stream's state: saved, restored and reset as the optimizer's is)
-            self._opt_state = opt_state + (self._stream.state if self._stream else [])
-            self._opt_initial = [tf.identity(v) for v in opt_state] + (self._stream.initial if self._stream else [])
+            steps.state = opt_state + (self._stream.state if self._stream else [])
+            steps.initial = [tf.identity(v) for v in opt_state] + (self._stream.initial if self._stream else [])
             # Everything a step changes: the variables and the optimizer's state.
-            live = list(self.variables.values()) + self._opt_state
-        self.optimizer_name, self.optimizer = name, opt
-        self._forget_rates()
-        self._graphs = Graphs(tf, self.loss_fn, self.variables, opt, self.device, bool(self._tol), len(self.columns) - 1,
+            live = list(self.variables.values()) + steps.state
+        steps.optimizer_name, steps.optimizer = name, opt
+        steps.policy.forget_rates()
+        steps.graphs = Graphs(tf, self.loss_fn, self.variables, opt, self.device, bool(self._tol), len(self.columns) - 1,
                               self.replicas)
-        before = self._calls
-        self._calls = Calls(tf, self._graphs, live, self.device, self.jit, self._tol, self._default_runtime, self.notes)
-        self._calls.one_way_count = self._stream.position if self.one_way else None  # (its reads: no second try)
+        before = steps.calls
+        steps.calls = Calls(tf, steps.graphs, live, self.device, self.jit, self._tol, steps.default_runtime, self.notes)
+        steps.calls.one_way_count = self._stream.position if self.one_way else None  # (its reads: no second try)
         if before is not None:  # a switch mid-run: the point and what is carried stay
-            self._calls.point, self._calls.state, self._calls.start_loss = before.point, before.state, before.start_loss
+            steps.calls.point, steps.calls.state, steps.calls.start_loss = before.point, before.state, before.start_loss
 
-    def _forget_rates(self):
-        """What was measured about these compiled steps; kept across resets."""
-        self._xla_verdict = None  # auto: does XLA beat the plain rate here? (None: not tried)
-        self._xla_ran = False
-        self._plain_rate = 0.0
+    # (what the compiled steps hold, as the engine has always said it)
+    optimizer = property(lambda self: self._compiled.optimizer)
+    optimizer_name = property(lambda self: self._compiled.optimizer_name)
+    memo = property(lambda self: self._compiled.memo, doc="what others built on these variables and loss (the "
+                                                          "charts' probe): a re-run keeps it")
+    _calls = property(lambda self: self._compiled.calls)
+    _graphs = property(lambda self: self._compiled.graphs)
 
     def set_optimizer(self, name):
         """Switch optimizer; takes effect at the next chunk (fresh optimizer state)."""
@@ -184,31 +161,29 @@ class Descent(RunFacts, OneWayRuns):
         self._eta = self.kept.eta_set(self.steps, self._calls.point, self._eta, check_eta(value))
         self.optimizer.learning_rate = self._eta  # an assign: no retrace
 
-    def observe(self, callback):
-        """Call `callback(engine, chunk)` after every chunk; one with `needs_every_step = True`
-        gets a row for every step (else long XLA chunks record every k-th step)."""
-        self._observers.append(callback)
+    def observe(self, observer):
+        """An observers.Observer, or `callback(engine, chunk)` called after every chunk; one with
+        `needs_every_step = True` gets a row for every step (else long XLA chunks keep every k-th)."""
+        self._observers.add(observer)
 
-    def unobserve(self, callback):
-        if callback in self._observers:
-            self._observers.remove(callback)
+    def unobserve(self, observer):
+        self._observers.remove(observer)
 
-    def observers_off(self):
-        """Take every observer off (a range test's steps are not the run's); returns them for observers_on."""
-        off, self._observers = self._observers, []
-        return off
-
-    def observers_on(self, observers):
-        self._observers = list(observers) + self._observers
+    @property
+    def observers(self):
+        """The observers.Observers watching this engine's runs."""
+        return self._observers
 
     def pause(self):
         """A run that took its steps but goes on later (the panel's Step) is paused, not done."""
-        if self.status == "max_steps":
-            self.status = "paused"
+        if self.status == Status.MAX_STEPS:
+            self.status = Status.PAUSED
 
-    def request_stop(self, status="stopped"):
-        """Stop after the chunk that is running ('stopped' or 'paused')."""
-        self._stop_request = status
+    def request_stop(self, status=Status.STOPPED):
+        """Stop after the chunk that is running (as STOPPED, PAUSED or INTERRUPTED)."""
+        if status not in REQUESTED:
+            raise ValueError(f"a run stops as one of {', '.join(sorted(REQUESTED))}, not {status!r}")
+        self._stop_request = Status(status)
 
     @property
     def stop_requested(self):
@@ -242,41 +217,27 @@ class Descent(RunFacts, OneWayRuns):
         self.kept.offer(self, self._calls, saved)
         rows, count, block, lowest, traced = self._calls.call(mode, n, stride)
         code = self._calls.code(self._calls.point, lowest)
-        if code == DIVERGED:
+        if code == Status.DIVERGED:
             self._bad_point = self._calls.point  # what the step that blew up reached (for the message)
             if self.one_way:  # (a redo would take other batches)
                 return (*self._stream_unhealthy(rows, count, stride), code, traced)
-        if code == RUNNING or (code == CONVERGED and count - block == 1):
+        if code == Status.RUNNING or (code == Status.CONVERGED and count - block == 1):
             return self._record(rows, count, stride), count, code, traced
         self._calls.restore()
         head = self._history.empty_rows()
         if block:
             # (a loss with randomness in it may not repeat: then this ends early, and is the result)
             head, steps, code, _ = self._run_chunk(mode, block, stride)
-            if code != RUNNING or steps < block:
+            if code != Status.RUNNING or steps < block:
                 return head, steps, code, traced
         if count - block > 1:
             last = count - block  # finer blocks, down to one step, within the rows' capacity
-            rows, steps, code, _ = self._run_chunk(mode, last, -(-last // ROW_CAPACITY))
+            rows, steps, code, _ = self._run_chunk(mode, last, -(-last // P.ROW_CAPACITY))
             return np.concatenate([head, rows]), block + steps, code, traced
         # The step after `block` blew up: not taken; the variables hold the point after `block` steps.
-        return head, block, DIVERGED, traced
+        return head, block, Status.DIVERGED, traced
 
     # -- running -----------------------------------------------------------
-    def _first_mode(self, steps):
-        # (A re-run chooses as a fresh build does: the modes differ in their last bits, e.g. oneDNN's
-        # kernels in a loop and in a single step; it only finds them compiled already.)
-        short = "plain" if self.one_way else "step"  # (a dataset's reads: in a graph loop that keeps rows)
-        if self._xla_unusable or self.jit == "off":
-            return short if steps <= STEP_MODE_STEPS else "plain"
-        if self.jit == "on":
-            return "xla"
-        if steps <= STEP_MODE_STEPS:
-            return short
-        if self.jit == "auto" and steps >= XLA_FROM_START_STEPS and self._xla_verdict is not False:
-            return "xla"
-        return "plain"
-
     def _record(self, points, count, stride):
         """Add a chunk's raw rows to the history; returns them as history rows."""
         rows = self._history.append(points, self.steps, stride, self._eta)  # (eta only changes between chunks)
@@ -290,40 +251,16 @@ class Descent(RunFacts, OneWayRuns):
         between chunks (a stop requested then ends the run). `max_chunk` caps a chunk's
         steps (a paced run); chunks grow to `chunk_seconds` (default CHUNK_SECONDS).
         """
-        if steps <= 0:
-            raise ValueError(f"steps must be a positive whole number, got {steps}")
-        if self.retired:
-            raise Retired(self.loss_label)
-        self._stop_request = None
-        self.status = "running"
-        self.error, self.error_redone, self.kept.rewound = None, False, None
-        self._run_steps, self._run_seconds = 0, 0.0
-        if self._stream and self._calls.point is not None:
-            self._stream.rewind()  # a run goes on: its point is evaluated again on the same batch
-        self._calls.prime()
-        code = self._calls.code(self._calls.point, float(self._calls.point[1]))
-        self._unhealthy_start = code == DIVERGED
-        self._stream_started(code)
-        if steps <= HISTORY_MAX:  # (not for a Play that runs until stopped)
-            self._history.reserve(steps)
-        mode = self._first_mode(min(steps, max_chunk or steps))  # (a paced run's chunks are short)
-        done, k = 0, self._chunk_steps.get(mode, FIRST_CHUNK)
+        code = self._begin(steps)
+        policy = self._compiled.policy
+        policy.start(min(steps, max_chunk or steps))  # (a paced run's chunks are short)
+        done = 0
         exact_until, exact_error = 0, None  # after an error: one step per chunk up to here, to find its step
-        while code == RUNNING and done < steps:
+        while code == Status.RUNNING and done < steps:
             if self._stop_request and done:
                 yield self._chunk_done(self.steps, self._history.empty_rows(), code, False)
                 return
-            n = min(k, steps - done, max_chunk or steps)
-            if self.epoch_steps:
-                n = min(n, self.epoch_steps - self.steps % self.epoch_steps)
-            if self.eta_plan is not None:  # a replayed schedule: its eta where it changes (a drag holds till then)
-                eta, same_for = plan_at(self.eta_plan, self.steps)
-                if self.steps < len(self.eta_plan) and (self.steps == 0 or self.eta_plan[self.steps - 1] != eta):
-                    self.eta = eta
-                n = int(min(n, same_for))
-            if mode in ("plain", "xla"):
-                n = min(n, ROW_CAPACITY)  # one row per step in the row buffer
-            stride = max(self._history.stride, -(-n // BLOCK_ROWS)) if mode == "blocks" else 1
+            mode, n, stride = policy.next_chunk(self._steps_allowed(steps - done, max_chunk), self._history.stride)
             chunk_mode = mode
             if self.steps < exact_until:
                 chunk_mode, n, stride = "step", 1, 1
@@ -332,100 +269,112 @@ class Descent(RunFacts, OneWayRuns):
             try:
                 rows, count, code, traced = self._run_chunk(chunk_mode, n, stride)
             except XlaSkipsChecks:
-                self.notes.append(NOTE_NO_XLA_FOR_CHECKS)
-                self._xla_unusable, mode = True, "plain"
+                self.notes.append(Note.NO_XLA_FOR_CHECKS)
+                policy.without_xla()
                 continue
             except Exception as err:
                 if self.one_way:  # (kept up to the batch it failed on: an iterator cannot redo the chunk)
                     yield from self._stream_failed(chunk_mode, err)
                     return
-                self._calls.restore()  # the start of this chunk: values match the history
-                if chunk_mode in XLA_MODES and not self._xla_ran:
-                    # XLA cannot compile every op (py_function, strings, ...): run without it.
-                    self.notes.append(NOTE_XLA_FAILED + type(err).__name__)
-                    self._xla_unusable, mode = True, "plain"
-                    continue
-                if n > 1:
-                    # Redo the chunk a step at a time: the error then names its step, and
-                    # the variables and the history end at the last good step.
-                    exact_until, exact_error = self.steps + n, err
-                    continue
-                self._stopped_by(err)
-                raise
+                exact_until, exact_error = self._chunk_failed(chunk_mode, n, err) or (exact_until, exact_error)
+                continue
             except BaseException:
                 self._calls.restore()
                 raise
             elapsed = time.perf_counter() - t0
-            if exact_error is not None and self.steps >= exact_until and code == RUNNING:
+            if exact_error is not None and self.steps >= exact_until and code == Status.RUNNING:
                 # (a cell with randomness: redone, its steps all passed; still, the cell raised)
                 self._stopped_by(exact_error, redone=True)
                 raise exact_error
-            self._xla_ran |= chunk_mode in XLA_MODES
             done += count
-            # A chunk that traced (or a single step after an error) says nothing about the rate of the next ones.
-            rate = count / max(elapsed, 1e-9) if count and not traced and chunk_mode == mode else None
+            rate = policy.measured(chunk_mode, count, elapsed, traced)
             if rate:
                 self._run_steps += count
                 self._run_seconds += elapsed
                 self.steps_per_second = rate
-            if rate and mode == "xla" and self.jit == "auto" and self._xla_verdict is None and elapsed > RATE_SECONDS:
-                # The first full XLA chunk: keep XLA only if it beats the plain rate.
-                self._xla_verdict = rate >= self._plain_rate
-                mode = "xla" if self._xla_verdict else "plain"
-            elif rate and mode == "plain":
-                self._plain_rate = rate
             yield self._chunk_done(start, rows, code, done >= steps)
-            if self.status != "running":
+            if self.status != Status.RUNNING:
                 return
-            full = rate and count == n == k  # (not capped by the steps left, an epoch or max_chunk)
-            if full:  # size the next chunk by its time (replicas: the same on each)
-                grow = (chunk_seconds or CHUNK_SECONDS) / max(elapsed, 1e-6)
-                k = min(2 * k, REPLICATED_CHUNK) if self.replicas else max(1, int(k * min(MAX_CHUNK_GROWTH, grow)))
-                self._chunk_steps[mode] = k
-            # (judged on a chunk that shows the rate, or one that is capped: it may never grow)
-            if mode == "plain" and rate and (elapsed > RATE_SECONDS or not full) and self._use_xla_next(steps - done, rate):
-                mode, k = "xla", self._chunk_steps.get("xla", max(k, FIRST_CHUNK))
-            elif mode == "xla" and rate and k > ROW_CAPACITY and self._use_blocks_next(steps - done, rate):
-                mode, k = "blocks", self._chunk_steps.get("blocks", k)
-        if code != RUNNING:  # unhealthy or converged at the start: no step taken
+            policy.plan_next(n, count, elapsed, rate, steps - done, chunk_seconds, self._observers.needs_every_step)
+        if code != Status.RUNNING:  # unhealthy or converged at the start: no step taken
             yield self._chunk_done(self.steps, self._history.empty_rows(), code, False)
+
+    def _begin(self, steps):
+        """A run starts: its point evaluated; returns the loss's verdict there."""
+        if steps <= 0:
+            raise ValueError(f"steps must be a positive whole number, got {steps}")
+        if self.retired:
+            raise Retired(self.loss_label)
+        self._stop_request = None
+        self.status = Status.RUNNING
+        self.error, self.error_redone, self.kept.rewound = None, False, None
+        self._run_steps, self._run_seconds = 0, 0.0
+        if self._stream and self._calls.point is not None:
+            self._stream.rewind()  # a run goes on: its point is evaluated again on the same batch
+        self._calls.prime()
+        code = self._calls.code(self._calls.point, float(self._calls.point[1]))
+        self._unhealthy_start = code == Status.DIVERGED
+        self._stream_started(code)
+        if steps <= HISTORY_MAX:  # (not for a Play that runs until stopped)
+            self._history.reserve(steps)
+        return code
+
+    def _steps_allowed(self, left, max_chunk):
+        """At most this many steps in the next chunk: the steps left, a paced run's chunk, the rest of
+        the epoch, and a replayed eta schedule's steps at its eta (set here where it changes)."""
+        n = min(left, max_chunk or left)
+        if self.epoch_steps:
+            n = min(n, self.epoch_steps - self.steps % self.epoch_steps)
+        if self.eta_plan is not None:  # a replayed schedule: its eta where it changes (a drag holds till then)
+            eta, same_for = plan_at(self.eta_plan, self.steps)
+            if self.steps < len(self.eta_plan) and (self.steps == 0 or self.eta_plan[self.steps - 1] != eta):
+                self.eta = eta
+            n = min(n, same_for)
+        return n
+
+    def _chunk_failed(self, mode, n, err):
+        """A chunk of `n` steps raised `err`; back to its start. Returns (the step up to which the
+        steps are redone one at a time, err), None to go on (without XLA), or raises."""
+        self._calls.restore()  # the start of this chunk: values match the history
+        policy = self._compiled.policy
+        if mode in XLA_MODES and not policy.xla_ran:
+            # XLA cannot compile every op (py_function, strings, ...): run without it.
+            self.notes.append(Note.XLA_FAILED.with_detail(type(err).__name__))
+            policy.without_xla()
+            return None
+        if n > 1:
+            # Redo the chunk a step at a time: the error then names its step, and
+            # the variables and the history end at the last good step.
+            return self.steps + n, err
+        self._stopped_by(err)
+        raise err
 
     def _chunk_done(self, start, rows, code, complete):
         """Set the status after a chunk, tell the observers; returns the Chunk."""
-        status = {CONVERGED: "converged", DIVERGED: "diverged"}.get(code, "running")
-        if status == "diverged" and (self.data_stop or self._made_nan_in_place()):  # (the data's fault; a NaN in place)
-            status = self.data_stop.status if self.data_stop else "undefined"
-        if status == "running" and complete:
-            status = "max_steps"
-        if status == "running" and self._stop_request:
+        status = code  # (the loss's verdict: RUNNING, CONVERGED or DIVERGED)
+        if status == Status.DIVERGED and (self.data_stop or self._made_nan_in_place()):  # (the data's fault; a NaN in place)
+            status = self.data_stop.status if self.data_stop else Status.UNDEFINED
+        if status == Status.RUNNING and complete:
+            status = Status.MAX_STEPS
+        if status == Status.RUNNING and self._stop_request:
             status = self._stop_request
-        if status != "running":
+        if status != Status.RUNNING:
             self._finish(status)
         chunk = Chunk(start, {c: rows[:, i] for i, c in enumerate(self.columns)}, status, self.steps_per_second)
-        for callback in list(self._observers):
-            callback(self, chunk)
+        self._observers.chunk(self, chunk)
         return chunk
-
-    def _use_xla_next(self, remaining, rate):
-        """XLA for what is left when it is expected to pay for its compile time: the plain
-        loop's time still to come (unless XLA was found slower here)."""
-        if self.jit != "auto" or self._xla_verdict is False or self._xla_unusable:
-            return False
-        return (remaining / rate if rate else 0.0) > XLA_PAYS_AFTER_SECONDS
-
-    def _use_blocks_next(self, remaining, rate):
-        """Blocks when the row buffer caps XLA chunks and what is left pays for compiling them."""
-        if any(getattr(cb, "needs_every_step", False) for cb in self._observers):
-            return False  # e.g. the course's per-iteration printout
-        return remaining / max(rate, 1e-9) > BLOCKS_PAY_AFTER_SECONDS
 
     def run_chunks(self, steps, max_chunk=None, chunk_seconds=None):
         """steps_iter, and an interrupt (Ctrl-C, or thrown in between chunks by an awaiting
-        driver) ends the run as 'interrupted' at the last good values."""
+        driver) ends the run as INTERRUPTED at the last good values. The observers hear it
+        begin and end (also by an error)."""
+        self._observers.begin(self, steps)
         try:
             yield from self.steps_iter(steps, max_chunk, chunk_seconds)
         except KeyboardInterrupt:
             self.interrupted()
+        finally:
+            self._observers.end(self)
 
     def run(self, steps):
         """Blocking run; returns the final status. Ctrl-C leaves a consistent state."""

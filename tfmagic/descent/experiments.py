@@ -4,20 +4,20 @@ Each run starts from a reset engine, so they all share the compiled chunk
 (eta is a variable; an optimizer switch builds one chunk per optimizer).
 """
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
 from tfmagic.descent.engine import drain
 from tfmagic.descent.optimizers import check_eta
+from tfmagic.descent.status import CUT_SHORT, ESCAPED, Status
 
 
 @dataclass
 class RunSummary:
     label: str
     history: dict  # column -> numpy array (a copy)
-    status: str
+    status: Status
     steps: int
     final_loss: float | None
     start: dict  # name -> numpy value
@@ -29,7 +29,7 @@ def _snapshot(engine, label, start, tol):
     history = {k: v.copy() for k, v in engine.history.items()}
     below = np.flatnonzero(history["grad_norm"] < tol) if engine.steps else []
     at = int(history["step"][below[0]]) if len(below) else None  # a step, not a row (long runs are strided)
-    if engine.status == "converged":
+    if engine.status == Status.CONVERGED:
         at = engine.steps
     return RunSummary(
         label=label,
@@ -44,7 +44,7 @@ def _snapshot(engine, label, start, tol):
 
 
 def _keep_best(engine, runs):
-    finished = [r for r in runs.values() if r.final_loss is not None and r.status not in ("diverged", "undefined")]
+    finished = [r for r in runs.values() if r.final_loss is not None and r.status not in ESCAPED]
     best = min(finished or runs.values(), key=lambda r: np.inf if r.final_loss is None else r.final_loss)
     for name, var in engine.variables.items():
         var.assign(best.values[name])
@@ -86,20 +86,6 @@ def eta_labels(values):
     return [f"eta={v!r}" for v in values]
 
 
-@contextmanager
-def _watched(engine, label, watch):
-    """Observe one run with watch(label) (e.g. --print-every's printer), if it gives an observer."""
-    observer = watch(label) if watch else None
-    if observer is None:
-        yield
-        return
-    engine.observe(observer)
-    try:
-        yield
-    finally:
-        engine.unobserve(observer)
-
-
 def compare(*args, **kwargs):
     return drain(compare_chunks(*args, **kwargs))
 
@@ -110,16 +96,16 @@ def restarts(*args, **kwargs):
 
 def _series_chunks(engine, plans, steps, tol, watch):
     """Run each (label, start, prepare) of `plans` after prepare(), yielding each chunk;
-    returns label -> RunSummary. A run ends where |grad| < tol: "converged", as its row says."""
+    returns label -> RunSummary. A run ends where |grad| < tol: CONVERGED, as its row says."""
     runs, tol0 = {}, engine.tol
     engine.tol = tol
     try:
         for label, start, prepare in plans:
             prepare()
-            with _watched(engine, label, watch):
+            with engine.observers.attached(watch(label) if watch else None):  # (e.g. --print-every's printer)
                 yield from engine.run_chunks(steps)
             runs[label] = _snapshot(engine, label, start, tol)
-            if engine.status == "interrupted":
+            if engine.status == Status.INTERRUPTED:
                 break
     finally:
         engine.tol = tol0
@@ -171,7 +157,7 @@ def restarts_chunks(engine, ranges, count, steps, seed=None, tol=1e-3, watch=Non
 
 def found_minimum(run):
     # a run still descending has not found a minimum, wherever it stopped
-    return run.converged_at is not None and run.status not in ("diverged", "undefined", "interrupted", "error")
+    return run.converged_at is not None and run.status not in ESCAPED | CUT_SHORT
 
 
 def distinct_minima(runs, rel=1e-2):

@@ -7,10 +7,7 @@ import math
 import numpy as np
 
 from tfmagic.descent.history import shown_by_value
-
-# A re-run's notes (facts; present/messages.py words them):
-NOTE_REUSED = "reused:"  # + whose compiled steps: "this-cell", "another-cell" (same code), "same-code" (cell not known)
-NOTE_TRACED_AGAIN = "traced-again:"  # + why a re-run was not reused (a reason code of descent/reuse.py)
+from tfmagic.descent.status import NOT_FINAL, Note, Status
 
 
 class Retired(RuntimeError):
@@ -26,21 +23,17 @@ class RunFacts:
         cell on the same variables (a re-run whose trace was the same): its steps are not
         traced again. `old` keeps its history and values and never steps again."""
         old.retire()
-        # It runs as a fresh build would (the ways of running differ in their last bits): what the
-        # steps cannot do (XLA, the lean runtime) a fresh build would find out alike, XLA's verdict
-        # only counts where a fresh build would try XLA (chosen by timing there), and the chunk
-        # sizes change no number (what a step carries goes from one chunk to the next).
-        for name in ("optimizer", "optimizer_name", "_opt_state", "_opt_initial", "_graphs", "_calls",
-                     "_xla_unusable", "_default_runtime", "_chunk_steps", "memo"):
-            setattr(self, name, getattr(old, name))
-        self._forget_rates()
-        for name in ("_xla_verdict", "_xla_ran"):  # (after _forget_rates, which clears them)
-            setattr(self, name, getattr(old, name))
+        # (it runs as a fresh build would: the policy learns only what a fresh build would find out; policy.py)
+        self._compiled = old.hand_over(self._compiled.policy)
         # (the facts about the compiled steps, not those about how the last run was built)
-        self.notes[:] = [n for n in old.notes if not n.startswith((NOTE_REUSED, NOTE_TRACED_AGAIN))]
+        self.notes[:] = [n for n in old.notes if n.code not in (Note.REUSED, Note.TRACED_AGAIN)]
         self._calls.notes = self.notes
         self.optimizer.learning_rate = self._eta  # (assigns: no retrace)
         self.tol = self._tol
+
+    def hand_over(self, policy):
+        """These compiled steps for a re-run's engine, which brings its own chunk `policy`."""
+        return self._compiled.handed_over(policy)
 
     def _made_nan_in_place(self):
         """The step made the loss NaN while it was not growing: the cell computed something
@@ -98,7 +91,7 @@ class RunFacts:
         return 2.0 / lam if lam else None
 
     def _finish(self, status):
-        if status == "diverged":
+        if status == Status.DIVERGED:
             self.kept.rewind(self, self._calls, self._history)  # after a raise of eta: back to the best point
         self.status = status
         if self._run_seconds > 0:  # the run's average, not its last (maybe partial) chunk's
@@ -110,19 +103,19 @@ class RunFacts:
         self.final_values = {n: v.numpy().copy() for n, v in self.variables.items()}
 
     def _stopped_by(self, err, redone=False):
-        self._finish("error")  # (the variables are at the last good step)
+        self._finish(Status.ERROR)  # (the variables are at the last good step)
         self.error, self.error_redone = err, redone
 
     def interrupted(self):
         """Mark the run interrupted (Ctrl-C / kernel interrupt between or in a chunk)."""
-        self._finish("interrupted")
+        self._finish(Status.INTERRUPTED)
 
     def retire(self):
         """A newer run of the cell has taken these compiled steps and variables: this run's
         values are kept as they are now (before anything moves them), and it never steps again."""
         if self.retired:
             return
-        if self.final_values is None or self.status in ("running", "paused"):
+        if self.final_values is None or self.status in NOT_FINAL:
             self.final_values = {n: v.numpy().copy() for n, v in self.variables.items()}
         self.kept.best = None  # (its snapshot: it never steps again)
         self.retired = True

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tfmagic.descent.status import Status
+
 ETA_FROM, ETA_TO = 1e-7, 10.0
 BLOWUP = 4.0  # stop once the smoothed loss is this many times its lowest (fastai's stop_div)
 SMOOTHING = 0.98  # at most, of the exponential moving average (with bias correction): fastai's
@@ -23,7 +25,7 @@ class EtaSweep:
     suggested_eta: float | None  # halfway down the smoothed loss's longest fall (None: it never fell)
     bound: float | None  # 2/λ from the curvature at the start (plain gradient descent)
     stopped_early: bool  # the loss blew up before the sweep's last eta
-    status: str  # how the sweep ended: "stopped" (the loss blew up), "max_steps", "interrupted", ...
+    status: Status  # how the sweep ended: STOPPED (the loss blew up), MAX_STEPS, INTERRUPTED, ...
     capped: bool = False  # sgd: the valley's eta was above 1/λ (half the bound), so 1/λ is suggested
 
 
@@ -93,19 +95,16 @@ def sweep_chunks(engine, steps):
             if not np.isfinite(smoothed) or smoothed > BLOWUP * state["lowest"]:
                 state["blown"] = True
         if state["blown"]:
-            eng.request_stop("stopped")
+            eng.request_stop(Status.STOPPED)
         elif eng.steps < steps:
             eng.eta = eta_at(eng.steps)
 
     engine.kept.enabled = False  # (the sweep's raises of eta are the test, not a run to go back on)
     engine.eta = eta_at(0)
-    others = engine.observers_off()  # (an epoch log, a panel: the sweep's steps are not the run's)
-    engine.observe(next_eta)
-    try:
-        yield from engine.run_chunks(steps, max_chunk=1)
+    try:  # (an epoch log, a panel: the sweep's steps are not the run's)
+        with engine.observers.suspended(next_eta):
+            yield from engine.run_chunks(steps, max_chunk=1)
     finally:
-        engine.unobserve(next_eta)
-        engine.observers_on(others)
         history, status = engine.history, engine.status
         losses = np.asarray(history["loss"], np.float64)
         taken = np.asarray(history["eta"], np.float64)
@@ -119,7 +118,7 @@ def sweep_chunks(engine, steps):
     ema = Ema(beta)
     smoothed = np.array([ema(loss) for loss in losses])
     # (2/λ costs a trace of second derivatives: not after an interrupt, which must end at once)
-    bound = engine.suggested_eta() if engine.optimizer_name == "sgd" and status != "interrupted" else None
+    bound = engine.suggested_eta() if engine.optimizer_name == "sgd" and status != Status.INTERRUPTED else None
     suggested = suggestion(taken, smoothed)
     capped = bool(suggested and bound and suggested > bound / 2)
     if capped:  # sgd: never past 1/λ, the largest step that does not overshoot along the sharpest direction

@@ -11,7 +11,7 @@ values are not kept anywhere, and the engine says how many steps that undid.
 
 import numpy as np
 
-from tfmagic.descent.calls import DIVERGED, RUNNING
+from tfmagic.descent.status import Status
 
 
 class OneWayRuns:
@@ -21,7 +21,7 @@ class OneWayRuns:
         """After a run's start point was evaluated (any run: the facts start afresh): a start
         made unhealthy by a dataset is the data's fault (its verdict goes to data_stop)."""
         self.data_stop, self.unkept_steps = None, 0  # (what stopped it; steps a divergence undid)
-        if code == DIVERGED and self.one_way:
+        if code == Status.DIVERGED and self.one_way:
             self.data_stop = self._stream.stop_at(self.steps + 1)
             self._stream.kept_going = self.data_stop is None
 
@@ -53,10 +53,10 @@ class OneWayRuns:
             self._calls.point = np.full(self._graphs.width, np.nan, np.float32)  # (its batch failed)
         if self._stream.ended():
             self.data_stop = self._stream.stop_at(self.steps + 1)
-            yield self._chunk_done(start, rows, DIVERGED, False)
+            yield self._chunk_done(start, rows, Status.DIVERGED, False)
             return
         if len(rows):
-            self._chunk_done(start, rows, RUNNING, False)  # (the observers see the steps kept; not yielded:
+            self._chunk_done(start, rows, Status.RUNNING, False)  # (the observers see the steps kept; not yielded:
             # a driver that closed the run here would lose the error)
         self._stopped_by(err)
         raise err

@@ -6,7 +6,7 @@ cell compiled on the namespace as it is now, its NAME=INIT variables made, the c
 alone, its eager trial), so it reads, draws, refuses and fails as a first run does. Then the
 trace's fingerprint (cell/fingerprint.py) is compared with the kept one: if they are equal and
 nothing else tells the two apart, the run takes over the kept compiled steps, optimizer and
-variables, their pieces rebound to the namespace as it is now (setup.Build.rebind). Otherwise it
+variables, their pieces rebound to the namespace as it is now (program.LossProgram.rebind). Otherwise it
 goes on as the fresh build it already is, and a note says why.
 
 Never reused: a trace with an op that keeps state in its kernel (TensorFlow's stateful random
@@ -24,15 +24,15 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from tfmagic.cell import fingerprint
-from tfmagic.descent.facts import NOTE_REUSED, NOTE_TRACED_AGAIN
 from tfmagic.descent.reach import Draws, walk
+from tfmagic.descent.status import Note, Retrace, Status, Whose
 
 MAX_CELLS = 8  # cells kept: each holds its engine (variables, optimizer, a row buffer of <= 64 Ki rows)
 
 
 @dataclass
 class _Kept:
-    build: object  # the setup.Build its engine runs on
+    program: object  # the program.LossProgram its engine runs on
     engine: object  # the cell's latest Descent
     fingerprint: object  # of its cell's trace (None: not judgeable); no copy of what the cell read
     objects: dict  # NAME -> the id of the variable, or the ids of a model's variables, it ran on
@@ -84,7 +84,7 @@ class CompiledCells:
         function then reads it as a notebook's function would: not defined; its run's own
         variables stay, its engine holds them anyway)."""
         ns = id(namespace)
-        for key in [k for k, kept in self._kept.items() if k[0] == ns and _gone(kept.build.cell.function, namespace)]:
+        for key in [k for k, kept in self._kept.items() if k[0] == ns and _gone(kept.program.cell.function, namespace)]:
             del self._kept[key]
         for function, (where, constants, variables) in list(self._globals.items()):
             if where == ns:
@@ -102,99 +102,99 @@ class CompiledCells:
         reason = _not_reusable(kept, plan, data)
         if reason:
             return Rerun(self, key, kept, reason)
-        own = {name: [var, *fingerprint.handles(var)] for name, var in kept.build.created.items()}
+        own = {name: [var, *fingerprint.handles(var)] for name, var in kept.program.created.items()}
         reach = walk(namespace, own, leaves=(tf.Variable, tf.Tensor))
         if reach.held or not reach.complete:
             name = sorted(reach.held)[0] if reach.held else ", ".join(own)
-            return Rerun(self, key, kept, f"held:{name}" if reach.held else f"unchecked:{name}")
+            return Rerun(self, key, kept, (Retrace.HELD if reach.held else Retrace.UNCHECKED, name))
         return Rerun(self, key, kept, None, Draws(reach.generators))
 
-    def keep(self, source, namespace, plan, data, options, build, trace, engine, rerun=None):
+    def keep(self, source, namespace, plan, data, options, program, trace, engine, rerun=None):
         """Remember a cell just built (a first run, or a re-run that was not reused: its note
         says why)."""
         if rerun is not None and rerun.reason:
-            engine.notes.append(NOTE_TRACED_AGAIN + rerun.reason)
+            engine.notes.append(Note.TRACED_AGAIN.with_detail(*rerun.reason))
         key = _key(source, namespace, plan, data, options)
         if rerun is not None and rerun.fingerprint is not None:
             taken = rerun.fingerprint
         else:  # (~0.3 ms on the course's cell; a baked-in 4096x256 array ~5 ms)
-            taken = fingerprint.of_trace(build.tf, trace, list(build.variables.values())) if trace is not None else None
+            taken = fingerprint.of_trace(program.tf, trace, list(program.variables.values())) if trace is not None else None
         self._kept.pop(key, None)
-        self._kept[key] = _Kept(build, engine, taken, _objects(plan), _shapes(plan), self.current_cell)
-        self._globals[build.cell.function] = (id(namespace), build.cell.constants,
-                                              frozenset(id(v) for v in build.variables.values()))
+        self._kept[key] = _Kept(program, engine, taken, _objects(plan), _shapes(plan), self.current_cell)
+        self._globals[program.cell.function] = (id(namespace), program.cell.constants,
+                                                frozenset(id(v) for v in program.variables.values()))
         while len(self._kept) > self.size:
             self._kept.popitem(last=False)
 
-    def take(self, key, kept, build, data, eta, tol):
+    def take(self, key, kept, program, data, eta, tol):
         """Run on the kept build: its engine retired first (its result keeps its values), its
         variables given this build's start values, its pieces rebound to the namespace."""
         kept.engine.retire()
-        for name, var in kept.build.created.items():
-            var.assign(build.created[name])
-        kept.build.rebind(build, data)
-        done = kept.build.prepared(eta, tol, reuse=kept.engine, seed=data.seed if data else None)
+        for name, var in kept.program.created.items():
+            var.assign(program.created[name])
+        kept.program.rebind(program, data)
+        done = kept.program.prepared(eta, tol, reuse=kept.engine, seed=data.seed if data else None)
         same = kept.origin is not None and kept.origin == self.current_cell
         other = kept.origin is not None and self.current_cell is not None and not same
-        done.engine.notes.append(NOTE_REUSED + ("this-cell" if same else "another-cell" if other else "same-code"))
+        done.engine.notes.append(Note.REUSED.with_detail(Whose.THIS_CELL if same else Whose.ANOTHER_CELL if other else Whose.SAME_CODE))
         kept.engine, kept.origin = done.engine, self.current_cell
         self._kept.move_to_end(key)
         return done
 
 
 class Rerun:
-    """A re-run of a kept cell being judged: why it is not reused (a reason code for
-    NOTE_TRACED_AGAIN), or, once traced, whether it is."""
+    """A re-run of a kept cell being judged: why it is not reused (a Retrace and its detail,
+    for Note.TRACED_AGAIN), or, once traced, whether it is."""
 
     def __init__(self, cells, key, kept, reason, draws=None):
         self.cells, self.key, self.kept, self.reason, self.draws = cells, key, kept, reason, draws
         self.fingerprint = None
 
-    def decide(self, build, trace, data, *, eta, tol):
+    def decide(self, program, trace, data, *, eta, tol):
         """A Prepared on the kept compiled steps, or None (then `reason` says why)."""
         if self.reason is None:
-            self.reason = self._why_not(build, trace)
+            self.reason = self._why_not(program, trace)
         if self.reason:
             return None
-        return self.cells.take(self.key, self.kept, build, data, eta, tol)
+        return self.cells.take(self.key, self.kept, program, data, eta, tol)
 
-    def _why_not(self, build, trace):
+    def _why_not(self, program, trace):
         if self.draws.drawn():
-            return "python-random"
+            return (Retrace.PYTHON_RANDOM,)
         if trace is None:
-            return "unjudgeable"
-        self.fingerprint = fingerprint.of_trace(build.tf, trace, list(build.variables.values()))
+            return (Retrace.UNJUDGEABLE,)
+        self.fingerprint = fingerprint.of_trace(program.tf, trace, list(program.variables.values()))
         if self.fingerprint is None or self.kept.fingerprint is None:
-            return "unjudgeable"
+            return (Retrace.UNJUDGEABLE,)
         if self.fingerprint.kernel_state:
-            return "random-ops:" + self.fingerprint.kernel_state[0]
-        if not _same_variables(self.kept.build, build):
-            return "variables"  # (a cell without NAMEs: the variables it reads)
-        if any(getattr(v, "constraint", None) is not None for v in build.variables.values()):
-            return "constraint"
+            return Retrace.RANDOM_OPS, self.fingerprint.kernel_state[0]
+        if not _same_variables(self.kept.program, program):
+            return (Retrace.VARIABLES,)  # (a cell without NAMEs: the variables it reads)
+        if any(getattr(v, "constraint", None) is not None for v in program.variables.values()):
+            return (Retrace.CONSTRAINT,)
         if not self.fingerprint.same_as(self.kept.fingerprint):
-            return "graph"
+            return (Retrace.GRAPH,)
         return None
 
 
 def _not_reusable(kept, plan, data):
-    """What rules the kept run out before anything is traced (a reason code), or None."""
+    """What rules the kept run out before anything is traced ((a Retrace,)), or None."""
     engine = kept.engine
-    if engine.status == "running":
-        return "running"  # (from its panel's buttons)
-    if (engine.optimizer_name, engine.device) != (kept.build.optimizer, kept.build.device):
-        return "switched"  # in its panel, or by --compare optimizer=...
+    if engine.status == Status.RUNNING:
+        return (Retrace.RUNNING,)  # (from its panel's buttons)
+    if (engine.optimizer_name, engine.device) != (kept.program.optimizer, kept.program.device):
+        return (Retrace.SWITCHED,)  # in its panel, or by --compare optimizer=...
     if _objects(plan) != kept.objects or _shapes(plan) != kept.shapes:
-        return "variables"
+        return (Retrace.VARIABLES,)
     if data is not None and data.dataset is not None:
-        return "dataset"
+        return (Retrace.DATASET,)
     return None
 
 
-def _same_variables(kept, build):
+def _same_variables(kept, program):
     """The same variables by name: a NAME=INIT one made in both, any other the same object."""
-    return kept.variables.keys() == build.variables.keys() and all(
-        (n in kept.created and n in build.created) or kept.variables[n] is v for n, v in build.variables.items())
+    return kept.variables.keys() == program.variables.keys() and all(
+        (n in kept.created and n in program.created) or kept.variables[n] is v for n, v in program.variables.items())
 
 
 def _gone(function, namespace, keep=frozenset()):

@@ -6,36 +6,20 @@ has been checked, so a typo never costs the user a variable.
 
 import contextlib
 import keyword
-from dataclasses import dataclass
 
 import numpy as np
 
 from tfmagic.cell import autograph
 from tfmagic.cell.compiler import compile_cell
-from tfmagic.descent.data import Batches, EpochLog, as_data
+from tfmagic.descent.data import Batches
 from tfmagic.descent.dataset_stream import DatasetStream
-from tfmagic.descent.engine import Descent
+from tfmagic.descent.program import LossProgram, Prepared  # noqa: F401 (Prepared: what prepare returns)
 from tfmagic.descent.replica_split import choose_form
-from tfmagic.descent.replicas import Replicas
 from tfmagic.errors import LossError, TfmagicError
 from tfmagic.cell.explain import explain
 from tfmagic.cell.tensors import table
 from tfmagic.cell.variables import is_model, module_variables, require_float
 from tfmagic.runtime.devices import short as short_device
-
-
-@dataclass
-class Prepared:
-    """A %%descend cell, compiled and checked, with its engine built."""
-
-    engine: object  # Descent
-    created: dict  # NAME=INIT variables to put into the namespace
-    tensors: dict  # name -> TensorRecord of what the cell reads, optimises and assigns
-    constants: dict  # globals baked into the compiled cell
-    device: str  # where it runs, short ('CPU:0')
-    cell: object  # the compiled cell
-    assigned_now: object  # () -> the names the cell assigns, at the current values
-    epochs: object = None  # data.EpochLog of a --data run (observing the engine), else None
 
 
 def _init_value(tf, name, expr, namespace, device):
@@ -180,10 +164,10 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
         batches = DatasetStream(tf, data.dataset, data.arrays, data.epoch_steps, device)
     elif data:
         batches = Batches(tf, data.arrays, data.batch_size, data.seed, device)
-    build = Build(tf, cell, variables, created, extra, batches, strategy, device, optimizer)
+    program = LossProgram(tf, cell, variables, created, extra, batches, strategy, device, optimizer)
     try:
         with tf.device(device):
-            loss, grads, assigned, trace = _tried(tf, build.trial, build.run_cell)
+            loss, grads, assigned, trace = _tried(tf, program.trial, program.run_cell)
     except Exception as err:
         raise explain(err, cell) from err
     label = cell.target_label
@@ -202,103 +186,21 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
             f"the loss {label} does not depend on {', '.join(variables)}, so their gradients are None.",
             hint="check that the cell uses the variables you named (and not a copy made with .numpy()).",
         )
-    if build.replicas is not None:  # (a loss that does not split over the replicas is refused)
-        choose_form(tf, build.replicas, batches.first() if batches else {}, list(variables.values()), label)
+    if program.replicas is not None:  # (a loss that does not split over the replicas is refused)
+        choose_form(tf, program.replicas, batches.first() if batches else {}, list(variables.values()), label)
     if batches and not batches.static_shapes and jit == "auto":
         jit = "off"  # a smaller last batch: a shape that changes, which XLA cannot compile
-    build.finish(jit, data, table(tf, cell.reads, overlay, variables, assigned),
-                 build.replicas.describe() if build.replicas else short_device(device) if device
-                 else short_device(loss.device) or "CPU:0")
+    program.finish(jit, data, table(tf, cell.reads, overlay, variables, assigned),
+                   program.replicas.describe() if program.replicas else short_device(device) if device
+                   else short_device(loss.device) or "CPU:0")
     if rerun is not None:
-        done = rerun.decide(build, trace, data, eta=eta, tol=tol)
+        done = rerun.decide(program, trace, data, eta=eta, tol=tol)
         if done is not None:
             return done
-    done = build.prepared(eta, tol)
+    done = program.prepared(eta, tol)
     if cells is not None:
-        cells.keep(source, namespace, plan, data, options, build, trace, done.engine, rerun)
+        cells.keep(source, namespace, plan, data, options, program, trace, done.engine, rerun)
     return done
-
-
-class Build:
-    """The pieces of a %%descend run bound to its variables: the compiled cell, its batches,
-    the loss and what runs it. A re-run that reuses them rebinds them to the namespace as it
-    is now (reuse.py)."""
-
-    def __init__(self, tf, cell, variables, created, extra, batches, strategy, device, optimizer):
-        self.tf, self.cell, self.variables, self.created, self.extra = tf, cell, variables, created, extra
-        self.batches, self.device, self.optimizer = batches, device, optimizer
-        # The cell converted by AutoGraph, the wrappers around it not (cell/autograph.py).
-        cell_function = autograph.converted(tf, cell.function)
-
-        def loss_fn():
-            return cell_function(**extra, **(batches.take() if batches else {}))[0]
-
-        def batch_loss(batch):
-            return cell_function(**extra, **batch)[0]
-
-        self.batch_loss = autograph.calls_converted(batch_loss)
-        if isinstance(batches, DatasetStream):  # (a NaN once it ends; each batch read after the step before)
-            loss_fn = lambda: batches.loss(self.batch_loss)  # noqa: E731
-        self.loss_fn = autograph.calls_converted(loss_fn)
-        self.replicas = None if strategy is None else Replicas(tf, strategy, batches.take if batches else dict,
-                                                                self.batch_loss)
-
-        def run_cell():  # the loss and what the cell assigns, on the first batch
-            return cell_function(**extra, **(batches.first() if batches else {}))
-
-        self.run_cell = run_cell
-
-    def trial(self):
-        """One run of the cell under a tape: its checks, and what it assigns."""
-        tf = self.tf
-        with tf.GradientTape() as tape:
-            loss, assigned = self.run_cell()
-            loss = tf.convert_to_tensor(loss)  # (read under the tape: a loss that is a variable itself, `y = x`)
-        grads = tape.gradient(loss, list(self.variables.values())) if loss.dtype.is_floating else None
-        return loss, grads, assigned
-
-    def finish(self, jit, data, tensors, where):
-        """What the checked cell adds: its jit mode, validation, tensor table and device."""
-        self.jit, self.tensors, self.where = jit, tensors, where
-        self.constants = dict.fromkeys(self.cell.constants)  # (names: the values stay the user's)
-        self.validate = None
-        if self.batches:
-            self.validate = _validation(self.tf, self.batch_loss, data.validate, self.device, data.validate_dataset)
-
-    def rebind(self, new, data):
-        """Read the namespace as `new`, a build of the same cell made just now, read it, on these
-        variables: its globals, arguments, validation data, tensor table and device."""
-        from tfmagic.cell.compiler import FUNC_NAME, KEEP_NAME
-
-        own = set(self.created) | {FUNC_NAME, KEEP_NAME}
-        now, then = new.cell.function.__globals__, self.cell.function.__globals__
-        for name in [n for n in then if n not in own and n not in now]:
-            del then[name]
-        then.update({n: v for n, v in now.items() if n not in own})
-        self.extra.update({n: v for n, v in new.extra.items() if n not in self.created})
-        self.cell.constants.clear()
-        self.cell.constants.update(new.cell.constants)
-        self.finish(self.jit, data, new.tensors, new.where)
-
-    def assigned_now(self):
-        """The names the cell assigns, at the current values."""
-        return self.cell.published(self.run_cell()[1])
-
-    def prepared(self, eta, tol, reuse=None, seed=None):
-        """The engine (on the compiled steps of `reuse`, an engine of this build) and the rest."""
-        tf, batches = self.tf, self.batches
-        if seed is not None:
-            batches.reseed(seed)
-        stream = {}
-        if batches:
-            stream = dict(stream=batches, epoch_steps=batches.epoch_steps,
-                          full_loss_fn=lambda: self.batch_loss(batches.data))  # (traced without AutoGraph)
-        engine = Descent(tf, self.loss_fn, self.variables, eta=eta, optimizer=self.optimizer, device=self.device,
-                         tol=tol, jit=self.jit, loss_label=self.cell.target_name, reuse=reuse,
-                         replicas=self.replicas, **stream)
-        epochs = EpochLog(batches.epoch_steps, self.validate) if batches and batches.epoch_steps else None
-        return Prepared(engine, self.created, self.tensors, self.constants, self.where, self.cell,
-                        self.assigned_now, epochs)
 
 
 def _tried(tf, trial, run_cell):
@@ -335,35 +237,3 @@ def _require_in_scope(strategy, plan, variables):
              f"    with strategy.scope(): {what} = ...   # as before\n"
              f"and run %%descend {what} --strategy strategy ...",
     )
-
-
-def _validation(tf, batch_loss, arrays, device, dataset=None):
-    """() -> the cell's loss on the validation arrays, or the mean over a dataset's batches
-    weighted by their sizes (no variable changes); None without --validate."""
-    if dataset is not None:
-        names = list(arrays)
-        batch_loss = autograph.function(tf, batch_loss)
-
-        def over_dataset():
-            total = count = 0.0
-            with tf.device(device):
-                for element in dataset:
-                    parts = element if isinstance(element, (tuple, list)) else (element,)
-                    batch = {n: element[n] for n in names} if isinstance(element, dict) else dict(zip(names, parts))
-                    batch = {n: as_data(tf, t) for n, t in batch.items()}  # (float64 -> float32, as training's)
-                    size = float(tf.shape(next(iter(batch.values())))[0])
-                    total, count = total + float(batch_loss(batch)) * size, count + size
-            return total / count if count else float("nan")
-
-        return over_dataset
-    if not arrays:
-        return None
-    with tf.device(device):
-        data = {n: as_data(tf, v) for n, v in arrays.items()}
-    loss = autograph.function(tf, lambda: batch_loss(data))
-
-    def validate():
-        with tf.device(device):
-            return float(loss())
-
-    return validate

@@ -10,6 +10,7 @@ import asyncio
 import inspect
 
 from tfmagic.descent.engine import STEERED_CHUNK_SECONDS
+from tfmagic.descent.status import Status
 from tfmagic.kernel import interrupts, ipykernel_fix
 from tfmagic.kernel.awaiting import drive, pause_for_frontend
 
@@ -61,7 +62,7 @@ class LiveRunner:
         """Kernel > Interrupt (in the signal handler): every run stops after its chunk in flight."""
         for runner in list(cls._active):
             if runner.running:
-                runner.engine.request_stop("interrupted")
+                runner.engine.request_stop(Status.INTERRUPTED)
 
     @classmethod
     def any_running(cls):
@@ -107,7 +108,7 @@ class LiveRunner:
             return self.engine.status
         self.running, self.error = True, None
         try:
-            # A kernel interrupt ends it as 'interrupted' after the chunk in flight (see drive).
+            # A kernel interrupt ends it as INTERRUPTED after the chunk in flight (see drive).
             if self.pace:
                 chunk = max(1, round(self.pace * PACE_FRAME))
                 self._chunks = self.engine.run_chunks(steps, chunk, STEERED_CHUNK_SECONDS)
@@ -178,7 +179,7 @@ class LiveRunner:
 
         self.task = self.loop.create_task(go())
 
-    def stop(self, status="stopped"):
+    def stop(self, status=Status.STOPPED):
         if self.running:
             self.engine.request_stop(status)
 
@@ -189,7 +190,7 @@ class LiveRunner:
             self.engine.pause()
             done()
 
-        self.stop("paused")
+        self.stop(Status.PAUSED)
         self.when_idle(one_step)
 
     def reset(self, device, done):
@@ -199,7 +200,7 @@ class LiveRunner:
             self.engine.reset(device=device)
             done()
 
-        self.stop("stopped")
+        self.stop(Status.STOPPED)
         self.when_idle(reset)
 
     def set_eta(self, eta):
@@ -210,7 +211,7 @@ class LiveRunner:
 
     def detach(self):
         """A newer run took these variables: stop, and never touch them again."""
-        self._finish_now("stopped")
+        self._finish_now(Status.STOPPED)
         self.detached = True
         if self in LiveRunner._active:
             LiveRunner._active.remove(self)

@@ -4,6 +4,7 @@ import html
 
 import numpy as np
 
+from tfmagic.descent.status import NO_END_YET
 from tfmagic.present.messages import steps_text
 from tfmagic.present.multi import MULTI_HEAD, multi_rows, multi_summary
 from tfmagic.present.points import final_point
@@ -53,7 +54,7 @@ def run_end(res):
     """The point a DescentResult's run is at: where it ended (its final loss and values), or
     while it runs, its latest point."""
     engine = res.engine
-    if engine.status in ("running", "ready") and not engine.retired:
+    if engine.status in NO_END_YET and not engine.retired:
         return engine.now
     return final_point(res.steps, res.final_loss, res.values, engine.final_grad_norm)
 

@@ -1,17 +1,41 @@
-"""Every sentence %%descend says about a run: its outcome, its notes, advice on eta.
+"""Every sentence %%descend says about a run: what its status means, its outcome, its notes,
+advice on eta.
 
-The engine records facts (status, steps, the error, what the diverging step
-reached, NOTE_* codes); this module words them, so the words live in one place.
+The engine records facts (a status.Status, steps, the error, what the diverging step
+reached, status.Note codes); this module words them, so the words live in one place.
 """
 
 import math
 
 from tfmagic.cell.explain import tf_message
-from tfmagic.descent.calls import BLOWUP_FACTOR, NOTE_XLA_DROPS_CHECKS
-from tfmagic.descent.engine import NOTE_NO_XLA_FOR_CHECKS, NOTE_XLA_FAILED
-from tfmagic.descent.facts import NOTE_REUSED, NOTE_TRACED_AGAIN
+from tfmagic.descent.calls import BLOWUP_FACTOR
+from tfmagic.descent.status import CUT_SHORT, DATA_STOPS, ESCAPED, Note, Retrace, Status, Whose
 
 ADAPTIVE = ("adam", "rmsprop", "adagrad")  # optimizers that scale their own steps
+
+
+# What each way a run ends means: the README's status table is this table (tests/test_status.py).
+STATUS_MEANINGS = [
+    ((Status.MAX_STEPS,), "it took all the steps it was given"),
+    ((Status.CONVERGED,), "the gradient norm fell below `--tol` (a `--compare`/`--restarts` run: below `--tol`, "
+                          "default 1e-3)"),
+    ((Status.DIVERGED,), "a step made the loss blow up (infinite, or far beyond its start), or it was not finite at "
+                         "the start"),
+    ((Status.UNDEFINED,), "a step made the loss NaN without blowing up: the cell computed something undefined there "
+                          "(sqrt or log of a negative, 0/0)"),
+    ((Status.STOPPED, Status.PAUSED), "Stop / Pause or Step in the panel"),
+    ((Status.INTERRUPTED,), "Ctrl-C or Kernel → Interrupt"),
+    ((Status.ERROR,), "the cell raised at some step (`.message` says which and why)"),
+    ((Status.OUT_OF_DATA,), "a dataset (`--data NAMES=DS`) had no batch for the next step: it ended before `--steps`"),
+    ((Status.BAD_DATA,), "a dataset's batch held NaN or inf (`.message` names the step, the name and its row)"),
+]
+
+
+def status_table():
+    """STATUS_MEANINGS as the README's markdown table."""
+    rows = [" / ".join(f"`{s}`" for s in statuses) for statuses, _ in STATUS_MEANINGS]
+    return "\n".join(["| status | the run ended because |", "|---|---|"]
+                     + [f"| {words} | {meaning} |" for words, (_, meaning) in zip(rows, STATUS_MEANINGS)])
 
 
 def steps_text(n):
@@ -22,15 +46,15 @@ def steps_text(n):
 def outcome(engine):
     """One paragraph on how the last run ended ('' while it runs or when it simply ran its steps)."""
     status = engine.status
-    if status in ("out_of_data", "bad_data") and engine.data_stop is not None:
+    if status in DATA_STOPS and engine.data_stop is not None:
         return data_stop(engine)
-    if status in ("diverged", "undefined"):
+    if status in ESCAPED:
         return divergence(engine)
-    if status == "converged":
+    if status == Status.CONVERGED:
         return f"converged: gradient norm below tol={engine.tol} after {steps_text(engine.steps)}"
-    if status == "interrupted":
+    if status == Status.INTERRUPTED:
         return f"interrupted after {steps_text(engine.steps)}; the variables hold the last good values"
-    if status == "error" and engine.error is not None:
+    if status == Status.ERROR and engine.error is not None:
         if engine.error_redone:
             return (f"stopped after {steps_text(engine.steps)} by an error that did not come back when its steps were "
                     f"redone one at a time (randomness in the cell?): {tf_message(engine.error)}")
@@ -38,43 +62,37 @@ def outcome(engine):
     return ""
 
 
-_NOTES = {
-    NOTE_NO_XLA_FOR_CHECKS: "The cell has checks (tf.debugging asserts, check_numerics) that XLA would skip, so it runs without XLA.",
-    NOTE_XLA_DROPS_CHECKS: "XLA skips the cell's checks (tf.debugging asserts, check_numerics): with --jit on they are not run.",
-}
-
-
 _REUSED = {  # whose compiled steps a re-run ran on
-    "this-cell": "this cell's last run",
-    "another-cell": "another cell with the same code",
-    "same-code": "an earlier run of the same code",
+    Whose.THIS_CELL: "this cell's last run",
+    Whose.ANOTHER_CELL: "another cell with the same code",
+    Whose.SAME_CODE: "an earlier run of the same code",
 }
-_TRACED_AGAIN = {  # why a re-run was built afresh (descent/reuse.py's reason codes)
-    "graph": "the cell traced to another graph than its last run (a value it reads has changed).",
-    "variables": "its variables are not its last run's (another variable or model, or another shape).",
-    "running": "its last run is still going (from its panel).",
-    "switched": "its last run's optimizer or device was switched in its panel.",
-    "dataset": "a run on a tf.data.Dataset is never reused: its iterator cannot go back.",
-    "python-random": "the cell draws Python random numbers (numpy, random) when traced; a fresh build draws them at each trace.",
-    "constraint": "a variable has a constraint, and the check of the trace does not cover its function.",
-    "unjudgeable": "what the cell's trace captured cannot be compared with its last run's.",
-    "held": "the last run's {0} is also held elsewhere (another name, a container, an attribute, Out), so it was not moved; {0} is a new variable.",
-    "unchecked": "there is too much in the namespace to check that nothing else holds the last run's {0}; {0} is a new variable.",
-    "random-ops": "its op {0} keeps its random state in the compiled steps; a fresh build starts it afresh.",
+_TRACED_AGAIN = {  # why a re-run was built afresh (descent/reuse.py)
+    Retrace.GRAPH: "the cell traced to another graph than its last run (a value it reads has changed).",
+    Retrace.VARIABLES: "its variables are not its last run's (another variable or model, or another shape).",
+    Retrace.RUNNING: "its last run is still going (from its panel).",
+    Retrace.SWITCHED: "its last run's optimizer or device was switched in its panel.",
+    Retrace.DATASET: "a run on a tf.data.Dataset is never reused: its iterator cannot go back.",
+    Retrace.PYTHON_RANDOM: "the cell draws Python random numbers (numpy, random) when traced; a fresh build draws them at each trace.",
+    Retrace.CONSTRAINT: "a variable has a constraint, and the check of the trace does not cover its function.",
+    Retrace.UNJUDGEABLE: "what the cell's trace captured cannot be compared with its last run's.",
+    Retrace.HELD: "the last run's {0} is also held elsewhere (another name, a container, an attribute, Out), so it was not moved; {0} is a new variable.",
+    Retrace.UNCHECKED: "there is too much in the namespace to check that nothing else holds the last run's {0}; {0} is a new variable.",
+    Retrace.RANDOM_OPS: "its op {0} keeps its random state in the compiled steps; a fresh build starts it afresh.",
+}
+_NOTES = {  # Note -> (its detail ->) the sentence
+    Note.NO_XLA_FOR_CHECKS: lambda: "The cell has checks (tf.debugging asserts, check_numerics) that XLA would skip, so it runs without XLA.",
+    Note.XLA_DROPS_CHECKS: lambda: "XLA skips the cell's checks (tf.debugging asserts, check_numerics): with --jit on they are not run.",
+    Note.XLA_FAILED: lambda error: f"XLA could not compile this cell ({error}); it runs without XLA.",
+    Note.REUSED: lambda whose: f"Reused the compiled steps of {_REUSED[whose]}: the cell traced to the same graph, so its "
+                               f"steps were not traced again.",
+    Note.TRACED_AGAIN: lambda reason, *named: "Traced again: " + _TRACED_AGAIN[reason].format(*named),
 }
 
 
-def note(code):
-    """The sentence for one of the engine's NOTE_* codes."""
-    if code.startswith(NOTE_REUSED):
-        whose = _REUSED[code[len(NOTE_REUSED):]]
-        return f"Reused the compiled steps of {whose}: the cell traced to the same graph, so its steps were not traced again."
-    if code.startswith(NOTE_TRACED_AGAIN):
-        reason, _, detail = code[len(NOTE_TRACED_AGAIN):].partition(":")
-        return "Traced again: " + _TRACED_AGAIN[reason].format(detail)
-    if code.startswith(NOTE_XLA_FAILED):
-        return f"XLA could not compile this cell ({code[len(NOTE_XLA_FAILED):]}); it runs without XLA."
-    return _NOTES[code]
+def note(noted):
+    """The sentence for one of the engine's notes (a status.Note, or a Noted with its detail)."""
+    return _NOTES[noted.code](*noted.detail)
 
 
 ON_THE_BOUND = 1e-3  # an eta this close (relatively) to 2/λ is taken as on it: no claim either way
@@ -96,12 +114,12 @@ def eta_advice(engine, runs=None):
         return said + "."
     above_fine, below_diverged = [], []
     for run in runs.values():
-        if not run.steps or run.status in ("undefined", "error", "interrupted"):
+        if not run.steps or run.status == Status.UNDEFINED or run.status in CUT_SHORT:
             continue  # (no step, or stopped for another reason: no evidence either way)
         eta = float(run.history["eta"][0])
-        if eta > bound * (1 + ON_THE_BOUND) and run.status != "diverged":
+        if eta > bound * (1 + ON_THE_BOUND) and run.status != Status.DIVERGED:
             above_fine.append(run)
-        elif eta < bound * (1 - ON_THE_BOUND) and run.status == "diverged":
+        elif eta < bound * (1 - ON_THE_BOUND) and run.status == Status.DIVERGED:
             below_diverged.append(run)
     if not above_fine and not below_diverged:
         return said + "."
@@ -148,7 +166,7 @@ def data_stop(engine):
     stop, names = engine.data_stop, ", ".join(engine.variables)
     hold = "holds" if len(engine.variables) == 1 else "hold"
     kept = f"The {steps_text(engine.steps)} before it are kept: {names} {hold} the values after step {engine.steps}."
-    if stop.status == "out_of_data":
+    if stop.status == Status.OUT_OF_DATA:
         return (f"the dataset ended: it had no batch for step {stop.step} (a generator that stopped, or fewer batches "
                 f"than --steps). {kept}")
     return (f"the data is not finite: the batch of step {stop.step} has {stop.value} in {stop.name} (row {stop.row} of that "
@@ -177,7 +195,7 @@ def divergence(engine):
             f"a smaller eta only takes longer. Check the sign of the loss (minimising -f maximises f) or "
             f"add a term that bounds it. The variables ({names}) hold the last finite values."
         )
-    if engine.status == "undefined":
+    if engine.status == Status.UNDEFINED:
         return (
             f"undefined after {steps_text(engine.steps)}: step {_blowup_step(engine)} made the loss NaN (not a number) "
             f"while it was not blowing up: the cell computed something undefined there, e.g. the sqrt or "

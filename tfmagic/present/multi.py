@@ -4,6 +4,7 @@ minima, and the eta advice checked against the runs beside it (text.py and html.
 import numpy as np
 
 from tfmagic.descent.experiments import found_minimum
+from tfmagic.descent.status import CUT_SHORT, ESCAPED
 from tfmagic.present.messages import eta_advice
 
 
@@ -41,7 +42,7 @@ def _minima_lines(multi):
     n, tol = len(multi.runs), f"{multi.tol:g}"
     found = sum(found_minimum(r) for r in multi.runs.values())
     count = lambda *statuses: sum(r.status in statuses for r in multi.runs.values())
-    diverged, cut = count("diverged", "undefined"), count("interrupted", "error")
+    diverged, cut = count(*ESCAPED), count(*CUT_SHORT)
     short = n - found - diverged - cut  # ran all their steps (or were stopped) still descending
     runs = lambda k: f"{k} run{'s' if k > 1 else ''}"
     others = [

@@ -4,6 +4,8 @@
 import numpy as np
 
 from tfmagic.descent.history import shown_by_value
+from tfmagic.descent.observers import Observer
+from tfmagic.descent.status import Status
 
 
 def epoch_line(row, epochs):
@@ -26,45 +28,42 @@ def rate_text(engine, running):
     return "compiling" if running and not steps else ""
 
 
-class TextProgress:
+class TextProgress(Observer):
     """A one-line progress bar, redrawn at most ~5 times a second."""
 
-    def __init__(self, total, stream, interval=0.2, epochs=None):
+    def __init__(self, total, stream, interval=0.2):
         import time
 
         self.total, self.stream, self.interval = total, stream, interval
-        self.epochs, self._epochs_said = epochs, 0  # a --data run's EpochLog: a line per epoch
         self._clock = time.perf_counter
         self._open = False  # a bar line not ended yet
         self._last = 0.0
         self._start = None
 
-    def __call__(self, engine, chunk):
+    def chunk(self, engine, chunk):
         now = self._clock()
         if self._start is None:
             self._start = now
-        new_epochs = self.epochs.rows[self._epochs_said:] if self.epochs else []
-        if new_epochs:
+        if chunk.epochs:  # a --data run: a line per epoch the chunk closed
             self.close()
-            for row in new_epochs:
-                self.stream.write(epoch_line(row, -(-self.total // self.epochs.epoch_steps)) + "\n")
-            self._epochs_said += len(new_epochs)
-        elif chunk.status == "running" and now - self._last < self.interval:
+            for row in chunk.epochs:
+                self.stream.write(epoch_line(row, -(-self.total // engine.epoch_steps)) + "\n")
+        elif chunk.status == Status.RUNNING and now - self._last < self.interval:
             return
         self._last = now
         done = min(engine.steps, self.total)
         width = 30
         filled = int(width * done / max(self.total, 1))
-        if chunk.status != "running" and engine.final_loss is not None:
+        if chunk.status != Status.RUNNING and engine.final_loss is not None:
             loss = engine.final_loss  # where the run ended (also when it took no step)
         else:
             loss = chunk.rows["loss"][-1] if len(chunk.rows["loss"]) else float("nan")
-        rate = rate_text(engine, chunk.status == "running")
+        rate = rate_text(engine, chunk.status == Status.RUNNING)
         rate = f" {rate}" if rate else ""
         self.stream.write(
             f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} loss {loss:.6g} eta {engine.eta:g}{rate}"
         )
-        self._open = chunk.status == "running"
+        self._open = chunk.status == Status.RUNNING
         if not self._open:
             self.stream.write("\n")
         self.stream.flush()
@@ -76,7 +75,7 @@ class TextProgress:
             self._open = False
 
 
-class IterationPrinter:
+class IterationPrinter(Observer):
     """Prints 'iteration: i x: ... y: ...' every K steps, as the course's loop does.
 
     The course prints x after its update and y before it; so do we.
@@ -87,7 +86,7 @@ class IterationPrinter:
     def __init__(self, every, stream):
         self.every, self.stream = every, stream
 
-    def __call__(self, engine, chunk):
+    def chunk(self, engine, chunk):
         names = [c for c in engine.columns[3:]]
         after = {n: np.append(chunk.rows[n][1:], _summary(engine.variables[n])) for n in names}
         # a larger variable is shown by its norm, and says so

@@ -1,5 +1,6 @@
 """What a magic returns: views of the facts that show themselves as text and HTML."""
 
+from tfmagic.descent.status import NOT_FINAL
 from tfmagic.present.html import descent_html, grad_html, multi_html, sweep_html
 from tfmagic.present.messages import note, outcome
 from tfmagic.present.text import descent_text, grad_text, multi_text, sweep_text
@@ -72,7 +73,7 @@ class DescentResult(_Shown):
     def values(self):
         """name -> value (numpy) when the run ended, whatever ran on these variables since."""
         engine = self.engine
-        if engine.final_values is not None and (engine.retired or engine.status not in ("running", "paused")):
+        if engine.final_values is not None and (engine.retired or engine.status not in NOT_FINAL):
             return dict(self.engine.final_values)
         return {n: v.numpy() for n, v in engine.variables.items()}
 

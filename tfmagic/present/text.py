@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from tfmagic.descent.status import Status
 from tfmagic.present.messages import steps_text
 from tfmagic.present.multi import MULTI_HEAD, multi_rows, multi_summary
 
@@ -128,7 +129,7 @@ def sweep_text(sweep):
         return "find-eta: the loss was not finite after the first step; check the cell and the starting values."
     lines = [f"find-eta: {len(sweep.etas) + 1} steps, eta from {sweep.etas[0]:.1e} to {sweep.etas[-1]:.1e}"
              + ("; stopped when the loss blew up" if sweep.stopped_early else "")
-             + ("; interrupted" if sweep.status == "interrupted" else "")]
+             + ("; interrupted" if sweep.status == Status.INTERRUPTED else "")]
     if sweep.suggested_eta:
         where = ("1/λ, half the eta where plain gradient descent diverges: the loss's longest fall went on "
                  "above it" if sweep.capped else "halfway down the smoothed loss's longest fall")
