@@ -54,3 +54,21 @@ def test_imports_run_one_way():
 def test_no_module_grows_past_about_400_lines():
     big = {m: n for m, p in _modules() if (n := len(p.read_text().splitlines())) > 450}
     assert big == {}
+
+
+# Pieces still over the limits (issue 24), each at most its size today: they may shrink, never grow.
+OVER_LIMIT = {"tfmagic.descent.engine.Descent": 350, "tfmagic.descent.graphs.pieces": 65,
+              "tfmagic.descent.setup.prepare": 69}
+CLASS_LINES, FUNCTION_LINES = 250, 60
+
+
+def test_no_class_over_250_lines_and_no_function_over_60():
+    too_long = {}
+    for module, path in _modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                limit = CLASS_LINES if isinstance(node, ast.ClassDef) else FUNCTION_LINES
+                name, lines = f"{module}.{node.name}", node.end_lineno - node.lineno + 1
+                if lines > OVER_LIMIT.get(name, limit):
+                    too_long[name] = lines
+    assert too_long == {}
