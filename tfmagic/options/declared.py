@@ -119,7 +119,7 @@ class Option:
             return self.check(value)
         except Bad as err:
             text = str(err)
-            if self.dest == "optimizer":  # ("unknown optimizer 'adamm'; ..." says what it is)
+            if self.dest == "optimizer":  # (its sentence names the option's value itself)
                 raise Bad(f"{label}: {text}" if label else text) from None
             raise Bad(f"{label or self.name}{'' if text.startswith(':') else ' '}{text}") from None
 
