@@ -48,3 +48,30 @@ def test_the_30_seconds_example_runs_as_pasted_and_prints_what_it_shows(shell):
     assert shell.user_ns["run"].status == "max_steps"
     shell.reset(new_session=False)
     shell.run_line_magic("load_ext", "tfmagic")  # (a no-op if the README's line loaded it)
+
+
+def test_the_option_table_lists_every_declared_option_with_its_default():
+    """The README's %%descend table and %config sentence follow tfmagic/options/declared.py."""
+    from tfmagic.options import declared
+
+    table = section("`%%descend [NAME[=INIT] ...] [options]`")
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    for option in declared.DESCEND:
+        if option.flags:
+            assert any(option.flags[0] in row for row in rows), option.flags
+        if option.setting:
+            assert f"%config TfMagics.{option.setting} = {option.example}" in words(table), option.setting
+    row = lambda flag: next(r for r in rows if r.startswith(f"| `{flag}"))  # noqa: E731
+    assert f"default {declared.ETA}" in row("--eta") and f"default {declared.STEPS}" in row("--steps")
+    assert row("--optimizer").startswith(f"| `--optimizer` | `{declared.OPTIMIZER}`")
+    assert f"({declared.BATCH_SIZE})" in row("--batch-size")
+    assert f"default {declared.FIND_ETA_STEPS}" in words(section("`%%descend [NAME[=INIT] ...] [options]`"))
+
+
+def test_each_benchmark_keeps_one_current_table_and_the_journal_is_linked():
+    text = README.read_text()
+    journal = (README.parent / "benchmarks" / "README.md").read_text()
+    assert "benchmarks/README.md" in text and "in brackets" not in text
+    for bench in ("bench_descent", "bench_first_run", "bench_rerun", "bench_ui", "bench_train"):
+        assert bench in text and bench in journal, bench
+    assert not re.search(r"20\d\d-\d\d-\d\d", text)  # (the dated runs are in the journal)

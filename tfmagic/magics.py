@@ -1,79 +1,69 @@
-"""The %%tfgrad and %%descend cell magics: parse the line, run (tfmagic/runs.py), return what to display."""
+"""The %%tfgrad and %%descend cell magics: parse the line, make the options (tfmagic/options/),
+run (tfmagic/runs.py), return what to display."""
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from traitlets import Bool, Float, Int, Unicode
 
-from tfmagic import options
-
-# What `%config TfMagics` lists: a teacher sets these once for a notebook.
-DEFAULTS_HELP = """Defaults a notebook can set once with %config (an option in the cell still wins):
-  %config TfMagics.eta = 0.01         learning rate (0.1)
-  %config TfMagics.steps = 200        steps to run (50)
-  %config TfMagics.optimizer = 'adam' optimizer (sgd)
-  %config TfMagics.pace = 30          live runs at 30 steps/s (off)
-  %config TfMagics.widgets = False    text progress instead of the live panel (True)
-"""
+from tfmagic.options.declared import DESCEND, TFGRAD, flags
+from tfmagic.options.help import arguments
+from tfmagic.options.line import parse
+from tfmagic.options.settings import DescendSettings
 
 
-def _split_line(line):
-    """Options as argv, keeping `W=tf.zeros([2, 2])` one token despite its spaces."""
-    from IPython.utils.process import arg_split
+@magics_class
+class TfMagics(Magics, DescendSettings):
+    """%%tfgrad and %%descend; the defaults a notebook sets with %config are DescendSettings'."""
 
-    merged, depth = [], 0
-    for token in arg_split(line, posix=False):  # posix would eat the quotes in x=float('nan')
-        if len(token) > 1 and token[0] == token[-1] and token[0] in "'\"":
-            token = token[1:-1]
-        if depth > 0:
-            merged[-1] += " " + token
-        else:
-            merged.append(token)
-        depth += sum(token.count(c) for c in "([{") - sum(token.count(c) for c in ")]}")
-    return merged
-
-
-def _parse(func, line):
-    return func.parser.parse_args(_split_line(line))
-
-
-class TfMagics(Magics):
-    eta = Float(0.1, help="Default learning rate of %%descend.").tag(config=True)
-    steps = Int(50, help="Default number of steps of %%descend.").tag(config=True)
-    optimizer = Unicode("sgd", help="Default optimizer of %%descend.").tag(config=True)
-    pace = Float(None, allow_none=True, help="Default --pace of live %%descend runs (steps/s).").tag(config=True)
-    widgets = Bool(True, help="False: %%descend shows text progress, as with --no-widgets.").tag(config=True)
-
+    @cell_magic
+    @arguments(TFGRAD, "%(prog)s [NAME ...] [--device DEV] [--bench] [-o OUT]")
     def tfgrad(self, line, cell):
+        """The gradients of the value a cell computes, with respect to the variables it reads.
+
+        The cell is ordinary TensorFlow code; its target is the value of its last expression, or
+        the name bound by its last assignment. The cell runs once, compiled (tf.function); what it
+        assigns is put back in your namespace. The result (`_`, or OUT) has .value, .gradients
+        and .tensors. Example:
+
+            %%tfgrad x
+            y = x ** 2 - 4 * x + 4
+        """
         from tfmagic.grad.gradients import differentiate
+        from tfmagic.options.tfgrad import tfgrad_options
         from tfmagic.present.results import GradResult
-        from tfmagic.runs import check_out, publish, resolve_device, tensorflow_for
+        from tfmagic.runs import publish, tensorflow_for
         from tfmagic.runtime.tfimport import quiet_retracing
 
-        args = _parse(self.tfgrad, line)
+        parsed = parse(self.tfgrad, line, flags(TFGRAD))
         tf = tensorflow_for(self.shell)
-        device = resolve_device(tf, args.device)
-        check_out(self.shell, tf, args)
+        options = tfgrad_options(parsed, self, self.shell.user_ns, tf)
         with quiet_retracing():
-            found, assigned = differentiate(tf, cell, self.shell.user_ns, args.names, device, bench=args.bench)
+            found, assigned = differentiate(tf, cell, self.shell.user_ns, list(options.names), options.device,
+                                            bench=options.bench)
         result = GradResult(found)
-        publish(self.shell, assigned, args.out, result)
+        publish(self.shell, assigned, options.out, result)
         return result
 
+    @cell_magic
+    @arguments(DESCEND, "%(prog)s [NAME[=INIT] ...] [options]")
     def descend(self, line, cell):
-        """Gradient descent on the loss the cell computes, live in a notebook.
+        """Gradient descent on the loss a cell computes, live in a notebook.
 
+        The cell is ordinary TensorFlow code that computes a loss; its target is the value of its
+        last expression, or the name bound by its last assignment. Each step evaluates the cell
+        (compiled), takes the gradient of the target with respect to the variables, and moves
+        them; the variables keep their final values, and what the cell assigns is put back in your
+        namespace. In JupyterLab a live panel shows the loss and the path, and steers eta while it
+        runs; elsewhere, text progress. The result (`_`, or OUT) has .history, .status, .steps,
+        .final_loss, .values and .engine. Example:
+
+            %%descend x=10.0 --eta 0.1 --steps 50
+            y = x ** 2 - 4 * x + 4
         """
         from tfmagic.runs import run_descend
         from tfmagic.runtime.tfimport import quiet_retracing
 
-        args = _parse(self.descend, line)
-        args.pace_is_default, args.steps_given, args.eta_given = args.pace is None, args.steps is not None, args.eta is not None
-        for name in ("eta", "steps", "optimizer", "pace"):
-            if getattr(args, name) is None:
-                setattr(args, name, getattr(self, name))
-        args.no_widgets = args.no_widgets or not self.widgets
-        args.magic_line = line.strip()
+        parsed = parse(self.descend, line, flags(DESCEND))
         with quiet_retracing():
-            return run_descend(self.shell, args, cell)
+            return run_descend(self.shell, parsed, self, cell, line)
 
     @line_magic
     def descend_runs(self, line):
@@ -82,12 +72,3 @@ class TfMagics(Magics):
         from tfmagic.reach import runs_magic
 
         return runs_magic(line)
-
-
-TfMagics.descend.__doc__ += DEFAULTS_HELP
-
-
-# magic_arguments decorators give `%%descend?` real help and parse errors as UsageError.
-TfMagics.tfgrad = cell_magic(options.apply(options.tfgrad_arguments, TfMagics.tfgrad))
-TfMagics.descend = cell_magic(options.apply(options.descend_arguments, TfMagics.descend))
-TfMagics = magics_class(TfMagics)

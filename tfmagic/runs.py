@@ -1,33 +1,33 @@
 """What a magic does once its line is parsed: a run object made from the options.
 
-`DescentRun` owns one %%descend: the checked options, the variables it creates,
-the engine, the result, how it is shown (live panel, comparison, text) and what
-goes back into the user's namespace. The magic is parse -> run -> display
-(tfmagic/magics.py). A new option is declared in options.py and read here.
+`DescentRun` owns one %%descend: it reads its DescendOptions (tfmagic/options/,
+made and checked once; never written), makes the variables, the engine, the result,
+shows it (live panel, comparison, text) and puts back what goes into the user's
+namespace. The magic is parse -> options -> run -> display (tfmagic/magics.py).
+A new option is declared in tfmagic/options/declared.py and read here.
 """
 
-import builtins
-import keyword
 import sys
 import types
-from dataclasses import dataclass
 
 from IPython.core.error import UsageError
 
 from tfmagic import run_guards as guards
 from tfmagic.cell.explain import explain
-from tfmagic.cell.variables import is_model
 from tfmagic.runtime.tfimport import tensorflow
 
 _said_why_not_live = set()  # shells told once why their %%descend cells show text
-def run_descend(shell, args, cell):
-    """%%descend: an interrupt before the first step (a set-up, or a first trace, that takes
-    seconds) leaves the namespace as it was and says so in one line."""
+def run_descend(shell, line, settings, cell, magic_line=""):
+    """%%descend of a parsed line, `settings` the notebook's defaults: an interrupt before the
+    first step (a set-up, or a first trace, that takes seconds) leaves the namespace as it was
+    and says so in one line."""
     from tfmagic.kernel.interrupts import heard
+    from tfmagic.options.descend import descend_options
 
     before, interrupts = dict(shell.user_ns), heard()
     try:
-        run = DescentRun(shell, args, cell, before)
+        options = descend_options(line, settings, shell.user_ns, tensorflow_for(shell), magic_line)
+        run = DescentRun(shell, options, cell, before)
         run.interrupts = interrupts
         return run.start()
     except (KeyboardInterrupt, Exception) as err:
@@ -47,31 +47,6 @@ def tensorflow_for(shell):
     if isinstance(shell.user_ns.get("tf"), LazyTensorFlow):
         shell.user_ns["tf"] = tf
     return tf
-
-
-def resolve_device(tf, spec):
-    from tfmagic.runtime import devices
-
-    try:
-        return devices.resolve(tf, spec)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
-
-
-def check_out(shell, tf, args):
-    """-o OUT must not replace what the cell works on (a variable, or a model's)."""
-    out = args.out
-    if not out:
-        return
-    if not out.isidentifier() or keyword.iskeyword(out) or hasattr(builtins, out) or out.startswith("__"):
-        raise UsageError(f"-o {out}: give a plain variable name that is not a Python keyword or builtin, e.g. -o run")
-    named = {spec.split("=", 1)[0].strip() for spec in args.names}
-    current = shell.user_ns.get(out)
-    if out in named or isinstance(current, tf.Variable) or is_model(tf, current):
-        raise UsageError(
-            f"-o {out} would replace the {'variable' if out in named else type(current).__name__} {out}; "
-            f"store the result under another name, e.g. -o run"
-        )
 
 
 def device_choices(tf, engine):
@@ -120,88 +95,26 @@ def course_printer(every):
     return watch
 
 
-def _is_range(spec):
-    """NAME=LO:HI (as setup.py reads a range)."""
-    _, sep, expr = spec.partition("=")
-    return bool(sep) and ":" in expr and not any(c in expr for c in "[({")
-
-
-@dataclass
-class Checked:
-    """The options of a %%descend, checked before anything changes."""
-
-    compare: tuple | None  # ('eta' | 'optimizer', values) for --compare
-    ranges: dict | None  # NAME -> (LO, HI) for --restarts, filled while the variables are made
-
-
-def check_descend_options(args):
-    from tfmagic.descent.optimizers import OPTIMIZERS, check_eta
-
-    try:
-        check_eta(args.eta)
-    except ValueError as err:
-        raise UsageError(f"--eta: {err}") from None
-    if args.steps <= 0:
-        raise UsageError(f"--steps must be a positive whole number, got {args.steps}")
-    if args.optimizer not in OPTIMIZERS:
-        raise UsageError(f"unknown optimizer {args.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
-    if args.tol is not None and not args.tol > 0:
-        raise UsageError(f"--tol must be a positive number, got {args.tol}")
-    if args.pace is not None and not 0 < args.pace < float("inf"):
-        raise UsageError(f"--pace is steps per second, a positive number; got {args.pace}")
-    if args.print_every < 0:
-        raise UsageError(f"--print-every must be 0 or more, got {args.print_every}")
-    compare = None
-    if args.compare:
-        from tfmagic.descent.experiments import parse_compare
-
-        try:
-            compare = parse_compare(args.compare, OPTIMIZERS)
-        except ValueError as err:
-            raise UsageError(str(err)) from None
-    if args.seed is not None and args.seed < 0:
-        raise UsageError(f"--seed must be 0 or more, got {args.seed}")
-    if getattr(args, "find_eta", False) and (compare or args.restarts):
-        raise UsageError("--find-eta runs its own sweep of eta: it cannot be combined with --compare or --restarts")
-    if args.restarts < 0 or (args.restarts and compare):
-        raise UsageError("--restarts takes a positive N, and cannot be combined with --compare")
-    if args.restarts and not any(_is_range(spec) for spec in args.names):
-        raise UsageError("--restarts needs a range to draw starts from, e.g. %%descend x=-5:5 --restarts 10")
-    return Checked(compare=compare, ranges={} if args.restarts else None)
-
-
 class DescentRun:
-    """One %%descend cell: set up from the options, then run and shown one of three ways."""
+    """One %%descend cell: set up from its options, then run and shown one of three ways.
+    `args` is its DescendOptions (read only)."""
 
     def __init__(self, shell, args, cell, names_before=None):
         self.shell, self.args = shell, args
         self._names_before = names_before  # the namespace at the cell's start (put back if interrupted then)
         self._shown = None  # the panel's entry in tfmagic.reach
-        checked = check_descend_options(args)
-        self.compare, self.ranges = checked.compare, checked.ranges
+        self.compare = args.compare
+        self.ranges = {} if args.restarts else None  # NAME -> (LO, HI), filled while the variables are made
         self.tf = tf = tensorflow_for(shell)
-        device = resolve_device(tf, args.device)
-        check_out(shell, tf, args)
-        from tfmagic.data_options import check_data_options
         from tfmagic.descent.setup import prepare
-
-        from tfmagic.schedule_option import eta_plan
-
-        plan = eta_plan(args, shell.user_ns)
-        data = check_data_options(args, shell.user_ns, tf)
-        from tfmagic.strategy_option import strategy_for
-
-        strategy = strategy_for(args, shell.user_ns, tf)
-        if strategy is not None and data is not None and args.seed is None:
-            data.seed = 0  # (every worker must take the same batches)
         from tfmagic.present.results import DescentResult
 
         from tfmagic.descent.reuse import CELLS
 
         prepared = prepare(
             tf, cell, shell.user_ns, args.names,
-            eta=args.eta, optimizer=args.optimizer, device=device, tol=args.tol, jit=args.jit, ranges=self.ranges,
-            data=data, cells=CELLS, strategy=strategy,
+            eta=args.eta, optimizer=args.optimizer, device=args.device, tol=args.tol, jit=args.jit, ranges=self.ranges,
+            data=args.data, cells=CELLS, strategy=args.strategy,
         )
         if prepared.engine.reused:
             from tfmagic.kernel.runner import LiveRunner
@@ -210,7 +123,7 @@ class DescentRun:
         if args.restarts and not self.ranges:
             raise UsageError("--restarts needs a range to draw starts from, e.g. %%descend x=-5:5 --restarts 10")
         self.engine, self._assigned_now = prepared.engine, prepared.assigned_now
-        self.engine.eta_plan = plan
+        self.engine.eta_plan = args.eta_plan
         self.result = DescentResult(prepared.engine, prepared.tensors, prepared.constants, prepared.device, prepared.cell,
                                     epochs=prepared.epochs)
         shell.user_ns.update(prepared.created)
@@ -223,10 +136,11 @@ class DescentRun:
         self.awaited = live()  # (asked now: the cell's flag is gone by the time a coroutine runs)
         self._one_run_at_a_time()
         several = self.compare or args.restarts
+        self.pace = args.pace
         if args.pace and (several or args.no_widgets or not self.awaited):
-            if not getattr(args, "pace_is_default", False):  # (a notebook's %config default goes unsaid)
+            if not args.pace_is_default:  # (a notebook's %config default goes unsaid)
                 print("tfmagic: --pace applies to the live panel of a single run; this one runs at full speed.")
-            args.pace = None
+            self.pace = None
         if several:
             return self._run(self._series_chunks(), self._after_series)
         if args.find_eta:
@@ -333,11 +247,11 @@ class DescentRun:
         from tfmagic.widgets.panel import DescentPanel
 
         args, engine, tf = self.args, self.engine, self.tf
-        runner = LiveRunner(engine, pace=args.pace)
+        runner = LiveRunner(engine, pace=self.pace)
         curve, surface = loss_grid_for(tf, engine)
         names = device_choices(tf, engine)
         panel = DescentPanel(runner, self.result, args.steps, names, curve=curve, surface=surface)
-        self._shown = reach.show(panel.widget, runner, self.result, getattr(args, "magic_line", ""))
+        self._shown = reach.show(panel.widget, runner, self.result, args.magic_line)
         printer = IterationPrinter(args.print_every, sys.stdout) if args.print_every else None
 
         async def run():
@@ -357,7 +271,7 @@ class DescentRun:
         from tfmagic.descent.find_eta import sweep_chunks
         from tfmagic.present.progress import TextProgress
 
-        steps = self.args.steps if self.args.steps_given else 100
+        steps = self.args.steps  # (--find-eta's own default unless --steps)
         try:
             with self.engine.observers.attached(TextProgress(steps, sys.stdout)):
                 return (yield from sweep_chunks(self.engine, steps))

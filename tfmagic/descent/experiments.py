@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tfmagic.descent.engine import drain
-from tfmagic.descent.optimizers import check_eta
+from tfmagic.descent.optimizers import check_eta, unknown_optimizer
 from tfmagic.descent.status import CUT_SHORT, ESCAPED, Status
 
 
@@ -65,7 +65,7 @@ def parse_compare(spec, optimizers):
     else:
         unknown = [v for v in items if v not in optimizers]
         if unknown:
-            raise ValueError(f"unknown optimizer {unknown[0]!r}; choose from: {', '.join(optimizers)}")
+            raise unknown_optimizer(unknown[0])
         values, same = items, str
     seen = {}
     for item, value in zip(items, values):

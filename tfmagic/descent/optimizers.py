@@ -5,11 +5,16 @@ import math
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "rmsprop", "adagrad")
 
 
+def unknown_optimizer(name):
+    """The one wording of a name that is not among OPTIMIZERS (the magic's options, --compare, the API)."""
+    return ValueError(f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}")
+
+
 def make_optimizer(name, eta):
     import keras
 
     if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}")
+        raise unknown_optimizer(name)
     return {
         "sgd": lambda: keras.optimizers.SGD(eta),
         "momentum": lambda: keras.optimizers.SGD(eta, momentum=0.9),

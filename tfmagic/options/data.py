@@ -1,10 +1,11 @@
 """%%descend's --data, --batch-size, --epochs and --validate: checked against the
-namespace before anything changes, into a data.DataSpec (or None without --data)."""
+namespace before anything changes, into a data.DataSpec (or None without --data), with
+the steps that --epochs asks for. (What excludes what: exclusions.py.)"""
 
 import numpy as np
 from IPython.core.error import UsageError
 
-DEFAULT_BATCH = 32  # as Keras's model.fit
+from tfmagic.options.declared import BATCH_SIZE
 
 
 def _names(option, text):
@@ -120,28 +121,33 @@ def _dataset(option, text, namespace, tf):
     return names, ds, cardinality
 
 
-def check_data_options(args, namespace, tf):
-    """DataSpec for --data (None without it); UsageError for anything that does not fit."""
+def shuffle_seed(seed, dataset=False, strategy=None):
+    """The seed of --data's sample order: --seed; else 0 where every worker must take the same
+    batches (a strategy) or the dataset shuffles itself; else a new one each run."""
+    if seed is not None:
+        return seed
+    if dataset or strategy is not None:
+        return 0
+    return int(np.random.default_rng().integers(2**31))
+
+
+def data_spec(line, namespace, tf, strategy=None):
+    """(DataSpec, the steps --epochs asks for or None); (None, None) without --data; UsageError
+    for anything that does not fit."""
+    if not line.data:
+        return None, None
+    if "=" in line.data:
+        return _dataset_spec(line, namespace, tf)
     from tfmagic.descent.data import DataSpec
 
-    if args.data and "=" in args.data:
-        return _check_dataset(args, namespace, tf)
-
-    if not args.data:
-        for option in ("batch_size", "epochs", "validate"):
-            if getattr(args, option) is not None:
-                raise UsageError(f"--{option.replace('_', '-')} goes with --data X,Y (the arrays to take mini-batches of)")
-        return None
-    if args.compare or args.restarts:
-        raise UsageError("--data cannot be combined with --compare or --restarts yet")
-    names = _names("--data", args.data)
+    names = _names("--data", line.data)
     arrays, n = _arrays("--data", names, namespace, tf)
-    batch = DEFAULT_BATCH if args.batch_size is None else args.batch_size
+    batch = BATCH_SIZE if line.batch_size is None else line.batch_size
     if not 0 < batch <= n:
         raise UsageError(f"--batch-size must be between 1 and the {n} samples of {names[0]}, got {batch}")
     validate = None
-    if args.validate:
-        vnames = _names("--validate", args.validate)
+    if line.validate:
+        vnames = _names("--validate", line.validate)
         if len(vnames) != len(names):
             raise UsageError(f"--validate names one array for each of --data's ({', '.join(names)}), "
                              f"in the same order; got {len(vnames)}")
@@ -151,55 +157,39 @@ def check_data_options(args, namespace, tf):
                 raise UsageError(f"--validate: {vname} has rows of shape {tuple(np.shape(varrays[vname]))[1:]}, "
                                  f"but {name}'s are {tuple(np.shape(arrays[name]))[1:]}")
         validate = {name: varrays[vname] for name, vname in zip(names, vnames)}
-    if args.epochs is not None:
-        if args.steps_given:
-            raise UsageError("give --epochs or --steps, not both")
-        if args.epochs <= 0:
-            raise UsageError(f"--epochs must be a positive whole number, got {args.epochs}")
-        args.steps = args.epochs * -(-n // batch)
-    seed = int(np.random.default_rng().integers(2**31)) if args.seed is None else args.seed
-    return DataSpec(arrays, batch, seed, validate)
+    steps = None if line.epochs is None else line.epochs * -(-n // batch)
+    return DataSpec(arrays, batch, shuffle_seed(line.seed, strategy=strategy), validate), steps
 
 
-def _check_dataset(args, namespace, tf):
+def _dataset_spec(line, namespace, tf):
     """--data NAMES=DS: a batched tf.data.Dataset, an epoch one pass over it."""
     from tfmagic.descent.data import DataSpec
 
-    if args.compare or args.restarts:
-        raise UsageError("--data cannot be combined with --compare or --restarts yet")
-    names, ds, epoch_steps = _dataset("--data", args.data, namespace, tf)
-    ds_name = args.data.partition("=")[2].strip()
+    names, ds, epoch_steps = _dataset("--data", line.data, namespace, tf)
+    ds_name = line.data.partition("=")[2].strip()
     if epoch_steps == tf.data.UNKNOWN_CARDINALITY:  # (a generator, a filter: counting could never end)
-        if args.epochs is not None or not args.steps_given:
+        if line.epochs is not None or line.steps is None:
             raise UsageError(f"TensorFlow does not know how many batches {ds_name} has (a generator or a filter): "
                              f"give --steps N, or tell it: {ds_name} = {ds_name}.apply("
                              "tf.data.experimental.assert_cardinality(K))")
         epoch_steps = None  # (no epochs: one step a batch, --steps of them)
     elif epoch_steps == tf.data.INFINITE_CARDINALITY:
         epoch_steps = None
-    if args.jit == "on":
-        raise UsageError(f"--jit on: XLA cannot compile the reads of {ds_name}'s iterator; give arrays for XLA "
-                         "(--data X,Y --batch-size B), or leave --jit")
-    if args.batch_size is not None:
-        raise UsageError(f"--batch-size: {ds_name} is batched already "
-                         "(--batch-size is for arrays: --data X,Y --batch-size 64)")
     validate = None
-    if args.validate:
-        if "=" not in args.validate:
+    if line.validate:
+        if "=" not in line.validate:
             raise UsageError("with --data NAMES=DS, give --validate NAMES=VALIDATION_DS, the same names first")
-        vnames, validate, _ = _dataset("--validate", args.validate, namespace, tf)
+        vnames, validate, _ = _dataset("--validate", line.validate, namespace, tf)
         if vnames != names:
             raise UsageError(f"--validate names {', '.join(vnames)}; give --data's names, in its order: {', '.join(names)}")
-    if args.epochs is not None:
-        if args.steps_given:
-            raise UsageError("give --epochs or --steps, not both")
-        if args.epochs <= 0:
-            raise UsageError(f"--epochs must be a positive whole number, got {args.epochs}")
+    steps = None
+    if line.epochs is not None:
         if epoch_steps is None:
             raise UsageError(f"--epochs: {ds_name} never ends (it repeats); give --steps")
-        args.steps = args.epochs * epoch_steps
-    elif epoch_steps is None and not args.steps_given:
+        steps = line.epochs * epoch_steps
+    elif epoch_steps is None and line.steps is None:
         raise UsageError(f"{ds_name} never ends (it repeats): give --steps N")
-    seed = 0 if args.seed is None else args.seed
-    return DataSpec(dict.fromkeys(names), None, seed, dict.fromkeys(names) if validate is not None else None,
+    spec = DataSpec(dict.fromkeys(names), None, shuffle_seed(line.seed, dataset=True),
+                    dict.fromkeys(names) if validate is not None else None,
                     dataset=ds, epoch_steps=epoch_steps, validate_dataset=validate)
+    return spec, steps

@@ -29,17 +29,10 @@ def _new(tf, name):
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 
-def strategy_for(args, namespace, tf):
-    """The strategy of --strategy (None without it)."""
-    name = getattr(args, "strategy", None)
+def strategy_for(name, namespace, tf):
+    """The strategy of --strategy NAME (None without it). (What it excludes: exclusions.py.)"""
     if not name:
         return None
-    if args.device:
-        raise UsageError("--strategy places the steps on its replicas' devices: give --strategy or --device, not both")
-    if args.jit == "on":
-        raise UsageError("--jit on is not supported with --strategy: the steps run without XLA")
-    if args.compare or args.restarts or args.find_eta:
-        raise UsageError("--strategy runs one training run: it cannot be combined with --compare, --restarts or --find-eta")
     value = namespace.get(name)
     if isinstance(value, tf.distribute.Strategy):
         return value
