@@ -8,6 +8,7 @@ Norms are carried squared and rooted in Python (history.py): XLA:CPU takes ~10 m
 longer to compile a graph with a sqrt, and about as long for abs or is_finite.
 """
 
+import functools
 import math
 
 from tfmagic.cell import autograph
@@ -56,9 +57,7 @@ class Graphs:
         iterations = opt.iterations.value  # the tf.Variable: Keras's own assign_add traces ~1 ms more
         loss_fn = autograph.converted(tf, self.loss_fn) if traced else self.loss_fn
 
-        def sum_of_squares(t):
-            t = tf.cast(t, tf.float32)
-            return t * t if t.shape.rank == 0 else tf.reduce_sum(t * t, axis=list(range(t.shape.rank)))
+        sum_of_squares = functools.partial(_sum_of_squares, tf)
 
         def squared(grads):
             total = sum_of_squares(grads[0])
@@ -100,13 +99,7 @@ class Graphs:
         def raw_row(loss, gn2):
             return [loss, gn2] + [summary(v) for v in variables]
 
-        def healthy(loss, gn2, limit, xla):
-            # (comparisons are False for NaN, and inf fails one of them; each op costs
-            # every step outside XLA, and abs ~10 ms of compiling under it)
-            bounded = (loss <= limit) & (loss >= -limit) if xla else tf.abs(loss) <= limit
-            return bounded & (gn2 < math.inf)
-
-        return evaluate, advance, squared, raw_row, healthy
+        return evaluate, advance, squared, raw_row, functools.partial(_healthy, tf)
 
     def _compiled(self, fn, **options):
         """tf.function for the engine's own code (cell/autograph.py: ~2-5 ms less tracing)."""
@@ -223,3 +216,15 @@ class Graphs:
         for mode in modes:
             self._fns.pop(mode, None)
 
+
+def _sum_of_squares(tf, t):
+    t = tf.cast(t, tf.float32)
+    return t * t if t.shape.rank == 0 else tf.reduce_sum(t * t, axis=list(range(t.shape.rank)))
+
+
+def _healthy(tf, loss, gn2, limit, xla):
+    """The loops' health check of a point."""
+    # (comparisons are False for NaN, and inf fails one of them; each op costs
+    # every step outside XLA, and abs ~10 ms of compiling under it)
+    bounded = (loss <= limit) & (loss >= -limit) if xla else tf.abs(loss) <= limit
+    return bounded & (gn2 < math.inf)

@@ -147,14 +147,7 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
     overlay = {**namespace, **created}
     cell = compile_cell(source, overlay, params=list(data.arrays) if data else (), default_globals={"tf": tf}, tf=tf)
     if not specs:
-        variables = {n: overlay[n] for n in cell.reads if isinstance(overlay.get(n), tf.Variable)}
-        if not variables:
-            raise TfmagicError(
-                "The cell reads no tf.Variable, so there is nothing to minimise over.",
-                hint="name the variables and their starting values, e.g. %%descend x=10.0",
-            )
-        for name, var in variables.items():
-            require_float(tf, name, var, f"make it float, e.g. %%descend {name}=10.0")
+        variables = _read_variables(tf, cell, overlay)
     if strategy is not None:
         _require_in_scope(strategy, plan, variables)
         jit = "off"  # (XLA and a strategy's collectives: not supported here)
@@ -171,21 +164,7 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
     except Exception as err:
         raise explain(err, cell) from err
     label = cell.target_label
-    if not loss.dtype.is_floating:
-        raise LossError(
-            f"the loss {label} is {loss.dtype.name}; gradient descent needs a float loss.",
-            hint="use float constants (3.0, not 3) or tf.cast(..., tf.float32).",
-        )
-    if loss.shape.rank != 0:
-        raise LossError(
-            f"the loss {label} has shape {tuple(loss.shape)}, not a single number, so there is no single value to minimise.",
-            hint="reduce it to a scalar, e.g. tf.reduce_sum(...) or tf.reduce_mean(...).",
-        )
-    if all(g is None for g in grads):
-        raise LossError(
-            f"the loss {label} does not depend on {', '.join(variables)}, so their gradients are None.",
-            hint="check that the cell uses the variables you named (and not a copy made with .numpy()).",
-        )
+    _check_loss(loss, grads, label, variables)
     if program.replicas is not None:  # (a loss that does not split over the replicas is refused)
         choose_form(tf, program.replicas, batches.first() if batches else {}, list(variables.values()), label)
     if batches and not batches.static_shapes and jit == "auto":
@@ -201,6 +180,38 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
     if cells is not None:
         cells.keep(source, namespace, plan, data, options, program, trace, done.engine, rerun)
     return done
+
+
+def _read_variables(tf, cell, overlay):
+    """No NAME list: the float tf.Variables the cell reads."""
+    variables = {n: overlay[n] for n in cell.reads if isinstance(overlay.get(n), tf.Variable)}
+    if not variables:
+        raise TfmagicError(
+            "The cell reads no tf.Variable, so there is nothing to minimise over.",
+            hint="name the variables and their starting values, e.g. %%descend x=10.0",
+        )
+    for name, var in variables.items():
+        require_float(tf, name, var, f"make it float, e.g. %%descend {name}=10.0")
+    return variables
+
+
+def _check_loss(loss, grads, label, variables):
+    """A loss gradient descent can minimise: a float scalar with a gradient."""
+    if not loss.dtype.is_floating:
+        raise LossError(
+            f"the loss {label} is {loss.dtype.name}; gradient descent needs a float loss.",
+            hint="use float constants (3.0, not 3) or tf.cast(..., tf.float32).",
+        )
+    if loss.shape.rank != 0:
+        raise LossError(
+            f"the loss {label} has shape {tuple(loss.shape)}, not a single number, so there is no single value to minimise.",
+            hint="reduce it to a scalar, e.g. tf.reduce_sum(...) or tf.reduce_mean(...).",
+        )
+    if all(g is None for g in grads):
+        raise LossError(
+            f"the loss {label} does not depend on {', '.join(variables)}, so their gradients are None.",
+            hint="check that the cell uses the variables you named (and not a copy made with .numpy()).",
+        )
 
 
 def _tried(tf, trial, run_cell):
