@@ -9,6 +9,7 @@ A new option is declared in tfmagic/options/declared.py and read here.
 
 import sys
 import types
+from typing import TYPE_CHECKING
 
 from IPython.core.error import UsageError
 
@@ -16,7 +17,12 @@ from tfmagic import run_guards as guards
 from tfmagic.cell.explain import explain
 from tfmagic.runtime.tfimport import tensorflow
 
+if TYPE_CHECKING:
+    from tfmagic.options.descend import DescendOptions
+
 _said_why_not_live = set()  # shells told once why their %%descend cells show text
+
+
 def run_descend(shell, line, settings, cell, magic_line=""):
     """%%descend of a parsed line, `settings` the notebook's defaults: an interrupt before the
     first step (a set-up, or a first trace, that takes seconds) leaves the namespace as it was
@@ -99,7 +105,7 @@ class DescentRun:
     """One %%descend cell: set up from its options, then run and shown one of three ways.
     `args` is its DescendOptions (read only)."""
 
-    def __init__(self, shell, args, cell, names_before=None):
+    def __init__(self, shell, args: "DescendOptions", cell: str, names_before: dict | None = None):
         self.shell, self.args = shell, args
         self._names_before = names_before  # the namespace at the cell's start (put back if interrupted then)
         self._shown = None  # the panel's entry in tfmagic.reach
@@ -128,7 +134,7 @@ class DescentRun:
                                     epochs=prepared.epochs)
         shell.user_ns.update(prepared.created)
 
-    def start(self):
+    def start(self) -> object:
         """The result, or (in a cell that awaits its magic) a coroutine the cell awaits for it:
         then every way of running yields between chunks, so widgets and Kernel > Interrupt
         are heard."""

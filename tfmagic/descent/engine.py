@@ -105,7 +105,7 @@ class Descent(Settings, RunFacts, OneWayRuns):
         self.steps += count
         return rows
 
-    def steps_iter(self, steps, max_chunk=None, chunk_seconds=None):
+    def steps_iter(self, steps: int, max_chunk: int | None = None, chunk_seconds: float | None = None):
         """Run up to `steps` steps, yielding each Chunk; sets .status at the end.
 
         A generator: a blocking loop and an awaiting one (the live UI) decide what happens
@@ -225,7 +225,7 @@ class Descent(Settings, RunFacts, OneWayRuns):
         self._observers.chunk(self, chunk)
         return chunk
 
-    def run_chunks(self, steps, max_chunk=None, chunk_seconds=None):
+    def run_chunks(self, steps: int, max_chunk: int | None = None, chunk_seconds: float | None = None):
         """steps_iter, and an interrupt (Ctrl-C, or thrown in between chunks by an awaiting
         driver) ends the run as INTERRUPTED at the last good values. The observers hear it
         begin and end (also by an error)."""
@@ -237,7 +237,7 @@ class Descent(Settings, RunFacts, OneWayRuns):
         finally:
             self._observers.end(self)
 
-    def run(self, steps):
+    def run(self, steps: int) -> Status:
         """Blocking run; returns the final status. Ctrl-C leaves a consistent state."""
         drain(self.run_chunks(steps))
         return self.status

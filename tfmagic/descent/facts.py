@@ -85,7 +85,7 @@ class RunFacts:
         """The loss the step that diverged reached (not kept; NaN when it was NaN or none did)."""
         return math.nan if self._bad_point is None else float(self._bad_point[0])
 
-    def suggested_eta(self):
+    def suggested_eta(self) -> float | None:
         """2/λ: plain gradient descent diverges above it (for a quadratic, exactly)."""
         lam = self.curvature()
         return 2.0 / lam if lam else None
@@ -110,7 +110,7 @@ class RunFacts:
         """Mark the run interrupted (Ctrl-C / kernel interrupt between or in a chunk)."""
         self._finish(Status.INTERRUPTED)
 
-    def retire(self):
+    def retire(self) -> None:
         """A newer run of the cell has taken these compiled steps and variables: this run's
         values are kept as they are now (before anything moves them), and it never steps again."""
         if self.retired:

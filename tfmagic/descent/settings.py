@@ -16,7 +16,7 @@ class Settings:
     """Descent's settings and read-backs (the attributes are made by Descent.__init__)."""
 
     # -- state -------------------------------------------------------------
-    def reset(self, device=None, start=None):
+    def reset(self, device: str | None = None, start: dict | None = None) -> None:
         """Back to the initial values, history cleared, optimizer state fresh.
 
         `device` (a full TensorFlow device name) moves the computation there;
@@ -55,7 +55,7 @@ class Settings:
             getattr(self._stream, "restart", lambda: None)()  # (a dataset's iterator: to its start)
         self._calls.point = self._calls.start_loss = None  # evaluated afresh by the next run
 
-    def initial_values(self):
+    def initial_values(self) -> dict:
         """name -> the value a reset puts back (numpy)."""
         return {n: init.numpy() for n, init in zip(self.variables, self._initial)}
 
@@ -88,26 +88,26 @@ class Settings:
     _calls = property(lambda self: self._compiled.calls)
     _graphs = property(lambda self: self._compiled.graphs)
 
-    def set_optimizer(self, name):
+    def set_optimizer(self, name: str) -> None:
         """Switch optimizer; takes effect at the next chunk (fresh optimizer state)."""
         if name != self.optimizer_name:
             self._set_optimizer(name)
 
     @property
-    def tol(self):
+    def tol(self) -> float | None:
         return self._tol
 
     @tol.setter
-    def tol(self, value):
+    def tol(self, value: float | None) -> None:
         self._calls.set_tol(value)
         self._tol = value
 
     @property
-    def eta(self):
+    def eta(self) -> float:
         return self._eta
 
     @eta.setter
-    def eta(self, value):
+    def eta(self, value: float) -> None:
         self._eta = self.kept.eta_set(self.steps, self._calls.point, self._eta, check_eta(value))
         self.optimizer.learning_rate = self._eta  # an assign: no retrace
 
@@ -124,32 +124,32 @@ class Settings:
         """The observers.Observers watching this engine's runs."""
         return self._observers
 
-    def pause(self):
+    def pause(self) -> None:
         """A run that took its steps but goes on later (the panel's Step) is paused, not done."""
         if self.status == Status.MAX_STEPS:
             self.status = Status.PAUSED
 
-    def request_stop(self, status=Status.STOPPED):
+    def request_stop(self, status: Status | str = Status.STOPPED) -> None:
         """Stop after the chunk that is running (as STOPPED, PAUSED or INTERRUPTED)."""
         if status not in REQUESTED:
             raise ValueError(f"a run stops as one of {', '.join(sorted(REQUESTED))}, not {status!r}")
         self._stop_request = Status(status)
 
     @property
-    def stop_requested(self):
+    def stop_requested(self) -> bool:
         return self._stop_request is not None
 
     @property
-    def history(self):
+    def history(self) -> dict:
         """Per-step arrays; 'step' says which step each row is (see history.HISTORY_MAX)."""
         return self._history.as_dict()
 
     @property
-    def compiled(self):
+    def compiled(self) -> dict:
         """mode ("step", "plain", "xla", "blocks") -> its tf.function, for those built so far."""
         return self._graphs.built
 
     @property
-    def history_stride(self):
+    def history_stride(self) -> int:
         """A history row every this many steps (1 until a very long run is thinned)."""
         return self._history.stride

@@ -29,7 +29,7 @@ class DescentResult(_Shown):
         self.device = device
 
     @property
-    def history(self):
+    def history(self) -> dict:
         """Per-step arrays (see the README); a --data run's also has 'epoch' (from 1)."""
         h = self.engine.history
         if self._epochs is None:
@@ -44,13 +44,13 @@ class DescentResult(_Shown):
         return steered_schedule(self.engine.tf, self.engine.history)
 
     @property
-    def epochs(self):
+    def epochs(self) -> dict | None:
         """A --data run's table, name -> array: epoch, loss (its mean training loss),
         val_loss (NaN without --validate), seconds; None for other runs."""
         return None if self._epochs is None else self._epochs.table()
 
     @property
-    def validated(self):
+    def validated(self) -> bool:
         """Does this run take a validation loss each epoch (--validate)?"""
         return self._epochs is not None and self._epochs.validate is not None
     status = property(lambda self: self.engine.status)
@@ -58,19 +58,19 @@ class DescentResult(_Shown):
     final_loss = property(lambda self: self.engine.final_loss)
 
     @property
-    def message(self):
+    def message(self) -> str:
         """How the run ended, in words ('' while it runs or when it ran its steps)."""
         return outcome(self.engine)
 
     @property
-    def notes(self):
+    def notes(self) -> list[str]:
         return self.cell_notes + [note(code) for code in self.engine.notes]
 
     optimizer = property(lambda self: self.engine.optimizer_name)
     eta = property(lambda self: self.engine.eta)
 
     @property
-    def values(self):
+    def values(self) -> dict:
         """name -> value (numpy) when the run ended, whatever ran on these variables since."""
         engine = self.engine
         if engine.final_values is not None and (engine.retired or engine.status not in NOT_FINAL):
