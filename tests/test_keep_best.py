@@ -153,6 +153,7 @@ def test_the_panels_slider_raise_goes_back_and_play_goes_on(lsq, run, loop):
     res, status, at, (status_html, entry) = loop.run_until_complete(scenario())
     assert status == "diverged" and at is not None and at.eta == pytest.approx(0.01) and entry == pytest.approx(0.01)
     assert "diverged" in status_html and f"at step {at.step}, loss" in status_html
-    assert res.status == "stopped" and res.final_loss <= at.loss  # Play went on from the kept point
+    # Play went on from the kept point (at convergence float32 sums wobble by an ulp or two)
+    assert res.status == "stopped" and res.final_loss <= at.loss * (1 + 1e-6)
     assert np.all(np.isfinite(res.history["loss"]))
     LiveRunner._active.clear()
