@@ -49,6 +49,14 @@ class DescentResult(_Shown):
         val_loss (NaN without --validate), seconds; None for other runs."""
         return None if self._epochs is None else self._epochs.table()
 
+    def epoch_points(self):
+        """(end step, mean training loss, validation loss) of each epoch of a --data run, as
+        its charts draw them (the live one and the record's); None for other runs."""
+        table = self.epochs
+        if table is None:
+            return None
+        return table["epoch"] * self.engine.epoch_steps - 1, table["loss"], table["val_loss"]
+
     @property
     def validated(self) -> bool:
         """Does this run take a validation loss each epoch (--validate)?"""
