@@ -12,6 +12,7 @@ Cells without an id (nbclient, a terminal) keep their panels: nobody can tell.
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,13 +40,47 @@ _shown: list[Shown] = []
 
 
 def show(widget, runner=None, result=None, line=""):
-    """Display `widget` in the current cell and keep track of it."""
+    """Display `widget` in the current cell and keep track of it: where no widget can be
+    drawn (an exported page, GitHub) its text says where the record is; when the kernel
+    shuts down, the display gives way to that text (a saved notebook then has no widget
+    output whose model is gone)."""
     from IPython.display import display
 
     entry = Shown(widget, runner, result, line, {_current["cell"]}, executions={_execution()})
-    entry.handle = display(widget, display_id=True)
+    bundle = dict(widget._repr_mimebundle_(), **{"text/plain": gone_text(entry)})
+    entry.handle = display(bundle, raw=True, display_id=True)
     _shown.append(entry)
+    if not _at_exit:
+        import atexit
+
+        _at_exit.append(atexit.register(_kernel_exits))  # (after ipykernel's own: it runs before them)
     return entry
+
+
+_at_exit = []
+
+
+def gone_text(entry, why="it needs its kernel"):
+    what = "live panel of this run" if entry.runner is not None else "live charts of these runs"
+    return f"[The {what} is not shown: {why}. The record of the {'run' if entry.runner else 'runs'} is the cell's result.]"
+
+
+def give_way(entry, why):
+    """The display of `entry` becomes a line of text (its record is the cell's result)."""
+    if entry.handle is not None:
+        text = gone_text(entry, why)
+        entry.handle.update({"text/plain": text, "text/html": f"<div class='tfmagic-gave-way'>{html.escape(text)}</div>"},
+                            raw=True)
+
+
+def _kernel_exits():
+    """The kernel shuts down or restarts: its panels' displays give way, so that a notebook
+    saved afterwards shows no "Error displaying widget: model not found"."""
+    for entry in list(_shown):
+        try:
+            give_way(entry, "its kernel shut down")
+        except Exception:  # (the channel may be gone already)
+            return
 
 
 def cell_starts(cell_id):
@@ -63,8 +98,10 @@ def cell_starts(cell_id):
                 close(entry)
 
 
-def close(entry):
-    """Stop the panel's run, close every widget model of it."""
+def close(entry, why="it was closed"):
+    """Stop the panel's run, close every widget model of it; its display gives way."""
+    if entry in _shown and why:
+        give_way(entry, why)
     if entry in _shown:
         _shown.remove(entry)
     if entry.runner is not None and not entry.runner.detached:
@@ -76,7 +113,7 @@ def withdraw(entry, text=""):
     """Take a panel out of its cell (a run refused before its first step): `text` instead."""
     if entry.handle is not None:
         entry.handle.update({"text/plain": text}, raw=True)
-    close(entry)
+    close(entry, why=None)
 
 
 def _widgets_in(value):
@@ -160,4 +197,5 @@ def runs_magic(line):
     for entry in entries:
         entry.cells.add(_current["cell"])
         entry.executions.add(_execution())
-        display(entry.widget)
+        display(dict(entry.widget._repr_mimebundle_(), **{"text/plain": gone_text(entry)}), raw=True,
+                display_id=entry.handle.display_id if entry.handle is not None else None)

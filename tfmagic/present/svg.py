@@ -69,7 +69,7 @@ def chart_svg(css, title, lines, x_label="iteration", log=None, log_x=False, mar
              else " (log scale)") if log else ""
     return (
         f"<svg class='{css}' width='{width}' height='{height}' role='img' aria-label='{html.escape(title, quote=True)}' "
-        f"data-log='{int(log)}' data-x-range='{first!r},{last!r}' data-y-range='{lo!r},{hi!r}' style='font:10px sans-serif'>"
+        f"data-log='{int(log)}' data-x-range='{float(first)!r},{float(last)!r}' data-y-range='{float(lo)!r},{float(hi)!r}' style='font:10px sans-serif'>"
         + "".join(body)
         + f"<text x='2' y='20'>{_fmt(hi)}</text><text x='2' y='{SVG_H - BOTTOM}'>{_fmt(lo)}</text>"
         f"<text x='{LEFT}' y='{SVG_H - 4}'>{xfmt(first)}</text>"
@@ -92,12 +92,14 @@ def loss_svg(history, end=None, epochs=None):
     svg = chart_svg("tfmagic-loss-svg", "loss", lines)
     if not svg or len(loss) < 2:
         return ""
-    return svg.replace("<svg ", f"<svg data-last-step='{int(steps[-1])}' data-last-loss='{float(loss[-1])!r}' ", 1)
+    return svg.replace(" role='img'", f" data-last-step='{int(steps[-1])}' data-last-loss='{float(loss[-1])!r}' role='img'", 1)
 
 
-def runs_svg(multi, max_points=SVG_POINTS):
-    """--compare/--restarts: each run's loss to the point it ended at (the table's final loss)."""
+def runs_svg(multi, budget=3 * SVG_POINTS):
+    """--compare/--restarts: each run's loss to the point it ended at (the table's final loss);
+    `budget` points in all, so a notebook of many runs stays small."""
     lines, escaped = [], False
+    max_points = min(SVG_POINTS, max(40, budget // max(len(multi.runs), 1)))
     for i, run in enumerate(multi.runs.values()):
         p = path_points(run.history, final_point(run.steps, run.final_loss, run.values), max_points)
         lines.append((f"{run.label}: {run.status}", p["step"], p["loss"], COLORS[i % len(COLORS)], False))
