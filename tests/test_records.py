@@ -2,7 +2,7 @@
 said: its numbers, words, and a chart whose last point is the last point reported. Generated
 over each kind of output (a run, --compare, --restarts, --find-eta, %%tfgrad, a training run
 with and without --validate) and how runs end (ran their steps, converged, diverged,
-undefined, stopped)."""
+undefined, stopped). (%%tfgrad's record, a table, is checked in test_records_notebook.py.)"""
 
 import itertools
 import re
@@ -157,23 +157,3 @@ def test_a_find_eta_record_marks_the_eta_its_text_suggests(run, line):
     if sweep.suggested_eta:
         assert f"suggested eta ≈ {sweep.suggested_eta:.3g}" in html
         assert float(re.search(r"class='tfmagic-suggested' data-eta='([^']*)'", svg).group(1)) == sweep.suggested_eta
-
-
-@pytest.mark.parametrize("cell", ["f = tf.pow(x, 2.0) * 3.0 + y", "f = tf.reduce_sum(W * x)", "f = x * 0.0 + 1.0"])
-def test_a_tfgrad_record_has_the_value_and_every_gradient(ip, run, cell):
-    ip.user_ns.update(x=tf_var(4.0), y=tf_var(2.0), W=tf_var([[1.0, 2.0], [3.0, 4.0]]))
-    res = run("tfgrad", "", cell)
-    html = res._repr_html_()
-    clean(html)
-    from tfmagic.present.text import value_text
-
-    assert value_text(res.value) in html
-    for name, g in res.gradients.items():
-        assert f"∂{res.target}/∂{name}" in html
-        assert (value_text(g) if g is not None else res.reasons[name]) in html
-
-
-def tf_var(v):
-    import tensorflow as tf
-
-    return tf.Variable(v)

@@ -61,8 +61,11 @@ _at_exit = []
 
 
 def gone_text(entry, why="it needs its kernel"):
-    what = "live panel of this run" if entry.runner is not None else "live charts of these runs"
-    return f"[The {what} is not shown: {why}. The record of the {'run' if entry.runner else 'runs'} is the cell's result.]"
+    """The line a live view leaves where it cannot be drawn (`why`: 'it needs its kernel')."""
+    if entry.runner is not None:
+        return f"[The live panel of this run is not shown: {why}. The run's record is the cell's result.]"
+    why = why.replace("it needs its", "they need their").replace("its kernel", "their kernel")
+    return f"[The live charts of these runs are not shown: {why}. The runs' record is the cell's result.]"
 
 
 def give_way(entry, why):
