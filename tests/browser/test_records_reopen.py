@@ -59,6 +59,7 @@ def test_a_saved_notebook_reopened_on_a_new_server_shows_every_record(browser, t
         first.stop()
     saved = nbformat.read(first.root_dir / NAME, as_version=4)
     assert not [o for c in saved.cells for o in c.outputs if WIDGET in o.get("data", {})]
+    print("saved after the views gave way:", (first.root_dir / NAME).stat().st_size, "bytes")
 
     second = LabServer(tmp_path / "second")
     second.root_dir = first.root_dir
@@ -81,6 +82,56 @@ def test_a_saved_notebook_reopened_on_a_new_server_shows_every_record(browser, t
         assert "best: eta=0.1" in text and "suggested eta" in text and "val_loss" in text
         assert text.count("kernel shut down") == 4
         lab.screenshot("records-reopened")
+        context.close()
+    finally:
+        second.stop()
+
+
+def test_with_widget_state_saving_a_notebook_saved_while_its_kernel_runs_reopens_without_errors(
+        browser, tmp_path, artifacts_dir):
+    """JupyterLab's own remedy (Settings > Widgets > Save Widget State Automatically): saved
+    with the kernel running, the panels come back drawn from the saved state."""
+    (tmp_path / "first").mkdir(), (tmp_path / "second").mkdir()
+    first, console = LabServer(tmp_path / "first"), []
+    first.env()  # (makes the settings directory)
+    plugin = tmp_path / "first" / "config" / "lab" / "user-settings" / "@jupyter-widgets" / "jupyterlab-manager"
+    plugin.mkdir(parents=True)
+    (plugin / "plugin.jupyterlab-settings").write_text(json.dumps({"saveState": True}))
+    first.start()
+    try:
+        context, lab = _page(browser, first, artifacts_dir, console)
+        lab.write_notebook(NAME, CELLS)
+        lab.open_notebook(NAME)
+        lab.page.evaluate("() => window.jupyterapp.commands.execute('filebrowser:activate')")
+        lab.run_all()
+        lab.wait_for_output(NAME, len(CELLS) - 1, "all done", timeout_ms=240_000)
+        lab.page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+        lab.page.wait_for_function(lab._js("return !panel.context.model.dirty;"), arg=[NAME])
+        context.close()
+    finally:
+        first.stop()
+    path = first.root_dir / NAME
+    saved = nbformat.read(path, as_version=4)
+    assert "application/vnd.jupyter.widget-state+json" in saved.metadata.get("widgets", {})
+    print("saved with widget state:", path.stat().st_size, "bytes")
+
+    second = LabServer(tmp_path / "second")
+    second.root_dir = first.root_dir
+    (tmp_path / "second" / "data").symlink_to(tmp_path / "first" / "data")
+    second.start()
+    try:
+        context, lab = _page(browser, second, artifacts_dir, console)
+        lab.open_notebook(NAME)
+        lab.page.evaluate("() => window.jupyterapp.commands.execute('filebrowser:activate')")
+        lab.page.wait_for_timeout(4000)
+        text = ""
+        for i, css in RECORDS.items():
+            cell = lab.cell(NAME, i)
+            lab.element_screenshot(cell, f"records-state-reopened-{i}")
+            assert cell.locator(css).first.is_visible(), css
+            text += cell.inner_text()
+        lab.screenshot("records-state-reopened")
+        assert "Error displaying widget" not in text, text[:2000]
         context.close()
     finally:
         second.stop()
