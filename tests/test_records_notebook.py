@@ -109,3 +109,31 @@ def test_the_live_views_give_way_to_a_line_when_the_kernel_shuts_down(tmp_path):
             assert "tfmagic-gave-way" in data["text/html"]
     finally:
         k.close()
+
+
+def test_a_run_that_went_on_after_its_cell_leaves_its_record_now_when_the_kernel_shuts_down(tmp_path):
+    """Pause ends the cell (its result shows the steps so far), Play goes on in the background,
+    Stop: at shutdown the panel gives way to the record of where the run ended."""
+    from test_reach_kernel import background_run, run
+
+    k = Kernel(tmp_path)
+    try:
+        run(k, "%load_ext tfmagic")
+        start = len(k.iopub)
+        ids, _ = background_run(k, out="r")
+        shown = next(m for m in k.iopub[start:] if m["msg_type"] == "execute_result")["content"]["data"]["text/plain"]
+        _, text, _ = run(k, "%descend_runs stop")
+        _, text, _ = run(k, "print(r.status, r.steps, repr(r.final_loss))")
+        status, steps, loss = text.split()
+        assert status == "stopped" and f"{int(steps)} steps" not in shown  # (it went on)
+        display_id = next(m for m in k.iopub[start:] if m["msg_type"] == "display_data")["content"]["transient"]["display_id"]
+        mark = len(k.iopub)
+        k.kc.shutdown()
+        m = k.wait_iopub(lambda m: m["msg_type"] == "update_display_data"
+                         and m["content"]["transient"]["display_id"] == display_id, timeout=20, start=mark)
+        data = m["content"]["data"]
+        assert WIDGET not in data and f"went on to step {steps}" in data["text/plain"]
+        assert f"<b class='tfmagic-status-stopped'>stopped</b>: {steps} steps" in data["text/html"]
+        assert f"data-last-step='{steps}' data-last-loss='{float(loss)!r}'" in data["text/html"]
+    finally:
+        k.close()

@@ -69,11 +69,18 @@ def gone_text(entry, why="it needs its kernel"):
 
 
 def give_way(entry, why):
-    """The display of `entry` becomes a line of text (its record is the cell's result)."""
-    if entry.handle is not None:
-        text = gone_text(entry, why)
-        entry.handle.update({"text/plain": text, "text/html": f"<div class='tfmagic-gave-way'>{html.escape(text)}</div>"},
-                            raw=True)
+    """The display of `entry` becomes a line of text (its record is the cell's result); a run
+    that went on after its result was shown (Play after the cell ended) leaves its record now."""
+    if entry.handle is None:
+        return
+    text, record = gone_text(entry, why), ""
+    result = entry.result
+    if entry.runner is not None and getattr(result, "shown_steps", None) not in (None, result.steps):
+        text = (f"[The live panel of this run is not shown: {why}. The run went on to step {result.steps} after"
+                f" the cell's result was shown; its record now:]")
+        record = result._repr_html_()
+    entry.handle.update({"text/plain": text, "text/html": f"<div class='tfmagic-gave-way'>{html.escape(text)}</div>{record}"},
+                        raw=True)
 
 
 def _kernel_exits():

@@ -19,6 +19,12 @@ class _Shown:
 class DescentResult(_Shown):
     """A live view of a descent: it follows the engine when the UI runs more steps."""
 
+    shown_steps = None  # the steps its last HTML showed (a panel's Play may take more after)
+
+    def _repr_html_(self):
+        self.shown_steps = self.steps
+        return self._html(self)
+
     def __init__(self, engine, tensors, constants, device, cell, epochs=None):
         self.engine = engine
         self._epochs = epochs  # data.EpochLog of a --data run
