@@ -86,6 +86,10 @@ def give_way(entry, why):
 def _kernel_exits():
     """The kernel shuts down or restarts: its panels' displays give way, so that a notebook
     saved afterwards shows no "Error displaying widget: model not found"."""
+    from IPython import get_ipython
+
+    if getattr(get_ipython(), "kernel", None) is None:  # (a terminal shows no widget)
+        return
     for entry in list(_shown):
         try:
             give_way(entry, "its kernel shut down")
@@ -108,10 +112,9 @@ def cell_starts(cell_id):
                 close(entry)
 
 
-def close(entry, why="it was closed"):
-    """Stop the panel's run, close every widget model of it; its display gives way."""
-    if entry in _shown and why:
-        give_way(entry, why)
+def close(entry):
+    """Stop the panel's run, close every widget model of it. (Its display is gone: its cell ran
+    again, or it was withdrawn.)"""
     if entry in _shown:
         _shown.remove(entry)
     if entry.runner is not None and not entry.runner.detached:
@@ -123,7 +126,7 @@ def withdraw(entry, text=""):
     """Take a panel out of its cell (a run refused before its first step): `text` instead."""
     if entry.handle is not None:
         entry.handle.update({"text/plain": text}, raw=True)
-    close(entry, why=None)
+    close(entry)
 
 
 def _widgets_in(value):
