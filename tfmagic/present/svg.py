@@ -127,4 +127,4 @@ def sweep_svg(sweep):
                 f"y2='{SVG_H - BOTTOM}' stroke='#d62728' stroke-dasharray='4,3'/>")
 
     lines = [("smoothed loss", sweep.etas, sweep.smoothed, COLORS[0], False)]
-    return chart_svg("tfmagic-sweep-svg", "smoothed loss by eta", lines, x_label="eta", log=False, log_x=True, marks=mark)
+    return chart_svg("tfmagic-sweep-svg", "smoothed loss by eta (eta on a log scale)", lines, x_label="eta", log=False, log_x=True, marks=mark)
