@@ -12,6 +12,7 @@ Cells without an id (nbclient, a terminal) keep their panels: nobody can tell.
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,13 +40,61 @@ _shown: list[Shown] = []
 
 
 def show(widget, runner=None, result=None, line=""):
-    """Display `widget` in the current cell and keep track of it."""
+    """Display `widget` in the current cell and keep track of it: where no widget can be
+    drawn (an exported page, GitHub) its text says where the record is; when the kernel
+    shuts down, the display gives way to that text (a saved notebook then has no widget
+    output whose model is gone)."""
     from IPython.display import display
 
     entry = Shown(widget, runner, result, line, {_current["cell"]}, executions={_execution()})
-    entry.handle = display(widget, display_id=True)
+    bundle = dict(widget._repr_mimebundle_(), **{"text/plain": gone_text(entry)})
+    entry.handle = display(bundle, raw=True, display_id=True)
     _shown.append(entry)
+    if not _at_exit:
+        import atexit
+
+        _at_exit.append(atexit.register(_kernel_exits))  # (after ipykernel's own: it runs before them)
     return entry
+
+
+_at_exit = []
+
+
+def gone_text(entry, why="it needs its kernel"):
+    """The line a live view leaves where it cannot be drawn (`why`: 'it needs its kernel')."""
+    if entry.runner is not None:
+        return f"[The live panel of this run is not shown: {why}. The run's record is the cell's result.]"
+    why = why.replace("it needs its", "they need their").replace("its kernel", "their kernel")
+    return f"[The live charts of these runs are not shown: {why}. The runs' record is the cell's result.]"
+
+
+def give_way(entry, why):
+    """The display of `entry` becomes a line of text (its record is the cell's result); a run
+    that went on after its result was shown (Play after the cell ended) leaves its record now."""
+    if entry.handle is None:
+        return
+    text, record = gone_text(entry, why), ""
+    result = entry.result
+    if entry.runner is not None and getattr(result, "shown_steps", None) not in (None, result.steps):
+        text = (f"[The live panel of this run is not shown: {why}. The run went on to step {result.steps} after"
+                f" the cell's result was shown; its record now:]")
+        record = result._repr_html_()
+    entry.handle.update({"text/plain": text, "text/html": f"<div class='tfmagic-gave-way'>{html.escape(text)}</div>{record}"},
+                        raw=True)
+
+
+def _kernel_exits():
+    """The kernel shuts down or restarts: its panels' displays give way, so that a notebook
+    saved afterwards shows no "Error displaying widget: model not found"."""
+    from IPython import get_ipython
+
+    if getattr(get_ipython(), "kernel", None) is None:  # (a terminal shows no widget)
+        return
+    for entry in list(_shown):
+        try:
+            give_way(entry, "its kernel shut down")
+        except Exception:  # (the channel may be gone already)
+            return
 
 
 def cell_starts(cell_id):
@@ -64,7 +113,8 @@ def cell_starts(cell_id):
 
 
 def close(entry):
-    """Stop the panel's run, close every widget model of it."""
+    """Stop the panel's run, close every widget model of it. (Its display is gone: its cell ran
+    again, or it was withdrawn.)"""
     if entry in _shown:
         _shown.remove(entry)
     if entry.runner is not None and not entry.runner.detached:
@@ -160,4 +210,5 @@ def runs_magic(line):
     for entry in entries:
         entry.cells.add(_current["cell"])
         entry.executions.add(_execution())
-        display(entry.widget)
+        display(dict(entry.widget._repr_mimebundle_(), **{"text/plain": gone_text(entry)}), raw=True,
+                display_id=entry.handle.display_id if entry.handle is not None else None)

@@ -80,10 +80,7 @@ class DescentPanel:
 
     def _epochs(self):
         """(end step, mean training loss, validation loss) of each epoch of a --data run, else None."""
-        table = self.result.epochs
-        if table is None:
-            return None
-        return table["epoch"] * self.engine.epoch_steps - 1, table["loss"], table["val_loss"]
+        return self.result.epoch_points()
 
     def _refine_picture(self, delay, new=False):
         """While the kernel is idle after a run, draw the loss picture finer as its budget

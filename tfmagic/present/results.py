@@ -19,6 +19,12 @@ class _Shown:
 class DescentResult(_Shown):
     """A live view of a descent: it follows the engine when the UI runs more steps."""
 
+    shown_steps = None  # the steps its last HTML showed (a panel's Play may take more after)
+
+    def _repr_html_(self):
+        self.shown_steps = self.steps
+        return self._html(self)
+
     def __init__(self, engine, tensors, constants, device, cell, epochs=None):
         self.engine = engine
         self._epochs = epochs  # data.EpochLog of a --data run
@@ -48,6 +54,14 @@ class DescentResult(_Shown):
         """A --data run's table, name -> array: epoch, loss (its mean training loss),
         val_loss (NaN without --validate), seconds; None for other runs."""
         return None if self._epochs is None else self._epochs.table()
+
+    def epoch_points(self):
+        """(end step, mean training loss, validation loss) of each epoch of a --data run, as
+        its charts draw them (the live one and the record's); None for other runs."""
+        table = self.epochs
+        if table is None:
+            return None
+        return table["epoch"] * self.engine.epoch_steps - 1, table["loss"], table["val_loss"]
 
     @property
     def validated(self) -> bool:
