@@ -1,8 +1,8 @@
 """--logdir: a run's scalars as TensorBoard event files (tf.summary), one run directory each.
 
 Per step: `loss`, `eta`, `grad_norm`, every step of the first EVERY_STEP_UNTIL, then a step
-every step/EVERY_STEP_UNTIL steps (TensorBoard's scalar dashboard keeps 1 000 points a tag
-anyway; a 200 000-step run writes ~6 300). Per epoch of a --data run: `epoch_loss` (the
+every step/EVERY_STEP_UNTIL steps or so (TensorBoard's scalar dashboard keeps 1 000 points a tag
+anyway; a 200 000-step run writes ~5 900), and a run's last step. Per epoch of a --data run: `epoch_loss` (the
 mean training loss) at step = the epoch, and the validation loss as `epoch_loss` in
 `<run>/validation`, as Keras's TensorBoard callback lays them out, so the two overlay.
 
@@ -73,16 +73,11 @@ def series_dir(label):
     return label if "=" in label or label.startswith("start_") else f"optimizer={label}"
 
 
-def kept_steps(steps, after):
-    """Which of `steps` (increasing) to write, the last written being `after`: every step below
-    EVERY_STEP_UNTIL, then each more than step/EVERY_STEP_UNTIL after the one before: at most
-    EVERY_STEP_UNTIL * (1 + ln(steps / EVERY_STEP_UNTIL)) points."""
-    keep = np.zeros(len(steps), bool)
-    last = after
-    for i, s in enumerate(steps.tolist()):
-        if s < EVERY_STEP_UNTIL or last < 0 or s >= last + s // EVERY_STEP_UNTIL + 1:
-            keep[i], last = True, s
-    return keep
+def kept_steps(steps):
+    """Which of `steps` to write: every step below EVERY_STEP_UNTIL, then the multiples of
+    step // EVERY_STEP_UNTIL + 1 (at most EVERY_STEP_UNTIL * (1 + ln(steps / EVERY_STEP_UNTIL))
+    points; a rule of the step alone, so a run continued later thins alike)."""
+    return (steps < EVERY_STEP_UNTIL) | (steps % (steps // EVERY_STEP_UNTIL + 1) == 0)
 
 
 def _writer_fn(tf):
@@ -151,10 +146,12 @@ class SummaryLog(Observer):
         kept = steps < engine.steps  # (a divergence that went back cut these from the history)
         if not kept.any():
             return
-        if self._writer is None or steps[kept][0] <= self._last:
+        opened = self._writer is None or steps[kept][0] <= self._last
+        if opened:
             self._open()  # (the history went back: Reset, or a divergence after a raise of eta)
         valid = kept.copy()
-        kept &= kept_steps(steps, self._last)
+        kept &= kept_steps(steps)
+        kept[np.flatnonzero(valid)[0]] |= opened  # (a directory starts where the history goes on from)
         rows = np.stack([np.asarray(chunk.rows[t], np.float32) for t in TAGS], axis=1)
         last = np.flatnonzero(valid)[-1]
         self._unwritten = None if kept[last] else (steps[last:last + 1], rows[last:last + 1])  # (written at the end)
