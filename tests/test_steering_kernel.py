@@ -80,7 +80,7 @@ def test_a_front_end_that_answers_steers_and_is_told_nothing(kernel):  # noqa: F
 def test_a_front_end_that_never_answers_is_told_within_a_second_and_a_late_answer_undoes_it(kernel):  # noqa: F811
     k = kernel
     msg_id, start, shown, ids = start_run(k, steps=80)
-    said = wait_status(k, ids, start, lambda v: v and NOTE in v and "did not answer within 1 s" in v, timeout=5)
+    said = wait_status(k, ids, start, lambda v: v and NOTE in v and "no answer from the front end within a second" in v, timeout=5)
     assert said["_t"] - shown["_t"] < 1.0
     assert "Kernel &gt; Interrupt stops the run now" in said["content"]["data"]["state"]["value"]
     assert eta_disabled(k, ids, start)  # (a slider that would do nothing is off)

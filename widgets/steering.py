@@ -14,7 +14,8 @@ from IPython import get_ipython
 from tfmagic.kernel.awaiting import comms_reach_a_running_cell
 from tfmagic.present.messages import cannot_steer
 
-ANSWER_SECONDS = 0.8  # (said within 1 s of the run starting, a chunk in flight included)
+ANSWER_SECONDS = 0.75  # (said within 1 s of the run starting, a chunk in flight included)
+SETTLE_SECONDS = 0.1  # ... after the loop has taken what arrived meanwhile (a first trace holds it)
 
 
 class SteeringCheck:
@@ -44,9 +45,12 @@ class SteeringCheck:
             self.blocked = line
             self.on_change()
 
-    def _no_answer(self):
+    def _no_answer(self, settled=False):
         if self._in_cell and not self.answered and self.runner.running:
-            self._set(cannot_steer())
+            if settled:
+                self._set(cannot_steer())
+            else:  # (an answer that waited behind a long first chunk is taken first)
+                self.runner.call_later(SETTLE_SECONDS, lambda: self._no_answer(settled=True))
 
     def _answer(self):
         self.answered = True

@@ -263,8 +263,8 @@ def cannot_steer(kernel=None):
     """The live panel's line when the front end's messages do not reach the running cell:
     `kernel` names a kernel that cannot hand them over (else the front end did not answer)."""
     why = (f"this kernel, {kernel}, handles widget messages only between cells" if kernel else
-           "the front end did not answer within 1 s (its widget messages do not reach the kernel while "
-           "the cell runs, or the panel is not shown)")
+           "no answer from the front end within a second of the run starting (its widget messages do not "
+           "reach the kernel while the cell runs, or it has not shown the panel yet)")
     return (f"Steering is off while this cell runs: {why}. Kernel > Interrupt stops the run now; "
             "when the cell ends, Play, Step, Stop (at the end of a chunk) and eta work, the run going on "
             "in the background. --pace N makes a run slow enough to watch.")
