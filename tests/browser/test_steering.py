@@ -13,7 +13,7 @@ pytestmark = pytest.mark.browser
 def test_jupyterlab_answers_the_round_trip_and_keeps_its_controls(lab):
     name = lab.write_notebook("steering.ipynb", [
         "%load_ext tfmagic",
-        "%%descend x=10.0 --eta 0.001 --steps 120 --pace 30 -o r\ny = (x - 2.0) ** 2",
+        "%%descend x=10.0 --eta 0.001 --steps 300 --pace 30 -o r\ny = (x - 2.0) ** 2",
         "import json, tfmagic.reach\n"
         "print('VIEWS', json.dumps([e.widget._view_count for e in tfmagic.reach.live_runs()]))",
     ])
@@ -28,7 +28,7 @@ def test_jupyterlab_answers_the_round_trip_and_keeps_its_controls(lab):
         off = lab.page.locator(".tfmagic-eta [disabled]").count() > 0
         seen.append((round(time.monotonic() - t0, 2), "Steering is off" in status.first.inner_text(), off))
         time.sleep(0.1)
-    assert lab.cell_running(name, 1) and seen, "the run ended before the check could be seen; raise --steps"
+    assert len(seen) >= 5, f"the run ended before the check could be seen: {seen}"
     assert not any(note or off for t, note, off in seen if t > 0.5), seen
     out = lab.wait_for_output(name, 2, "VIEWS", timeout_ms=60_000)
     views = json.loads(out.split("VIEWS", 1)[1].strip().splitlines()[0])
