@@ -34,13 +34,24 @@ def _kernel_after_a_message(cls):
     return kernel
 
 
+def _a_summary_writer(cls):
+    import tempfile
+
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(tempfile.mkdtemp())
+    assert isinstance(writer, cls)
+    return writer
+
+
 @pytest.mark.parametrize("api", PRIVATE_APIS, ids=lambda a: f"{a.owner}.{a.path}")
 def test_listed_private_api_exists(api):
     if api.owner in IMPORTED_ELSEWHERE:
         return _exists_in_another_process(api)
     obj = importlib.import_module(api.owner)
     instance_of = {"Optimizer._learning_rate": lambda cls: cls(0.1), "Variable._value": lambda cls: cls(0.0),
-                   "Kernel.saved_sigint_handler": _kernel_after_a_message}
+                   "Kernel.saved_sigint_handler": _kernel_after_a_message,
+                   "_ResourceSummaryWriter._resource": _a_summary_writer}
     for part in api.path.split("."):
         if not hasattr(obj, part) and api.path in instance_of:  # an instance attribute: made by the constructor
             obj = instance_of[api.path](obj)

@@ -44,6 +44,14 @@ PRIVATE_APIS = (
                "TensorFlow 2.21", "every op not named there counts as keeping state: no re-run is reused"),
     PrivateApi("keras", "Variable._value", "cell/variables.py: module_variables (read with getattr)",
                "Keras 3.x", "a model's Keras 3 variable is refused as an unsupported type"),
+    PrivateApi("tensorflow.python.ops.gen_summary_ops", "write_summary", "descent/summaries.py: _writer_fn",
+               "TensorFlow 2.21", "--logdir writes each scalar eagerly (~40x slower, the same events)"),
+    PrivateApi("tensorflow.python.ops.summary_ops_v2", "_ResourceSummaryWriter._resource",
+               "descent/summaries.py: SummaryLog._write", "TensorFlow 2.21",
+               "--logdir writes each scalar eagerly (~40x slower, the same events)"),
+    PrivateApi("ipywidgets", "Widget._view_count", "widgets/steering.py: SteeringCheck (ipywidgets' "
+               "experimental view count: the front end updates it when it shows a view)", "ipywidgets 8.1.9",
+               "no round trip: only a kernel that cannot hand widget messages over is told of"),
     PrivateApi("keras.optimizers", "Optimizer._learning_rate", "descent/engine.py: _set_optimizer",
                "Keras 3.x", "none: required to tell the optimizer's state from its learning rate"),
 )

@@ -206,11 +206,31 @@ class DescentRun:
             self.engine.unobserve(self._note_steps)
 
     # -- the three ways ------------------------------------------------------
+    def _summaries(self, label=None):
+        """--logdir: a SummaryLog into this cell's run directory (a series' run: a directory in it)."""
+        if not self.args.logdir:
+            return None
+        import os
+
+        from tfmagic.descent import summaries
+
+        if getattr(self, "_logdir_run", None) is None:
+            self._logdir_run = summaries.fresh_path(self.args.logdir, summaries.run_name(self.args.out))
+        path = self._logdir_run if label is None else os.path.join(self._logdir_run, summaries.series_dir(label))
+        return summaries.SummaryLog(self.tf, path)
+
+    def _series_watch(self):
+        """Each run of a series: --print-every's printer and --logdir's log, as they are asked for."""
+        printer = course_printer(self.args.print_every)
+        if not self.args.logdir:
+            return printer
+        return lambda label: (printer(label) if printer else None, self._summaries(label))
+
     def _series_chunks(self):
         from tfmagic.descent import experiments
 
         args, engine = self.args, self.engine
-        tol, watch = args.tol or 1e-3, course_printer(args.print_every)
+        tol, watch = args.tol or 1e-3, self._series_watch()
         try:
             if self.compare:
                 return (yield from experiments.compare_chunks(engine, *self.compare, args.steps, tol=tol, watch=watch))
@@ -259,6 +279,9 @@ class DescentRun:
         panel = DescentPanel(runner, self.result, args.steps, names, curve=curve, surface=surface)
         self._shown = reach.show(panel.widget, runner, self.result, args.magic_line)
         printer = IterationPrinter(args.print_every, sys.stdout) if args.print_every else None
+        summaries = self._summaries()
+        if summaries is not None:  # (for the panel's life: Play after Pause and Reset are logged too)
+            engine.observe(summaries)
 
         async def run():
             try:
@@ -299,7 +322,7 @@ class DescentRun:
         args, engine = self.args, self.engine
         shown = IterationPrinter(args.print_every, sys.stdout) if args.print_every else TextProgress(args.steps, sys.stdout)
         try:
-            with engine.observers.attached(shown):
+            with engine.observers.attached(shown, self._summaries()):
                 yield from engine.run_chunks(args.steps)
         except Exception as err:
             raise self._failed(err) from err

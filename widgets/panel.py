@@ -23,6 +23,7 @@ from tfmagic.present.html import STYLE, tensors_html
 from .charts import HistoryCharts
 from .controls import ETA_STEP, Controls, entry
 from .status_line import StatusLine
+from .steering import SteeringCheck
 
 PUSH_INTERVAL = 0.2  # seconds between chart pushes while running: the browser redraws ~2000 SVG nodes each time
 IDLE_REFINE_FIRST, IDLE_REFINE_LAST = 0.25, 8.0  # seconds after a run: the picture drawn finer while idle
@@ -66,6 +67,8 @@ class DescentPanel:
         self.find_eta.on_click(lambda _: runner.call(self._find_eta))
         engine.observe(self._on_chunk)
         runner.on_end.append(self.refresh)
+        self.steering = SteeringCheck(self.widget, runner, self._steering_changed)
+        self.status_line.steering = self.steering.blocked
         self._refining = 0  # counts run ends: only the latest run's idle redraws go on
         runner.on_end.append(lambda: self._refine_picture(IDLE_REFINE_FIRST, new=True))
         self.refresh()
@@ -118,9 +121,16 @@ class DescentPanel:
         self.controls.follow_eta(self.engine.eta)
         self.status_line.update()
 
+    def _steering_changed(self):
+        self.status_line.steering = self.steering.blocked
+        self._update_status()
+        self._update_buttons()
+
     def _update_buttons(self):
-        # A multi-worker run's controls would act on this worker only, leaving the others waiting.
-        locked = self.runner.detached or bool(self.engine.replicas and self.engine.replicas.multi_worker)
+        # A multi-worker run's controls would act on this worker only, leaving the others waiting;
+        # a front end whose messages wait for the cell's end: nothing would act before it.
+        locked = (self.runner.detached or bool(self.engine.replicas and self.engine.replicas.multi_worker)
+                  or bool(self.status_line.steering))
         self.controls.update_buttons(self.runner.running, locked)
 
     # -- from the widgets (on the main loop, through the runner) ---------------

@@ -34,6 +34,7 @@ class StatusLine:
     def __init__(self, runner, result, steps, eta_max):
         self.runner, self.result, self.steps, self.eta_max = runner, result, steps, eta_max
         self.warning = ""
+        self.steering = ""  # while the cell runs: why the controls cannot reach it (steering.py)
         # The cell's own run ends in the result printed under the panel, with its outcome in
         # words: the panel says it only for runs started from its buttons after that.
         self.result_says_outcome = True
@@ -60,7 +61,7 @@ class StatusLine:
         badge = (f"<span style='background:{color};color:white;border-radius:3px;padding:1px 6px;"
                  f"margin-right:10px'>{status}</span> ")
         extra = "".join(
-            f"<div style='color:#444;max-width:880px'>{html.escape(m)}</div>" for m in (self._message(status), self.warning) if m
+            f"<div style='color:#444;max-width:880px'>{html.escape(m)}</div>" for m in (self.steering, self._message(status), self.warning) if m
         )
         # Separate boxes rather than " · " joins, so a wrapped line never starts with a dot; digits
         # of one width (tabular-nums), so the fields do not shift as the numbers change.

@@ -102,7 +102,8 @@ def _series_chunks(engine, plans, steps, tol, watch):
     try:
         for label, start, prepare in plans:
             prepare()
-            with engine.observers.attached(watch(label) if watch else None):  # (e.g. --print-every's printer)
+            watching = watch(label) if watch else None  # (e.g. --print-every's printer; several: a tuple)
+            with engine.observers.attached(*(watching if isinstance(watching, tuple) else (watching,))):
                 yield from engine.run_chunks(steps)
             runs[label] = _snapshot(engine, label, start, tol)
             if engine.status == Status.INTERRUPTED:

@@ -36,6 +36,7 @@ __all__ = [
     "MIN_IPYKERNEL",
     "STOP_EXCEPTIONS",
     "live_supported",
+    "comms_reach_a_running_cell",
     "register_await_transform",
     "unregister_await_transform",
     "is_await_transform_registered",
@@ -132,6 +133,24 @@ def live_supported(shell: Any) -> tuple[bool, str]:
         return False, "the autoawait runner is not asyncio (%autoawait asyncio to fix)"
 
     return True, ""
+
+
+def comms_reach_a_running_cell(kernel: Any) -> tuple[bool, str]:
+    """``(True, "")`` if *kernel* hands widget messages to their widgets while a cell awaits
+    (ipykernel 7.4's ``dispatch_shell(..., concurrent=True)``), else ``(False, what it is)``.
+    A kernel that cannot say (no such method) counts as able: the front end's answer decides."""
+    method = getattr(type(kernel), "dispatch_shell", None)
+    if method is None:
+        return True, ""
+    try:
+        parameters = inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return True, ""
+    if "concurrent" in parameters:
+        return True, ""
+    import ipykernel
+
+    return False, f"{type(kernel).__name__} (ipykernel {getattr(ipykernel, '__version__', '?')})"
 
 
 # ---------------------------------------------------------------------------

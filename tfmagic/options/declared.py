@@ -73,6 +73,15 @@ def _restarts(value):
     return value
 
 
+def _logdir(value):
+    from tfmagic.descent.summaries import check_writable
+
+    why = check_writable(value) if value.strip() else "an empty path"
+    if why:
+        raise Bad(f"{value}: cannot write TensorBoard logs there ({why}); nothing was run")
+    return value
+
+
 def _device(value):
     from tfmagic.runtime.devices import well_formed
 
@@ -181,6 +190,10 @@ DESCEND = (
            flag=True, setting="widgets", example="False",
            about="text progress instead of the live panel"),
     Option("out", ("-o", "--out"), "output", OUT_HELP, metavar="OUT"),
+    Option("logdir", ("--logdir",), "output",
+           "write the run's loss, eta and gradient norm (and epoch losses) for TensorBoard into a run "
+           "directory under DIR (named OUT-date-time; a --compare or --restarts series one per run)",
+           metavar="DIR", check=_logdir, setting="logdir", example="'logs'", about="TensorBoard log directory"),
 )
 
 TFGRAD = (

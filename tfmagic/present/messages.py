@@ -257,3 +257,14 @@ def _put_back(engine, names, kept="were put back to"):
         return f"The variables ({names}) {kept} the last finite values."
     return (f"The variables ({names}) were put back to their values after step {engine.steps}: a dataset cannot give "
             f"its batches again, so the {engine.unkept_steps - 1} finite steps before the blow-up were not kept.")
+
+
+def cannot_steer(kernel=None):
+    """The live panel's line when the front end's messages do not reach the running cell:
+    `kernel` names a kernel that cannot hand them over (else the front end did not answer)."""
+    why = (f"this kernel, {kernel}, handles widget messages only between cells" if kernel else
+           "no answer from the front end within a second of the run starting (its widget messages do not "
+           "reach the kernel while the cell runs, or it has not shown the panel yet)")
+    return (f"Steering is off while this cell runs: {why}. Kernel > Interrupt stops the run now; "
+            "when the cell ends, Play, Step, Stop (at the end of a chunk) and eta work, the run going on "
+            "in the background. --pace N makes a run slow enough to watch.")
