@@ -106,7 +106,7 @@ _CONTRAST_JS = """(selectors) => {
       const ratio = (hi + 0.05) / (lo + 0.05);
       const big = parseFloat(st.fontSize) >= 18.66 || (parseFloat(st.fontSize) >= 14 && parseInt(st.fontWeight) >= 700);
       out.push({text: own.slice(0, 40), ratio: Math.round(ratio * 100) / 100, need: big ? 3 : 4.5,
-                where: (e.closest('[class*="tfmagic-"]') || {}).className || e.tagName});
+                where: ((e.closest('[class*="tfmagic-"]') || e).getAttribute('class') || e.tagName)});
     }
   }
   return out;
