@@ -4,10 +4,11 @@ One notebook, one Run All: a 2-D run (its surface and colour key, the static res
 it), a --compare view, and a long run the keyboard drives. axe-core (npm, installed by
 .ci/run into tests/browser/axe) scans the cells' outputs, not JupyterLab's own chrome,
 in the light theme and in JupyterLab Dark (set through the Settings menu's command);
-screenshots of both land in tests/artifacts/. Then keyboard only: Tab from the cell's
-prompt visits every control in the order shown, each with a name; arrow keys on the eta
-slider change the eta the run uses (history['eta'] ends with it); Enter on Stop stops the
-cell's run, Space on Play starts it again and Enter on Stop stops it.
+screenshots of both land in tests/artifacts/, and every text's contrast (HTML and the
+charts' SVG) is checked against WCAG AA. Then keyboard only: from the selected cell, Tab
+visits every control in the order shown, each with a name; arrow and Page keys on the eta
+slider change the eta the run uses (history['eta'] holds it); Enter opens the tensor table,
+Enter on Stop stops the cell's run, Space on Play starts it again, Enter on Stop stops it.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ THEMES = ("JupyterLab Light", "JupyterLab Dark")
 # The controls in the order the panel shows them (find eta is off while a run goes).
 TAB_ORDER = ["tfmagic-eta", "tfmagic-eta-text", "tfmagic-optimizer", "tfmagic-device", "tfmagic-play",
              "tfmagic-step", "tfmagic-stop", "tfmagic-reset", "tfmagic-steps"]
-PRESSES = 5  # ArrowRight presses on the eta slider (each 0.01 of a decade)
+KEYS = ["ArrowRight", "ArrowRight", "PageUp", "ArrowLeft"]  # on the eta slider: +0.01, +0.05, -0.01 decade
+MOVE = 0.06  # what KEYS move eta by, in decades
 
 
 def set_theme(lab, theme):
@@ -219,9 +221,9 @@ def test_keyboard_alone_steers_the_run(themes, notebook):
     tab_to(lab, "tfmagic-eta", "Shift+Tab")
     handle = cell.locator(".tfmagic-eta .noUi-handle[role=slider]").first
     start = slider_exponent(handle)
-    for _ in range(PRESSES):
-        lab.page.keyboard.press("ArrowRight")
-    want = round(start + PRESSES * 0.01, 6)
+    for key in KEYS:
+        lab.page.keyboard.press(key)
+    want = round(start + MOVE, 6)
     lab.poll(lambda: abs(slider_exponent(handle) - want) < 1e-6, 20, what=f"the handle at 10^{want}")
     eta = float(f"{10 ** want:.6g}")
     wait_status(lab, cell, lambda s: s["eta"] is not None and math.isclose(s["eta"], eta, rel_tol=1e-5),
@@ -233,6 +235,8 @@ def test_keyboard_alone_steers_the_run(themes, notebook):
     printed = lab.wait_for_output(NB, C_PRINT, "stopped", timeout_ms=30_000)
     assert eta in eval(printed.split(" ", 1)[1]), printed  # history['eta'] holds the eta set by keyboard
     stopped = wait_status(lab, cell, lambda s: s["badge"] == "stopped", what="stopped")
+    tab_to(lab, "tfmagic-find-eta")  # (on now that no run goes)
+    assert focused(lab)["name"] == "Find eta", focused(lab)
 
     # Play (Space) and Stop (Enter) again, by keyboard: the run goes on in the background, then stops.
     tab_to(lab, "tfmagic-play", "Shift+Tab")
