@@ -39,9 +39,21 @@ export default { render };
 """
 
 
+# Where the keyboard is, plain in either theme (ipywidgets draws a 1-px light-blue outline
+# on buttons, 2:1 on white, and none on inputs and the slider's handle).
+_CSS = """
+.tfmagic-panel :is(button, input, select, .noUi-handle):focus-visible,
+.tfmagic-compare-view :is(button, input, select):focus-visible {
+  outline: 2px solid var(--jp-brand-color1, #1976d2) !important; outline-offset: 1px;  /* (over ipywidgets' outline: none) */
+}
+"""
+
+
 class AriaNames(anywidget.AnyWidget):
-    """Sets aria-label = names[selector] on what each selector finds inside the closest `scope`."""
+    """Sets aria-label = names[selector] on what each selector finds inside the closest `scope`;
+    brings the panel's focus outline (_CSS) into the page."""
 
     _esm = _ESM
+    _css = _CSS
     names = traitlets.Dict().tag(sync=True)
     scope = traitlets.Unicode(".tfmagic-panel").tag(sync=True)

@@ -32,11 +32,17 @@ CELLS = [
     "loss = (1.0 - a) ** 2 + 100.0 * (b - a ** 2) ** 2",
     "%%descend x=10.0 --steps 200 --compare eta=0.01,0.1,0.5,0.9,1.1 -o runs\n"
     "y = tf.pow(x, 2.0) - 4.0 * x + 4.0",
+    "%%descend u=-5:5 v=-5:5 --restarts 3 --seed 1 --eta 0.01 --steps 100\n"
+    "f = (u**2 + v - 11)**2 + (u + v**2 - 7)**2 - 50",
+    "%%descend z=3.0 --find-eta --steps 60\nloss = (z - 1.0) ** 2",
+    "g = tf.Variable(4.0)",
+    "%%tfgrad\nh = tf.pow(g, 2.0) * 3.0",
     f"%%descend w=10.0 --eta {ETA0} --steps 100000000 --jit off -o r3\n"
     "loss = (w - 2.0) ** 2",
     "print(r3.status, sorted({float(f'{e:.6g}') for e in r3.history['eta']}))",
 ]
-C_SURFACE, C_COMPARE, C_LONG, C_PRINT = 1, 2, 3, 4
+C_SURFACE, C_COMPARE, C_RESTARTS, C_FIND_ETA, C_GRAD, C_LONG, C_PRINT = 1, 2, 3, 4, 6, 7, 8
+SCANNED = (C_SURFACE, C_COMPARE, C_RESTARTS, C_FIND_ETA, C_GRAD, C_LONG)
 THEMES = ("JupyterLab Light", "JupyterLab Dark")
 # The controls in the order the panel shows them (find eta is off while a run goes).
 TAB_ORDER = ["tfmagic-eta", "tfmagic-eta-text", "tfmagic-optimizer", "tfmagic-device", "tfmagic-play",
@@ -136,7 +142,9 @@ def focused(lab):
       const label = el.labels && el.labels.length ? el.labels[0].textContent.trim() : '';
       const name = el.getAttribute('aria-label') || (el.getAttribute('aria-labelledby') || '').split(' ').map(byId).join(' ').trim()
                    || label || (el.tagName === 'BUTTON' ? el.textContent.trim() : '') || el.title || '';
-      return {cls, tag: el.tagName, name};
+      const st = getComputedStyle(el);
+      const ring = st.outlineStyle !== 'none' ? parseFloat(st.outlineWidth) : 0;
+      return {cls, tag: el.tagName, name, ring};
     }""")
 
 
@@ -149,12 +157,21 @@ def tab_to(lab, css, key="Tab"):
     raise AssertionError(f"{key} never reached {css}")
 
 
+def focus_shot(lab, locator, stem):
+    """A screenshot of a control with 10 px around it (its focus outline is drawn outside it)."""
+    box = locator.bounding_box()
+    lab.page.screenshot(path=str(lab.artifacts / f"{stem}.png"), clip={
+        "x": box["x"] - 10, "y": box["y"] - 10, "width": box["width"] + 20, "height": box["height"] + 20})
+
+
 @pytest.fixture(scope="module")
 def notebook(module_lab):
     lab = module_lab
     lab.run_all_with_sidebar(NB, CELLS)
     lab.wait_for_output(NB, C_SURFACE, "final loss", timeout_ms=180_000)
     lab.wait_for_output(NB, C_COMPARE, "best:", timeout_ms=180_000)
+    lab.wait_for_output(NB, C_RESTARTS, "best:", timeout_ms=180_000)
+    lab.wait_for_output(NB, C_GRAD, "dh/dg", timeout_ms=180_000)
     wait_status(lab, lab.cell(NB, C_LONG), lambda s: s["badge"] == "running" and (s["iteration"] or 0) > 0,
                 timeout_s=120, what="the long run running")
     return lab
@@ -168,9 +185,9 @@ def themes(notebook):
         for theme in THEMES:
             set_theme(lab, theme)
             stem = "dark" if "Dark" in theme else "light"
-            seen[theme] = {"axe": axe_scan(lab, (C_SURFACE, C_COMPARE, C_LONG)),
-                           "contrast": low_contrast(lab, (C_SURFACE, C_COMPARE, C_LONG))}
-            for i, what in ((C_SURFACE, "panel"), (C_COMPARE, "compare"), (C_LONG, "live")):
+            seen[theme] = {"axe": axe_scan(lab, SCANNED), "contrast": low_contrast(lab, SCANNED)}
+            for i, what in ((C_SURFACE, "panel"), (C_COMPARE, "compare"), (C_RESTARTS, "restarts"),
+                            (C_FIND_ETA, "find-eta"), (C_LONG, "live")):
                 lab.element_screenshot(lab.cell(NB, i), f"a11y-{what}-{stem}")
     finally:
         set_theme(lab, THEMES[0])  # (the session's other modules expect the default theme)
@@ -206,6 +223,7 @@ def test_keyboard_alone_steers_the_run(themes, notebook):
         seen.append(focused(lab))
     assert [s and s["cls"] for s in seen] == TAB_ORDER, seen
     assert all(s["name"] for s in seen), [s for s in seen if not s["name"]]
+    assert all(s["ring"] >= 2 for s in seen), [s for s in seen if s["ring"] < 2]  # (where the focus is shows)
     # (the eta slider's name says what it is, not only its value)
     assert "eta" in seen[0]["name"] and "eta" in seen[1]["name"], seen[:2]
 
@@ -219,6 +237,7 @@ def test_keyboard_alone_steers_the_run(themes, notebook):
 
     # Back to the slider: arrow keys move eta, and the run takes it up.
     tab_to(lab, "tfmagic-eta", "Shift+Tab")
+    focus_shot(lab, cell.locator(".tfmagic-eta").first, "a11y-focus-eta")
     handle = cell.locator(".tfmagic-eta .noUi-handle[role=slider]").first
     start = slider_exponent(handle)
     for key in KEYS:
@@ -236,6 +255,7 @@ def test_keyboard_alone_steers_the_run(themes, notebook):
     assert eta in eval(printed.split(" ", 1)[1]), printed  # history['eta'] holds the eta set by keyboard
     stopped = wait_status(lab, cell, lambda s: s["badge"] == "stopped", what="stopped")
     tab_to(lab, "tfmagic-find-eta")  # (on now that no run goes)
+    focus_shot(lab, cell.locator(".tfmagic-find-eta").first, "a11y-focus-find-eta")
     assert focused(lab)["name"] == "Find eta", focused(lab)
 
     # Play (Space) and Stop (Enter) again, by keyboard: the run goes on in the background, then stops.
