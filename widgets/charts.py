@@ -23,6 +23,7 @@ from .picture import Picture
 __all__ = ["HistoryCharts", "decimate", "to_wire", "COLORS"]
 
 LOG_DECADES = 2  # default to a log loss axis when the loss spans more than this
+SMOOTHED = "#3366cc"  # the smoothed loss of a --data run: 3:1 or more against both themes' backgrounds
 
 
 def _short_names(names):
@@ -94,7 +95,7 @@ class HistoryCharts:
         self.loss_fig = figure("Loss", "tfmagic-loss-chart", marks, [self._loss_xaxis, *self._loss_yaxes.values()])
         parts = [self.loss_fig]
         if self.epochs:
-            keys = [("loss of each step (its mini-batch)", "rgba(31,119,180,0.35)"), ("smoothed", "#0b3d91"),
+            keys = [("loss of each step (its mini-batch)", "rgba(31,119,180,0.35)"), ("smoothed", SMOOTHED),
                     ("epoch mean", COLORS[1])] + [("validation", COLORS[3])] * bool(self.validation)
             parts.append(legend([k for k, _ in keys], [c for _, c in keys]))
         self.loss_box = W.VBox(parts, layout=W.Layout(min_width="0"))
@@ -109,7 +110,7 @@ class HistoryCharts:
     def _build_epoch_marks(step_line):
         """(smoothed loss, epoch means, validation losses) on the step line's scales."""
         step_line.opacities = [0.35]
-        smooth = bq.Lines(x=empty(), y=empty(), scales=step_line.scales, colors=["#0b3d91"], stroke_width=2,
+        smooth = bq.Lines(x=empty(), y=empty(), scales=step_line.scales, colors=[SMOOTHED], stroke_width=2,
                           visible=step_line.visible)
         train, val = (bq.Lines(x=empty(), y=empty(), scales=step_line.scales, colors=[c], marker="circle",
                                marker_size=28, stroke_width=2, visible=step_line.visible) for c in (COLORS[1], COLORS[3]))

@@ -20,6 +20,8 @@ ETA_STEP = 0.01  # of the eta slider, in decades
 ETA_SPAN, ETA_BELOW, ETA_ABOVE_BOUND = 2.5, 1.5, 0.5
 BOUNDED = ("sgd", "momentum", "nesterov")  # (2/λ says nothing of the adaptive ones' steps)
 CHANGING = ("eta_slider", "eta_text", "optimizer")  # the controls whose changes are coalesced
+# Names a screen reader says for the controls that show no words of their own (widgets/a11y.py).
+ARIA_NAMES = {".tfmagic-eta .noUi-handle": "eta, log scale", ".tfmagic-eta-text input": "eta, exact value"}
 
 
 def entry(eta):
@@ -85,18 +87,20 @@ class Controls:
         self.eta_slider = W.FloatLogSlider(
             value=eta, base=10, min=lo, max=hi, step=ETA_STEP,
             description="eta", readout=False, continuous_update=True,
+            tooltip="eta on a log scale: arrow keys step 0.01 of a decade, Page Up/Down 0.05",
             style={"description_width": "28px"}, layout=W.Layout(width="480px"),
         )
-        self.eta_text = W.FloatText(value=eta, layout=W.Layout(width="120px"), step=None)
+        self.eta_text = W.FloatText(value=eta, layout=W.Layout(width="120px"), step=None,
+                                    tooltip="eta, exact value (Enter sets it)")
         self.optimizer = W.Dropdown(options=list(OPTIMIZERS), value=optimizer,
                                     description="optimizer", layout=W.Layout(width="200px"))
 
     def _build_buttons(self):
         button = dict(layout=W.Layout(width="86px"))
-        self.play = W.Button(description="Pause", icon="pause", **button)
-        self.step = W.Button(description="Step", icon="step-forward", **button)
-        self.stop = W.Button(description="Stop", icon="stop", **button)
-        self.reset = W.Button(description="Reset", icon="undo", **button)
+        self.play = W.Button(description="Pause", icon="pause", tooltip="Pause the run (Play goes on from there)", **button)
+        self.step = W.Button(description="Step", icon="step-forward", tooltip="One step, then pause", **button)
+        self.stop = W.Button(description="Stop", icon="stop", tooltip="Stop the run", **button)
+        self.reset = W.Button(description="Reset", icon="undo", tooltip="Back to the start values", **button)
         self.find_eta = W.Button(description="Find eta", icon="search", layout=W.Layout(width="100px"),
                                  tooltip="the learning-rate range test, from the start (as Reset): "
                                          "puts the eta it suggests into the eta control")
@@ -109,6 +113,7 @@ class Controls:
     def update_buttons(self, running, locked):
         """Play or Pause as a run goes or not; everything off when `locked`."""
         self.play.description, self.play.icon = ("Pause", "pause") if running else ("Play", "play")
+        self.play.tooltip = "Pause the run (Play goes on from there)" if running else "Run on from here"
         for b in (self.play, self.step, self.stop, self.reset, self.optimizer, self.eta_slider, self.eta_text, self.device):
             b.disabled = locked
         self.stop.disabled = locked or not running

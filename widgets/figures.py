@@ -92,7 +92,7 @@ def colour_key(lowest=None, highest=None):
                 digits = 3 + max(0, min(5, math.floor(math.log10(abs(lowest) or 1.0)) - k))
                 ticks.append((where, f"{lowest + 10.0 ** k:.{digits}g}"))
     marks = "".join(
-        f"<span style='position:absolute;left:{100 * x:.1f}%;top:10px;height:4px;border-left:1px solid #555'></span>"
+        f"<span style='position:absolute;left:{100 * x:.1f}%;top:10px;height:4px;border-left:1px solid var(--jp-ui-font-color2,#555)'></span>"
         f"<span style='position:absolute;left:{100 * x:.1f}%;top:13px;transform:translateX(-50%);white-space:nowrap'>"
         f"{escape(v)}</span>" for x, v in ticks)
     return (f"<div style='font-size:12px;margin-left:62px;line-height:1.2'>"
@@ -100,7 +100,7 @@ def colour_key(lowest=None, highest=None):
             f"<span>loss</span><span>{escape(ends[0])}</span>"
             f"<span style='position:relative;width:200px;height:10px;flex:none;{bar}'>{marks}</span>"
             f"<span>{escape(ends[1])}</span></div>"
-            f"<div style='color:#666'>colour: the loss above its lowest, on a log scale</div></div>")
+            f"<div style='color:var(--jp-ui-font-color2,#666)'>colour: the loss above its lowest, on a log scale</div></div>")
 
 
 def y_axis(scale, label, **kwargs):

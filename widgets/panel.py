@@ -20,8 +20,9 @@ from tfmagic.descent.optimizers import check_eta
 from tfmagic.descent.status import Status
 from tfmagic.present.html import STYLE, tensors_html
 
+from .a11y import AriaNames
 from .charts import HistoryCharts
-from .controls import ETA_STEP, Controls, entry
+from .controls import ARIA_NAMES, ETA_STEP, Controls, entry
 from .status_line import StatusLine
 from .steering import SteeringCheck
 
@@ -54,8 +55,14 @@ class DescentPanel:
                                     validation=result.validated)
         self.table = W.HTML(f"{STYLE}<div class='tfmagic-html'>{tensors_html(result.tensors)}</div>")
         self.table.add_class("tfmagic-tensors")
-        tensors = W.Accordion(children=[self.table], titles=("tensors in the cell",), selected_index=None)
-        self.widget = W.VBox([*self.controls.rows, self.status, self.charts.widget, tensors],
+        self.table.layout.display = "none"
+        # A button, not an Accordion: ipywidgets 8's accordion title takes no keyboard focus.
+        self.tensors_toggle = W.ToggleButton(value=False, description="show tensors in the cell", icon="table",
+                                             layout=W.Layout(width="auto", align_self="flex-start"))
+        self.tensors_toggle.add_class("tfmagic-tensors-toggle")
+        self.tensors_toggle.observe(self._show_tensors, "value")
+        tensors = W.VBox([self.tensors_toggle, self.table])
+        self.widget = W.VBox([*self.controls.rows, self.status, self.charts.widget, tensors, AriaNames(names=ARIA_NAMES)],
                              layout=W.Layout(max_width="920px"))
         self.widget.add_class("tfmagic-panel")
 
@@ -72,6 +79,10 @@ class DescentPanel:
         self._refining = 0  # counts run ends: only the latest run's idle redraws go on
         runner.on_end.append(lambda: self._refine_picture(IDLE_REFINE_FIRST, new=True))
         self.refresh()
+
+    def _show_tensors(self, change):
+        self.table.layout.display = None if change["new"] else "none"
+        self.tensors_toggle.description = f"{'hide' if change['new'] else 'show'} tensors in the cell"
 
     # -- from the engine (main thread, between chunks) ----------------------
     def _on_chunk(self, engine, chunk):

@@ -61,7 +61,8 @@ class StatusLine:
         badge = (f"<span style='background:{color};color:white;border-radius:3px;padding:1px 6px;"
                  f"margin-right:10px'>{status}</span> ")
         extra = "".join(
-            f"<div style='color:#444;max-width:880px'>{html.escape(m)}</div>" for m in (self.steering, self._message(status), self.warning) if m
+            f"<div style='color:var(--jp-ui-font-color1,#444);max-width:880px'>{html.escape(m)}</div>"
+            for m in (self.steering, self._message(status), self.warning) if m
         )
         # Separate boxes rather than " · " joins, so a wrapped line never starts with a dot; digits
         # of one width (tabular-nums), so the fields do not shift as the numbers change.

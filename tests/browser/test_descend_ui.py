@@ -220,11 +220,17 @@ class DescendNotebook:
         surface = c3.locator(".tfmagic-surface-chart")
         rec["surface_count"] = surface.count()
         if rec["surface_count"]:
-            # bqplot's HeatMap paints a canvas and shows it as an <image> in the SVG.
-            rec["surface_image_href_len"] = surface.first.evaluate(
+            # bqplot's HeatMap paints a canvas and shows it as an <image> in the SVG. Under load the
+            # first picture is a coarse grid (a ~700-character PNG), drawn finer once the kernel idles.
+            href_len = lambda: surface.first.evaluate(
                 "el => { const i = el.querySelector('svg image');"
                 " return i ? (i.getAttribute('href') || i.getAttribute('xlink:href') || '').length : 0; }"
             )
+            try:
+                rec["surface_image_href_len"] = lab.poll(lambda: (n := href_len()) > 1000 and n, STATUS_TIMEOUT,
+                                                         what="the surface drawn")
+            except TimeoutError:
+                rec["surface_image_href_len"] = href_len()
             rec["surface_path_d"] = path_d(c3, ".tfmagic-surface-chart")
             rec["surface_box"] = surface.first.bounding_box()
         rec["shot_2d"] = lab.element_screenshot(c3, "descend-2d")

@@ -88,6 +88,9 @@ def test_two_students_steer_their_own_kernels(voila, browser, artifacts_dir):
             assert "What happens if" in body and "Try it yourself" in body, body[:500]
             assert "%%descend" not in body and "import numpy" not in body and "%load_ext" not in body
             assert s.page.locator(".tfmagic-compare-view").count() == 1
+            assert "Error displaying widget" not in body  # (the panel's anywidget, widgets/a11y.py, loads too)
+            named = s.page.locator(".tfmagic-panel .tfmagic-eta .noUi-handle[aria-label='eta, log scale']")
+            s.poll(lambda named=named: named.count() >= 1, 30, "the eta slider named for a screen reader")
         pa, pb = panels
         b_before = read_status(pb)
 

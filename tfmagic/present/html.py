@@ -20,6 +20,7 @@ STYLE = """<style>
 .tfmagic-html thead th {border-bottom: 2px solid var(--jp-border-color1, #bbb);}
 .tfmagic-html pre {margin: 0; background: none; padding: 0; white-space: pre !important; word-break: normal !important;}
 .tfmagic-html .tfmagic-reason, .tfmagic-html .tfmagic-note {color: var(--jp-warn-color0, #8a5a00);}
+.tfmagic-html svg text {fill: currentColor;}
 </style>"""
 
 
