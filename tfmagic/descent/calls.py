@@ -41,6 +41,7 @@ class Calls:
         self.state = None  # (loss, |grad|², grads) carried into the next call
         self._saved = None
         self.one_way_count = None  # a dataset stream's count of batches taken (see _took_batches)
+        self.validated = {}  # the last call's validation losses: steps into it -> loss (epoch_loop.py)
         self._other_tol = {}, {}  # the loops' functions and traces for a run with(out) a tol
 
     def set_tol(self, value):
@@ -68,6 +69,12 @@ class Calls:
         values, self.state, self.point = self._saved
         for v, s in zip(self.live, values):
             v.assign(s)
+
+    def _evaluate_again(self):
+        """The gradients at the current point, which the epoch loop does not hand back: the point
+        evaluated again on the batch it was judged on."""
+        self.graphs.stream.rewind()
+        self.prime()
 
     def prime(self):
         """Evaluate the current point eagerly (no trace): the next step needs its gradients."""
@@ -109,6 +116,7 @@ class Calls:
         """
         tf = self.tf
         traced = mode not in self.concrete
+        self.validated = {}
         if mode in self.default_runtime:
             return self._call_with(False, mode, n, stride, traced)
         try:
@@ -146,12 +154,15 @@ class Calls:
         # Traced under the options it runs with: a While traced for the default
         # executor is lowered to a form the single-threaded one cannot run.
         options = lean_options(tf, single_threaded=mode not in XLA_MODES) if lean else None
+        epochs = mode == "xla" and self.graphs.runs_epochs  # (epoch_loop.py: no gradients carried)
+        if self.state[2] is None and not epochs:
+            self._evaluate_again()
         loss, gn2, grads = self.state
         if mode == "step":
             args = (grads,)
         else:
             limit = tf.constant(self.limit(), tf.float32)
-            args = (tf.constant(n), tf.constant(stride), tf.constant(self.tol2()), limit, loss, gn2, grads)
+            args = (tf.constant(n), tf.constant(stride), tf.constant(self.tol2()), limit, loss, gn2) + (() if epochs else (grads,))
         with tf.device(self.device), quiet_native_stderr(traced):
             if traced:
                 with calling_with(options):
@@ -171,7 +182,11 @@ class Calls:
                 if mode == "step":
                     return self._step_calls(fn, n, traced)
                 out = fn(*args)
-                if mode == "blocks":
+                if epochs:
+                    (count, lowest, *row), grads = out, None
+                    used, block = count, max(int(count) - 1, 0)
+                    self.validated = self.graphs.epoch_validation(int(count))
+                elif mode == "blocks":
                     count, used, block, lowest, grads, *row = out
                 else:  # a row per step: the last block is the last step
                     count, lowest, grads, *row = out

@@ -8,6 +8,7 @@ Every sample is used once an epoch; the last batch holds the N mod B left over.
 """
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +45,9 @@ class Batches:
             self.position = tf.Variable(tf.constant(0, tf.int64), trainable=False, name="batches_taken")
             self.order = tf.Variable(tf.range(self.n), trainable=False, name="epoch_order")
         self.static_shapes = self.n % self.batch_size == 0  # (else the last batch is smaller)
+        self.last_size = self.n - (self.epoch_steps - 1) * self.batch_size  # the epoch's last batch
+        self._size = None  # while tracing the epoch loop: take() gathers this many, the order shuffled already
+        self.validation_loss = None  # () -> the loss on --validate's arrays, in a graph (the epoch loop's)
         self.state = [self.position, self.order]
         self.initial = [tf.identity(v) for v in self.state]  # what a reset puts back
 
@@ -55,9 +59,30 @@ class Batches:
         """Take the last batch again (the point it was taken for is evaluated again)."""
         self.position.assign_sub(1)
 
+    @contextmanager
+    def sized(self, size):
+        """Trace take() for batches of this static size (epoch_loop.py: XLA compiles each once)."""
+        self._size = size
+        try:
+            yield
+        finally:
+            self._size = None
+
+    def shuffle_if_due(self):
+        """In a graph: the next epoch's order, when the next batch starts one (as take() does)."""
+        tf = self.tf
+        at, epoch = self.position % self.epoch_steps, self.position // self.epoch_steps
+        tf.cond(tf.equal(at, 0), lambda: tf.identity(self.order.assign(tf.argsort(self._keys(epoch)))),
+                lambda: tf.identity(self.order))
+
     def take(self):
         """The next batch, name -> tensor (in a graph or eagerly); moves the position on."""
         tf, b = self.tf, self.batch_size
+        if self._size is not None:
+            start = tf.cast(self.position % self.epoch_steps, tf.int32) * b
+            index = tf.gather(self.order, start + tf.range(self._size))
+            self.position.assign_add(1)
+            return {n: tf.gather(t, index) for n, t in self.data.items()}
         at, epoch = self.position % self.epoch_steps, self.position // self.epoch_steps
 
         def shuffled():
@@ -89,33 +114,57 @@ class Batches:
 
 
 class EpochLog:
-    """Closes each epoch of a --data run (the engine ends a chunk there, and its observers
-    get the rows the chunk closed: observers.py): the mean training loss of its steps, the
-    validation loss, its seconds (wall time since the last epoch closed: a run paused
-    mid-epoch counts the pause)."""
+    """Closes each epoch of a --data run as its chunks come (observers.py: before the observers
+    hear of a chunk): the mean training loss of its steps, the validation loss, its seconds
+    (wall time; a chunk that spans epochs shares its time among them by steps; a run paused
+    mid-epoch counts the pause). A chunk may span epochs (a row every step): the validation loss
+    of an epoch that ended inside a chunk is the one the compiled steps took (engine.validated);
+    other chunks end at each epoch's end, where it is taken."""
 
     def __init__(self, epoch_steps, validate=None):
         self.epoch_steps, self.validate = epoch_steps, validate  # validate: () -> float, or None
         self.rows = []  # (epoch, mean training loss, validation loss or NaN, seconds)
-        self._losses, self._t0, self._logged = [], time.perf_counter(), 0
+        self._losses, self._seconds, self._t0, self._logged = [], 0.0, time.perf_counter(), 0
         self._seen = 0  # steps at the last chunk: a chunk starting before it follows a reset
 
     def close(self, engine, chunk):
         """The epoch rows `chunk` closed: (epoch, mean training loss, validation loss, seconds)."""
         if chunk.start < self._seen:  # a reset: start over
-            self.rows, self._logged, self._losses, self._t0 = [], 0, [], time.perf_counter()
+            self.rows, self._logged, self._losses, self._seconds = [], 0, [], 0.0
+            self._t0 = time.perf_counter()
         self._seen = engine.steps
-        if not len(chunk.rows["loss"]) and engine.steps == self._logged:
-            return ()
-        self._losses.append(np.asarray(chunk.rows["loss"], np.float64))
-        if engine.steps % self.epoch_steps or engine.steps == self._logged:
-            return ()
+        now = time.perf_counter()
+        losses = np.asarray(chunk.rows["loss"], np.float64)
+        span, steps, closed = now - self._t0, max(len(losses), 1), []
+        self._t0 = now
+        step = engine.steps - len(losses)  # the step of the chunk's first row
+        while True:
+            end = (step // self.epoch_steps + 1) * self.epoch_steps  # this epoch's end
+            if end > engine.steps or (end == self._logged and not len(losses)):
+                break
+            taken, losses = losses[: end - step], losses[end - step:]
+            self._losses.append(taken)
+            self._seconds += span * len(taken) / steps
+            step = end
+            if end != self._logged:
+                closed.append(self._close_epoch(end, end == engine.steps, engine.validated))
+        self._losses.append(losses)
+        self._seconds += span * len(losses) / steps
+        return tuple(closed)
+
+    def _close_epoch(self, end, here, validated):
+        """The row of the epoch ending at step `end` (`here`: the variables hold that point;
+        `validated`: step -> validation loss taken by the compiled steps)."""
         losses = np.concatenate(self._losses)
-        val = float(self.validate()) if self.validate is not None else float("nan")
-        self.rows.append((engine.steps // self.epoch_steps, float(np.mean(losses)) if losses.size else float("nan"),
-                          val, time.perf_counter() - self._t0))
-        self._losses, self._t0, self._logged = [], time.perf_counter(), engine.steps
-        return (self.rows[-1],)
+        val = float("nan")
+        if end in validated:
+            val = validated[end]
+        elif self.validate is not None and here:
+            val = float(self.validate())
+        self.rows.append((end // self.epoch_steps, float(np.mean(losses)) if losses.size else float("nan"),
+                          val, self._seconds))
+        self._losses, self._seconds, self._logged = [], 0.0, end
+        return self.rows[-1]
 
     def table(self):
         """name -> array: epoch, loss (mean training loss), val_loss, seconds."""

@@ -77,6 +77,7 @@ class Descent(Settings, RunFacts, OneWayRuns):
         saved = self._calls.save()  # for a redo, an error or an interrupt
         self.kept.offer(self, self._calls, saved)
         rows, count, block, lowest, traced = self._calls.call(mode, n, stride)
+        self.validated.update({self.steps + k: v for k, v in self._calls.validated.items()})
         code = self._calls.code(self._calls.point, lowest)
         if code == Status.DIVERGED:
             self._bad_point = self._calls.point  # what the step that blew up reached (for the message)
@@ -126,6 +127,7 @@ class Descent(Settings, RunFacts, OneWayRuns):
             if self.steps < exact_until:
                 chunk_mode, n, stride = "step", 1, 1
             start = self.steps
+            self.validated = {}  # step -> the validation loss the chunk's compiled steps took there
             t0 = time.perf_counter()
             try:
                 rows, count, code, traced = self._run_chunk(chunk_mode, n, stride)
@@ -184,14 +186,20 @@ class Descent(Settings, RunFacts, OneWayRuns):
         """At most this many steps in the next chunk: the steps left, a paced run's chunk, the rest of
         the epoch, and a replayed eta schedule's steps at its eta (set here where it changes)."""
         n = min(left, max_chunk or left)
-        if self.epoch_steps:
-            n = min(n, self.epoch_steps - self.steps % self.epoch_steps)
+        if self.epoch_steps and (self.one_way or (getattr(self._observers.epochs, "validate", None)
+                                                  and not self._validates_in_graph())):
+            n = min(n, self.epoch_steps - self.steps % self.epoch_steps)  # (the validation: at the epoch's end)
         if self.eta_plan is not None:  # a replayed schedule: its eta where it changes (a drag holds till then)
             eta, same_for = plan_at(self.eta_plan, self.steps)
             if self.steps < len(self.eta_plan) and (self.steps == 0 or self.eta_plan[self.steps - 1] != eta):
                 self.eta = eta
             n = min(n, same_for)
         return n
+
+    def _validates_in_graph(self):
+        """Does the next chunk take the validation loss at each epoch's end itself (epoch_loop.py)?"""
+        return self._compiled.policy.mode == "xla" and self._graphs.runs_epochs \
+            and getattr(self._stream, "validation_loss", None) is not None
 
     def _chunk_failed(self, mode, n, err):
         """A chunk of `n` steps raised `err`; back to its start. Returns (the step up to which the

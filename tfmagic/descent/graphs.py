@@ -28,8 +28,10 @@ class Graphs:
     """Builds and keeps the compiled functions; `track_tol`: the loops stop at |grad| < tol
     (an op less a step without one). `width`: a raw history row's length."""
 
-    def __init__(self, tf, loss_fn, variables, optimizer, device, track_tol, width, replicas=None):
+    def __init__(self, tf, loss_fn, variables, optimizer, device, track_tol, width, replicas=None, stream=None):
         self.tf, self.loss_fn, self.device = tf, loss_fn, device
+        self.stream = stream  # a --data run's batches: XLA runs them in epochs (epoch_loop.py)
+        self.epoch_validation = lambda count: {}  # the epoch loop's last call: its validation losses
         self.replicas = replicas  # a replicas.Replicas: the loss and gradients summed over a strategy's replicas
         self.variables = dict(variables)
         self.optimizer = optimizer
@@ -44,13 +46,11 @@ class Graphs:
     # Norms are carried squared and rooted in Python (_record): XLA:CPU takes ~10 ms
     # longer to compile a graph with a sqrt, and about as long for abs or is_finite.
     def pieces(self, traced=True):
-        """evaluate() -> (loss, grads) at the current point; advance(grads) takes one step
-        and evaluates the new point; squared(grads) is |grad|²; raw_row(loss, gn2) is a
-        history row without eta, as scalars: loss, |grad|², one summary per variable
-        (its value, or the sum of its squares: see shown_by_value); healthy(...) is the
-        loops' health check.
-
-        `traced`: for a tf.function made by _compiled (AutoGraph converts the loss only)."""
+        """evaluate() -> (loss, grads) at the current point; advance(grads) takes one step (.update)
+        and evaluates the new point; squared(grads) is |grad|²; raw_row(loss, gn2) is a history row
+        without eta, as scalars: loss, |grad|², one summary per variable (its value, or the sum of its
+        squares: see shown_by_value); healthy(...) is the loops' health check. `traced`: for a
+        tf.function made by _compiled (AutoGraph converts the loss only)."""
         tf = self.tf
         variables = list(self.variables.values())
         opt = self.optimizer
@@ -78,7 +78,7 @@ class Graphs:
             grads = [g if g.shape == v.shape else tf.reshape(g, v.shape) for g, v in zip(grads, variables)]
             return loss, grads
 
-        def advance(grads):
+        def update(grads):
             # What apply_gradients runs for an optimizer without clipping, weight decay,
             # EMA, loss scaling or accumulation (make_optimizer's), in ~1.2 ms less tracing.
             learning_rate = opt.learning_rate
@@ -88,7 +88,11 @@ class Graphs:
                 if getattr(v, "constraint", None) is not None:  # as apply() does after the update
                     v.assign(v.constraint(v))
             iterations.assign_add(1)
+
+        def advance(grads):
+            update(grads)
             return evaluate()
+        advance.update = update  # (the epoch loop judges a point before it steps: epoch_loop.py)
 
         def summary(v):
             if shown_by_value(v):
@@ -109,7 +113,7 @@ class Graphs:
         """The chunks' history rows (a variable: cheaper to compile than a TensorArray)."""
         if self.buffer is None:
             with self.tf.device(self.device):
-                self.buffer = self.tf.Variable(self.tf.zeros([ROW_CAPACITY, self.width]), trainable=False)
+                self.buffer = self.tf.Variable(self.tf.zeros([ROW_CAPACITY + 2, self.width]), trainable=False)  # (+2: epoch_loop.py)
         return self.buffer
 
     def _build_step(self):
@@ -191,11 +195,23 @@ class Graphs:
 
         return self._compiled(loop, jit_compile=True)
 
+    @property
+    def runs_epochs(self):
+        """Does the "xla" mode run epoch_loop.py's loop (which hands back no gradients)?"""
+        return hasattr(self.stream, "sized")
+
+    def _build_xla(self):
+        if self.runs_epochs:
+            from tfmagic.descent.epoch_loop import epoch_loop
+
+            return epoch_loop(self, self.stream)
+        return self._build_plain(jit=True)
+
     def function(self, mode):
         """The tf.function of `mode` ("step", "plain", "xla", "blocks"), built once."""
         if mode not in self._fns:
             build = {"step": self._build_step, "plain": self._build_plain, "blocks": self._build_blocks,
-                     "xla": lambda: self._build_plain(jit=True)}[mode]
+                     "xla": self._build_xla}[mode]
             self._fns[mode] = build()
         return self._fns[mode]
 

@@ -78,7 +78,7 @@ class Observers:
         return iter(list(self._all))
 
     def needs_every_step(self):
-        return any(o.needs_every_step for o in self._all)
+        return self.epochs is not None or any(o.needs_every_step for o in self._all)
 
     def begin(self, engine, steps):
         for o in list(self._all):

@@ -102,6 +102,8 @@ class LossProgram:
                          tol=tol, jit=self.jit, loss_label=self.cell.target_name, reuse=reuse,
                          replicas=self.replicas, **stream)
         epochs = EpochLog(batches.epoch_steps, self.validate) if batches and batches.epoch_steps else None
+        if hasattr(batches, "validation_loss"):
+            batches.validation_loss = getattr(self.validate, "in_graph", None)
         engine.observers.epochs = epochs  # (closed before any observer hears of a chunk)
         return Prepared(engine, self.created, self.tensors, self.constants, self.where, self.cell,
                         self.assigned_now, epochs)
@@ -136,4 +138,5 @@ def _validation(tf, batch_loss, arrays, device, dataset=None):
         with tf.device(device):
             return float(loss())
 
+    validate.in_graph = lambda: batch_loss(data)  # (the epoch loop takes it at each epoch's end)
     return validate

@@ -47,6 +47,7 @@ class Settings:
         self.steps_per_second = 0.0
         self._stop_request = None
         self._unhealthy_start = False
+        self.validated = {}  # step -> validation loss taken by the compiled steps (data.EpochLog reads it)
         self._run_steps, self._run_seconds = 0, 0.0
         if self.optimizer is None:
             self._set_optimizer(self.optimizer_name)
@@ -73,7 +74,7 @@ class Settings:
         steps.optimizer_name, steps.optimizer = name, opt
         steps.policy.forget_rates()
         steps.graphs = Graphs(tf, self.loss_fn, self.variables, opt, self.device, bool(self._tol), len(self.columns) - 1,
-                              self.replicas)
+                              self.replicas, None if self.replicas else self._stream)
         before = steps.calls
         steps.calls = Calls(tf, steps.graphs, live, self.device, self.jit, self._tol, steps.default_runtime, self.notes)
         steps.calls.one_way_count = self._stream.position if self.one_way else None  # (its reads: no second try)

@@ -167,8 +167,8 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
     _check_loss(loss, grads, label, variables)
     if program.replicas is not None:  # (a loss that does not split over the replicas is refused)
         choose_form(tf, program.replicas, batches.first() if batches else {}, list(variables.values()), label)
-    if batches and not batches.static_shapes and jit == "auto":
-        jit = "off"  # a smaller last batch: a shape that changes, which XLA cannot compile
+    if batches and not batches.static_shapes and not hasattr(batches, "sized") and jit == "auto":
+        jit = "off"  # (a dataset's batches: XLA cannot compile an iterator's reads)
     program.finish(jit, data, table(tf, cell.reads, overlay, variables, assigned),
                    program.replicas.describe() if program.replicas else short_device(device) if device
                    else short_device(loss.device) or "CPU:0")
