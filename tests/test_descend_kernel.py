@@ -61,7 +61,7 @@ def test_eta_change_and_stop_mid_run_then_queued_cell_sees_result(kernel):
         "'etas': sorted({float(f'{e:.6g}') for e in r.history['eta']}), "
         "'first_new': int(np.argmax(r.history['eta'] > 0.00015))}))"
     )
-    k.wait_iopub(k.child_of(long_id, "display_data"), timeout=60)
+    k.shown(long_id, timeout=60)
     ids = _widget_ids(k, long_id)
     assert {"tfmagic-eta", "tfmagic-stop", "tfmagic-play", "tfmagic-loss-chart"} <= set(ids), ids
     # wait until steps are being taken (the status line shows a running badge)
@@ -92,7 +92,7 @@ def test_eta_change_and_stop_mid_run_then_queued_cell_sees_result(kernel):
 def test_interrupt_mid_run_keeps_good_values(kernel):
     k = kernel
     long_id = k.kc.execute("%%descend x=10.0 --eta 0.0001 --steps 100000000 --jit off -o r2\ny = (x - 2.0) ** 2")
-    k.wait_iopub(k.child_of(long_id, "display_data"), timeout=60)
+    k.shown(long_id, timeout=60)
     time.sleep(1.0)
     k.km.interrupt_kernel()
     reply = k.reply(long_id, timeout=30)
@@ -112,7 +112,7 @@ def test_kernel_indicator_stays_busy_while_widgets_change_mid_run(kernel, fronte
     subshell = k.create_subshell() if frontend_subshell else None
     start = len(k.iopub)
     long_id = k.kc.execute("%%descend x=10.0 --eta 0.0001 --steps 100000000 --jit off\ny = (x - 2.0) ** 2")
-    k.wait_iopub(k.child_of(long_id, "display_data"), timeout=60, start=start)
+    k.shown(long_id, timeout=60, start=start)
     ids = _widget_ids(k, long_id)
     k.wait_iopub(lambda m: m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == ids["tfmagic-status"]
                  and "running" in m["content"]["data"].get("state", {}).get("value", ""), timeout=30, start=start)
@@ -150,7 +150,7 @@ def test_a_flood_of_eta_changes_settles_and_stop_leaves_the_kernel_idle(kernel):
     subshell = k.create_subshell()  # as JupyterLab 4.6's widget manager sends them
     start = len(k.iopub)
     long_id = k.kc.execute("%%descend x=10.0 --eta 0.0001 --steps 100000000 --jit off -o flood\ny = (x - 2.0) ** 2")
-    k.wait_iopub(k.child_of(long_id, "display_data"), timeout=60, start=start)
+    k.shown(long_id, timeout=60, start=start)
     ids = _widget_ids(k, long_id)
     status_has = lambda text: lambda m: (m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == ids["tfmagic-status"]
                                          and text in m["content"]["data"].get("state", {}).get("value", ""))

@@ -230,6 +230,16 @@ class Kernel:
                 return r["content"]["subshell_id"]
         raise TimeoutError("no create_subshell_reply")
 
+    def shown(self, msg_id, timeout=STEP_TIMEOUT, start=0):
+        """Wait for the cell's display and answer it as a front end that shows a widget view does
+        (ipywidgets' _view_count +1: the panel's steering check, widgets/steering.py)."""
+        disp = self.wait_iopub(self.child_of(msg_id, "display_data"), timeout=timeout, start=start)
+        view = disp["content"]["data"].get("application/vnd.jupyter.widget-view+json")
+        if view:
+            state = {"method": "update", "state": {"_view_count": 1}, "buffer_paths": []}
+            self.kc.shell_channel.send(self.kc.session.msg("comm_msg", {"comm_id": view["model_id"], "data": state}))
+        return disp
+
     def send_update(self, model_id, value, subshell_id=None):
         content = {
             "comm_id": model_id,
@@ -263,7 +273,7 @@ def kernel(tmp_path_factory):
 def _start_long_cell(k, seconds):
     """Execute %%livetest; return (msg_id, model_id) once the slider is shown."""
     msg_id = k.kc.execute(f"%%livetest {seconds}\n# the body is ignored\n")
-    disp = k.wait_iopub(k.child_of(msg_id, "display_data"))
+    disp = k.shown(msg_id)
     model_id = disp["content"]["data"]["application/vnd.jupyter.widget-view+json"]["model_id"]
     return msg_id, model_id
 

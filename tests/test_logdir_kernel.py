@@ -26,7 +26,7 @@ def test_pause_play_stop_reset_in_the_panel_are_written_as_history(kernel, tmp_p
     start = len(k.iopub)
     msg_id = execute(k, f"%%descend x=10.0 --eta 0.001 --steps 100000000 --jit off --logdir {logdir} -o r\n"
                         "y = (x - 2.0) ** 2")
-    k.wait_iopub(k.child_of(msg_id, "display_data"), timeout=60, start=start)
+    k.shown(msg_id, timeout=60, start=start)
     ids = _widget_ids(k, msg_id)
     k.wait_iopub(status_has(k, ids, "running"), timeout=30, start=start)
     _click(k, ids["tfmagic-play"])  # Pause: the cell ends

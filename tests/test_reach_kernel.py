@@ -48,7 +48,7 @@ def background_run(k, names="x=10.0", cell="y = (x - 2.0) ** 2", out="r", cell_i
     Returns the widget ids and the Play click's message id."""
     start = len(k.iopub)
     msg_id = execute(k, f"%%descend {names} {options} -o {out}\n{cell}", cell_id)
-    k.wait_iopub(k.child_of(msg_id, "display_data"), timeout=60, start=start)
+    k.shown(msg_id, timeout=60, start=start)
     ids = _widget_ids(k, msg_id)
     k.wait_iopub(status_has(k, ids, "running"), timeout=30, start=start)
     _click(k, ids["tfmagic-play"])  # Pause: the cell ends
