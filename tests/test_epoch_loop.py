@@ -124,3 +124,21 @@ def test_a_switch_out_of_the_epoch_loop_evaluates_the_point_again(ip, run):
     ref = fit(run, "--data X,Y --batch-size 32 --steps 600 --jit off --seed 3 --eta 0.05")
     assert engine.steps == before + 300 == ref.steps
     np.testing.assert_allclose(res.history["loss"], ref.history["loss"], rtol=2e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("change", ["validation values", "training values", "both"])
+def test_a_rerun_after_the_data_changed_equals_a_fresh_build_under_xla(ip, run, change):
+    data(ip, 100)
+    X, Y = ip.user_ns["X"], ip.user_ns["Y"]
+    ip.user_ns.update(Xv=X[:20] + 0.5, Yv=Y[:20] + 1.0)
+    line = "--data X,Y --batch-size 32 --epochs 60 --validate Xv,Yv --seed 1 --eta 0.05 --jit on"
+    fit(run, line)
+    if change != "training values":
+        ip.user_ns["Xv"] = X[:20] * 5.0
+    if change != "validation values":
+        ip.user_ns["X"] = X * 2.0
+    again = fit(run, line)
+    again_table = {k: np.array(v) for k, v in again.epochs.items()}
+    fresh = run("descend", f"w=0.0 b=0.0 {line} --no-widgets", LINEAR + "  # (another cell: a fresh build)")
+    np.testing.assert_array_equal(again.history["loss"], fresh.history["loss"])
+    np.testing.assert_array_equal(again_table["val_loss"], fresh.epochs["val_loss"])

@@ -140,13 +140,17 @@ class Calls:
         at = next(i for i, v in enumerate(self.live) if v is self.one_way_count)
         return int(self.one_way_count.numpy()) != int(self._saved[0][at].numpy())
 
-    def _call_on_defaults(self, mode, n, stride):
-        """The call on TensorFlow's default runtime from now on, freshly traced for it."""
-        self.default_runtime.add(mode)
+    def forget(self, mode):
+        """Trace `mode` again when next called (what it compiled in has changed)."""
         self.graphs.forget([mode])
         self.concrete.pop(mode, None)
         for kept in self._other_tol:
             kept.pop(mode, None)
+
+    def _call_on_defaults(self, mode, n, stride):
+        """The call on TensorFlow's default runtime from now on, freshly traced for it."""
+        self.default_runtime.add(mode)
+        self.forget(mode)
         return self._call_with(False, mode, n, stride, True)
 
     def _call_with(self, lean, mode, n, stride, traced):

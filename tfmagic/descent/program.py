@@ -103,7 +103,9 @@ class LossProgram:
                          replicas=self.replicas, **stream)
         epochs = EpochLog(batches.epoch_steps, self.validate) if batches and batches.epoch_steps else None
         if hasattr(batches, "validation_loss"):
-            batches.validation_loss = getattr(self.validate, "in_graph", None)
+            before, batches.validation_loss = batches.validation_loss, getattr(self.validate, "in_graph", None)
+            if reuse is not None and before is not batches.validation_loss:
+                engine.forget_compiled("xla")  # (the epoch loop compiled the validation arrays it was built with)
         engine.observers.epochs = epochs  # (closed before any observer hears of a chunk)
         return Prepared(engine, self.created, self.tensors, self.constants, self.where, self.cell,
                         self.assigned_now, epochs)

@@ -89,6 +89,10 @@ class Settings:
     _calls = property(lambda self: self._compiled.calls)
     _graphs = property(lambda self: self._compiled.graphs)
 
+    def forget_compiled(self, mode):
+        """Compile `mode`'s loop again when next run."""
+        self._calls.forget(mode)
+
     def set_optimizer(self, name: str) -> None:
         """Switch optimizer; takes effect at the next chunk (fresh optimizer state)."""
         if name != self.optimizer_name:
