@@ -142,3 +142,17 @@ def test_a_rerun_after_the_data_changed_equals_a_fresh_build_under_xla(ip, run, 
     fresh = run("descend", f"w=0.0 b=0.0 {line} --no-widgets", LINEAR + "  # (another cell: a fresh build)")
     np.testing.assert_array_equal(again.history["loss"], fresh.history["loss"])
     np.testing.assert_array_equal(again_table["val_loss"], fresh.epochs["val_loss"])
+
+
+@pytest.mark.parametrize("n", [128, 120])  # (one batch shape: the plain XLA loop; a short last batch: the epoch loop)
+def test_a_large_model_under_xla_takes_the_steps_of_the_plain_loop(ip, run, n):
+    rng = np.random.default_rng(0)
+    ip.user_ns.update(X=rng.normal(size=(n, 300)).astype("float32"), Y=rng.normal(size=n).astype("float32"))
+    cell = "loss = tf.reduce_mean(tf.square(tf.reduce_sum(tf.tanh(X @ W), axis=1) * 0.01 - Y))"
+    line = "W=tf.zeros([300,300]) --data X,Y --batch-size 32 --epochs 60 --seed 2 --eta 0.05 --no-widgets"
+    on = run("descend", line + " --jit on", cell)
+    assert on.engine._graphs.runs_epochs == (n % 32 != 0)
+    on_loss = on.history["loss"].copy()
+    off = run("descend", line + " --jit off", cell)
+    assert on.steps == off.steps == 60 * -(-n // 32)
+    np.testing.assert_allclose(on_loss, off.history["loss"], rtol=2e-4, atol=1e-6)
