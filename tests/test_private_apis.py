@@ -68,7 +68,7 @@ def test_no_unlisted_private_attribute_of_another_project():
     root = pathlib.Path(__file__).resolve().parents[1]
     ours = {"_active", "_tfmagic_idle_fix", "_warned", "_IN_AWAITED_CELL", "_tfmagic_busy", "_tfmagic_chained",
             "_tfmagic_interrupts", "_keys",
-            "_repr_mimebundle_"}  # (IPython's documented display protocol, not a private attribute)
+            "_repr_mimebundle_", "_repr_html_"}  # (IPython's documented display protocol, not private attributes)
     found = set()
     for path in list((root / "tfmagic").rglob("*.py")) + list((root / "widgets").glob("*.py")):
         for m in re.finditer(r"\b(?!self\b)([a-z_]+)\.(_[a-z][A-Za-z_]*)\b", path.read_text()):

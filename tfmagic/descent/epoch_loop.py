@@ -14,7 +14,7 @@ point again (calls.py). A call starts by evaluating its starting point again on 
 batch (the position goes back by one): one evaluation more a chunk.
 
 A point with a finite loss and a gradient that is not finite is stepped from; the next
-point's loss is then not finite, and the engine's redo (engine._run_chunk) ends the run
+point's loss is then not finite, and the engine's redo (Descent._run_chunk) ends the run
 where the carried loops do, at the last point whose step stayed finite.
 
 XLA compiles one shape per batch size: an epoch's full batches run in an inner loop after the
@@ -65,14 +65,14 @@ def epoch_loop(graphs, stream):
             validation.count.assign(validated)
         return (i, gn2, *raw_row(loss, gn2))
 
-    return graphs._compiled(loop, jit_compile=True)
+    return graphs.compiled(loop, jit_compile=True)
 
 
 def _steps(graphs, stream):
     """iteration(batch) -> a loop body for batches of that size, and put_summaries(row, values)."""
     tf = graphs.tf
     evaluate, advance, squared, raw_row, _ = graphs.pieces()
-    buffer = graphs._buffer()
+    buffer = graphs.row_buffer()
     track = graphs.track_tol
     squared_norm = squared
     if sum(v.shape.num_elements() for v in graphs.variables.values()) <= CONCAT_ELEMENTS:

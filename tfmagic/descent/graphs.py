@@ -50,7 +50,7 @@ class Graphs:
         and evaluates the new point; squared(grads) is |grad|²; raw_row(loss, gn2) is a history row
         without eta, as scalars: loss, |grad|², one summary per variable (its value, or the sum of its
         squares: see shown_by_value); healthy(...) is the loops' health check. `traced`: for a
-        tf.function made by _compiled (AutoGraph converts the loss only)."""
+        tf.function made by compiled() (AutoGraph converts the loss only)."""
         tf = self.tf
         variables = list(self.variables.values())
         opt = self.optimizer
@@ -105,11 +105,11 @@ class Graphs:
 
         return evaluate, advance, squared, raw_row, functools.partial(_healthy, tf)
 
-    def _compiled(self, fn, **options):
+    def compiled(self, fn, **options):
         """tf.function for the engine's own code (cell/autograph.py: ~2-5 ms less tracing)."""
         return autograph.function(self.tf, fn, **options)
 
-    def _buffer(self):
+    def row_buffer(self):
         """The chunks' history rows (a variable: cheaper to compile than a TensorArray)."""
         if self.buffer is None:
             with self.tf.device(self.device):
@@ -125,7 +125,7 @@ class Graphs:
             gn2 = squared(grads)
             return self.tf.stack(raw_row(loss, gn2)), loss, gn2, grads
 
-        return self._compiled(step)
+        return self.compiled(step)
 
     def _build_plain(self, jit=False):
         """Up to n steps in a graph while loop, a history row per step.
@@ -136,7 +136,7 @@ class Graphs:
         """
         tf = self.tf
         _, advance, squared, raw_row, healthy = self.pieces()
-        buffer = self._buffer()
+        buffer = self.row_buffer()
         track = self.track_tol
 
         def loop(n, stride, tol2, limit, loss, gn2, grads):  # (stride unused: one signature for both loops)
@@ -154,7 +154,7 @@ class Graphs:
             # kernel, even a stack of the scalars or an i - 1, costs ~14 ms of compiling.
             return (i, gn2, grads, *raw_row(loss, gn2))
 
-        return self._compiled(loop, jit_compile=jit)
+        return self.compiled(loop, jit_compile=jit)
 
     def _build_blocks(self):
         """Up to n steps under XLA; a history row every `stride` steps.
@@ -166,7 +166,7 @@ class Graphs:
         """
         tf = self.tf
         _, advance, squared, raw_row, healthy = self.pieces()
-        buffer = self._buffer()
+        buffer = self.row_buffer()
         track = self.track_tol
 
         def loop(n, stride, tol2, limit, loss, gn2, grads):
@@ -193,7 +193,7 @@ class Graphs:
             i, r, block, loss, gn2, lowest, grads = tf.while_loop(keep_going, body, [zero, zero, zero, loss, gn2, gn2, grads])
             return (i, r, block, lowest if track else gn2, grads, *raw_row(loss, gn2))
 
-        return self._compiled(loop, jit_compile=True)
+        return self.compiled(loop, jit_compile=True)
 
     @property
     def runs_epochs(self):
