@@ -4,7 +4,7 @@ minima, and the eta advice checked against the runs beside it (text.py and html.
 import numpy as np
 
 from tfmagic.descent.experiments import found_minimum
-from tfmagic.descent.status import CUT_SHORT, ESCAPED
+from tfmagic.descent.status import CUT_SHORT, ESCAPED, Status
 from tfmagic.present.messages import eta_advice
 
 
@@ -32,8 +32,10 @@ def multi_summary(multi):
     lines = [f"best: {multi.best} (its values are now in the variables)"]
     if multi.kind == "restarts":
         lines += _minima_lines(multi)
-    advice = eta_advice(multi.engine, multi.runs)
-    if advice and multi.what == "eta":
+    # (after Kernel > Interrupt the cell ends now: λ's power iteration traces for seconds on a deep model)
+    interrupted = any(r.status == Status.INTERRUPTED for r in multi.runs.values())
+    advice = eta_advice(multi.engine, multi.runs) if multi.what == "eta" and not interrupted else ""
+    if advice:
         lines.append(advice)
     return lines
 
