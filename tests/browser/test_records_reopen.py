@@ -36,31 +36,23 @@ def _page(browser, server, artifacts_dir, console):
     return context, Lab(server, page, artifacts_dir, console)
 
 
-def test_a_saved_notebook_reopened_on_a_new_server_shows_every_record(browser, tmp_path, artifacts_dir):
-    (tmp_path / "first").mkdir(), (tmp_path / "second").mkdir()
-    first, console = LabServer(tmp_path / "first"), []
-    first.start()
-    try:
-        context, lab = _page(browser, first, artifacts_dir, console)
-        lab.write_notebook(NAME, CELLS)
-        lab.open_notebook(NAME)
-        lab.page.evaluate("() => window.jupyterapp.commands.execute('filebrowser:activate')")
-        lab.run_all()
-        lab.wait_for_output(NAME, len(CELLS) - 1, "all done", timeout_ms=240_000)
-        live = [i for i in range(len(CELLS)) if any(WIDGET in o.get("data", {}) for o in lab.cell_outputs(NAME, i))]
-        assert live == [1, 2, 3, 6], live  # (the runs' panels and the series' charts were live)
-        lab.page.evaluate(lab._js("return panel.sessionContext.shutdown().then(() => true);"), [NAME])
-        lab.poll(lambda: all("tfmagic-gave-way" in json.dumps(lab.cell_outputs(NAME, i)) for i in live), 30,
-                 "the live views to give way")
-        lab.page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
-        lab.page.wait_for_function(lab._js("return !panel.context.model.dirty;"), arg=[NAME])
-        context.close()
-    finally:
-        first.stop()
-    saved = nbformat.read(first.root_dir / NAME, as_version=4)
-    assert not [o for c in saved.cells for o in c.outputs if WIDGET in o.get("data", {})]
-    print("saved after the views gave way:", (first.root_dir / NAME).stat().st_size, "bytes")
+def _ran_all(lab):
+    """The notebook written, opened with the file browser beside it, and run to its last cell."""
+    lab.write_notebook(NAME, CELLS)
+    lab.open_notebook(NAME)
+    lab.page.evaluate("() => window.jupyterapp.commands.execute('filebrowser:activate')")
+    lab.run_all()
+    lab.wait_for_output(NAME, len(CELLS) - 1, "all done", timeout_ms=240_000)
 
+
+def _save(lab):
+    lab.page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+    lab.page.wait_for_function(lab._js("return !panel.context.model.dirty;"), arg=[NAME])
+
+
+def _reopened(browser, tmp_path, first, artifacts_dir, console, shots, wait_ms):
+    """The saved notebook opened on a second server: every record visible (a screenshot of each);
+    returns the records' text."""
     second = LabServer(tmp_path / "second")
     second.root_dir = first.root_dir
     # The same user on the same machine: the notebook's signature (trust, so its inline SVG is
@@ -71,20 +63,44 @@ def test_a_saved_notebook_reopened_on_a_new_server_shows_every_record(browser, t
         context, lab = _page(browser, second, artifacts_dir, console)
         lab.open_notebook(NAME)
         lab.page.evaluate("() => window.jupyterapp.commands.execute('filebrowser:activate')")
-        lab.page.wait_for_timeout(2000)  # (what a widget output would need to show its error)
+        lab.page.wait_for_timeout(wait_ms)  # (what a widget output would need to show its error)
         text = ""
         for i, css in RECORDS.items():
             cell = lab.cell(NAME, i)
-            lab.element_screenshot(cell, f"records-reopened-{i}")
+            lab.element_screenshot(cell, f"{shots}-{i}")
             assert cell.locator(css).first.is_visible(), css
             text += cell.inner_text()
-        assert "Error displaying widget" not in text and "Loading widget" not in text
-        assert "best: eta=0.1" in text and "suggested eta" in text and "val_loss" in text
-        assert text.count("kernel shut down") == 4
-        lab.screenshot("records-reopened")
+        lab.screenshot(shots)
         context.close()
+        return text
     finally:
         second.stop()
+
+
+def test_a_saved_notebook_reopened_on_a_new_server_shows_every_record(browser, tmp_path, artifacts_dir):
+    (tmp_path / "first").mkdir(), (tmp_path / "second").mkdir()
+    first, console = LabServer(tmp_path / "first"), []
+    first.start()
+    try:
+        context, lab = _page(browser, first, artifacts_dir, console)
+        _ran_all(lab)
+        live = [i for i in range(len(CELLS)) if any(WIDGET in o.get("data", {}) for o in lab.cell_outputs(NAME, i))]
+        assert live == [1, 2, 3, 6], live  # (the runs' panels and the series' charts were live)
+        lab.page.evaluate(lab._js("return panel.sessionContext.shutdown().then(() => true);"), [NAME])
+        lab.poll(lambda: all("tfmagic-gave-way" in json.dumps(lab.cell_outputs(NAME, i)) for i in live), 30,
+                 "the live views to give way")
+        _save(lab)
+        context.close()
+    finally:
+        first.stop()
+    saved = nbformat.read(first.root_dir / NAME, as_version=4)
+    assert not [o for c in saved.cells for o in c.outputs if WIDGET in o.get("data", {})]
+    print("saved after the views gave way:", (first.root_dir / NAME).stat().st_size, "bytes")
+
+    text = _reopened(browser, tmp_path, first, artifacts_dir, console, "records-reopened", 2000)
+    assert "Error displaying widget" not in text and "Loading widget" not in text
+    assert "best: eta=0.1" in text and "suggested eta" in text and "val_loss" in text
+    assert text.count("kernel shut down") == 4
 
 
 def test_with_widget_state_saving_a_notebook_saved_while_its_kernel_runs_reopens_without_errors(
@@ -100,13 +116,8 @@ def test_with_widget_state_saving_a_notebook_saved_while_its_kernel_runs_reopens
     first.start()
     try:
         context, lab = _page(browser, first, artifacts_dir, console)
-        lab.write_notebook(NAME, CELLS)
-        lab.open_notebook(NAME)
-        lab.page.evaluate("() => window.jupyterapp.commands.execute('filebrowser:activate')")
-        lab.run_all()
-        lab.wait_for_output(NAME, len(CELLS) - 1, "all done", timeout_ms=240_000)
-        lab.page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
-        lab.page.wait_for_function(lab._js("return !panel.context.model.dirty;"), arg=[NAME])
+        _ran_all(lab)
+        _save(lab)
         context.close()
     finally:
         first.stop()
@@ -115,23 +126,5 @@ def test_with_widget_state_saving_a_notebook_saved_while_its_kernel_runs_reopens
     assert "application/vnd.jupyter.widget-state+json" in saved.metadata.get("widgets", {})
     print("saved with widget state:", path.stat().st_size, "bytes")
 
-    second = LabServer(tmp_path / "second")
-    second.root_dir = first.root_dir
-    (tmp_path / "second" / "data").symlink_to(tmp_path / "first" / "data")
-    second.start()
-    try:
-        context, lab = _page(browser, second, artifacts_dir, console)
-        lab.open_notebook(NAME)
-        lab.page.evaluate("() => window.jupyterapp.commands.execute('filebrowser:activate')")
-        lab.page.wait_for_timeout(4000)
-        text = ""
-        for i, css in RECORDS.items():
-            cell = lab.cell(NAME, i)
-            lab.element_screenshot(cell, f"records-state-reopened-{i}")
-            assert cell.locator(css).first.is_visible(), css
-            text += cell.inner_text()
-        lab.screenshot("records-state-reopened")
-        assert "Error displaying widget" not in text, text[:2000]
-        context.close()
-    finally:
-        second.stop()
+    text = _reopened(browser, tmp_path, first, artifacts_dir, console, "records-state-reopened", 4000)
+    assert "Error displaying widget" not in text, text[:2000]
