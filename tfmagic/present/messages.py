@@ -99,12 +99,12 @@ ON_THE_BOUND = 1e-3  # an eta this close (relatively) to 2/λ is taken as on it:
 CHANGED = 0.05  # λ where a run ended differs from the start's by more than this: it changed along the path
 
 
-def eta_advice(engine, runs=None):
+def eta_advice(engine, runs=None, only_if_cheap=False):
     """Where plain gradient descent diverges, from the largest curvature at the start ('' if
     unknown), checked against `runs` (label -> a --compare run of sgd) when given: 2/λ at the
     start bounds eta exactly only where λ is the same everywhere (a quadratic), so the runs
     that went above it and did not diverge, or below it and did, are named."""
-    lam = engine.curvature()
+    lam = engine.curvature(only_if_cheap)
     if not lam:
         return ""
     bound = 2.0 / lam
