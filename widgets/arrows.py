@@ -12,7 +12,6 @@ import bqplot as bq
 import ipywidgets as W
 import numpy as np
 
-from .figures import empty
 
 GRADIENT, STEP = "#ff7f0e", "#e377c2"  # on the viridis surface (the path is white, the point red)
 AIM, FEW, MANY = 0.2, 0.05, 0.45  # an arrow's length, in window spans: chosen, kept above, kept below
@@ -41,45 +40,36 @@ def arrow_lines(start, vector, spans):
 
 
 class Arrow:
-    """One arrow (a bqplot Lines) and its scale k."""
+    """One arrow's label, colour and scale k (a row of the Arrows' one Lines mark)."""
 
-    def __init__(self, scales, colour, label):
-        self.label, self.colour, self.k = label, colour, None
-        self.mark = bq.Lines(x=empty(), y=empty(), scales=scales,
-                             colors=[colour], stroke_width=2.5)
+    def __init__(self, colour, label):
+        self.label, self.colour, self.k, self.shown = label, colour, None, False
 
-    def draw(self, start, vector, spans):
-        """Draw k * vector from start; returns whether it shows."""
+    def points(self, start, vector, spans):
+        """x, y of k * vector drawn from start (k chosen or kept); None when there is no arrow."""
         length = 0.0 if vector is None else math.hypot(vector[0] / spans[0], vector[1] / spans[1])
-        if not (length > 0 and math.isfinite(length)):
-            self._set(empty(), empty())
-            return False
+        self.shown = length > 0 and math.isfinite(length)
+        if not self.shown:
+            return None
         if self.k is None or not FEW <= self.k * length <= MANY:
             self.k = one_two_five(AIM / length)
-        xs, ys = arrow_lines(start, (self.k * vector[0], self.k * vector[1]), spans)
-        self._set(xs, ys)
-        return True
-
-    def _set(self, xs, ys):
-        xs, ys = xs.astype(np.float32), ys.astype(np.float32)
-        if np.array_equal(xs, self.mark.x) and np.array_equal(ys, self.mark.y):
-            return  # (a paused run's pushes: nothing to send)
-        with self.mark.hold_sync():
-            self.mark.x, self.mark.y = xs, ys
+        return arrow_lines(start, (self.k * vector[0], self.k * vector[1]), spans)
 
 
 class Arrows:
     """The arrows on `picture` (a 2-D picture.Picture) from `engine`'s facts; `refresh()` after
-    each redraw of the picture."""
+    each redraw of the picture. Both are rows of one Lines mark: one message a push."""
 
     def __init__(self, picture, engine, call):
         self.picture, self.engine, self.call = picture, engine, call  # call(fn): fn on the kernel's loop
-        scales = picture.point.scales
-        self.gradient = Arrow(scales, GRADIENT, "−gradient")
-        self.step = Arrow(scales, STEP, "step taken")
+        self.gradient = Arrow(GRADIENT, "−gradient")
+        self.step = Arrow(STEP, "step taken")
+        # (a Lines of several rows went blank in the browser when its rows were empty: never empty)
+        self.mark = bq.Lines(x=np.zeros((2, 5), np.float32), y=np.zeros((2, 5), np.float32),
+                             scales=picture.point.scales, colors=[GRADIENT, STEP], stroke_width=2.5, visible=False)
         marks = list(picture.fig.marks)
         at = marks.index(picture.point)  # (under the current point)
-        picture.fig.marks = marks[:at] + [self.gradient.mark, self.step.mark] + marks[at:]
+        picture.fig.marks = marks[:at] + [self.mark] + marks[at:]
         self.toggle = W.Checkbox(value=True, description="arrows", indent=False,
                                  tooltip="Show the optimizer's arrows at the current point",
                                  layout=W.Layout(width="auto"))
@@ -93,11 +83,11 @@ class Arrows:
         picture.box.children = (*picture.box.children, self.widget)
 
     def _toggled(self, change):
-        for arrow in (self.gradient, self.step):
-            arrow.mark.visible = change["new"]
         self.legend.layout.visibility = None if change["new"] else "hidden"
         if change["new"]:
             self.call(self.refresh)  # (hidden, they were not pushed)
+        else:
+            self.mark.visible = False
 
     def refresh(self):
         engine, window, names = self.engine, self.picture.window, self.picture.names
@@ -107,15 +97,34 @@ class Arrows:
             self.gradient.k = self.step.k = None
         self._steps = engine.steps
         now = engine.now
-        if window is None or now is None:
-            vectors, start, spans = (None, None), None, None
-        else:
+        rows = [None, None]
+        if window is not None and now is not None:
             grad = engine.gradient_now()
             step = engine.last_step() if engine.optimizer_name != "sgd" else None
-            vectors = [None if d is None else (sign * d[names[0]], sign * d[names[1]])
-                       for d, sign in ((grad, -1.0), (step, 1.0))]
             start, spans = (now[names[0]], now[names[1]]), (window[1] - window[0], window[3] - window[2])
-        shown = [a for a, v in zip((self.gradient, self.step), vectors) if a.draw(start, v, spans)]
+            rows = [arrow.points(start, None if d is None else (sign * d[names[0]], sign * d[names[1]]), spans)
+                    for arrow, d, sign in ((self.gradient, grad, -1.0), (self.step, step, 1.0))]
+        else:
+            self.gradient.shown = self.step.shown = False
+        self._push(rows)
+        self._say()
+
+    def _push(self, rows):
+        drawn = [r for r in rows if r is not None]
+        if not drawn:
+            if self.mark.visible:
+                self.mark.visible = False
+            return
+        tail = drawn[0][0][0], drawn[0][1][0]  # (an arrow not drawn: all its points at the tail, no length)
+        xs = np.array([r[0] if r is not None else np.full(5, tail[0]) for r in rows], np.float32)
+        ys = np.array([r[1] if r is not None else np.full(5, tail[1]) for r in rows], np.float32)
+        if self.mark.visible and np.array_equal(xs, self.mark.x) and np.array_equal(ys, self.mark.y):
+            return  # (a paused run's pushes: nothing to send)
+        with self.mark.hold_sync():
+            self.mark.x, self.mark.y, self.mark.visible = xs, ys, True
+
+    def _say(self):
+        shown = [a for a in (self.gradient, self.step) if a.shown]
         legend = "".join(
             f"<span style='white-space:nowrap;margin-right:12px'><svg width='22' height='10'><line x1='0' y1='5' "
             f"x2='20' y2='5' stroke='{a.colour}' stroke-width='3'/></svg> {html.escape(a.label)} ×{a.k:g}</span>"
