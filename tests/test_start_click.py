@@ -140,7 +140,8 @@ def test_a_refused_click_says_why_and_moves_nothing(ip, run, loop):
 
 
 def test_the_engine_refuses_what_is_no_start(ip, run):
-    res = run("descend", "x=3.0 w=[1.0, 2.0] --steps 2 --no-widgets", "y = (x - 1.0) ** 2 + tf.reduce_sum(w ** 2)")
+    res = run("descend", "x=3.0 w=[1.0, 2.0] v=[[0.5]] --steps 2 --no-widgets",
+              "y = (x - 1.0) ** 2 + tf.reduce_sum(w ** 2) + tf.reduce_sum(v ** 2)")
     engine = res.engine
     for values, why in (({"z": 1.0}, "unknown"), ({"w": 1.0}, "not_scalar"), ({"x": float("inf")}, "not_finite"),
                         ({"x": "a"}, "not_finite"), ({"x": 1e39}, "not_finite")):
@@ -149,7 +150,9 @@ def test_the_engine_refuses_what_is_no_start(ip, run):
         assert err.value.why == why
         assert not engine.start_pending
     assert engine.set_start({"x": 0.1}) == {"x": np.float32(0.1)}
+    engine.set_start({"v": -0.25})  # a one-element variable of another shape: its own shape kept
     engine.reset()
+    assert ip.user_ns["v"].shape == (1, 1) and ip.user_ns["v"].numpy()[0, 0] == -0.25
     engine.run(2)
-    assert engine.history["x"][0] == np.float32(0.1)
+    assert engine.history["x"][0] == np.float32(0.1) and engine.history["v"][0] == np.float32(-0.25)
     assert list(engine.history["w"])[0] == pytest.approx(np.sqrt(5.0))  # the others keep their start
