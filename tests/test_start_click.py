@@ -156,3 +156,38 @@ def test_the_engine_refuses_what_is_no_start(ip, run):
     engine.run(2)
     assert engine.history["x"][0] == np.float32(0.1) and engine.history["v"][0] == np.float32(-0.25)
     assert list(engine.history["w"])[0] == pytest.approx(np.sqrt(5.0))  # the others keep their start
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
+def test_the_runner_starts_play_and_step_at_the_picked_point(ip, run, loop, dtype):
+    """Generated starts, at every scale a click can give, through the runner alone: the next
+    Play or Step starts exactly at the value cast to the variable's dtype; the run picked
+    before goes on unmoved until then."""
+    from tfmagic.kernel.runner import LiveRunner
+
+    tf = ip.user_ns["tf"]
+    ip.user_ns["u"], ip.user_ns["v"] = tf.Variable(0.5, dtype=dtype), tf.Variable(-0.5, dtype=dtype)
+    res = run("descend", "u v --eta 0.001 --steps 1 --no-widgets", "loss = (u - 0.25) ** 2 + (v + 0.125) ** 2")
+    rng = np.random.default_rng({"float32": 1, "float64": 2, "float16": 3}[dtype])
+    top = {"float16": 4, "float32": 30, "float64": 30}[dtype]
+    picks = [(float(s * 10.0 ** e), float(t * 10.0 ** f)) for s, t, e, f in zip(
+        rng.choice([-1, 1], 40) * rng.uniform(1, 10, 40), rng.choice([-1, 1], 40) * rng.uniform(1, 10, 40),
+        rng.integers(-top // 2, top // 2, 40), rng.integers(-top // 2, top // 2, 40))]
+
+    async def scenario():
+        runner = LiveRunner(res.engine)
+        for i, (a, b) in enumerate(picks):
+            want = runner.set_start({"u": a, "v": b})
+            assert want == {"u": np.asarray(a, dtype), "v": np.asarray(b, dtype)}
+            if i % 2:
+                runner.start(2)  # Play
+                await until(lambda: not runner.running)
+            else:
+                done = []
+                runner.step(lambda: done.append(1))  # Step
+                await until(lambda: bool(done))
+            h = res.engine.history
+            assert (h["u"][0], h["v"][0]) == (np.float32(want["u"]), np.float32(want["v"])), (a, b)
+            assert not res.engine.start_pending
+
+    loop.run_until_complete(scenario())
