@@ -36,7 +36,7 @@ def gradient_at(ip, c):
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_the_arrows_are_the_gradient_and_the_step_taken(ip, run, optimizer):
     rng = np.random.default_rng(OPTIMIZERS.index(optimizer))
-    for case in range(3):
+    for _ in range(3):
         x0, y0 = rng.uniform(-3, 3, size=2)
         c, eta, steps = float(rng.uniform(0.5, 5)), float(10 ** rng.uniform(-3, -1.3)), int(rng.integers(2, 40))
         ip.user_ns["c"] = c

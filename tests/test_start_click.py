@@ -63,13 +63,14 @@ def test_a_click_starts_the_next_run_there(ip, run, loop, problem):
             front_end_click(marker, *picture_point(panel, fx, fy))
             await until(lambda: res.engine.start_pending)
             words = ", ".join(f"{n} = {np.float32(v):.4g}" for n, v in want.items())
-            await until(lambda: f"next run starts at {words}" in panel.status.value, timeout=2)
+            await until(lambda words=words: f"next run starts at {words}" in panel.status.value, timeout=2)
             outside = not 0 <= fx <= 1 or (len(want) == 2 and not 0 <= fy <= 1)
             assert ("moved onto the drawn range" in panel.status.value) == outside, (fx, fy, panel.status.value)
             assert len(marker.x) == 1  # the marker, at the start picked
             how = ("reset", "play", "step")[i % 3]
             getattr(panel, how).click()
-            await until(lambda: not res.engine.start_pending and not runner.running and res.steps == (0 if how == "reset" else 1 if how == "step" else 5))
+            steps = {"reset": 0, "step": 1, "play": 5}[how]
+            await until(lambda steps=steps: not res.engine.start_pending and not runner.running and res.steps == steps)
             for n, v in want.items():
                 var = ip.user_ns[n]
                 at_dtype = np.asarray(v, var.dtype.as_numpy_dtype)
@@ -184,8 +185,8 @@ def test_the_runner_starts_play_and_step_at_the_picked_point(ip, run, loop, dtyp
                 await until(lambda: not runner.running)
             else:
                 done = []
-                runner.step(lambda: done.append(1))  # Step
-                await until(lambda: bool(done))
+                runner.step(lambda done=done: done.append(1))  # Step
+                await until(lambda done=done: bool(done))
             h = res.engine.history
             assert (h["u"][0], h["v"][0]) == (np.float32(want["u"]), np.float32(want["v"])), (a, b)
             assert not res.engine.start_pending
