@@ -21,8 +21,10 @@ from tfmagic.descent.status import Status
 from tfmagic.present.html import STYLE, tensors_html
 
 from .a11y import AriaNames
+from .arrows import Arrows
 from .charts import HistoryCharts
 from .controls import ARIA_NAMES, ETA_STEP, Controls, entry
+from .start_click import StartClicks
 from .status_line import StatusLine
 from .steering import SteeringCheck
 
@@ -53,6 +55,9 @@ class DescentPanel:
         self.charts = HistoryCharts({n: tuple(v.shape) for n, v in engine.variables.items()},
                                     curve=curve, surface=surface, epochs=result.epochs is not None,
                                     validation=result.validated)
+        picture = self.charts.picture  # (a click on it picks the next start; on a surface, the arrows)
+        self.start_clicks = picture and StartClicks(picture, runner, self.status_line, self._update_status)
+        self.arrows = picture and picture.dims == 2 and Arrows(picture, engine, runner.call)
         self.table = W.HTML(f"{STYLE}<div class='tfmagic-html'>{tensors_html(result.tensors)}</div>")
         self.table.add_class("tfmagic-tensors")
         self.table.layout.display = "none"
@@ -121,6 +126,8 @@ class DescentPanel:
         end = engine.now or {n: float(np.asarray(v).reshape(-1)[0]) for n, v in engine.variables.items()
                              if v.shape.num_elements() == 1}
         self.charts.update(engine.history, end, self._epochs())
+        for extra in (self.start_clicks, self.arrows):
+            extra and extra.refresh()
         self._update_status()
         self._update_buttons()
 

@@ -268,3 +268,28 @@ def cannot_steer(kernel=None):
     return (f"Steering is off while this cell runs: {why}. Kernel > Interrupt stops the run now; "
             "when the cell ends, Play, Step, Stop (at the end of a chunk) and eta work, the run going on "
             "in the background. --pace N makes a run slow enough to watch.")
+
+
+def start_text(values):
+    """'x = 1.5, y = -0.3': a start picked on the loss picture, as the variables hold it."""
+    return ", ".join(f"{n} = {float(v):.4g}" for n, v in values.items())
+
+
+def next_start(values, running, clamped):
+    """The status line after a click on the loss picture (start_point.StartPoint.set_start)."""
+    where = f"next run starts at {start_text(values)}" + (" (the click, moved onto the drawn range)" if clamped else "")
+    if running:
+        return f"{where}: this run goes on; Reset, or Play once it ends, starts there."
+    return f"{where}: Play or Reset starts there."
+
+
+def start_refused(err):
+    """A start_point.BadStart in words."""
+    why = {"unknown": "is not a variable of this run", "not_scalar": "has more than one element",
+           "not_finite": f"would be {err.value!r}, not a finite number"}[err.why]
+    return f"no new start: {err.name} {why}."
+
+
+def picked_start(values):
+    """The status line once a run started from a clicked start (Reset, Play or Step took it up)."""
+    return f"this run starts at {start_text(values)}, the point clicked."
