@@ -4,11 +4,15 @@ loss chart; and the observer that keeps a run's points in its series each time i
 
 import html
 
+import numpy as np
+
 from tfmagic.descent.earlier import PATH_NAMES, POINTS
 from tfmagic.descent.observers import Observer
 from tfmagic.descent.status import Status
 from tfmagic.present.messages import EARLIER_HEAD, EARLIER_TITLE, earlier_label, steps_text
-from tfmagic.present.points import path_points
+from tfmagic.present.points import decimate, path_points
+
+SVG_POINTS = 100  # points of an earlier run's faint line in a saved record (10 runs: ~12 kB)
 
 _NOT_A_RUN = frozenset({Status.INTERRUPTED, Status.READY, Status.RUNNING})  # (at 0 steps: stopped before its first)
 
@@ -102,5 +106,11 @@ def legend_label(run, now=False):
 
 
 def earlier_lines(res):
-    """(label, steps, losses) of each earlier run, newest first: their faint lines."""
-    return [(legend_label(run), run.history.get("step", ()), run.history.get("loss", ())) for run in res.earlier]
+    """(label, steps, losses) of each earlier run, newest first: their faint lines in a saved
+    record, at most SVG_POINTS each (the first and the last point kept)."""
+    lines = []
+    for run in res.earlier:
+        keep = decimate(len(run.history.get("loss", ())), SVG_POINTS)
+        lines.append((legend_label(run), np.asarray(run.history.get("step", ()))[keep],
+                      np.asarray(run.history.get("loss", ()))[keep]))
+    return lines
