@@ -152,6 +152,26 @@ def test_a_diverged_and_an_error_run_are_kept_with_their_status(ip, run):
     assert r.earlier[0].label == "first run (sgd, eta 0.5)" and r.this_run.changes == (("eta", 0.5, 0.01),)
 
 
+def test_compare_restarts_and_find_eta_neither_join_nor_show_a_series(ip, run):
+    run("descend", "x=10.0 --eta 0.1 --steps 5 --no-widgets", COURSE)
+    multi = run("descend", "x=10.0 --steps 5 --compare eta=0.1,0.3 --no-widgets", COURSE)
+    assert not hasattr(multi, "this_run") and "earlier runs" not in repr(multi)
+    run("descend", "x=-5:5 --steps 5 --restarts 2 --no-widgets", COURSE)
+    run("descend", "x=10.0 --find-eta --no-widgets", COURSE)
+    r = run("descend", "x=10.0 --eta 0.2 --steps 5 --no-widgets", COURSE)
+    assert [e.number for e in r.earlier] == [1] and r.this_run.changes == (("eta", 0.1, 0.2),)
+
+
+def test_steps_taken_after_the_cell_update_its_entry(ip, run):
+    """Play (or Step) in the panel after the cell ended runs the same engine: its entry follows."""
+    first = run("descend", "x=10.0 --eta 0.01 --steps 5 --no-widgets -o first", COURSE)
+    first.engine.run(20)  # (what the panel's Play runs, through its runner)
+    assert first.steps == 25
+    r = run("descend", "x=10.0 --eta 0.01 --steps 5 --no-widgets", COURSE)
+    e = r.earlier[0]
+    assert (e.steps, e.final_loss, e.history["step"][-1]) == (25, first.final_loss, 25)
+
+
 def test_reset_forgets(ip, run):
     run("descend", "x=10.0 --steps 5 --no-widgets", COURSE)
     assert len(run("descend", "x=10.0 --steps 5 --no-widgets", COURSE).earlier) == 1
@@ -167,6 +187,7 @@ def test_memory_is_bounded(ip, run):
     for i in range(facts.MAX_EARLIER + 4):  # long runs of a 2-D path
         r = run("descend", f"a=2.0 b=1.0 --eta 0.0{1 + i % 5} --steps 5000 --jit off --no-widgets", BOWL)
     assert len(r.earlier) == facts.MAX_EARLIER
+    assert len(r._repr_html_().encode()) < 25_000  # (a saved record: each earlier run drawn at 100 points)
     for e in r.earlier:
         assert set(e.history) == {"step", "loss", "a", "b"}
         assert all(len(v) <= facts.POINTS for v in e.history.values()) and e.history["step"][-1] == 5000

@@ -21,7 +21,7 @@ OPACITY = 0.45  # an earlier run's line: faint, its colour still told apart in l
 
 
 def colours(n):
-    """The colours of n earlier runs (the current run's loss keeps COLORS[0]), as the static chart's."""
+    """The colours of n earlier runs (the current run's loss keeps COLORS[0]); the static chart's for the first 7."""
     return [COLORS[1 + i % (len(COLORS) - 1)] for i in range(n)]
 
 

@@ -50,8 +50,8 @@ class Recorder(Observer):
 
         if engine.steps == 0 and engine.status in _NOT_A_RUN:
             return  # (refused at its start: not a run of the series)
-        names = _path_names(engine)
         points = path_points(engine.history, run_end(self.result), POINTS)
+        names = [n for n in _path_names(engine) if n in points]
         self.run.keep(points, engine.status, engine.steps, engine.final_loss, names)
 
 
