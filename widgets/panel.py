@@ -25,6 +25,7 @@ from .arrows import Arrows
 from .charts import HistoryCharts
 from .controls import ARIA_NAMES, ETA_STEP, Controls, entry
 from .start_click import StartClicks
+from .earlier import EarlierView
 from .status_line import StatusLine
 from .steering import SteeringCheck
 
@@ -58,6 +59,7 @@ class DescentPanel:
         picture = self.charts.picture  # (a click on it picks the next start; on a surface, the arrows)
         self.start_clicks = picture and StartClicks(picture, runner, self.status_line, self._update_status)
         self.arrows = picture and picture.dims == 2 and Arrows(picture, engine, runner.call)
+        self.earlier = EarlierView(self.charts, result)  # the cell's earlier runs: faint lines and their table
         self.table = W.HTML(f"{STYLE}<div class='tfmagic-html'>{tensors_html(result.tensors)}</div>")
         self.table.add_class("tfmagic-tensors")
         self.table.layout.display = "none"
@@ -67,7 +69,8 @@ class DescentPanel:
         self.tensors_toggle.add_class("tfmagic-tensors-toggle")
         self.tensors_toggle.observe(self._show_tensors, "value")
         tensors = W.VBox([self.tensors_toggle, self.table])
-        self.widget = W.VBox([*self.controls.rows, self.status, self.charts.widget, tensors, AriaNames(names=ARIA_NAMES)],
+        self.widget = W.VBox([*self.controls.rows, self.status, self.charts.widget, self.earlier.widget, tensors,
+                              AriaNames(names=ARIA_NAMES)],
                              layout=W.Layout(max_width="920px"))
         self.widget.add_class("tfmagic-panel")
 
@@ -79,6 +82,7 @@ class DescentPanel:
         self.find_eta.on_click(lambda _: runner.call(self._find_eta))
         engine.observe(self._on_chunk)
         runner.on_end.append(self.refresh)
+        runner.on_end.append(self.earlier.refresh)
         self.steering = SteeringCheck(self.widget, runner, self._steering_changed)
         self.status_line.steering = self.steering.blocked
         self._refining = 0  # counts run ends: only the latest run's idle redraws go on

@@ -293,3 +293,38 @@ def start_refused(err):
 def picked_start(values):
     """The status line once a run started from a clicked start (Reset, Play or Step took it up)."""
     return f"this run starts at {start_text(values)}, the point clicked."
+# -- the earlier runs of a cell (descent/earlier.py): what changed from one run to the next --
+EARLIER_WORDS = {"steps": "steps", "tol": "tol", "device": "device", "jit": "jit", "pace": "pace", "seed": "seed",
+                 "batch_size": "batch size", "data": "data", "eta_schedule": "eta schedule", "strategy": "strategy"}
+
+
+def _setting(value):
+    if value is None:
+        return "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def earlier_change(setting, old, new):
+    """One change between two runs of a cell: 'eta 0.1 → 0.3', 'adam → sgd', 'x=10.0 → 5.0'."""
+    kind, _, name = setting.partition(":")
+    if setting == "optimizer":
+        return f"{_setting(old)} → {_setting(new)}"
+    if kind == "start":  # NAME=INIT (none: the variable as it was)
+        return f"{name}={_setting(old)} → {_setting(new)}"
+    if kind == "value":  # a Python number the cell read from the namespace
+        return f"{name} {_setting(old)} → {_setting(new)}"
+    return f"{EARLIER_WORDS.get(setting, setting)} {_setting(old)} → {_setting(new)}"
+
+
+def earlier_label(run):
+    """What changed in a run of a cell from the run before it (a descent.earlier.EarlierRun)."""
+    if run.changes is None:
+        s = run.settings
+        return f"first run ({s.get('optimizer')}, eta {_setting(s.get('eta'))})"
+    if not run.changes:
+        return "same settings"
+    return ", ".join(earlier_change(*c) for c in run.changes)
+
+
+EARLIER_HEAD = ("run", "what changed", "steps", "final loss", "status")
+EARLIER_TITLE = "earlier runs of this cell, newest first"
