@@ -136,7 +136,7 @@ class Resolution:
             return False
         allowed = min(PROBE_SHARE * (time.perf_counter() - self.t0) - self.spent, DRAW_SECONDS)
         n = affordable(self.sampler, allowed, self.most, self.dims, self.least)
-        if n < min(self.most, 1.5 * self.n):
+        if not n or n < min(self.most, 1.5 * self.n):
             return False
         self.n = n
         return True
