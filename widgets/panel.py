@@ -23,6 +23,7 @@ from tfmagic.present.html import STYLE, tensors_html
 from .a11y import AriaNames
 from .charts import HistoryCharts
 from .controls import ARIA_NAMES, ETA_STEP, Controls, entry
+from .landscape_view import landscape_view
 from .status_line import StatusLine
 from .steering import SteeringCheck
 
@@ -37,7 +38,7 @@ class DescentPanel:
     """One run's panel (`widget`): its `controls`, `status_line` and `charts`, composed; the
     controls' widgets are its attributes too (`panel.play`, `panel.eta_slider`, ...)."""
 
-    def __init__(self, runner, result, steps, devices, curve=None, surface=None):
+    def __init__(self, runner, result, steps, devices, curve=None, surface=None, landscape=None):
         self.runner = runner
         self.engine = engine = runner.engine
         self.result = result
@@ -50,9 +51,10 @@ class DescentPanel:
             setattr(self, name, getattr(self.controls, name))
         self.status_line = StatusLine(runner, result, self.steps, self._eta_max)
         self.status = self.status_line.widget
+        self.landscape = landscape_view(runner, landscape)  # (--landscape: None without it)
         self.charts = HistoryCharts({n: tuple(v.shape) for n, v in engine.variables.items()},
                                     curve=curve, surface=surface, epochs=result.epochs is not None,
-                                    validation=result.validated)
+                                    validation=result.validated, extra=[self.landscape.box] if self.landscape else [])
         self.table = W.HTML(f"{STYLE}<div class='tfmagic-html'>{tensors_html(result.tensors)}</div>")
         self.table.add_class("tfmagic-tensors")
         self.table.layout.display = "none"
@@ -121,6 +123,8 @@ class DescentPanel:
         end = engine.now or {n: float(np.asarray(v).reshape(-1)[0]) for n, v in engine.variables.items()
                              if v.shape.num_elements() == 1}
         self.charts.update(engine.history, end, self._epochs())
+        if self.landscape:
+            self.landscape.update()
         self._update_status()
         self._update_buttons()
 

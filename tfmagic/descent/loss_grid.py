@@ -26,8 +26,7 @@ class LossProbe:
             n = tf.shape(points)[0]
 
             def at(i, out):
-                for j, v in enumerate(variables):
-                    v.assign(tf.reshape(tf.cast(points[i, j], v.dtype), v.shape))
+                self._set_point(variables, points[i])
                 return i + 1, out.write(i, tf.cast(loss_fn(), tf.float32))
 
             # (one point at a time: each sets the variables the next one's loss reads)
@@ -37,8 +36,19 @@ class LossProbe:
                 v.assign(s)
             return out.stack()
 
-        spec = tf.TensorSpec([None, len(variables)], tf.float32)
-        return autograph.function(tf, at_points, input_signature=[spec])
+        spec = tf.TensorSpec([None, self._point_size(variables)], tf.float32)
+        return autograph.function(tf, at_points, input_signature=[spec], **self._compile_options())
+
+    def _point_size(self, variables):
+        return len(variables)
+
+    def _compile_options(self):
+        return {}
+
+    def _set_point(self, variables, row):
+        """Set the variables to one point (inside the graph): here one value per variable."""
+        for j, v in enumerate(variables):
+            v.assign(self.tf.reshape(self.tf.cast(row[j], v.dtype), v.shape))
 
     def seconds_per_point(self):
         """What one more point costs, timed at the current values on 1 and 5 points

@@ -268,3 +268,10 @@ def cannot_steer(kernel=None):
     return (f"Steering is off while this cell runs: {why}. Kernel > Interrupt stops the run now; "
             "when the cell ends, Play, Step, Stop (at the end of a chunk) and eta work, the run going on "
             "in the background. --pace N makes a run slow enough to watch.")
+
+
+def landscape_not_needed(count):
+    """--landscape on a cell of one or two scalar variables: its own picture shows the loss."""
+    what = "curve" if count == 1 else "surface"
+    return (f"tfmagic: --landscape is for models of more than two scalars; with {count} scalar "
+            f"variable{'s' if count > 1 else ''} the panel's loss {what} shows the loss itself.")
