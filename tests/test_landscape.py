@@ -171,7 +171,7 @@ def test_panel_draws_the_preview_then_the_fine_grid_and_the_path(ip, run, loop):
     from tfmagic.widgets.panel import DescentPanel
 
     _setup(ip, _mlp, 3)
-    res = run("descend", "model --steps 1 --landscape --no-widgets -o r", LOSS)
+    res = run("descend", "model --steps 1 --eta 0.002 --landscape --no-widgets -o r", LOSS)  # (a short path)
     land = res.landscape
     res.engine.reset()
     before = _values(res.engine.variables)
@@ -196,3 +196,41 @@ def test_panel_draws_the_preview_then_the_fine_grid_and_the_path(ip, run, loop):
     assert (x[0], y[0]) == (0.0, 0.0) and len(x) >= 2 and path.steps[-1] == res.steps == 200
     assert (x[-1], y[-1]) == pytest.approx((path.a[-1], path.b[-1]))
     assert f"grid {FINE}x{FINE}" in view.note.value and "of the distance from the start lies in it" in view.note.value
+
+    assert land.path_span() is not None
+
+    async def zoom():  # the toggle, as a click sets it: the same slice around the path
+        view.zoom.value = True
+        await _until(lambda: view.land is not land and view.drawn_n == FINE and view.land.grids)
+        return view.land
+
+    zoomed = loop.run_until_complete(zoom())
+    span = land.path_span()
+    assert zoomed.span == span < land.span and (view._scales[0].min, view._scales[0].max) == (-span, span)
+    assert np.abs(path.a).max() <= span and np.abs(path.b).max() <= span
+    centre = zoomed.grids[FINE][FINE // 2, FINE // 2]
+    assert centre == land.grids[FINE][FINE // 2, FINE // 2]  # the same start, the same loss there
+    assert f"zoomed to a, b in ±{span:g}" in view.note.value
+
+
+def test_float64_variables_keep_their_precision_at_the_start(ip, run):
+    ip.run_cell("W = tf.Variable(np.random.default_rng(0).normal(size=(3, 4)) + 1e-9)\n"
+                "v = tf.Variable(np.arange(4.0) * (1 + 1e-12))")
+    res = run("descend", "W v --steps 3 --eta 0.01 --landscape --no-widgets -o r",
+              "loss = tf.reduce_sum(tf.sin(W) ** 2) + tf.reduce_sum(v ** 2)")
+    assert res.engine.variables["W"].dtype == tf_float64(ip)
+    land = res.landscape
+    assert land.start[0].dtype == np.float64 and not land.d1[1].any()  # (v: a bias-like vector, 0)
+    assert land.grid(PREVIEW)[PREVIEW // 2, PREVIEW // 2] == np.float32(res.history["loss"][0])
+
+
+def tf_float64(ip):
+    return ip.user_ns["tf"].float64
+
+
+def test_find_eta_is_no_run_to_draw(ip, run):
+    from IPython.core.error import UsageError
+
+    _setup(ip, _mlp, 1)
+    with pytest.raises(UsageError, match="--landscape draws a run's path: --find-eta's sweep is not one"):
+        run("descend", "model --find-eta --landscape", LOSS)

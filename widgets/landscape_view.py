@@ -23,10 +23,12 @@ class LandscapeView:
     """`box` shows the landscape `land` (a descent.landscape.Landscape) and its paths; `update()`
     redraws the paths; `fill(call_later)` draws the fine grid in blocks scheduled so."""
 
-    def __init__(self, land, fine, many_paths=False):
+    def __init__(self, land, fine, many_paths=False, call=lambda fn: fn()):
         self.land, self.fine, self.many_paths = land, fine, many_paths
+        self.whole, self._zoomed = land, {}  # the slice at its own span; span -> the same slice zoomed
         self.drawn_n = 0  # points per axis of the grid drawn
-        sx, sy = bq.LinearScale(min=-land.span, max=land.span), bq.LinearScale(min=-land.span, max=land.span)
+        self._filling = None  # (call_later, alive) of fill
+        self._scales = sx, sy = bq.LinearScale(min=-land.span, max=land.span), bq.LinearScale(min=-land.span, max=land.span)
         self.heatmap = bq.HeatMap(x=np.arange(2, dtype=np.float32), y=np.arange(2, dtype=np.float32),
                                   color=np.zeros((2, 2), np.float32),
                                   scales={"x": sx, "y": sy, "color": bq.ColorScale(scheme="viridis")})
@@ -43,7 +45,12 @@ class LandscapeView:
         self.key.add_class("tfmagic-colour-key")
         self.note = W.HTML()
         self.note.add_class("tfmagic-landscape-note")
-        self.box = W.VBox([self.fig, self.key, self.note], layout=W.Layout(min_width="0"))
+        # Random directions hold little of a path (see the note): zoomed, it shows.
+        self.zoom = W.ToggleButton(value=False, description="zoom to the path", icon="search-plus",
+                                   layout=W.Layout(width="auto", align_self="flex-start", margin="0 0 0 62px"))
+        self.zoom.add_class("tfmagic-landscape-zoom")
+        self.zoom.observe(lambda change: call(lambda: self._zoom(change["new"])), "value")
+        self.box = W.VBox([self.fig, self.key, self.zoom, self.note], layout=W.Layout(min_width="0"))
         self.box.add_class("tfmagic-landscape")
 
     def draw(self, n):
@@ -65,16 +72,35 @@ class LandscapeView:
     def fill(self, call_later, alive=lambda: True):
         """Compute the fine grid a block at a time, each block a call scheduled by `call_later(0, fn)`,
         while `alive()`; shown when complete."""
+        self._filling = call_later, alive
+        land = self.land
 
         def block():
-            if not alive() or self.drawn_n >= self.fine:
-                return
-            if self.land.fill(self.fine):
-                self._show(self.fine, self.land.grids[self.fine])
+            if not alive() or land is not self.land or self.drawn_n >= self.fine:
+                return  # (closed, zoomed in or out meanwhile, or done)
+            if land.fill(self.fine):
+                self._show(self.fine, land.grids[self.fine])
             else:
                 call_later(0, block)
 
         call_later(0, block)
+
+    def _zoom(self, on):
+        """The same slice zoomed to the paths (on), or whole; the preview now, the fine grid after."""
+        span = self.whole.path_span() if on else None
+        self.land = self.whole if span is None else self._zoomed.setdefault(span, self.whole.zoomed(span))
+        for scale in self._scales:
+            with scale.hold_sync():
+                scale.min, scale.max = -self.land.span, self.land.span
+        if self.fine in self.land.grids:
+            self._show(self.fine, self.land.grids[self.fine])
+        else:
+            from tfmagic.descent.landscape import PREVIEW
+
+            self.draw(PREVIEW)
+            if self._filling:
+                self.fill(*self._filling)
+        self.update()
 
     def update(self):
         """Redraw the paths: the last run's (a --compare view: every run's, one line each)."""
@@ -82,8 +108,9 @@ class LandscapeView:
         shown = paths if self.many_paths else paths[-1:]
         if not shown:
             return
-        xs = [to_wire(p.a) for p in shown]
-        ys = [to_wire(p.b) for p in shown]
+        longest = max(len(p.a) for p in shown)  # (bqplot's lines of one mark have one length: NaN after the end)
+        xs = [to_wire(np.pad(p.a, (0, longest - len(p.a)), constant_values=np.nan)) for p in shown]
+        ys = [to_wire(np.pad(p.b, (0, longest - len(p.b)), constant_values=np.nan)) for p in shown]
         with self.paths.hold_sync():
             if self.many_paths:
                 self.paths.colors = [COLORS[i % len(COLORS)] for i in range(len(shown))]
@@ -99,10 +126,13 @@ class LandscapeView:
         """The note under the key: what the slice is, and how much of the path lies in it."""
         paths = [p for p in self.land.paths if p.steps]
         grid = f"{self.drawn_n}x{self.drawn_n}" + ("" if self.drawn_n >= self.fine else f", {self.fine}x{self.fine} coming")
-        text = (f"start + a·d1 + b·d2, d1 and d2 random, filter-normalised (Li et al. 2018); grid {grid}. "
+        zoomed = "" if self.land is self.whole else f", zoomed to a, b in ±{self.land.span:g}"
+        if self.zoom.value and self.land is self.whole:
+            zoomed = " (the path already fills a fifth of it, or has not moved: not zoomed)"
+        text = (f"start + a·d1 + b·d2, d1 and d2 random, filter-normalised (Li et al. 2018); grid {grid}{zoomed}. "
                 "The path is projected onto the slice")
         if paths:
-            text += "; " + ", ".join(f"{p.label + ': ' if p.label else ''}{100 * p.captured:.0f}%"
+            text += "; " + ", ".join(f"{p.label + ': ' if p.label else ''}{100 * p.captured:.1f}%"
                                      for p in (paths if self.many_paths else paths[-1:]))
             text += " of the distance from the start lies in it"
         self.note.value = f"<div style='font-size:12px;margin-left:62px;color:var(--jp-ui-font-color2,#666)'>{text}.</div>"
@@ -117,7 +147,7 @@ def landscape_view(runner, land, many_paths=False):
         return None
     from tfmagic.descent.landscape import FINE, PREVIEW
 
-    view = LandscapeView(land, FINE, many_paths)
+    view = LandscapeView(land, FINE, many_paths, call=runner.call if runner is not None else lambda fn: fn())
     view.draw(PREVIEW)
     view.fill(runner.call_later if runner is not None else _on_loop, alive=lambda: runner is None or not runner.detached)
     view.update()

@@ -37,13 +37,10 @@ class LossProbe:
             return out.stack()
 
         spec = tf.TensorSpec([None, self._point_size(variables)], tf.float32)
-        return autograph.function(tf, at_points, input_signature=[spec], **self._compile_options())
+        return autograph.function(tf, at_points, input_signature=[spec])
 
     def _point_size(self, variables):
         return len(variables)
-
-    def _compile_options(self):
-        return {}
 
     def _set_point(self, variables, row):
         """Set the variables to one point (inside the graph): here one value per variable."""
