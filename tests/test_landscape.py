@@ -214,7 +214,7 @@ def test_panel_draws_the_preview_then_the_fine_grid_and_the_path(ip, run, loop):
 
 
 def test_float64_variables_keep_their_precision_at_the_start(ip, run):
-    ip.run_cell("W = tf.Variable(np.random.default_rng(0).normal(size=(3, 4)) + 1e-9)\n"
+    ip.run_cell("import numpy as np\nW = tf.Variable(np.random.default_rng(0).normal(size=(3, 4)) + 1e-9)\n"
                 "v = tf.Variable(np.arange(4.0) * (1 + 1e-12))")
     res = run("descend", "W v --steps 3 --eta 0.01 --landscape --no-widgets -o r",
               "loss = tf.reduce_sum(tf.sin(W) ** 2) + tf.reduce_sum(v ** 2)")
@@ -234,3 +234,24 @@ def test_find_eta_is_no_run_to_draw(ip, run):
     _setup(ip, _mlp, 1)
     with pytest.raises(UsageError, match="--landscape draws a run's path: --find-eta's sweep is not one"):
         run("descend", "model --find-eta --landscape", LOSS)
+
+
+def test_the_compare_view_draws_every_run_on_the_slice(ip, run):
+    """--compare's live view: the comparison with the slice under it, one line per run, from the start."""
+    import ipywidgets as W
+
+    from tfmagic.widgets.landscape_view import with_landscape
+
+    _setup(ip, _conv, 0)
+    res = run("descend", "model --compare eta=0.01,0.1,0.3 --steps 20 --landscape --no-widgets -o r", LOSS)
+    box = with_landscape(W.HTML("the comparison"), res.landscape)  # (no loop running here: drawn at once)
+    view_box = box.children[1]
+    heatmap, lines = view_box.children[0].marks[:2]
+    assert np.asarray(heatmap.color).shape == (FINE, FINE)
+    x, y = np.asarray(lines.x), np.asarray(lines.y)
+    assert x.shape[0] == 3 and (x[:, 0] == 0).all() and (y[:, 0] == 0).all()
+    ends = [(p.a[-1], p.b[-1]) for p in res.landscape.paths]
+    assert [(xi[np.isfinite(xi)][-1], yi[np.isfinite(yi)][-1]) for xi, yi in zip(x, y)] == pytest.approx(ends)
+    assert len(set(lines.colors)) == 3
+    note = view_box.children[3].value
+    assert all(f"eta={e}" in note or e in note for e in ("0.01", "0.1", "0.3")), note
