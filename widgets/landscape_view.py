@@ -15,7 +15,7 @@ import bqplot as bq
 import ipywidgets as W
 import numpy as np
 
-from .figures import COLORS, axes, colour_key, empty, figure, to_wire
+from .figures import COLORS, axes, colour_key, empty, figure, nice_ticks, to_wire
 from .picture import surface_colors
 
 
@@ -39,8 +39,10 @@ class LandscapeView:
         self.point = bq.Scatter(x=empty(), y=empty(), scales=scales, colors=["#d62728"], stroke="white",
                                 default_size=90)
         self.title = f"Loss on a random slice through the start ({land.parameters:,} parameters)"
+        self._axes = axes(sx, sy, "a · direction 1", "b · direction 2")
         self.fig = figure(self.title, "tfmagic-landscape-chart", [self.heatmap, self.paths, self.start, self.point],
-                          axes(sx, sy, "a · direction 1", "b · direction 2"), padding_y=0.0)
+                          self._axes, padding_y=0.0)
+        self._set_ticks()
         self.key = W.HTML(colour_key())
         self.key.add_class("tfmagic-colour-key")
         self.note = W.HTML()
@@ -92,6 +94,7 @@ class LandscapeView:
         for scale in self._scales:
             with scale.hold_sync():
                 scale.min, scale.max = -self.land.span, self.land.span
+        self._set_ticks()
         if self.fine in self.land.grids:
             self._show(self.fine, self.land.grids[self.fine])
         else:
@@ -101,6 +104,10 @@ class LandscapeView:
             if self._filling:
                 self.fill(*self._filling)
         self.update()
+
+    def _set_ticks(self):
+        for axis in self._axes:  # (five round ticks, not d3's eleven crowded ones)
+            axis.tick_values = nice_ticks(-self.land.span, self.land.span)
 
     def update(self):
         """Redraw the paths: the last run's (a --compare view: every run's, one line each)."""
@@ -135,7 +142,8 @@ class LandscapeView:
             text += "; " + ", ".join(f"{p.label + ': ' if p.label else ''}{100 * p.captured:.1f}%"
                                      for p in (paths if self.many_paths else paths[-1:]))
             text += " of the distance from the start lies in it"
-        self.note.value = f"<div style='font-size:12px;margin-left:62px;color:var(--jp-ui-font-color2,#666)'>{text}.</div>"
+        self.note.value = (f"<div style='font-size:12px;line-height:1.3;margin-left:62px;"
+                           f"color:var(--jp-ui-font-color2,#666)'>{text}.</div>")
 
 
 def landscape_view(runner, land, many_paths=False):
