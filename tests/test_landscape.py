@@ -255,3 +255,23 @@ def test_the_compare_view_draws_every_run_on_the_slice(ip, run):
     assert len(set(lines.colors)) == 3
     note = view_box.children[3].value
     assert all(f"eta={e}" in note or e in note for e in ("0.01", "0.1", "0.3")), note
+
+
+def test_a_data_run_takes_a_fixed_sample_of_its_rows(ip, run):
+    """--data: the grid is the loss on SAMPLES fixed rows (every point on the same ones)."""
+    from tfmagic.descent.landscape import SAMPLES
+
+    ip.run_cell("import numpy as np\nrng = np.random.default_rng(0)\nX = rng.normal(size=(3000, 4)).astype('float32')\n"
+                "Y = rng.normal(size=(3000, 2)).astype('float32')\nW = tf.Variable(rng.normal(size=(4, 2)).astype('float32'))")
+    res = run("descend", "W --data X,Y --batch-size 64 --steps 10 --landscape --no-widgets -o r",
+              "loss = tf.reduce_mean((X @ W - Y) ** 2)")
+    land = res.landscape
+    assert land.samples == (SAMPLES, 3000)
+    ns = ip.user_ns
+    rows = np.sort(np.random.default_rng(0).choice(3000, SAMPLES, replace=False))
+    start = land.start[0]
+    by_hand = np.mean((ns["X"][rows] @ start - ns["Y"][rows]) ** 2)
+    assert land.grid(PREVIEW)[PREVIEW // 2, PREVIEW // 2] == pytest.approx(by_hand, rel=1e-5)
+    corner = start + land.d1[0] + land.d2[0]  # a = b = 1
+    assert land.grid(PREVIEW)[-1, -1] == pytest.approx(np.mean((ns["X"][rows] @ corner - ns["Y"][rows]) ** 2), rel=1e-5)
+    assert f"on {SAMPLES:,} of 3,000 samples" in res._repr_html_()

@@ -136,7 +136,8 @@ class LandscapeView:
         zoomed = "" if self.land is self.whole else f", zoomed to a, b in ±{self.land.span:g}"
         if self.zoom.value and self.land is self.whole:
             zoomed = " (the path already fills a fifth of it, or has not moved: not zoomed)"
-        text = (f"start + a·d1 + b·d2, d1 and d2 random, filter-normalised (Li et al. 2018); grid {grid}{zoomed}. "
+        on = "" if self.land.samples is None else " on {:,} of the {:,} samples (fixed)".format(*self.land.samples)
+        text = (f"start + a·d1 + b·d2, d1 and d2 random, filter-normalised (Li et al. 2018); grid {grid}{zoomed}{on}. "
                 "The path is projected onto the slice")
         if paths:
             text += "; " + ", ".join(f"{p.label + ': ' if p.label else ''}{100 * p.captured:.1f}%"

@@ -63,3 +63,35 @@ def test_the_digits_cell_shows_the_preview_then_the_fine_slice_and_the_path(modu
         cell.evaluate(_VIEW_JS)), timeout_s=60, what="the zoomed slice")
     assert "grid 41x41" in zoomed["note"] and zoomed["path"] != state["path"]  # the path redrawn on the new scale
     lab.element_screenshot(view, "landscape-zoomed-1280")
+
+
+def test_the_lesson_shows_sgd_and_adam_on_one_slice(module_lab):
+    """examples/landscape.ipynb after Run All, at 1280 px with the file browser open: the
+    comparison's live slice draws both paths, and the saved record under it the same slice
+    and the zoomed one, each path named."""
+    import shutil
+
+    import nbformat
+
+    lab = module_lab
+    name = "landscape.ipynb"
+    examples = __import__("pathlib").Path(__file__).resolve().parents[2] / "examples"
+    shutil.copy(examples / name, lab.server.root_dir / name)
+    lab.open_notebook(name)
+    lab.opened_kernels.append(lab.kernel_id(name))
+    lab.page.evaluate("() => window.jupyterapp.commands.execute('filebrowser:activate')")
+    lab.run_all()
+    cells = nbformat.read(examples / name, as_version=4).cells
+    index = next(i for i, c in enumerate(cells) if "--compare optimizer=sgd,adam" in c.source)
+    cell = lab.cell(name, index)
+    state = lab.poll(lambda: (lambda s: s if s and "grid 41x41" in s["note"] and "adam:" in s["note"]
+                              and "coming" not in s["note"] else None)(cell.evaluate(_VIEW_JS) if cell.count() else None),
+                     timeout_s=300, what="the comparison's slice")
+    assert "sgd:" in state["note"] and state["path"].count("M") >= 2  # one line per run
+    records = cell.locator("svg.tfmagic-landscape-svg")
+    lab.poll(lambda: records.count() == 2, timeout_s=60, what="the saved slice and its zoom")
+    labels = records.nth(1).evaluate("(s) => Array.from(s.querySelectorAll('polyline')).map(p => p.dataset.label)")
+    assert labels == ["sgd", "adam"]
+    lab.element_screenshot(cell.locator(".tfmagic-landscape").first, "lesson-landscape-compare-1280")
+    lab.element_screenshot(records.nth(1), "lesson-landscape-record-zoomed-1280")
+    lab.screenshot("lesson-landscape-page-1280")

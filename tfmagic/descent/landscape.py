@@ -17,6 +17,9 @@ The path: each point's offset from the start, least-squares projected onto (d1, 
 paper projects paths onto its PCA directions; `captured` says how much of the offset lies
 in the slice (random directions in many dimensions hold little of it).
 
+A --data run's grid is the loss on SAMPLES of its samples, fixed (drawn once with seed 0), where
+it has more: every point on the same data, and 1 681 points within seconds.
+
 The grid is evaluated in one graph call per block of points: the call sets the variables to
 each point, evaluates the loss, and puts them back (loss_grid.LossProbe), so the user's
 variables end bit for bit as they were.
@@ -32,6 +35,7 @@ from tfmagic.descent.observers import Observer
 SPAN = 1.0  # the grid covers a, b in [-SPAN, SPAN], the paper's plots' range
 PREVIEW, FINE = 11, 41  # points per axis of the first drawing and of the finished one
 BLOCK = PREVIEW * PREVIEW  # points per graph call: the preview is one call
+SAMPLES = 1024  # a --data run's landscape: the loss on this many of its samples, fixed (seed 0)
 
 
 def seed_for(cell, variables):
@@ -62,8 +66,10 @@ class _SliceProbe(LossProbe):
     """LossProbe whose points are (a, b): the variables are set to start + a·d1 + b·d2.
     (Not under XLA: its compile took 1.2 s to gain 0.15 s on the 41x41 grid of a 10 000-parameter MLP.)"""
 
-    def __init__(self, tf, engine, start, d1, d2):
+    def __init__(self, tf, engine, start, d1, d2, rows=None):
         super().__init__(tf, engine)
+        if rows is not None:
+            self.loss_fn = lambda: engine.full_loss_fn.on_rows(rows)
         with tf.device(engine.device):
             self._parts = [(tf.constant(s), tf.constant(x.astype(s.dtype)), tf.constant(y.astype(s.dtype)))
                            for s, x, y in zip(start, d1, d2)]
@@ -87,7 +93,12 @@ class Landscape:
         self.d1, self.d2 = filter_directions(self.start, seed)
         self._flat = np.stack([np.concatenate([d.ravel() for d in ds]).astype(np.float64) for ds in (self.d1, self.d2)])
         self._gram = self._flat @ self._flat.T
-        self._probe = _SliceProbe(tf, engine, self.start, self.d1, self.d2)
+        data_rows = getattr(engine.full_loss_fn, "rows", None)  # (a --data run's arrays: how many rows)
+        rows = None
+        if data_rows and data_rows > SAMPLES:
+            rows = np.sort(np.random.default_rng(0).choice(data_rows, SAMPLES, replace=False))
+        self.samples = (SAMPLES, data_rows) if rows is not None else None  # (of how many), or None: the cell's loss
+        self._probe = _SliceProbe(tf, engine, self.start, self.d1, self.d2, rows)
         self.engine = engine
         self.paths = []  # one Path per run watched (a --compare series: one per run, in order)
         self.grids, self._partial = {}, {}  # n -> the complete n x n grid; n -> (losses so far, how many)

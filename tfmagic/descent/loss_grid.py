@@ -14,12 +14,13 @@ class LossProbe:
     def __init__(self, tf, engine):
         self.tf = tf
         self.engine = engine
+        self.loss_fn = engine.full_loss_fn
         self._fn = None
 
     def _build(self):
         tf = self.tf
         variables = list(self.engine.variables.values())
-        loss_fn = self.engine.full_loss_fn
+        loss_fn = self.loss_fn
 
         def at_points(points):
             saved = [tf.identity(v) for v in variables]

@@ -88,8 +88,9 @@ def _slice_svg(land, title=None):
                    for i, t in enumerate(lines))
     swatches = "".join(f"<rect x='{text_x}' y='{TOP + 12 + 14 * (5 + i) - 8}' width='3' height='10' fill='{c}' "
                        f"stroke='#888'/>" for i, (_, c, _) in enumerate(keys))
+    on = "" if land.samples is None else ", on {:,} of {:,} samples".format(*land.samples)
     title = (f"the same slice, {title}" if title else
-             f"loss on a random slice through the start ({land.parameters:,} parameters, {FINE}x{FINE})")
+             f"loss on a random slice through the start ({land.parameters:,} parameters, {FINE}x{FINE}{on})")
     height = TOP + SIDE + 30
     axis = (f"<text x='{LEFT}' y='{TOP + SIDE + 12}'>{-span:g}</text>"
             f"<text x='{LEFT + SIDE}' y='{TOP + SIDE + 12}' text-anchor='end'>{span:g}</text>"
