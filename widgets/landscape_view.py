@@ -176,4 +176,7 @@ def _on_loop(delay, fn):
 def with_landscape(widget, land):
     """`widget` (a --compare view) with the landscape and every run's path under it."""
     view = landscape_view(None, land, many_paths=True)
-    return widget if view is None else W.VBox([widget, view.box])
+    if view is None:
+        return widget
+    view.box.layout.max_width = "480px"  # (a square-ish picture, as beside the panel's loss chart)
+    return W.VBox([widget, view.box])
