@@ -1,5 +1,6 @@
 """The example notebooks run top to bottom in a real kernel and show the course's numbers."""
 
+import math
 import pathlib
 import re
 
@@ -199,3 +200,20 @@ def test_every_cell_of_every_example_has_an_id():
         cells = json.loads(path.read_text())["cells"]
         ids = [c.get("id") for c in cells]
         assert all(ids) and len(set(ids)) == len(ids), (path.name, ids)
+
+
+def test_landscape_notebook():
+    """The digits model's slice: its centre is the start's loss; sgd and adam on the same slice."""
+    out = Outputs(run_notebook("landscape.ipynb"))
+    assert out.errors == [] and [e for e in out.stderr if e.strip()] == []
+    m = re.search(r"8970 parameters; the loss at the slice's centre (\d\.\d+), at the start (\d\.\d+)", out.all)
+    assert m and m.group(1) == m.group(2)
+    lo, hi = map(float, re.search(r"the loss runs from ([\d.]+) to ([\d.]+)", out.all).groups())
+    assert lo < float(m.group(1)) < hi
+    assert float(re.search(r"adam's path ends at .*: ([\d.]+)% of the distance", out.all).group(1)) < 10
+    assert "the same directions as the adam run above: True" in out.all
+    ends = dict(re.findall(r"(sgd|adam): (\w+), final loss ([\d.]+)", out.all)[i][::2] for i in range(2))
+    assert float(ends["adam"]) < 0.01 < float(ends["sgd"]) < float(m.group(1))
+    a = {k: (float(x), float(y)) for k, x, y in re.findall(r"(sgd|adam): .*path ends at a = (-?[\d.]+), b = (-?[\d.]+)", out.all)}
+    assert math.hypot(*a["adam"]) > 2 * math.hypot(*a["sgd"]) > 0  # adam moves further on the slice
+    assert out.widgets >= 2  # the panel and the comparison

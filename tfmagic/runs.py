@@ -87,6 +87,40 @@ def live():
     return awaiting.cell_is_awaited()
 
 
+def landscape_for(run, cell):
+    """--landscape: the slice through the start (descent/landscape.py), seeded by the cell, also
+    the result's `.landscape`, its paths recorded for the engine's life (every run, Play in the
+    panel included); None without it, or where the curve or surface shows the loss itself."""
+    if not run.args.landscape:
+        return None
+    from tfmagic.descent import landscape
+    from tfmagic.present.messages import landscape_not_needed
+
+    engine = run.engine
+    if not landscape.wanted(engine.variables):
+        print(landscape_not_needed(len(engine.variables)))
+        return None
+    with run.tf.device(engine.device):
+        land = landscape.Landscape(run.tf, engine, landscape.seed_for(cell, engine.variables))
+    engine.observe(landscape.PathRecorder(land))
+    run.result.landscape = land
+    return land
+
+
+def landscape_of_series(multi, land):
+    """A --compare series' landscape on its result, each path labelled by its run."""
+    multi.facts.landscape = land  # (the result's HTML is made from its facts)
+    for path, label in zip(land.paths if land is not None else (), multi.runs):
+        path.label = label
+
+
+def compare_view(multi, curve, surface, land):
+    from tfmagic.widgets.compare import CompareView
+    from tfmagic.widgets.landscape_view import with_landscape
+
+    return with_landscape(CompareView(multi, curve=curve, surface=surface).widget, land)
+
+
 def course_printer(every):
     """--print-every K for each run of a series: its label, then the course's lines (None: off)."""
     if not every:
@@ -133,6 +167,7 @@ class DescentRun:
         self.result = DescentResult(prepared.engine, prepared.tensors, prepared.constants, prepared.device, prepared.cell,
                                     epochs=prepared.epochs)
         shell.user_ns.update(prepared.created)
+        self.landscape = None if args.find_eta else landscape_for(self, cell)  # (before any step: the start)
 
     def start(self) -> object:
         """The result, or (in a cell that awaits its magic) a coroutine the cell awaits for it:
@@ -246,13 +281,13 @@ class DescentRun:
         from tfmagic.present.results import MultiResult
 
         multi = MultiResult(done)
+        landscape_of_series(multi, self.landscape)
         if not self.args.no_widgets and self.awaited:
             from tfmagic import reach
             from tfmagic.descent.loss_grid import loss_grid_for
-            from tfmagic.widgets.compare import CompareView
 
             curve, surface = loss_grid_for(self.tf, self.engine)
-            reach.show(CompareView(multi, curve=curve, surface=surface).widget, result=multi)
+            reach.show(compare_view(multi, curve, surface, self.landscape), result=multi)
         self._publish_final(multi)
         return multi
 
@@ -279,7 +314,7 @@ class DescentRun:
         runner = LiveRunner(engine, pace=self.pace)
         curve, surface = loss_grid_for(tf, engine)
         names = device_choices(tf, engine)
-        panel = DescentPanel(runner, self.result, args.steps, names, curve=curve, surface=surface)
+        panel = DescentPanel(runner, self.result, args.steps, names, curve=curve, surface=surface, landscape=self.landscape)
         self._shown = reach.show(panel.widget, runner, self.result, args.magic_line)
         printer = IterationPrinter(args.print_every, sys.stdout) if args.print_every else None
         summaries = self._summaries()

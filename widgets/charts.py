@@ -48,7 +48,7 @@ class HistoryCharts:
 
     behind = None  # earlier runs drawn behind the loss (widgets/earlier.py): .marks {log: mark}, .last_step, .losses
 
-    def __init__(self, variables, curve=None, surface=None, max_points=2000, epochs=False, validation=True):
+    def __init__(self, variables, curve=None, surface=None, max_points=2000, epochs=False, validation=True, extra=()):
         self.variables = {k: tuple(v) for k, v in variables.items()}
         self.epochs = epochs  # a --data run: the loss chart adds a smoothed line and each epoch's losses
         self.validation = validation  # (with epochs: is there a validation loss to show)
@@ -65,7 +65,7 @@ class HistoryCharts:
         self._iter_axes = []
         self._build_loss()
         self._build_vars(all_scalar)
-        figures = [self.loss_box] + ([self.picture.box] if self.picture else []) + [self.vars_box]
+        figures = [self.loss_box] + ([self.picture.box] if self.picture else []) + list(extra) + [self.vars_box]
         # Two ~440 px columns in a ~900 px notebook; one column when narrower.
         grid = W.GridBox(figures, layout=W.Layout(
             width="100%", grid_template_columns="repeat(auto-fit, minmax(360px, 1fr))",

@@ -26,6 +26,7 @@ from .charts import HistoryCharts
 from .controls import ARIA_NAMES, ETA_STEP, Controls, entry
 from .start_click import StartClicks
 from .earlier import EarlierView
+from .landscape_view import landscape_view
 from .status_line import StatusLine
 from .steering import SteeringCheck
 
@@ -40,7 +41,7 @@ class DescentPanel:
     """One run's panel (`widget`): its `controls`, `status_line` and `charts`, composed; the
     controls' widgets are its attributes too (`panel.play`, `panel.eta_slider`, ...)."""
 
-    def __init__(self, runner, result, steps, devices, curve=None, surface=None):
+    def __init__(self, runner, result, steps, devices, curve=None, surface=None, landscape=None):
         self.runner = runner
         self.engine = engine = runner.engine
         self.result = result
@@ -53,9 +54,10 @@ class DescentPanel:
             setattr(self, name, getattr(self.controls, name))
         self.status_line = StatusLine(runner, result, self.steps, self._eta_max)
         self.status = self.status_line.widget
+        self.landscape = landscape_view(runner, landscape)  # (--landscape: None without it)
         self.charts = HistoryCharts({n: tuple(v.shape) for n, v in engine.variables.items()},
                                     curve=curve, surface=surface, epochs=result.epochs is not None,
-                                    validation=result.validated)
+                                    validation=result.validated, extra=[self.landscape.box] if self.landscape else [])
         picture = self.charts.picture  # (a click on it picks the next start; on a surface, the arrows)
         self.start_clicks = picture and StartClicks(picture, runner, self.status_line, self._update_status)
         self.arrows = picture and picture.dims == 2 and Arrows(picture, engine, runner.call)
@@ -132,6 +134,8 @@ class DescentPanel:
         self.charts.update(engine.history, end, self._epochs())
         for extra in (self.start_clicks, self.arrows):
             extra and extra.refresh()
+        if self.landscape:
+            self.landscape.update()
         self._update_status()
         self._update_buttons()
 

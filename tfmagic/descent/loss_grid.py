@@ -14,20 +14,20 @@ class LossProbe:
     def __init__(self, tf, engine):
         self.tf = tf
         self.engine = engine
+        self.loss_fn = engine.full_loss_fn
         self._fn = None
 
     def _build(self):
         tf = self.tf
         variables = list(self.engine.variables.values())
-        loss_fn = self.engine.full_loss_fn
+        loss_fn = self.loss_fn
 
         def at_points(points):
             saved = [tf.identity(v) for v in variables]
             n = tf.shape(points)[0]
 
             def at(i, out):
-                for j, v in enumerate(variables):
-                    v.assign(tf.reshape(tf.cast(points[i, j], v.dtype), v.shape))
+                self._set_point(variables, points[i])
                 return i + 1, out.write(i, tf.cast(loss_fn(), tf.float32))
 
             # (one point at a time: each sets the variables the next one's loss reads)
@@ -37,8 +37,16 @@ class LossProbe:
                 v.assign(s)
             return out.stack()
 
-        spec = tf.TensorSpec([None, len(variables)], tf.float32)
+        spec = tf.TensorSpec([None, self._point_size(variables)], tf.float32)
         return autograph.function(tf, at_points, input_signature=[spec])
+
+    def _point_size(self, variables):
+        return len(variables)
+
+    def _set_point(self, variables, row):
+        """Set the variables to one point (inside the graph): here one value per variable."""
+        for j, v in enumerate(variables):
+            v.assign(self.tf.reshape(self.tf.cast(row[j], v.dtype), v.shape))
 
     def seconds_per_point(self):
         """What one more point costs, timed at the current values on 1 and 5 points

@@ -96,8 +96,10 @@ class LossProgram:
             batches.reseed(seed)
         stream = {}
         if batches:
-            stream = dict(stream=batches, epoch_steps=batches.epoch_steps,
-                          full_loss_fn=lambda: self.batch_loss(batches.data))  # (traced without AutoGraph)
+            full = lambda: self.batch_loss(batches.data)  # noqa: E731 (traced without AutoGraph)
+            full.on_rows = lambda rows: self.batch_loss({n: tf.gather(t, rows) for n, t in batches.data.items()})
+            full.rows = getattr(batches, "n", None)  # (a dataset's: its first batch, no rows to choose)
+            stream = dict(stream=batches, epoch_steps=batches.epoch_steps, full_loss_fn=full)
         engine = Descent(tf, self.loss, self.variables, eta=eta, optimizer=self.optimizer, device=self.device,
                          tol=tol, jit=self.jit, loss_label=self.cell.target_name, reuse=reuse,
                          replicas=self.replicas, **stream)

@@ -189,6 +189,10 @@ DESCEND = (
     Option("no_widgets", ("--no-widgets",), "display", "text progress and summary instead of live widgets",
            flag=True, setting="widgets", example="False",
            about="text progress instead of the live panel"),
+    Option("landscape", ("--landscape",), "display",
+           "a model of more than two scalars: the loss on a plane through the start along two random "
+           "directions, filter normalised (fixed by the cell, so compared runs share them), the path projected "
+           "on it; an 11x11 preview, then 41x41 (seconds of loss evaluations)", flag=True),
     Option("out", ("-o", "--out"), "output", OUT_HELP, metavar="OUT"),
     Option("logdir", ("--logdir",), "output",
            "write the run's loss, eta and gradient norm (and epoch losses) for TensorBoard into a run "

@@ -30,6 +30,7 @@ class DescendOptions:
     pace_is_default: bool  # the pace is the notebook's %config default (not said where it cannot apply)
     print_every: int
     no_widgets: bool
+    landscape: bool  # --landscape: the loss on a slice through the start (descent/landscape.py)
     out: str | None
     logdir: str | None  # --logdir (or %config TfMagics.logdir): where run directories go, checked writable
     magic_line: str  # the line as written (the panel's title in %descend_runs)
@@ -101,5 +102,6 @@ def descend_options(line, settings, namespace, tf, magic_line=""):
         compare=compare, restarts=line.restarts or 0, find_eta=line.find_eta, eta_plan=plan,
         pace=settings.pace if line.pace is None else line.pace, pace_is_default=line.pace is None,
         print_every=line.print_every or 0, no_widgets=line.no_widgets or not settings.widgets,
+        landscape=bool(line.landscape),
         out=line.out, logdir=line.logdir or settings.logdir, magic_line=magic_line.strip(),
     )

@@ -57,6 +57,7 @@ EXCLUDES = (  # (one, other, why), checked in this order
     (When("strategy"), When("restarts"), STRATEGY),
     (When("strategy"), When("find_eta"), STRATEGY),
     (When("logdir"), When("find_eta"), "--logdir records runs: --find-eta's sweep changes nothing and is not one"),
+    (When("landscape"), When("find_eta"), "--landscape draws a run's path: --find-eta's sweep is not one"),
 )
 
 REQUIRES = tuple(  # (option, what it needs, why)

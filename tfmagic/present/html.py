@@ -9,6 +9,7 @@ from tfmagic.present.messages import steps_text
 from tfmagic.present.earlier import earlier_html, earlier_lines, legend_label
 from tfmagic.present.multi import MULTI_HEAD, multi_rows, multi_summary
 from tfmagic.present.points import final_point
+from tfmagic.present.landscape_svg import landscape_svg
 from tfmagic.present.svg import loss_svg, runs_svg, sweep_svg
 from tfmagic.present.text import constants_note, describe, final_loss_text, final_value_text, grad_notes, sweep_text, value_text
 
@@ -80,7 +81,8 @@ def descent_html(res):
         f"{steps_text(res.steps)} of {e(res.optimizer)} (eta={res.eta:g}) on {e(res.device)}, {e(final_loss_text(res))}"
         f"<table>{values}</table>" + _epochs_html(res.epochs) + "".join(f"<p>{e(x)}</p>" for x in extra if x)
         + loss_svg(res.history, run_end(res), res.epoch_points(), earlier_lines(res),
-                   legend_label(res.this_run, now=True) if res.earlier else "loss") + earlier_html(res) + "</div>"
+                   legend_label(res.this_run, now=True) if res.earlier else "loss") + earlier_html(res)
+        + landscape_svg(getattr(res, "landscape", None)) + "</div>"
     )
 
 
@@ -97,4 +99,4 @@ def multi_html(multi):
         "<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in multi_rows(multi)
     )
     notes = "".join(f"<p>{e(s)}</p>" for s in multi_summary(multi))
-    return f"{STYLE}<div class='tfmagic-html tfmagic-compare'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{notes}{runs_svg(multi)}</div>"
+    return f"{STYLE}<div class='tfmagic-html tfmagic-compare'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{notes}{runs_svg(multi)}{landscape_svg(getattr(multi, 'landscape', None))}</div>"

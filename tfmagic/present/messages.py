@@ -328,3 +328,8 @@ def earlier_label(run):
 
 EARLIER_HEAD = ("run", "what changed", "steps", "final loss", "status")
 EARLIER_TITLE = "earlier runs of this cell, newest first"
+def landscape_not_needed(count):
+    """--landscape on a cell of one or two scalar variables: its own picture shows the loss."""
+    what = "curve" if count == 1 else "surface"
+    return (f"tfmagic: --landscape is for models of more than two scalars; with {count} scalar "
+            f"variable{'s' if count > 1 else ''} the panel's loss {what} shows the loss itself.")
