@@ -144,7 +144,8 @@ def test_the_issues_slips(refused):
 GIVE = {"find_eta": "--find-eta", "compare": "--compare eta=0.1,0.2", "restarts": "--restarts 2",
         "eta_schedule": "--eta-schedule prev", "eta": "--eta 0.2", "data": "--data X,Y", "jit": "--jit on",
         "batch_size": "--batch-size 4", "epochs": "--epochs 2", "steps": "--steps 5", "strategy": "--strategy mirrored",
-        "device": "--device CPU:0", "validate": "--validate Xv,Yv", "logdir": "--logdir /tmp/tfmagic-logs"}
+        "device": "--device CPU:0", "validate": "--validate Xv,Yv", "logdir": "--logdir /tmp/tfmagic-logs",
+        "sharpness": "--sharpness 10"}
 
 
 def _given(when):

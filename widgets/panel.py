@@ -22,6 +22,7 @@ from tfmagic.present.html import STYLE, tensors_html
 
 from .a11y import AriaNames
 from .charts import HistoryCharts
+from .sharpness_chart import SharpnessChart
 from .controls import ARIA_NAMES, ETA_STEP, Controls, entry
 from .status_line import StatusLine
 from .steering import SteeringCheck
@@ -53,6 +54,7 @@ class DescentPanel:
         self.charts = HistoryCharts({n: tuple(v.shape) for n, v in engine.variables.items()},
                                     curve=curve, surface=surface, epochs=result.epochs is not None,
                                     validation=result.validated)
+        self.sharpness_chart = SharpnessChart(result.sharpness_log.every) if result.sharpness_log else None
         self.table = W.HTML(f"{STYLE}<div class='tfmagic-html'>{tensors_html(result.tensors)}</div>")
         self.table.add_class("tfmagic-tensors")
         self.table.layout.display = "none"
@@ -62,7 +64,9 @@ class DescentPanel:
         self.tensors_toggle.add_class("tfmagic-tensors-toggle")
         self.tensors_toggle.observe(self._show_tensors, "value")
         tensors = W.VBox([self.tensors_toggle, self.table])
-        self.widget = W.VBox([*self.controls.rows, self.status, self.charts.widget, tensors, AriaNames(names=ARIA_NAMES)],
+        sharpness = [self.sharpness_chart.widget] if self.sharpness_chart else []
+        self.widget = W.VBox([*self.controls.rows, self.status, self.charts.widget, *sharpness, tensors,
+                              AriaNames(names=ARIA_NAMES)],
                              layout=W.Layout(max_width="920px"))
         self.widget.add_class("tfmagic-panel")
 
@@ -130,6 +134,9 @@ class DescentPanel:
 
     def _update_status(self):
         self.controls.follow_eta(self.engine.eta)
+        if self.sharpness_chart:  # (here: its line 2/eta follows a drag of eta while paused)
+            engine = self.engine
+            self.sharpness_chart.update(self.result.sharpness, engine.history, engine.steps, engine.eta)
         self.status_line.update()
 
     def _steering_changed(self):

@@ -268,3 +268,16 @@ def cannot_steer(kernel=None):
     return (f"Steering is off while this cell runs: {why}. Kernel > Interrupt stops the run now; "
             "when the cell ends, Play, Step, Stop (at the end of a chunk) and eta work, the run going on "
             "in the background. --pace N makes a run slow enough to watch.")
+
+
+def sharpness_said(record, optimizer):
+    """--sharpness: the last λ measured against 2/eta, in one line ('' before any)."""
+    if record is None or not len(record["step"]):
+        return ""
+    step, lam, eta = int(record["step"][-1]), float(record["sharpness"][-1]), float(record["eta"][-1])
+    if not math.isfinite(lam):
+        return f"sharpness: λ at step {step} is not finite (the loss or its curvature is not)."
+    where = ("above it: plain gradient descent is unstable there (past the edge of stability)" if lam * eta > 2
+             else "below it: plain gradient descent is stable there")
+    own = "" if optimizer == "sgd" else f" ({optimizer} steps differently: 2/eta is plain gradient descent's bound)"
+    return f"sharpness λ = {lam:.4g} at step {step}; 2/eta = {2 / eta:.4g}: {where}{own}."

@@ -20,6 +20,7 @@ class DescentResult(_Shown):
     """A live view of a descent: it follows the engine when the UI runs more steps."""
 
     shown_steps = None  # the steps its last HTML showed (a panel's Play may take more after)
+    sharpness_log = None  # --sharpness: its descent.sharpness.Sharpness
 
     def _repr_html_(self):
         self.shown_steps = self.steps
@@ -38,9 +39,16 @@ class DescentResult(_Shown):
     def history(self) -> dict:
         """Per-step arrays (see the README); a --data run's also has 'epoch' (from 1)."""
         h = self.engine.history
+        if self.sharpness_log is not None:  # (λ where it was measured, NaN elsewhere)
+            h = {**h, "sharpness": self.sharpness_log.column(h["step"])}
         if self._epochs is None:
             return h
         return {**h, "epoch": h["step"] // self._epochs.epoch_steps + 1}
+
+    @property
+    def sharpness(self) -> dict | None:
+        """--sharpness K: each measurement's step, sharpness (λ) and eta, name -> array; else None."""
+        return None if self.sharpness_log is None else self.sharpness_log.record()
 
     def eta_schedule(self):
         """A keras LearningRateSchedule that gives each step the eta it ran with (for
