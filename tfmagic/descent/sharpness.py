@@ -36,18 +36,24 @@ class Lanczos:
         self._start = np.random.default_rng(seed).standard_normal(self.dim).astype(np.float32)
         self._warm = None  # the last eigenvector (a tf.Variable once measured)
         self._fn = autograph.function(tf, self._lanczos)
-        self._options = lean_options(tf, single_threaded=False)  # (no Grappler: a first call ~3x quicker)
+        # No Grappler (a first call ~3x quicker); not the single-threaded executor (no while loops there).
+        self._options = lean_options(tf, single_threaded=False)
 
-    def largest(self):
-        """(λ, Lanczos steps taken); λ NaN where the loss or its curvature is not finite."""
+    def largest(self, afresh=False):
+        """(λ, Lanczos steps taken); λ NaN where the loss or its curvature is not finite.
+        `afresh`: as many steps as from a random start (a run's first measurement)."""
         tf = self.tf
-        with quiet_native_stderr(), tf.device(self.device), calling_with(self._options):
+        with quiet_native_stderr(), tf.device(self.device):
             if self._warm is None:
                 self._warm = tf.Variable(self._start, trainable=False, name="sharpness_vector")
+                afresh = True
+            if afresh:
                 most, least, tol = self.basis, min(COLD_LEAST, self.dim), COLD_TOL
             else:
                 most, least, tol = min(WARM_MOST, self.basis), min(WARM_LEAST, self.dim), WARM_TOL
-            lam, steps = self._fn(tf.constant(most), tf.constant(least), tf.constant(tol, tf.float64))
+            args = tf.constant(most), tf.constant(least), tf.constant(tol, tf.float64)
+            with calling_with(self._options):
+                lam, steps = self._fn(*args)
         lam = float(lam)
         if not np.isfinite(lam):
             self._warm = None  # (a NaN vector would stay NaN: start afresh next time)
@@ -79,7 +85,7 @@ class Lanczos:
 
         def body(j, q, q_prev, beta_prev, basis, alphas, betas, theta, resid, top):
             basis = tf.tensor_scatter_nd_update(basis, [[j]], q[None])
-            w = self._hvp(q)
+            w = tf.reshape(self._hvp(q), [self.dim])  # (a py_function's gradient has no static shape)
             alpha = tf.reduce_sum(w * q)
             w = w - alpha * q - beta_prev * q_prev
             for _ in range(2):  # (twice is enough: Kahan)
@@ -118,6 +124,7 @@ class Sharpness(Observer):
     def __init__(self, engine, every):
         self.engine, self.every = engine, int(every)
         self.steps, self.values, self.etas = [], [], []
+        self.error = None  # what stopped the measurements (the loss has no second derivative): then no more
         self._lanczos = None
         self.products = 0  # Hessian-vector products taken (the cost)
 
@@ -134,11 +141,19 @@ class Sharpness(Observer):
 
     def _measure(self, engine):
         step = engine.steps
-        if step % self.every or (self.steps and self.steps[-1] >= step):
+        if self.error is not None or step % self.every or (self.steps and self.steps[-1] >= step):
             return
-        if self._lanczos is None:
-            self._lanczos = Lanczos(engine.tf, engine.full_loss_fn, engine.variables.values(), engine.device)
-        lam, products = self._lanczos.largest()
+        afresh = self._lanczos is None or self._lanczos.device != engine.device  # (Reset on another device)
+        if afresh:  # (a re-run of the cell that took over the compiled steps has it traced already)
+            key = ("sharpness", engine.device)
+            if key not in engine.memo:
+                engine.memo[key] = Lanczos(engine.tf, engine.full_loss_fn, engine.variables.values(), engine.device)
+            self._lanczos = engine.memo[key]
+        try:
+            lam, products = self._lanczos.largest(afresh)
+        except Exception as err:  # (no second derivative here: the run goes on without λ)
+            self.error, self.every = err, None
+            return
         self.products += products
         self.steps.append(step)
         self.values.append(lam)

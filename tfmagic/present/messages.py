@@ -270,8 +270,12 @@ def cannot_steer(kernel=None):
             "in the background. --pace N makes a run slow enough to watch.")
 
 
-def sharpness_said(record, optimizer):
-    """--sharpness: the last λ measured against 2/eta, in one line ('' before any)."""
+def sharpness_said(record, optimizer, error=None):
+    """--sharpness: the last λ measured against 2/eta, in one line ('' before any); `error`: why
+    measuring stopped."""
+    if error is not None:
+        return (f"sharpness: λ could not be measured (the loss's second derivative failed: {type(error).__name__}); "
+                "the run went on without it.")
     if record is None or not len(record["step"]):
         return ""
     step, lam, eta = int(record["step"][-1]), float(record["sharpness"][-1]), float(record["eta"][-1])

@@ -50,6 +50,8 @@ class DescentResult(_Shown):
         """--sharpness K: each measurement's step, sharpness (λ) and eta, name -> array; else None."""
         return None if self.sharpness_log is None else self.sharpness_log.record()
 
+    sharpness_error = property(lambda self: self.sharpness_log and self.sharpness_log.error)
+
     def eta_schedule(self):
         """A keras LearningRateSchedule that gives each step the eta it ran with (for
         model.compile(optimizer=keras.optimizers.Adam(fit.eta_schedule()))."""

@@ -107,7 +107,7 @@ def descent_text(res):
         lines += ["epochs:", epochs_text(res.epochs)]
     if res.message:
         lines.append(res.message)
-    lines += [s for s in [sharpness_said(res.sharpness, res.optimizer)] if s]
+    lines += [s for s in [sharpness_said(res.sharpness, res.optimizer, res.sharpness_error)] if s]
     lines += res.notes
     note = constants_note(res.constants)
     if note:
