@@ -217,3 +217,28 @@ def test_landscape_notebook():
     a = {k: (float(x), float(y)) for k, x, y in re.findall(r"(sgd|adam): .*path ends at a = (-?[\d.]+), b = (-?[\d.]+)", out.all)}
     assert math.hypot(*a["adam"]) > 2 * math.hypot(*a["sgd"]) > 0  # adam moves further on the slice
     assert out.widgets >= 2  # the panel and the comparison
+
+
+def test_sharpness_notebook(tmp_path):
+    """--sharpness on an MLP: a small eta sharpens below 2/eta; too large an eta's λ crosses 2/eta,
+    the loss jumps, and λ then hovers at 2/eta (the edge of stability). Saved, the static chart stays."""
+    path = tmp_path / "saved.ipynb"
+    nbformat.write(run_notebook("sharpness.ipynb"), path)
+    reopened = nbformat.read(path, as_version=4)
+    html = "".join(o.data.get("text/html", "") for c in reopened.cells if c.cell_type == "code"
+                   for o in c.outputs if "data" in o)
+    assert html.count("tfmagic-sharpness-svg") == 2
+    out = Outputs(reopened)
+    m = re.search(r"λ from ([\d.]+) \(step 100\) to ([\d.]+) \(step 3000\); 2/eta = 100", out.all)
+    assert m and 1.03 * float(m.group(1)) < float(m.group(2)) < 100  # progressive sharpening, below the line
+    assert "the loss fell at every 100 steps: True" in out.all
+    m = re.search(r"λ crossed 2/eta = 40 at step (\d+); the loss rose at (\d+) steps from step 100 to there, "
+                  r"at (\d+) in the 500 steps after", out.all)
+    assert m and 200 <= int(m.group(1)) <= 2000 and int(m.group(2)) == 0 < int(m.group(3))  # stable, then not
+    m = re.search(r"from step 1500 on, λ = ([\d.]+) ± ([\d.]+)", out.all)
+    assert m and abs(float(m.group(1)) - 40) < 3 and float(m.group(2)) < 3
+    m = re.search(r"final loss ([\d.]+) \(eta 0.02: ([\d.]+)\)", out.all)
+    assert m and float(m.group(1)) < float(m.group(2))  # unstable, yet it trained further
+    assert re.search(r"sharpness λ = [\d.]+ at step 3000; 2/eta = 100: below it", out.all)
+    assert out.steerable == ["edge"] and out.steerable_panels_are_live(), out.live
+    assert out.errors == [] and [e for e in out.stderr if e.strip()] == []

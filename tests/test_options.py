@@ -145,7 +145,8 @@ GIVE = {"find_eta": "--find-eta", "compare": "--compare eta=0.1,0.2", "restarts"
         "eta_schedule": "--eta-schedule prev", "eta": "--eta 0.2", "data": "--data X,Y", "jit": "--jit on",
         "batch_size": "--batch-size 4", "epochs": "--epochs 2", "steps": "--steps 5", "strategy": "--strategy mirrored",
         "device": "--device CPU:0", "validate": "--validate Xv,Yv", "logdir": "--logdir /tmp/tfmagic-logs",
-        "landscape": "--landscape"}
+        "landscape": "--landscape",
+        "sharpness": "--sharpness 10"}
 
 
 def _given(when):

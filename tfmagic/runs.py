@@ -15,6 +15,7 @@ from IPython.core.error import UsageError
 
 from tfmagic import run_guards as guards
 from tfmagic.cell.explain import explain
+from tfmagic.descent.sharpness import watch_sharpness
 from tfmagic.runtime.tfimport import tensorflow
 
 if TYPE_CHECKING:
@@ -166,6 +167,7 @@ class DescentRun:
         self.engine.eta_plan = args.eta_plan
         self.result = DescentResult(prepared.engine, prepared.tensors, prepared.constants, prepared.device, prepared.cell,
                                     epochs=prepared.epochs)
+        self.result.sharpness_log = watch_sharpness(self.engine, args.sharpness)
         shell.user_ns.update(prepared.created)
         self.landscape = None if args.find_eta else landscape_for(self, cell)  # (before any step: the start)
 

@@ -23,6 +23,7 @@ from tfmagic.present.html import STYLE, tensors_html
 from .a11y import AriaNames
 from .arrows import Arrows
 from .charts import HistoryCharts
+from .sharpness_chart import SharpnessChart
 from .controls import ARIA_NAMES, ETA_STEP, Controls, entry
 from .start_click import StartClicks
 from .earlier import EarlierView
@@ -62,6 +63,7 @@ class DescentPanel:
         self.start_clicks = picture and StartClicks(picture, runner, self.status_line, self._update_status)
         self.arrows = picture and picture.dims == 2 and Arrows(picture, engine, runner.call)
         self.earlier = EarlierView(self.charts, result)  # the cell's earlier runs: faint lines and their table
+        self.sharpness_chart = SharpnessChart(result.sharpness_log.every) if result.sharpness_log else None
         self.table = W.HTML(f"{STYLE}<div class='tfmagic-html'>{tensors_html(result.tensors)}</div>")
         self.table.add_class("tfmagic-tensors")
         self.table.layout.display = "none"
@@ -71,7 +73,8 @@ class DescentPanel:
         self.tensors_toggle.add_class("tfmagic-tensors-toggle")
         self.tensors_toggle.observe(self._show_tensors, "value")
         tensors = W.VBox([self.tensors_toggle, self.table])
-        self.widget = W.VBox([*self.controls.rows, self.status, self.charts.widget, self.earlier.widget, tensors,
+        sharpness = [self.sharpness_chart.widget] if self.sharpness_chart else []
+        self.widget = W.VBox([*self.controls.rows, self.status, self.charts.widget, self.earlier.widget, *sharpness, tensors,
                               AriaNames(names=ARIA_NAMES)],
                              layout=W.Layout(max_width="920px"))
         self.widget.add_class("tfmagic-panel")
@@ -145,6 +148,9 @@ class DescentPanel:
 
     def _update_status(self):
         self.controls.follow_eta(self.engine.eta)
+        if self.sharpness_chart:  # (here: its line 2/eta follows a drag of eta while paused)
+            engine = self.engine
+            self.sharpness_chart.update(self.result.sharpness, engine.history, engine.steps, engine.eta)
         self.status_line.update()
 
     def _steering_changed(self):

@@ -187,7 +187,7 @@ class Descent(StartPoint, Settings, RunFacts, OneWayRuns, Motion):
     def _steps_allowed(self, left, max_chunk):
         """At most this many steps in the next chunk: the steps left, a paced run's chunk, the rest of
         the epoch, and a replayed eta schedule's steps at its eta (set here where it changes)."""
-        n = min(left, max_chunk or left)
+        n = min(left, max_chunk or left, self._observers.steps_to_boundary(self.steps) or left)
         if self.epoch_steps and (self.one_way or (getattr(self._observers.epochs, "validate", None)
                                                   and not self._validates_in_graph())):
             n = min(n, self.epoch_steps - self.steps % self.epoch_steps)  # (the validation: at the epoch's end)

@@ -13,6 +13,7 @@ class Observer:
     """Override what you need; every method is called on the engine's thread, between chunks."""
 
     needs_every_step = False  # True: a history row for every step (long XLA chunks would keep every k-th)
+    every = None  # K: chunks end at each multiple of K steps (a measurement between chunks, --sharpness)
 
     def begin(self, engine, steps):
         """A run of up to `steps` steps starts."""
@@ -79,6 +80,11 @@ class Observers:
 
     def needs_every_step(self):
         return self.epochs is not None or any(o.needs_every_step for o in self._all)
+
+    def steps_to_boundary(self, step):
+        """Steps from `step` to the next multiple of an observer's `every` (None: none has one)."""
+        gaps = [o.every - step % o.every for o in self._all if getattr(o, "every", None)]
+        return min(gaps) if gaps else None
 
     def begin(self, engine, steps):
         for o in list(self._all):

@@ -29,6 +29,7 @@ class DescendOptions:
     pace: float | None
     pace_is_default: bool  # the pace is the notebook's %config default (not said where it cannot apply)
     print_every: int
+    sharpness: int | None  # --sharpness K: λ every K steps
     no_widgets: bool
     landscape: bool  # --landscape: the loss on a slice through the start (descent/landscape.py)
     out: str | None
@@ -101,7 +102,7 @@ def descend_options(line, settings, namespace, tf, magic_line=""):
         tol=line.tol, device=device, jit=line.jit or "auto", strategy=strategy, data=data, seed=line.seed,
         compare=compare, restarts=line.restarts or 0, find_eta=line.find_eta, eta_plan=plan,
         pace=settings.pace if line.pace is None else line.pace, pace_is_default=line.pace is None,
-        print_every=line.print_every or 0, no_widgets=line.no_widgets or not settings.widgets,
+        print_every=line.print_every or 0, sharpness=line.sharpness, no_widgets=line.no_widgets or not settings.widgets,
         landscape=bool(line.landscape),
         out=line.out, logdir=line.logdir or settings.logdir, magic_line=magic_line.strip(),
     )

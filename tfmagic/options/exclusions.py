@@ -33,6 +33,8 @@ SCHEDULE = "--eta-schedule replays one run's eta: it cannot be combined with --c
 DATA = "--data cannot be combined with --compare or --restarts yet"
 STRATEGY = "--strategy runs one training run: it cannot be combined with --compare, --restarts or --find-eta"
 DATASET = When("data", dataset=True)
+SHARPNESS = ("--sharpness measures one run on arrays: it cannot be combined with --compare, --restarts, "
+             "--find-eta, --strategy or a tf.data.Dataset")
 
 EXCLUDES = (  # (one, other, why), checked in this order
     (When("find_eta"), When("compare"), FIND_ETA),
@@ -56,6 +58,8 @@ EXCLUDES = (  # (one, other, why), checked in this order
     (When("strategy"), When("compare"), STRATEGY),
     (When("strategy"), When("restarts"), STRATEGY),
     (When("strategy"), When("find_eta"), STRATEGY),
+    *((When("sharpness"), other, SHARPNESS) for other in (When("compare"), When("restarts"), When("find_eta"),
+                                                          When("strategy"), DATASET)),
     (When("logdir"), When("find_eta"), "--logdir records runs: --find-eta's sweep changes nothing and is not one"),
     (When("landscape"), When("find_eta"), "--landscape draws a run's path: --find-eta's sweep is not one"),
 )

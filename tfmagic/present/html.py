@@ -5,11 +5,12 @@ import html
 import numpy as np
 
 from tfmagic.descent.status import NO_END_YET
-from tfmagic.present.messages import steps_text
+from tfmagic.present.messages import sharpness_said, steps_text
 from tfmagic.present.earlier import earlier_html, earlier_lines, legend_label
 from tfmagic.present.multi import MULTI_HEAD, multi_rows, multi_summary
 from tfmagic.present.points import final_point
 from tfmagic.present.landscape_svg import landscape_svg
+from tfmagic.present.sharpness import sharpness_svg
 from tfmagic.present.svg import loss_svg, runs_svg, sweep_svg
 from tfmagic.present.text import constants_note, describe, final_loss_text, final_value_text, grad_notes, sweep_text, value_text
 
@@ -75,14 +76,15 @@ def _epochs_html(table):
 def descent_html(res):
     e = html.escape
     values = "".join(f"<tr><th>{e(n)}</th><td><pre>{e(final_value_text(v))}</pre></td></tr>" for n, v in res.values.items())
-    extra = [res.message] + res.notes + [constants_note(res.constants)]
+    extra = [res.message, sharpness_said(res.sharpness, res.optimizer, res.sharpness_error)] + res.notes + [constants_note(res.constants)]
     return (
         f"{STYLE}<div class='tfmagic-descent tfmagic-html'><b class='tfmagic-status-{e(res.status)}'>{e(res.status)}</b>: "
         f"{steps_text(res.steps)} of {e(res.optimizer)} (eta={res.eta:g}) on {e(res.device)}, {e(final_loss_text(res))}"
         f"<table>{values}</table>" + _epochs_html(res.epochs) + "".join(f"<p>{e(x)}</p>" for x in extra if x)
         + loss_svg(res.history, run_end(res), res.epoch_points(), earlier_lines(res),
                    legend_label(res.this_run, now=True) if res.earlier else "loss") + earlier_html(res)
-        + landscape_svg(getattr(res, "landscape", None)) + "</div>"
+        + landscape_svg(getattr(res, "landscape", None))
+        + sharpness_svg(res.sharpness, res.history) + "</div>"
     )
 
 

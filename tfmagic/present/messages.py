@@ -293,6 +293,8 @@ def start_refused(err):
 def picked_start(values):
     """The status line once a run started from a clicked start (Reset, Play or Step took it up)."""
     return f"this run starts at {start_text(values)}, the point clicked."
+
+
 # -- the earlier runs of a cell (descent/earlier.py): what changed from one run to the next --
 EARLIER_WORDS = {"steps": "steps", "tol": "tol", "device": "device", "jit": "jit", "pace": "pace", "seed": "seed",
                  "batch_size": "batch size", "data": "data", "eta_schedule": "eta schedule", "strategy": "strategy"}
@@ -328,8 +330,27 @@ def earlier_label(run):
 
 EARLIER_HEAD = ("run", "what changed", "steps", "final loss", "status")
 EARLIER_TITLE = "earlier runs of this cell, newest first"
+
+
 def landscape_not_needed(count):
     """--landscape on a cell of one or two scalar variables: its own picture shows the loss."""
     what = "curve" if count == 1 else "surface"
     return (f"tfmagic: --landscape is for models of more than two scalars; with {count} scalar "
             f"variable{'s' if count > 1 else ''} the panel's loss {what} shows the loss itself.")
+
+
+def sharpness_said(record, optimizer, error=None):
+    """--sharpness: the last λ measured against 2/eta, in one line ('' before any); `error`: why
+    measuring stopped."""
+    if error is not None:
+        return (f"sharpness: λ could not be measured (the loss's second derivative failed: {type(error).__name__}); "
+                "the run went on without it.")
+    if record is None or not len(record["step"]):
+        return ""
+    step, lam, eta = int(record["step"][-1]), float(record["sharpness"][-1]), float(record["eta"][-1])
+    if not math.isfinite(lam):
+        return f"sharpness: λ at step {step} is not finite (the loss or its curvature is not)."
+    where = ("above it: plain gradient descent is unstable there (past the edge of stability)" if lam * eta > 2
+             else "below it: plain gradient descent is stable there")
+    own = "" if optimizer == "sgd" else f" ({optimizer} steps differently: 2/eta is plain gradient descent's bound)"
+    return f"sharpness λ = {lam:.4g} at step {step}; 2/eta = {2 / eta:.4g}: {where}{own}."

@@ -22,6 +22,7 @@ class DescentResult(_Shown):
     shown_steps = None  # the steps its last HTML showed (a panel's Play may take more after)
     this_run = None  # its descent.earlier.EarlierRun in its cell's series (None: not in one)
     earlier = ()  # the earlier runs of its cell, newest first (present.earlier.EarlierResult each)
+    sharpness_log = None  # --sharpness: its descent.sharpness.Sharpness
 
     def _repr_html_(self):
         self.shown_steps = self.steps
@@ -40,9 +41,18 @@ class DescentResult(_Shown):
     def history(self) -> dict:
         """Per-step arrays (see the README); a --data run's also has 'epoch' (from 1)."""
         h = self.engine.history
+        if self.sharpness_log is not None:  # (λ where it was measured, NaN elsewhere)
+            h = {**h, "sharpness": self.sharpness_log.column(h["step"])}
         if self._epochs is None:
             return h
         return {**h, "epoch": h["step"] // self._epochs.epoch_steps + 1}
+
+    @property
+    def sharpness(self) -> dict | None:
+        """--sharpness K: each measurement's step, sharpness (λ) and eta, name -> array; else None."""
+        return None if self.sharpness_log is None else self.sharpness_log.record()
+
+    sharpness_error = property(lambda self: self.sharpness_log and self.sharpness_log.error)
 
     def eta_schedule(self):
         """A keras LearningRateSchedule that gives each step the eta it ran with (for

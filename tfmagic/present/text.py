@@ -4,7 +4,7 @@ import numpy as np
 
 from tfmagic.descent.status import Status
 from tfmagic.present.earlier import earlier_text
-from tfmagic.present.messages import steps_text
+from tfmagic.present.messages import sharpness_said, steps_text
 from tfmagic.present.multi import MULTI_HEAD, multi_rows, multi_summary
 
 
@@ -108,6 +108,7 @@ def descent_text(res):
         lines += ["epochs:", epochs_text(res.epochs)]
     if res.message:
         lines.append(res.message)
+    lines += [s for s in [sharpness_said(res.sharpness, res.optimizer, res.sharpness_error)] if s]
     lines += res.notes
     note = constants_note(res.constants)
     if note:
