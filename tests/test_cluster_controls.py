@@ -58,7 +58,7 @@ def last_json(out, prefix=""):
 
 @pytest.mark.parametrize("plan", [
     {"eta_at": 40, "eta": 0.02, "pause_at": 120, "stop_at": 250},
-    {"eta_at": 20, "eta": 0.005, "pause_at": 60, "stop_at": 100, "stop_while_paused": True},
+    {"eta_at": 20, "eta": 0.005, "pause_at": 60, "eta_paused": 0.01, "stop_at": 100, "stop_while_paused": True},
 ])
 def test_the_chiefs_panel_steers_every_worker(tmp_path, plan):
     """Before: a multi-worker panel's controls were off; eta, Pause and Stop acted on no worker."""
@@ -80,10 +80,12 @@ def test_the_chiefs_panel_steers_every_worker(tmp_path, plan):
     assert chief["paused_at"] == worker["paused_at"]  # every worker paused at the chief's steps
     assert worker["paused_at"][0] == seen["paused_steps"] and len(worker["paused_at"]) == 1 + bool(plan.get("stop_while_paused"))
     assert chief["eta"] == worker["eta"]  # step by step
-    etas = np.array(worker["eta"])
-    changed = int(np.argmax(etas != etas[0]))
-    assert etas[0] == np.float32(0.001) and etas[-1] == np.float32(plan["eta"]) and changed >= plan["eta_at"]
-    assert set(etas[changed:]) == {np.float32(plan["eta"])}
+    etas, paused = np.array(worker["eta"]), seen["paused_steps"]
+    changed = int(np.argmax(etas != etas[0]))  # (row k: the eta of step k + 1)
+    assert plan["eta_at"] <= changed < plan["pause_at"] <= paused
+    assert set(etas[:changed]) == {np.float32(0.001)} and set(etas[changed:paused]) == {np.float32(plan["eta"])}
+    assert set(etas[paused:]) == {np.float32(plan.get("eta_paused", plan["eta"]))}  # (set while paused: from Play on)
+    assert "INFO:tensorflow" not in chief_out + worker_out + worker_err  # (TensorFlow's log lines stay out)
     np.testing.assert_array_equal(chief["loss"], worker["loss"])
     assert chief["values"] == worker["values"]  # the same final variables, bit for bit
 
