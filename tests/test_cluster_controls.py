@@ -90,6 +90,29 @@ def test_the_chiefs_panel_steers_every_worker(tmp_path, plan):
     assert chief["values"] == worker["values"]  # the same final variables, bit for bit
 
 
+def test_a_paused_worker_whose_chief_goes_away_ends_with_a_short_message(tmp_path):
+    """A worker waits in a pause as long as the chief lives; the chief's process gone, it ends
+    (exit code 1) saying so, and runs no later cell."""
+    plan = {"eta_at": 10, "eta": 0.01, "pause_at": 30, "stop_at": 10**6, "pause_seconds": 600}
+    nb = notebook(tmp_path / "train.ipynb", [SETUP, f"%%descend {LINE} --steps 100000\n{CELL}", "print('after')"])
+    chief_config, worker_config = tf_configs(2)
+    procs = [start([CHIEF, SETUP, json.dumps([f"{LINE} --steps 100000", CELL]), json.dumps(plan)], chief_config, tmp_path),
+             start(["-m", "tfmagic.worker", nb], worker_config, tmp_path)]
+    try:
+        for line in procs[0].stdout:  # (until the chief's panel paused the run)
+            if line.startswith("PAUSED"):
+                break
+        assert procs[1].poll() is None  # the worker waits
+        procs[0].kill()
+        out, err = procs[1].communicate(timeout=90)
+    finally:
+        for p in procs:
+            p.kill()
+    assert procs[1].returncode == 1 and "after" not in out
+    assert "UnavailableError while running step" in out and "a process of this multi-worker run went away" in out
+    assert "tfmagic.worker: code cell 2 of" in err
+
+
 def test_the_worker_command_runs_a_notebook_on_two_workers(tmp_path):
     """Both workers through `python -m tfmagic.worker`: nothing steers them; they end alike."""
     nb = notebook(tmp_path / "train.ipynb", [SETUP, f"%%descend {LINE} --steps 60\n{CELL}", REPORT])

@@ -43,6 +43,7 @@ async def scenario():
     await until(lambda: not runner.running, "the pause")
     seen["paused"] = {b: getattr(panel, b).disabled for b in ("play", "stop", "eta_slider", "step", "reset")}
     seen["paused_status"], seen["paused_steps"] = str(engine.status), engine.steps
+    print("PAUSED", engine.steps, flush=True)
     if "eta_paused" in plan:  # (takes effect with Play, on every worker)
         panel.eta_text.value = str(plan["eta_paused"])
     await asyncio.sleep(plan.get("pause_seconds", 1.0))
