@@ -56,7 +56,7 @@ class ClusterControls:
         if self.is_chief and self.paused:
             self._exchange([END, engine.eta, float(STOPS.index(Status(status))), 0.0, 0.0, 0.0])
             self.paused = False
-            engine._finish(Status(status))
+            engine.ended_as(Status(status))
 
     def agree(self, engine, stop, plan):
         """Before a chunk, on every worker: the chief's eta and stop request (`stop`: the chief's
@@ -89,7 +89,7 @@ class ClusterControls:
             kind, eta, value, *_ = self._exchange([0.0] * SIZE)  # (after a pause: waits for Play or Stop)
             self.paused = False
             if kind == END:
-                engine._finish(STOPS[int(value)])
+                engine.ended_as(STOPS[int(value)])
                 return
             self._take_eta(engine, eta)
             yield from run(int(value))
