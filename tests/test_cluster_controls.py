@@ -59,7 +59,8 @@ def last_json(out, prefix=""):
 @pytest.mark.parametrize("plan", [
     {"eta_at": 40, "eta": 0.02, "pause_at": 120, "stop_at": 250},
     {"eta_at": 20, "eta": 0.005, "pause_at": 60, "eta_paused": 0.01, "stop_at": 100, "stop_while_paused": True},
-])
+    {"eta_at": 10, "eta": 0.01, "pause_at": 30, "stop_at": 60, "end": "interrupt"},
+], ids=["stop", "eta_and_stop_while_paused", "interrupt"])
 def test_the_chiefs_panel_steers_every_worker(tmp_path, plan):
     """Before: a multi-worker panel's controls were off; eta, Pause and Stop acted on no worker."""
     nb = notebook(tmp_path / "train.ipynb", [SETUP, f"%%descend {LINE} --steps 100000\n{CELL}", REPORT])
@@ -75,7 +76,7 @@ def test_the_chiefs_panel_steers_every_worker(tmp_path, plan):
     assert seen["paused"] == {"play": False, "stop": False, "eta_slider": False, "step": True, "reset": True}
     assert seen["ended"] == {"play": True, "stop": True, "eta_slider": True}
     assert seen["paused_status"] == "paused" and seen["cell_result"] == "paused"
-    assert chief["status"] == worker["status"] == "stopped"
+    assert chief["status"] == worker["status"] == ("interrupted" if plan.get("end") == "interrupt" else "stopped")
     assert chief["steps"] == worker["steps"] >= plan["stop_at"]  # they stopped at the same step
     assert chief["paused_at"] == worker["paused_at"]  # every worker paused at the chief's steps
     assert worker["paused_at"][0] == seen["paused_steps"] and len(worker["paused_at"]) == 1 + bool(plan.get("stop_while_paused"))

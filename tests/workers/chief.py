@@ -12,6 +12,7 @@ import sys
 from IPython.core.interactiveshell import InteractiveShell
 
 from tfmagic.kernel.awaiting import run_cell_magic_awaited
+from tfmagic.kernel.runner import LiveRunner
 from tfmagic.widgets.panel import DescentPanel
 
 ip = InteractiveShell.instance()
@@ -54,8 +55,11 @@ async def scenario():
         panel.play.click()
         await until(lambda: not runner.running, "the second pause")
         await asyncio.sleep(0.5)
-    panel.stop.click()
-    await until(lambda: not runner.running and str(engine.status) == "stopped", "the stop")
+    if plan.get("end") == "interrupt":
+        LiveRunner.interrupt_all()  # (what Kernel > Interrupt's signal handler calls: tfmagic/kernel/interrupts.py)
+    else:
+        panel.stop.click()
+    await until(lambda: not runner.running and str(engine.status) in ("stopped", "interrupted"), "the end")
     seen["ended"] = {b: getattr(panel, b).disabled for b in ("play", "stop", "eta_slider")}
 
 
