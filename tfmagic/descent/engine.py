@@ -119,7 +119,7 @@ class Descent(Settings, RunFacts, OneWayRuns):
         if self.cluster and not self.cluster.is_chief:
             yield from self.cluster.follow(self, lambda n: self._steps_iter(n, max_chunk, chunk_seconds))
             return
-        if self.cluster:
+        if self.cluster and steps > 0 and not self.retired:  # (else _begin refuses it: nothing to tell the others)
             self.cluster.begin(self, steps)
         yield from self._steps_iter(steps, max_chunk, chunk_seconds)
 
