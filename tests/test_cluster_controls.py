@@ -63,7 +63,7 @@ def last_json(out, prefix=""):
 ], ids=["stop", "eta_and_stop_while_paused", "interrupt"])
 def test_the_chiefs_panel_steers_every_worker(tmp_path, plan):
     """Before: a multi-worker panel's controls were off; eta, Pause and Stop acted on no worker."""
-    nb = notebook(tmp_path / "train.ipynb", [SETUP, f"%%descend {LINE} --steps 100000\n{CELL}", REPORT])
+    nb = notebook(tmp_path / "train.ipynb", ["%load_ext tfmagic", SETUP, f"%%descend {LINE} --steps 100000\n{CELL}", REPORT])
     chief_config, worker_config = tf_configs(2)
     procs = [start([CHIEF, SETUP, json.dumps([f"{LINE} --steps 100000", CELL]), json.dumps(plan)], chief_config, tmp_path),
              start(["-m", "tfmagic.worker", nb], worker_config, tmp_path)]
@@ -87,6 +87,7 @@ def test_the_chiefs_panel_steers_every_worker(tmp_path, plan):
     assert set(etas[:changed]) == {np.float32(0.001)} and set(etas[changed:paused]) == {np.float32(plan["eta"])}
     assert set(etas[paused:]) == {np.float32(plan.get("eta_paused", plan["eta"]))}  # (set while paused: from Play on)
     assert "INFO:tensorflow" not in chief_out + worker_out + worker_err  # (TensorFlow's log lines stay out)
+    assert "already loaded" not in worker_out and "live widgets are off" not in worker_out
     np.testing.assert_array_equal(chief["loss"], worker["loss"])
     assert chief["values"] == worker["values"]  # the same final variables, bit for bit
 

@@ -55,9 +55,10 @@ def run_cells(cells):
 
     shell = InteractiveShell.instance(colors="linux" if sys.stdout.isatty() else "nocolor")  # (a log file: no escapes)
     shell.InteractiveTB.set_mode("Minimal")  # a cell's error in one line, not a traceback wall
-    shell.run_line_magic("load_ext", "tfmagic")
-    shell.run_line_magic("config", "TfMagics.widgets = False")  # no front end here: text progress
+    shell.config.TfMagics.widgets = False  # no front end here: text progress (read when tfmagic loads)
     for number, source in enumerate(cells, 1):
+        if "tfmagic" not in shell.extension_manager.loaded and ("%descend" in source or "%tfgrad" in source):
+            shell.run_line_magic("load_ext", "tfmagic")  # (a notebook that never loads it: its profile did)
         result = shell.run_cell(source, store_history=True)
         if not result.success:
             return number
