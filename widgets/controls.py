@@ -119,6 +119,17 @@ class Controls:
         self.stop.disabled = locked or not running
         self.find_eta.disabled = locked or running
 
+    def steer_cluster(self, cluster, running):
+        """A multi-worker run (descent/cluster_controls.py): the chief's eta, Pause, Play and Stop
+        reach every worker; Step, Reset, the optimizer and find eta would act on it alone. A paused
+        cluster waits for Play or Stop; after any other end the other workers have gone on."""
+        for b in (self.step, self.reset, self.optimizer, self.device, self.find_eta):
+            b.disabled = True
+        steering = cluster.is_chief and (running or cluster.paused)
+        for b in (self.play, self.eta_slider, self.eta_text):
+            b.disabled = not steering
+        self.stop.disabled = not steering
+
     # -- changes from the browser -----------------------------------------------
     def listen(self, post, apply):
         self._post, self._apply = post, apply

@@ -159,11 +159,11 @@ class DescentPanel:
         self._update_buttons()
 
     def _update_buttons(self):
-        # A multi-worker run's controls would act on this worker only, leaving the others waiting;
-        # a front end whose messages wait for the cell's end: nothing would act before it.
-        locked = (self.runner.detached or bool(self.engine.replicas and self.engine.replicas.multi_worker)
-                  or bool(self.status_line.steering))
+        # A front end whose messages wait for the cell's end: nothing would act before it.
+        locked = self.runner.detached or bool(self.status_line.steering)
         self.controls.update_buttons(self.runner.running, locked)
+        if self.engine.cluster and not locked:  # several workers: what the chief can steer them all with
+            self.controls.steer_cluster(self.engine.cluster, self.runner.running)
 
     # -- from the widgets (on the main loop, through the runner) ---------------
     def _apply(self, inbox):

@@ -67,6 +67,9 @@ def locate(err, cell):
 
 def hint_for(err):
     text = str(err)
+    if "Op:Collective" in text and type(err).__name__ in _LOST_PEER:
+        return ("a process of this multi-worker run went away (it ended, or stopped answering TensorFlow's peer "
+                "check): the strategy's collectives are aborted in every process; start them all again to train.")
     if "has no attribute 'numpy'" in text:
         return (
             "the cell is compiled into a graph (tf.function), where tensors have no value yet, so .numpy() "
@@ -98,6 +101,9 @@ def hint_for(err):
                 "Reshape one side, e.g. `tf.reshape(t, [-1, 1])`, or check which axis you meant."
             )
     return None
+
+
+_LOST_PEER = ("UnavailableError", "DeadlineExceededError", "CancelledError", "AbortedError", "InternalError")
 
 
 def explain(err, cell, what="running the cell"):

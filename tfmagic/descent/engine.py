@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 from tfmagic.descent import policy as P
+from tfmagic.descent.cluster_controls import cluster_for
 from tfmagic.descent.compiled import CompiledSteps
 from tfmagic.descent.facts import Retired, RunFacts
 from tfmagic.descent.history import HISTORY_MAX, History, shown_by_value
@@ -46,6 +47,7 @@ class Descent(StartPoint, Settings, RunFacts, OneWayRuns, Motion):
         self.variables = dict(variables)
         self.device = device
         self.replicas = replicas  # a replicas.Replicas (--strategy): chunks then grow by steps, not time
+        self.cluster = cluster_for(tf, replicas)  # several workers: the chief steers them all (cluster_controls.py)
         self._tol = tol
         self.jit = jit  # the user's choice; XLA found unusable for this cell: policy.xla_unusable
         self._eta = check_eta(eta)
@@ -114,17 +116,30 @@ class Descent(StartPoint, Settings, RunFacts, OneWayRuns, Motion):
         A generator: a blocking loop and an awaiting one (the live UI) decide what happens
         between chunks (a stop requested then ends the run). `max_chunk` caps a chunk's
         steps (a paced run); chunks grow to `chunk_seconds` (default CHUNK_SECONDS).
+        Several workers run the chief's steps and chunks (the others follow it, pauses included).
         """
+        if self.cluster and not self.cluster.is_chief:
+            yield from self.cluster.follow(self, lambda n: self._steps_iter(n, max_chunk, chunk_seconds))
+            return
+        if self.cluster and steps > 0 and not self.retired:  # (else _begin refuses it: nothing to tell the others)
+            self.cluster.begin(self, steps)
+        yield from self._steps_iter(steps, max_chunk, chunk_seconds)
+
+    def _steps_iter(self, steps, max_chunk, chunk_seconds):
         code = self._begin(steps)
         policy = self._compiled.policy
         policy.start(min(steps, max_chunk or steps))  # (a paced run's chunks are short)
         done = 0
         exact_until, exact_error = 0, None  # after an error: one step per chunk up to here, to find its step
         while code == Status.RUNNING and done < steps:
+            def plan(left=steps - done):
+                return policy.next_chunk(self._steps_allowed(left, max_chunk), self._history.stride)
+            if self.cluster:  # the chief's stop request, eta and chunk on every worker
+                plan = self.cluster.agree(self, self._stop_request if done else None, plan)
             if self._stop_request and done:
                 yield self._chunk_done(self.steps, self._history.empty_rows(), code, False)
                 return
-            mode, n, stride = policy.next_chunk(self._steps_allowed(steps - done, max_chunk), self._history.stride)
+            mode, n, stride = plan()
             chunk_mode = mode
             if self.steps < exact_until:
                 chunk_mode, n, stride = "step", 1, 1

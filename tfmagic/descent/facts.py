@@ -112,6 +112,10 @@ class RunFacts:
         self._finish(Status.ERROR)  # (the variables are at the last good step)
         self.error, self.error_redone = err, redone
 
+    def ended_as(self, status):
+        """A paused run ended between runs (a multi-worker run stopped while paused: cluster_controls.py)."""
+        self._finish(status)
+
     def interrupted(self):
         """Mark the run interrupted (Ctrl-C / kernel interrupt between or in a chunk)."""
         self._finish(Status.INTERRUPTED)

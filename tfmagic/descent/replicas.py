@@ -25,15 +25,15 @@ FORMS = {
 
 
 @contextlib.contextmanager
-def quiet_tf_logs(tf):
+def quiet_tf_logs(tf, native=True):
     """TensorFlow's log lines (INFO "Using MirroredStrategy with devices", "Reduce to ...",
-    WARNING "Using MirroredStrategy eagerly ...", Grappler's on fd 2) kept out of the cell
-    during tfmagic's own calls; the logger is as it was afterwards."""
+    WARNING "Using MirroredStrategy eagerly ...", Grappler's on fd 2 unless not `native`) kept
+    out of the cell during tfmagic's own calls; the logger is as it was afterwards."""
     logger = tf.get_logger()
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
-        with quiet_native_stderr():
+        with quiet_native_stderr() if native else contextlib.nullcontext():
             yield
     finally:
         logger.setLevel(level)
@@ -77,9 +77,10 @@ class Replicas:
 
     def evaluate(self, variables, convert=lambda fn: fn):
         """(loss, gradients) at the current point, summed over the replicas. `convert`:
-        AutoGraph for the cell, in a trace (cell/autograph.py). Eagerly (once a run) kept
-        quiet: TensorFlow warns that an eager strategy is slow, and logs each reduction."""
-        with quiet_tf_logs(self.tf) if self.tf.executing_eagerly() else contextlib.nullcontext():
+        AutoGraph for the cell, in a trace (cell/autograph.py). Kept quiet: eagerly (once a run)
+        TensorFlow warns that an eager strategy is slow and logs each reduction; a multi-worker
+        trace logs its all-reduces ("Collective all_reduce tensors: ...")."""
+        with quiet_tf_logs(self.tf, native=self.tf.executing_eagerly()):
             return self._evaluate(variables, convert)
 
     def _evaluate(self, variables, convert):

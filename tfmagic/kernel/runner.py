@@ -181,8 +181,13 @@ class LiveRunner:
         self.task = self.loop.create_task(go())
 
     def stop(self, status=Status.STOPPED):
+        cluster = getattr(self.engine, "cluster", None)
         if self.running:
             self.engine.request_stop(status)
+        elif cluster and cluster.paused and status != Status.PAUSED:  # the other workers wait in a pause: end them
+            cluster.end_pause(self.engine, status)
+            for fn in self.on_end:
+                fn()
 
     def step(self, done):
         """Step: one step once no run is going (a run going on pauses first); then done()."""
