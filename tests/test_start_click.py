@@ -159,6 +159,20 @@ def test_the_engine_refuses_what_is_no_start(ip, run):
     assert list(engine.history["w"])[0] == pytest.approx(np.sqrt(5.0))  # the others keep their start
 
 
+def test_a_multi_worker_chief_refuses_a_click_start(ip, run):
+    """The chief's click would move its own start alone: the workers would part."""
+    from types import SimpleNamespace
+
+    from tfmagic.present.messages import start_refused
+
+    res = run("descend", "x=3.0 y=1.0 --steps 2 --no-widgets", "loss = (x - 1.0) ** 2 + y ** 2")
+    res.engine.replicas = SimpleNamespace(multi_worker=True)
+    with pytest.raises(BadStart) as err:
+        res.engine.set_start({"x": 0.5})
+    assert err.value.why == "multi_worker" and not res.engine.start_pending
+    assert "multi-worker" in start_refused(err.value)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
 def test_the_runner_starts_play_and_step_at_the_picked_point(ip, run, loop, dtype):
     """Generated starts, at every scale a click can give, through the runner alone: the next

@@ -9,7 +9,7 @@ import numpy as np
 
 class BadStart(ValueError):
     """A start the engine refuses: `why` is "unknown" (no such variable), "not_scalar" (it has
-    more than one element) or "not_finite" (NaN or inf)."""
+    more than one element), "not_finite" (NaN or inf) or "multi_worker" (a multi-worker run)."""
 
     def __init__(self, name, why, value=None):
         super().__init__(name, why, value)
@@ -25,6 +25,9 @@ class StartPoint:
         """The next reset (the panel's Reset, or Play/Step after a click) starts at `values`
         (name -> number, for one-element variables; the others keep their start). Returns
         them as the variables hold them (cast to each variable's dtype); raises BadStart."""
+        replicas = getattr(self, "replicas", None)
+        if replicas is not None and replicas.multi_worker:  # (the chief alone would start elsewhere)
+            raise BadStart(next(iter(values), ""), "multi_worker")
         start = {}
         for name, value in values.items():
             var = self.variables.get(name)

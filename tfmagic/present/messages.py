@@ -286,7 +286,9 @@ def next_start(values, running, clamped):
 def start_refused(err):
     """A start_point.BadStart in words."""
     why = {"unknown": "is not a variable of this run", "not_scalar": "has more than one element",
-           "not_finite": f"would be {err.value!r}, not a finite number"}[err.why]
+           "not_finite": f"would be {err.value!r}, not a finite number"}.get(err.why)
+    if err.why == "multi_worker":
+        return "no new start: a multi-worker run starts where every worker starts (the chief's click would move it alone)."
     return f"no new start: {err.name} {why}."
 
 
