@@ -27,9 +27,10 @@ from tfmagic.descent.one_way import OneWayRuns
 from tfmagic.descent.policy import CHUNK_SECONDS, STEERED_CHUNK_SECONDS, XLA_PAYS_AFTER_SECONDS  # noqa: F401 (read from here)
 from tfmagic.descent.status import Note, Status
 from tfmagic.descent.chunks import Chunk, drain  # noqa: F401 (drain: imported from here by others)
+from tfmagic.descent.rewind import Rewinding, Timeline
 
 
-class Descent(Settings, RunFacts, OneWayRuns):
+class Descent(Settings, RunFacts, OneWayRuns, Rewinding):
     """Minimise `loss_fn()` over `variables` (name -> tf.Variable)."""
 
     def __init__(self, tf, loss_fn, variables, *, eta=0.1, optimizer="sgd", device=None, tol=None, jit="auto",
@@ -60,6 +61,7 @@ class Descent(Settings, RunFacts, OneWayRuns):
         self.reused = reuse is not None  # this run took over an earlier run's (nothing traced for it)
         self.eta_plan = None  # per-step etas to follow (--eta-schedule), else None
         self.kept = BestPoint()  # where a run that diverges after eta was raised goes back to
+        self.timeline = Timeline()  # the chunks kept, for rewind(k) (rewind.py)
         if reuse is not None:
             self._take_over(reuse)
         self.reset()
@@ -84,7 +86,7 @@ class Descent(Settings, RunFacts, OneWayRuns):
             if self.one_way:  # (a redo would take other batches)
                 return (*self._stream_unhealthy(rows, count, stride), code, traced)
         if code == Status.RUNNING or (code == Status.CONVERGED and count - block == 1):
-            return self._record(rows, count, stride), count, code, traced
+            return self._record(rows, count, stride, (mode, saved)), count, code, traced
         self._calls.restore()
         head = self._history.empty_rows()
         if block:
@@ -100,9 +102,12 @@ class Descent(Settings, RunFacts, OneWayRuns):
         return head, block, Status.DIVERGED, traced
 
     # -- running -----------------------------------------------------------
-    def _record(self, points, count, stride):
-        """Add a chunk's raw rows to the history; returns them as history rows."""
+    def _record(self, points, count, stride, taken=None):
+        """Add a chunk's raw rows to the history; returns them as history rows. `taken`: (its mode, the
+        snapshot at its start), for rewind (rewind.py)."""
         rows = self._history.append(points, self.steps, stride, self._eta)  # (eta only changes between chunks)
+        if taken is not None:
+            self.timeline.taken(self.steps, count, self._eta, *taken, self._calls)
         self.steps += count
         return rows
 
@@ -123,6 +128,7 @@ class Descent(Settings, RunFacts, OneWayRuns):
                 yield self._chunk_done(self.steps, self._history.empty_rows(), code, False)
                 return
             mode, n, stride = policy.next_chunk(self._steps_allowed(steps - done, max_chunk), self._history.stride)
+            mode, n, stride = self.timeline.follow(self.steps, mode, n, self._history.stride) or (mode, n, stride)
             chunk_mode = mode
             if self.steps < exact_until:
                 chunk_mode, n, stride = "step", 1, 1
@@ -172,15 +178,21 @@ class Descent(Settings, RunFacts, OneWayRuns):
         self.status = Status.RUNNING
         self.error, self.error_redone, self.kept.rewound = None, False, None
         self._run_steps, self._run_seconds = 0, 0.0
-        if self._stream and self._calls.point is not None:
-            self._stream.rewind()  # a run goes on: its point is evaluated again on the same batch
-        self._calls.prime()
+        exact = self._point_is_exact()  # (after a rewind: the carried gradients, as the original step)
+        if not exact:
+            self._evaluate_point()
+        self.timeline.run_begins(primed=not exact)
         code = self._calls.code(self._calls.point, float(self._calls.point[1]))
         self._unhealthy_start = code == Status.DIVERGED
         self._stream_started(code)
         if steps <= HISTORY_MAX:  # (not for a Play that runs until stopped)
             self._history.reserve(steps)
         return code
+
+    def _evaluate_point(self):
+        if self._stream and self._calls.point is not None:
+            self._stream.rewind()  # a run goes on: its point is evaluated again on the same batch
+        self._calls.prime()
 
     def _steps_allowed(self, left, max_chunk):
         """At most this many steps in the next chunk: the steps left, a paced run's chunk, the rest of
