@@ -25,6 +25,7 @@ from .charts import HistoryCharts
 from .controls import ARIA_NAMES, ETA_STEP, Controls, entry
 from .status_line import StatusLine
 from .steering import SteeringCheck
+from .timeline import ARIA_NAMES as TIMELINE_NAMES, Timeline
 
 PUSH_INTERVAL = 0.2  # seconds between chart pushes while running: the browser redraws ~2000 SVG nodes each time
 IDLE_REFINE_FIRST, IDLE_REFINE_LAST = 0.25, 8.0  # seconds after a run: the picture drawn finer while idle
@@ -62,7 +63,9 @@ class DescentPanel:
         self.tensors_toggle.add_class("tfmagic-tensors-toggle")
         self.tensors_toggle.observe(self._show_tensors, "value")
         tensors = W.VBox([self.tensors_toggle, self.table])
-        self.widget = W.VBox([*self.controls.rows, self.status, self.charts.widget, tensors, AriaNames(names=ARIA_NAMES)],
+        self.timeline = Timeline(runner, self.charts, self.status_line, self.refresh, self._update_status)
+        self.widget = W.VBox([*self.controls.rows, self.status, self.timeline.widget, self.charts.widget, tensors,
+                              AriaNames(names={**ARIA_NAMES, **TIMELINE_NAMES})],
                              layout=W.Layout(max_width="920px"))
         self.widget.add_class("tfmagic-panel")
 
@@ -123,6 +126,7 @@ class DescentPanel:
         self.charts.update(engine.history, end, self._epochs())
         self._update_status()
         self._update_buttons()
+        self.timeline.follow()
 
     def _show_status(self):
         """Redraw the status line (and the eta entry) soon: now, or once when STATUS_RATE allows."""
