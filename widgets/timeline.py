@@ -35,7 +35,9 @@ class Timeline:
         self._refresh, self._show_status = refresh, show_status  # the whole panel; its status line
         self.shown = None
         self._setting = False
-        self.slider = W.IntSlider(value=0, min=0, max=0, description="step", continuous_update=True,
+        # Not continuous: a drag is sent once let go (a key press at once). A continuous slider sends its value
+        # back when the panel changes its range mid-run, which arrived after the run as a step chosen.
+        self.slider = W.IntSlider(value=0, min=0, max=0, description="step", continuous_update=False,
                                   disabled=True, layout=W.Layout(width="440px"),
                                   tooltip="scrub through the run; the variables stay where the run is")
         self.go_on = W.Button(description="Go on from here", icon="code-fork", disabled=True,
