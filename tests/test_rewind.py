@@ -216,3 +216,43 @@ def test_a_cell_with_randomness_is_refused_and_stays(data, run):
     with pytest.raises(ValueError, match="randomness"):
         res.engine.rewind(20)
     assert res.steps == 40 and res.engine.variables["x"].numpy() == before
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_a_long_run_of_many_chunks_keeps_few_snapshots_and_still_repeats(data, run, optimizer):
+    from tfmagic.descent.chunks import drain
+    from tfmagic.descent.rewind import MOST_SNAPSHOTS
+
+    res = run("descend", f"w=tf.zeros([12]) --eta {ETAS[optimizer]} --optimizer {optimizer} --steps 1 --no-widgets",
+              CELLS["vector"][1])
+    e = res.engine
+    e.reset()
+    drain(e.run_chunks(3000, max_chunk=7))  # (429 chunks, as a paced panel runs them)
+    kept = [s for s in e.timeline.segments if s.saved is not None]
+    assert len(kept) <= MOST_SNAPSHOTS and len(e.timeline.segments) < 200, (len(kept), len(e.timeline.segments))
+    original, final = snapshot(e)
+    for k in (2999, 1500, 7, 2222, 0):
+        assert_branch_repeats(e, 3000, k, original, final, optimizer)
+
+
+def test_a_run_with_a_row_every_few_steps_repeats_on_its_rows(data, run, monkeypatch):
+    """Very long fast runs run "blocks": a history row every s steps. A branch keeps the grid of the
+    cut one (a step off it adds that one row) and repeats its numbers."""
+    from tfmagic.descent import policy
+
+    monkeypatch.setattr(policy.ChunkPolicy, "first_mode", lambda self, steps: "blocks")
+    n = 300_000
+    res = run("descend", f"x=10.0 --eta 0.0001 --steps {n} --no-widgets", CELLS["1-D"][1])
+    e = res.engine
+    assert max(s.stride for s in e.timeline.segments) > 1
+    final = snapshot(e)[1]
+    for k in (int(e.history["step"][-40]), 123457, 70000, 250000):
+        cut = snapshot(e)[0]  # (the branch cut: the one the new branch repeats)
+        e.rewind(k)
+        e.run(n - k)
+        h = e.history
+        extra = sorted(set(h["step"]) - set(cut["step"]))
+        assert extra in ([], [k]) and set(cut["step"]) <= set(h["step"])
+        keep = np.isin(h["step"], cut["step"])
+        np.testing.assert_array_equal(h["loss"][keep], cut["loss"])
+        assert np.array_equal(e.variables["x"].numpy(), final["x"])

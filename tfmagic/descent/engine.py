@@ -107,7 +107,7 @@ class Descent(Settings, RunFacts, OneWayRuns, Rewinding):
         snapshot at its start), for rewind (rewind.py)."""
         rows = self._history.append(points, self.steps, stride, self._eta)  # (eta only changes between chunks)
         if taken is not None:
-            self.timeline.taken(self.steps, count, self._eta, *taken, self._calls)
+            self.timeline.taken(self.steps, count, self._eta, *taken, self._calls, stride)
         self.steps += count
         return rows
 

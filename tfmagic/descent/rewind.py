@@ -59,6 +59,7 @@ class Segment:
     calls: object  # the Calls that ran it (an optimizer switch makes another)
     primed: bool  # its run began here: the point was evaluated eagerly first
     saved: tuple | None  # Calls.save()'s snapshot at its start (thinned)
+    stride: int = 1  # a history row every this many steps from its start ("blocks")
 
 
 def _nbytes(saved):
@@ -80,43 +81,56 @@ class Timeline:
         self.exact = None  # after a rewind: the variables' values there (a run then needs no fresh evaluation)
         self._primed = False
         self._spacing = 0  # steps between kept snapshots (doubles as a run grows)
+        self._kept, self._last_kept = 0, 0  # snapshots kept, the step of the last
 
     def run_begins(self, primed):
         self._primed = primed
 
-    def taken(self, start, count, eta, mode, saved, calls):
-        """A chunk from `start` of `count` steps was kept in the history."""
+    def taken(self, start, count, eta, mode, saved, calls, stride=1):
+        """A chunk from `start` of `count` steps was kept in the history. Chunks without a snapshot
+        join the one before when they ran alike: the list stays short however long the run."""
         if not count:
             return
         self._cut(start)
-        first = not self.segments
-        keep = first or self._primed or start - self._last_kept() >= self._spacing
-        self.segments.append(Segment(start, count, eta, mode, calls, self._primed, saved if keep else None))
+        keep = not self.segments or self._primed or start - self._last_kept >= self._spacing
+        last = self.segments[-1] if self.segments else None
+        if (not keep and (last.eta, last.mode, last.calls, last.stride) == (eta, mode, calls, stride)
+                and last.start + last.count == start and last.count % stride == 0):
+            last.count += count
+        else:
+            self.segments.append(Segment(start, count, eta, mode, calls, self._primed, saved if keep else None, stride))
         self._primed = False
-        self._thin(saved)
+        if keep:
+            self._last_kept, self._kept = start, self._kept + 1
+            most = max(FEWEST_SNAPSHOTS, min(MOST_SNAPSHOTS, SNAPSHOT_BYTES // max(_nbytes(saved), 1)))
+            if self._kept > most:
+                self._thin(most)
 
-    def _last_kept(self):
-        return next(s.start for s in reversed(self.segments) if s.saved is not None)
-
-    def _thin(self, saved):
-        most = max(FEWEST_SNAPSHOTS, min(MOST_SNAPSHOTS, SNAPSHOT_BYTES // max(_nbytes(saved), 1)))
+    def _thin(self, most):
+        """Every other snapshot dropped (the first kept), and they are taken half as often from now on."""
         kept = [s for s in self.segments if s.saved is not None]
-        while len(kept) > most:
-            self._spacing = max(2 * self._spacing, 1, kept[-1].start // most)
-            last = kept[0].start
-            for s in kept[1:]:
-                if s.start - last < self._spacing:
-                    s.saved = None
-                else:
-                    last = s.start
-            kept = [s for s in self.segments if s.saved is not None]
+        self._spacing = max(2 * self._spacing, 1, kept[-1].start // most)
+        last = kept[0].start
+        for s in kept[1:]:
+            if s.start - last < self._spacing:
+                s.saved = None
+            else:
+                last = s.start
+        self._counted()
+
+    def _counted(self):
+        kept = [s.start for s in self.segments if s.saved is not None]
+        self._kept, self._last_kept = len(kept), (kept[-1] if kept else 0)
 
     def _cut(self, step):
         """Forget the chunks from `step` on (a run that went back to it: keep_best.py, a rewind)."""
+        if not self.segments or self.segments[-1].start + self.segments[-1].count <= step:
+            return
         while self.segments and self.segments[-1].start >= step:
             self.segments.pop()
         if self.segments and self.segments[-1].start + self.segments[-1].count > step:
             self.segments[-1].count = step - self.segments[-1].start
+        self._counted()
 
     def follow(self, step, mode, n, history_stride):
         """(mode, steps, stride) for the next chunk: the cut branch's mode where it ran from `step`."""
@@ -126,7 +140,11 @@ class Timeline:
             return None
         seg = self.future[0]
         n = min(n, seg.start + seg.count - step)
-        return seg.mode, n, _stride(seg.mode, n, history_stride)
+        if seg.mode != "blocks":
+            return seg.mode, n, 1
+        # (its rows where the cut branch had them: off its grid, a chunk up to the grid's next row first)
+        off = (step - seg.start) % seg.stride
+        return seg.mode, (min(n, seg.stride - off) if off else n), (seg.stride - off if off else seg.stride)
 
     def eta_at(self, step):
         """The eta the step from `step` ran with, or None (not taken yet)."""
@@ -179,7 +197,9 @@ class Rewinding:
             self._replay(segments[base:], k)
             recorded = self._recorded_loss(k, before)
             # (within rounding: a chunk of another compiled mode may have evaluated that point's loss)
-            if recorded is not None and not math.isclose(recorded, self._calls.point[0], rel_tol=REPEATS_WITHIN):
+            scale = abs(self._calls.start_loss or 1.0)  # (near a minimum a loss may be all rounding)
+            if recorded is not None and not math.isclose(recorded, self._calls.point[0], rel_tol=REPEATS_WITHIN,
+                                                         abs_tol=REPEATS_WITHIN * scale):
                 raise RewindRefused(Refusal.NOT_REPEATABLE, k)
         except BaseException:
             self._calls._saved = before
@@ -200,10 +220,12 @@ class Rewinding:
             if i and seg.primed:  # (its run began there: as _begin did)
                 self._evaluate_point()
             self.optimizer.learning_rate = seg.eta
-            calls.save()
-            _, count, *_ = calls.call(seg.mode, n, _stride(seg.mode, n))
-            if count != n:
-                raise RewindRefused(Refusal.NOT_REPEATABLE, k)
+            cap = ROW_CAPACITY if seg.mode in ("plain", "xla") else n  # (a row per step: chunks joined, in pieces)
+            for piece in [cap] * (n // cap) + [n % cap] * bool(n % cap):
+                calls.save()
+                _, count, *_ = calls.call(seg.mode, piece, _stride(seg.mode, piece))
+                if count != piece:
+                    raise RewindRefused(Refusal.NOT_REPEATABLE, k)
         del tf
 
     def _recorded_loss(self, k, before):
@@ -222,7 +244,7 @@ class Rewinding:
         t.future = [s for s in t.segments if s.start + s.count > k]
         if t.future and t.future[0].start < k:  # (the chunk k is in: from k on)
             head = t.future[0]
-            t.future[0] = Segment(k, head.start + head.count - k, head.eta, head.mode, head.calls, False, None)
+            t.future[0] = Segment(head.start, head.count, head.eta, head.mode, head.calls, False, None, head.stride)
         t._cut(k)
         t.count += 1
         t.branches = [b for b in t.branches if b[0] < k] + [(k, t.count)]
