@@ -105,3 +105,21 @@ def test_go_on_from_here_then_play_makes_a_branch_the_history_records(travelled)
     assert " ".join(after[2:6]) == f"[(0, 0), ({k}, 1)]"  # engine.branches
     assert after[6:8] == ["0", "1"]  # history['branch'] of the first row and of the last
     assert travelled["handle_after"] == k + STEPS
+
+
+def test_the_lesson_after_run_all_shows_its_last_branch(module_lab):
+    """examples/time_travel.ipynb at 1280 px with the file browser open: its panel ends on the
+    last branch the code made (from step 20, eta 0.9), marked, and its timeline spans it."""
+    from test_lessons import _open_example
+
+    lab, name = module_lab, "time_travel.ipynb"
+    _open_example(lab, name)
+    lab.wait_for_output(name, 6, "branches (step, number): [(0, 0), (20, 5)]", timeout_ms=180_000)
+    cell = lab.cell(name, 2)
+    wait_status(lab, cell, lambda s: s["iteration"] == 40 and s["eta"] == 0.9, timeout_s=60, what="the last branch")
+    label = cell.locator(".tfmagic-timeline-shown").first
+    lab.poll(lambda: "branched at step 20" in label.inner_text(), SETTLE_S, what="the branch's start")
+    handle = cell.locator(".tfmagic-timeline .noUi-handle[role=slider]").first
+    assert int(float(handle.get_attribute("aria-valuenow"))) == 40
+    lab.element_screenshot(cell, "time-travel-lesson-panel")
+    lab.screenshot("time-travel-lesson")

@@ -91,6 +91,7 @@ class History:
             n = self._n
             self._view = {c: self._rows[:n, i] for i, c in enumerate(self.columns)}
             self._view["step"] = self._steps[:n]
-            starts, numbers = np.array(self.branches, np.int64).T
-            self._view["branch"] = numbers[np.searchsorted(starts, self._steps[:n], side="right") - 1]
+            if self.branches != [(0, 0)]:  # (after a rewind: each row's branch)
+                starts, numbers = np.array(self.branches, np.int64).T
+                self._view["branch"] = numbers[np.searchsorted(starts, self._steps[:n], side="right") - 1]
         return self._view

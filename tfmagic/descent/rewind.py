@@ -15,6 +15,9 @@ Facts only: refusals carry a code and numbers (present/messages.py words them).
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
+from tfmagic.descent.facts import Retired
 from tfmagic.descent.graphs import ROW_CAPACITY
 from tfmagic.descent.status import ESCAPED, Status, _Word
 from tfmagic.errors import TfmagicError
@@ -167,8 +170,6 @@ class Rewinding:
         """Back to the point after step k, exactly as it was (variables, optimizer state, batches,
         eta), as a new branch: the history is cut at k and says where it branched. Raises
         RewindRefused (nothing changed) when it cannot."""
-        from tfmagic.descent.facts import Retired
-
         if self.retired:
             raise Retired(self.loss_label)
         if self.status == Status.RUNNING:
@@ -209,7 +210,8 @@ class Rewinding:
         self._branch_at(k)
 
     def _replay(self, segments, k):
-        calls, tf = self._calls, self.tf
+        """From the first segment's snapshot, its steps and the next ones' up to step k, as they ran."""
+        calls = self._calls
         values, calls.state, calls.point = segments[0].saved
         for v, s in zip(calls.live, values):
             v.assign(s)
@@ -226,15 +228,12 @@ class Rewinding:
                 _, count, *_ = calls.call(seg.mode, piece, _stride(seg.mode, piece))
                 if count != piece:
                     raise RewindRefused(Refusal.NOT_REPEATABLE, k)
-        del tf
 
     def _recorded_loss(self, k, before):
         """The loss the history (or, at the last step, the point) recorded after k steps."""
         h = self._history.as_dict()
         if k == self.steps:
             return before[2][0]
-        import numpy as np
-
         at = int(np.searchsorted(h["step"], k))
         return h["loss"][at] if at < len(h["step"]) and h["step"][at] == k else None
 
@@ -242,7 +241,7 @@ class Rewinding:
         t = self.timeline
         eta = t.eta_at(k)
         t.future = [s for s in t.segments if s.start + s.count > k]
-        if t.future and t.future[0].start < k:  # (the chunk k is in: from k on)
+        if t.future and t.future[0].start < k:  # (a copy: the cut below shortens the chunk k is in)
             head = t.future[0]
             t.future[0] = Segment(head.start, head.count, head.eta, head.mode, head.calls, False, None, head.stride)
         t._cut(k)
