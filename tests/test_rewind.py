@@ -256,3 +256,15 @@ def test_a_run_with_a_row_every_few_steps_repeats_on_its_rows(data, run, monkeyp
         keep = np.isin(h["step"], cut["step"])
         np.testing.assert_array_equal(h["loss"][keep], cut["loss"])
         assert np.array_equal(e.variables["x"].numpy(), final["x"])
+
+
+def test_a_run_on_an_eta_schedule_repeats_from_any_step(data, run):
+    steered = run("descend", "w=tf.zeros([12]) --eta 0.02 --steps 60 --no-widgets -o steered", CELLS["vector"][1])
+    steered.engine.eta = 0.05
+    steered.engine.run(60)
+    res = run("descend", "w=tf.zeros([12]) --eta-schedule steered --steps 200 --no-widgets", CELLS["vector"][1])
+    original, final = snapshot(res.engine)
+    assert set(original["eta"]) == {np.float32(0.02), np.float32(0.05)}
+    for k in (150, 61, 30, 60, 119, 120):
+        assert_branch_repeats(res.engine, 200, k, original, final, "schedule")
+        assert res.engine.eta == pytest.approx(0.05)

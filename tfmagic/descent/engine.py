@@ -181,7 +181,7 @@ class Descent(Settings, RunFacts, OneWayRuns, Rewinding):
         exact = self._point_is_exact()  # (after a rewind: the carried gradients, as the original step)
         if not exact:
             self._evaluate_point()
-        self.timeline.run_begins(primed=not exact)
+        self.timeline.run_begins(not exact, self.eta_plan)
         code = self._calls.code(self._calls.point, float(self._calls.point[1]))
         self._unhealthy_start = code == Status.DIVERGED
         self._stream_started(code)
@@ -255,6 +255,7 @@ class Descent(Settings, RunFacts, OneWayRuns, Rewinding):
         except KeyboardInterrupt:
             self.interrupted()
         finally:
+            self.timeline.run_ends(self)
             self._observers.end(self)
 
     def run(self, steps: int) -> Status:

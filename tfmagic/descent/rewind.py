@@ -63,6 +63,7 @@ class Segment:
     primed: bool  # its run began here: the point was evaluated eagerly first
     saved: tuple | None  # Calls.save()'s snapshot at its start (thinned)
     stride: int = 1  # a history row every this many steps from its start ("blocks")
+    plan: object = None  # the per-step etas its run followed (--eta-schedule), or None
 
 
 def _nbytes(saved):
@@ -76,18 +77,25 @@ class Timeline:
     number) from the first run, number 0), the future a rewind cut off (its modes are followed)."""
 
     def __init__(self):
+        self.planned = False  # a rewind set the engine's eta plan for the next run (run_ends takes it back)
         self.clear()
 
     def clear(self):
         self.segments, self.branches, self.future = [], [(0, 0)], []
         self.count = 0  # branches begun so far
         self.exact = None  # after a rewind: the variables' values there (a run then needs no fresh evaluation)
-        self._primed = False
+        self._primed, self._plan = False, None
         self._spacing = 0  # steps between kept snapshots (doubles as a run grows)
         self._kept, self._last_kept = 0, 0  # snapshots kept, the step of the last
+        self._sized, self._most = None, MOST_SNAPSHOTS  # the Calls whose snapshots' size set _most: at most this many
 
-    def run_begins(self, primed):
-        self._primed = primed
+    def run_begins(self, primed, plan):
+        self._primed, self._plan = primed, plan
+
+    def run_ends(self, engine):
+        """A run after a rewind followed the cut branch's eta schedule: the schedule was its own."""
+        if self.planned:
+            engine.eta_plan, self.planned = None, False
 
     def taken(self, start, count, eta, mode, saved, calls, stride=1):
         """A chunk from `start` of `count` steps was kept in the history. Chunks without a snapshot
@@ -97,17 +105,20 @@ class Timeline:
         self._cut(start)
         keep = not self.segments or self._primed or start - self._last_kept >= self._spacing
         last = self.segments[-1] if self.segments else None
-        if (not keep and (last.eta, last.mode, last.calls, last.stride) == (eta, mode, calls, stride)
+        if (not keep and (last.eta, last.mode, last.calls, last.stride, last.plan) == (eta, mode, calls, stride, self._plan)
                 and last.start + last.count == start and last.count % stride == 0):
             last.count += count
         else:
-            self.segments.append(Segment(start, count, eta, mode, calls, self._primed, saved if keep else None, stride))
+            self.segments.append(Segment(start, count, eta, mode, calls, self._primed, saved if keep else None, stride,
+                                         self._plan))
         self._primed = False
         if keep:
             self._last_kept, self._kept = start, self._kept + 1
-            most = max(FEWEST_SNAPSHOTS, min(MOST_SNAPSHOTS, SNAPSHOT_BYTES // max(_nbytes(saved), 1)))
-            if self._kept > most:
-                self._thin(most)
+            if calls is not self._sized:  # (a snapshot's size: once per optimizer)
+                self._sized = calls
+                self._most = max(FEWEST_SNAPSHOTS, min(MOST_SNAPSHOTS, SNAPSHOT_BYTES // max(_nbytes(saved), 1)))
+            if self._kept > self._most:
+                self._thin(self._most)
 
     def _thin(self, most):
         """Every other snapshot dropped (the first kept), and they are taken half as often from now on."""
@@ -240,6 +251,9 @@ class Rewinding:
     def _branch_at(self, k):
         t = self.timeline
         eta = t.eta_at(k)
+        at = next((s for s in reversed(t.segments) if s.start <= k), None)
+        if at is not None and at.plan is not None and self.eta_plan is None:  # (the schedule goes on from k)
+            self.eta_plan, t.planned = at.plan, True
         t.future = [s for s in t.segments if s.start + s.count > k]
         if t.future and t.future[0].start < k:  # (a copy: the cut below shortens the chunk k is in)
             head = t.future[0]
