@@ -17,8 +17,8 @@ STEPS = 200
 CELLS = [
     "%load_ext tfmagic",
     f"%%descend x=-1.5 y=2.0 --eta 0.002 --optimizer adam --steps {STEPS} -o r\nf = (1 - x)**2 + 10.0 * (y - x**2)**2",
-    "print('end', r.steps, r.engine.branches, int(r.history['branch'][0]), int(r.history['branch'][-1]), "
-    "float(x.numpy()))",
+    "branch = r.history.get('branch', [0])  # (a history has it once the run branched)\n"
+    "print('end', r.steps, r.engine.branches, int(branch[0]), int(branch[-1]), float(x.numpy()))",
 ]
 SETTLE_S = 30
 
