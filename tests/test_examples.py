@@ -132,6 +132,21 @@ def test_learning_rate_notebook():
     assert out.errors == [] and [e for e in out.stderr if e.strip()] == []
 
 
+def test_earlier_runs_notebook():
+    """The course's cell run with eta 0.1, 0.3, 1.0: the third shows the first two faint, labelled."""
+    nb = run_notebook("earlier_runs.ipynb")
+    out = Outputs(nb)
+    assert re.search(r"^run 2: eta 0.1 → 0.3\s+max_steps\s+final loss 0$", out.all, re.M), out.all
+    assert re.search(r"^run 1: first run \(sgd, eta 0.1\)\s+max_steps\s+final loss 0$", out.all, re.M)
+    assert "this run, run 3: final loss 64" in out.all  # eta 1.0: x jumps between 10 and -6
+    third = [c for c in nb.cells if c.source.startswith("%%descend x=10.0 --eta 1.0")][0]
+    html = "".join(o.data.get("text/html", "") for o in third.outputs if "data" in o)
+    faint = re.findall(r"<polyline [^>]*class='tfmagic-earlier'[^>]*data-label='([^']*)'[^>]*data-last-y='([^']*)'", html)
+    assert faint == [("run 2: eta 0.1 → 0.3", "0.0"), ("run 1: first run (sgd, eta 0.1)", "0.0")], faint
+    assert re.search(r"<td>3 \(this run\)</td><td>eta 0.3 → 1</td><td>50</td><td>64</td><td>max_steps</td>", html)
+    assert out.widgets >= 3 and out.errors == [] and [e for e in out.stderr if e.strip()] == []
+
+
 def test_landscapes_notebook():
     out = Outputs(run_notebook("landscapes.ipynb"))
     m = re.search(r"a = ([\d.]+)\n  b = ([\d.]+)", out.all)

@@ -163,3 +163,20 @@ def test_compare_view_of_runs_whose_history_is_strided(ip, run):
     view = CompareView(res)
     loss_fig = view._loss_box.children[0]
     assert [float(m.x[-1]) for m in loss_fig.marks] == [400.0, 400.0]  # the rows' steps, then where each ended
+
+
+@pytest.mark.parametrize("layers", [1, 3, 4, 6])
+def test_a_compares_text_computes_curvature_only_for_a_small_model(ip, run, layers):
+    """The text under a --compare of etas is shown by the display hook, where no interrupt
+    reaches λ's power iteration (seconds of TensorFlow C++ on a deep model): λ is computed
+    there for at most 10 variables, and used when it is already known."""
+    ip.run_cell("XS = tf.random.stateless_normal([16, 4], seed=[1, 2])\n"
+                f"mlp = tf.keras.Sequential([tf.keras.Input((4,))] + [tf.keras.layers.Dense(4, activation='tanh')"
+                f" for _ in range({layers})] + [tf.keras.layers.Dense(1)])")
+    res = run("descend", "mlp --steps 5 --compare eta=0.01,0.02 --no-widgets", "loss = tf.reduce_mean(mlp(XS) ** 2)")
+    small = len(res.engine.variables) <= 10
+    assert len(res.engine.variables) == 2 * (layers + 1)
+    assert ("largest curvature" in repr(res)) == small
+    assert hasattr(res.engine, "_curvature") == small
+    lam = res.engine.curvature()  # (computed from code: the next text names it)
+    assert lam and f"{lam:.4g}" in repr(res)

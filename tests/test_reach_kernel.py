@@ -260,12 +260,6 @@ def test_kernel_interrupt_during_a_slow_set_up_changes_nothing(kernel, slow, kin
     names = {"x": "x=-1:1" if kind == "restarts" else "x=1.0", "deep": "deep"}[target]
     if kind == "restarts" and target == "deep":
         pytest.skip("--restarts draws NAME=LO:HI starts: not for a model")
-    if kind == "compare" and target == "deep" and delay > 0.5:
-        # A known defect (issue 23 §1's class), measured 2026-12-07 at 751ce4d and since: when the set-up
-        # ended within `delay`, the interrupted --compare's result is shown by IPython's display hook,
-        # whose text computes the eta advice's λ (power iteration with Hessian-vector products, traced
-        # and instantiated by TensorFlow for this 100-layer model): the cell ends 2.6-9 s later.
-        pytest.xfail("an interrupted --compare of a deep model: its text computes λ for 3-9 s (open)")
     msg_id = execute(k, f"%%descend {names} {SETUP_KINDS[kind]} -o r\n{cell}")
     k.wait_iopub(k.child_of(msg_id, "execute_input"), timeout=30)
     time.sleep(delay)

@@ -102,6 +102,8 @@ def unload(shell):
     reuse = sys.modules.get("tfmagic.descent.reuse")
     if reuse is not None:
         reuse.CELLS.clear(shell.user_ns)  # (their engines, variables and optimizers)
+    if "tfmagic.earlier" in sys.modules:
+        sys.modules["tfmagic.earlier"].forget(shell)
     awaiting.unregister_await_transform(shell)
     ipykernel_fix.uninstall(getattr(shell, "kernel", None))
     interrupts.uninstall(getattr(shell, "kernel", None))

@@ -151,6 +151,9 @@ class DescentRun:
             return self._run(self._series_chunks(), self._after_series)
         if args.find_eta:
             return self._run(self._sweep_chunks(), self._after_sweep)
+        from tfmagic.earlier import join
+
+        join(self.shell, args, self.result)  # (its earlier runs: in its panel and its record)
         if not args.no_widgets:
             if self.awaited:
                 return self._run_live()

@@ -46,6 +46,8 @@ class HistoryCharts:
     sampled as finely as the run's time allows (see picture.Resolution).
     """
 
+    behind = None  # earlier runs drawn behind the loss (widgets/earlier.py): .marks {log: mark}, .last_step, .losses
+
     def __init__(self, variables, curve=None, surface=None, max_points=2000, epochs=False, validation=True):
         self.variables = {k: tuple(v) for k, v in variables.items()}
         self.epochs = epochs  # a --data run: the loss chart adds a smoothed line and each epoch's losses
@@ -135,6 +137,8 @@ class HistoryCharts:
                     mark.visible = visible
                     mark.x, mark.y = x, y
 
+    loss_scales = property(lambda self: {log: line.scales for log, line in self._loss_lines.items()})
+
     @property
     def loss_line(self):
         """The loss line on screen (on a linear or log y scale)."""
@@ -217,6 +221,7 @@ class HistoryCharts:
             self.picture.update(history, end)
 
     def _set_iterations(self, n):
+        n = max(n, self.behind.last_step + 1 if self.behind else 0)
         if n != self._n:
             self._n = n
             with self._iter_scale.hold_sync():
@@ -228,6 +233,8 @@ class HistoryCharts:
     # -- loss ------------------------------------------------------------------
     def _auto_log(self, loss):
         v = loss[np.isfinite(loss)]
+        if self.behind:
+            v = np.concatenate([v, self.behind.losses])
         use_log = bool(v.size and v.min() > 0 and v.max() / v.min() > 10 ** LOG_DECADES)
         if use_log != self.log_toggle.value:
             self._setting_log = True
@@ -241,7 +248,7 @@ class HistoryCharts:
             self._log_user = True
         for log in (False, True):
             self._loss_lines[log].visible = self._loss_yaxes[log].visible = log == change["new"]
-            for mark in self._epoch_marks.get(log, ()):
+            for mark in (*self._epoch_marks.get(log, ()), *([self.behind.marks[log]] if self.behind else ())):
                 mark.visible = log == change["new"]
         self._set_loss_title()
         if self._last_loss is not None:

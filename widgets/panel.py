@@ -21,8 +21,11 @@ from tfmagic.descent.status import Status
 from tfmagic.present.html import STYLE, tensors_html
 
 from .a11y import AriaNames
+from .arrows import Arrows
 from .charts import HistoryCharts
 from .controls import ARIA_NAMES, ETA_STEP, Controls, entry
+from .start_click import StartClicks
+from .earlier import EarlierView
 from .status_line import StatusLine
 from .steering import SteeringCheck
 from .timeline import ARIA_NAMES as TIMELINE_NAMES, Timeline
@@ -54,6 +57,10 @@ class DescentPanel:
         self.charts = HistoryCharts({n: tuple(v.shape) for n, v in engine.variables.items()},
                                     curve=curve, surface=surface, epochs=result.epochs is not None,
                                     validation=result.validated)
+        picture = self.charts.picture  # (a click on it picks the next start; on a surface, the arrows)
+        self.start_clicks = picture and StartClicks(picture, runner, self.status_line, self._update_status)
+        self.arrows = picture and picture.dims == 2 and Arrows(picture, engine, runner.call)
+        self.earlier = EarlierView(self.charts, result)  # the cell's earlier runs: faint lines and their table
         self.table = W.HTML(f"{STYLE}<div class='tfmagic-html'>{tensors_html(result.tensors)}</div>")
         self.table.add_class("tfmagic-tensors")
         self.table.layout.display = "none"
@@ -64,8 +71,8 @@ class DescentPanel:
         self.tensors_toggle.observe(self._show_tensors, "value")
         tensors = W.VBox([self.tensors_toggle, self.table])
         self.timeline = Timeline(runner, self.charts, self.status_line, self.refresh, self._update_status)
-        self.widget = W.VBox([*self.controls.rows, self.status, self.timeline.widget, self.charts.widget, tensors,
-                              AriaNames(names={**ARIA_NAMES, **TIMELINE_NAMES})],
+        self.widget = W.VBox([*self.controls.rows, self.status, self.timeline.widget, self.charts.widget,
+                              self.earlier.widget, tensors, AriaNames(names={**ARIA_NAMES, **TIMELINE_NAMES})],
                              layout=W.Layout(max_width="920px"))
         self.widget.add_class("tfmagic-panel")
 
@@ -77,6 +84,7 @@ class DescentPanel:
         self.find_eta.on_click(lambda _: runner.call(self._find_eta))
         engine.observe(self._on_chunk)
         runner.on_end.append(self.refresh)
+        runner.on_end.append(self.earlier.refresh)
         self.steering = SteeringCheck(self.widget, runner, self._steering_changed)
         self.status_line.steering = self.steering.blocked
         self._refining = 0  # counts run ends: only the latest run's idle redraws go on
@@ -124,6 +132,8 @@ class DescentPanel:
         end = engine.now or {n: float(np.asarray(v).reshape(-1)[0]) for n, v in engine.variables.items()
                              if v.shape.num_elements() == 1}
         self.charts.update(engine.history, end, self._epochs())
+        for extra in (self.start_clicks, self.arrows):
+            extra and extra.refresh()
         self._update_status()
         self._update_buttons()
         self.timeline.follow()

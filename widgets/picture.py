@@ -178,7 +178,7 @@ class Picture:
         self._px_axis = ax[0]
         self.title = f"Loss as a function of {name}"
         self.fig = figure(self.title, "tfmagic-curve-chart", [self.curve_line, self.trail, self.point, self.exit], ax)
-        self.box = self.fig
+        self.box = W.VBox([self.fig], layout=W.Layout(min_width="0"))  # (a panel adds its lines under it)
 
     def _build_surface(self):
         a, b = self.names
@@ -287,6 +287,24 @@ class Picture:
             title += " · not drawn yet: the loss is costly"
         if self.fig.title != title:
             self.fig.title = title
+
+    def clamped(self, xy):
+        """name -> a clicked point's value moved onto the drawn window (the curve's x only; its
+        y is a loss), and whether it had to move; None before anything is drawn."""
+        if self.window is None:
+            return None
+        values = {n: float(v) for n, v in zip(self.names, xy)}
+        inside = {n: min(max(v, lo), hi) for (n, v), (lo, hi) in zip(values.items(), self._ranges())}
+        return inside, inside != values
+
+    def on_picture(self, values, height=math.nan):
+        """(x, y) on the plot of a point (name -> value): on the curve, its loss read off the
+        curve (`height` where the curve is not drawn yet)."""
+        if self.dims == 2:
+            return float(values[self.names[0]]), float(values[self.names[1]])
+        x = float(values[self.names[0]])
+        y = self._curve_at(x) if self.window is not None else math.nan
+        return x, y if math.isfinite(y) else height
 
     def _curve_at(self, x):
         if not len(self._curve_x) or not self.window[0] <= x <= self.window[1]:

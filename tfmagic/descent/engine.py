@@ -22,6 +22,8 @@ from tfmagic.descent.keep_best import BestPoint
 from tfmagic.descent.optimizers import check_eta
 from tfmagic.descent.schedule import plan_at
 from tfmagic.descent.settings import Settings
+from tfmagic.descent.start_point import StartPoint
+from tfmagic.descent.motion import Motion
 from tfmagic.descent.calls import XLA_MODES, XlaSkipsChecks
 from tfmagic.descent.one_way import OneWayRuns
 from tfmagic.descent.policy import CHUNK_SECONDS, STEERED_CHUNK_SECONDS, XLA_PAYS_AFTER_SECONDS  # noqa: F401 (read from here)
@@ -30,7 +32,7 @@ from tfmagic.descent.chunks import Chunk, drain  # noqa: F401 (drain: imported f
 from tfmagic.descent.rewind import Rewinding, Timeline
 
 
-class Descent(Settings, RunFacts, OneWayRuns, Rewinding):
+class Descent(StartPoint, Settings, RunFacts, OneWayRuns, Motion, Rewinding):
     """Minimise `loss_fn()` over `variables` (name -> tf.Variable)."""
 
     def __init__(self, tf, loss_fn, variables, *, eta=0.1, optimizer="sgd", device=None, tol=None, jit="auto",

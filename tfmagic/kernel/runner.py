@@ -170,6 +170,7 @@ class LiveRunner:
         """Run in the background (after the cell ended): Play on a finished run."""
         if self.running or self.detached:
             return
+        self._from_picked_start()
         self.running = self.background = True  # claimed now: a second click cannot start a second task
 
         async def go():
@@ -186,6 +187,7 @@ class LiveRunner:
     def step(self, done):
         """Step: one step once no run is going (a run going on pauses first); then done()."""
         def one_step():
+            self._from_picked_start()
             self.engine.run(1)
             self.engine.pause()
             done()
@@ -216,6 +218,17 @@ class LiveRunner:
 
         self.stop(Status.PAUSED)
         self.when_idle(rewind)
+
+    def set_start(self, values):
+        """A start picked on the loss picture (name -> value): the next run starts there (Reset, or
+        Play/Step once no run is going; a run going on is not moved). Returns the values as the
+        variables will hold them; raises start_point.BadStart."""
+        return self.engine.set_start(values)
+
+    def _from_picked_start(self):
+        """Play or Step after a start was picked: a new run from there, not the old one going on."""
+        if self.engine.start_pending:
+            self.engine.reset()
 
     def set_eta(self, eta):
         self.engine.eta = eta  # a variable assign: the next step uses it

@@ -6,6 +6,7 @@ import numpy as np
 
 from tfmagic.descent.status import NO_END_YET
 from tfmagic.present.messages import steps_text
+from tfmagic.present.earlier import earlier_html, earlier_lines, legend_label
 from tfmagic.present.multi import MULTI_HEAD, multi_rows, multi_summary
 from tfmagic.present.points import final_point
 from tfmagic.present.svg import loss_svg, runs_svg, sweep_svg
@@ -78,7 +79,8 @@ def descent_html(res):
         f"{STYLE}<div class='tfmagic-descent tfmagic-html'><b class='tfmagic-status-{e(res.status)}'>{e(res.status)}</b>: "
         f"{steps_text(res.steps)} of {e(res.optimizer)} (eta={res.eta:g}) on {e(res.device)}, {e(final_loss_text(res))}"
         f"<table>{values}</table>" + _epochs_html(res.epochs) + "".join(f"<p>{e(x)}</p>" for x in extra if x)
-        + loss_svg(res.history, run_end(res), res.epoch_points()) + "</div>"
+        + loss_svg(res.history, run_end(res), res.epoch_points(), earlier_lines(res),
+                   legend_label(res.this_run, now=True) if res.earlier else "loss") + earlier_html(res) + "</div>"
     )
 
 

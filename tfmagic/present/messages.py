@@ -100,12 +100,12 @@ ON_THE_BOUND = 1e-3  # an eta this close (relatively) to 2/λ is taken as on it:
 CHANGED = 0.05  # λ where a run ended differs from the start's by more than this: it changed along the path
 
 
-def eta_advice(engine, runs=None):
+def eta_advice(engine, runs=None, only_if_cheap=False):
     """Where plain gradient descent diverges, from the largest curvature at the start ('' if
     unknown), checked against `runs` (label -> a --compare run of sgd) when given: 2/λ at the
     start bounds eta exactly only where λ is the same everywhere (a quadratic), so the runs
     that went above it and did not diverge, or below it and did, are named."""
-    lam = engine.curvature()
+    lam = engine.curvature(only_if_cheap)
     if not lam:
         return ""
     bound = 2.0 / lam
@@ -289,3 +289,62 @@ def rewind_refused(code, facts):
 
 
 RewindRefused.words = rewind_refused  # (the engine's refusals say themselves in these words)
+
+def start_text(values):
+    """'x = 1.5, y = -0.3': a start picked on the loss picture, as the variables hold it."""
+    return ", ".join(f"{n} = {float(v):.4g}" for n, v in values.items())
+
+
+def next_start(values, running, clamped):
+    """The status line after a click on the loss picture (start_point.StartPoint.set_start)."""
+    where = f"next run starts at {start_text(values)}" + (" (the click, moved onto the drawn range)" if clamped else "")
+    if running:
+        return f"{where}: this run goes on; Reset, or Play once it ends, starts there."
+    return f"{where}: Play or Reset starts there."
+
+
+def start_refused(err):
+    """A start_point.BadStart in words."""
+    why = {"unknown": "is not a variable of this run", "not_scalar": "has more than one element",
+           "not_finite": f"would be {err.value!r}, not a finite number"}[err.why]
+    return f"no new start: {err.name} {why}."
+
+
+def picked_start(values):
+    """The status line once a run started from a clicked start (Reset, Play or Step took it up)."""
+    return f"this run starts at {start_text(values)}, the point clicked."
+# -- the earlier runs of a cell (descent/earlier.py): what changed from one run to the next --
+EARLIER_WORDS = {"steps": "steps", "tol": "tol", "device": "device", "jit": "jit", "pace": "pace", "seed": "seed",
+                 "batch_size": "batch size", "data": "data", "eta_schedule": "eta schedule", "strategy": "strategy"}
+
+
+def _setting(value):
+    if value is None:
+        return "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def earlier_change(setting, old, new):
+    """One change between two runs of a cell: 'eta 0.1 → 0.3', 'adam → sgd', 'x=10.0 → 5.0'."""
+    kind, _, name = setting.partition(":")
+    if setting == "optimizer":
+        return f"{_setting(old)} → {_setting(new)}"
+    if kind == "start":  # NAME=INIT (none: the variable as it was)
+        return f"{name}={_setting(old)} → {_setting(new)}"
+    if kind == "value":  # a Python number the cell read from the namespace
+        return f"{name} {_setting(old)} → {_setting(new)}"
+    return f"{EARLIER_WORDS.get(setting, setting)} {_setting(old)} → {_setting(new)}"
+
+
+def earlier_label(run):
+    """What changed in a run of a cell from the run before it (a descent.earlier.EarlierRun)."""
+    if run.changes is None:
+        s = run.settings
+        return f"first run ({s.get('optimizer')}, eta {_setting(s.get('eta'))})"
+    if not run.changes:
+        return "same settings"
+    return ", ".join(earlier_change(*c) for c in run.changes)
+
+
+EARLIER_HEAD = ("run", "what changed", "steps", "final loss", "status")
+EARLIER_TITLE = "earlier runs of this cell, newest first"

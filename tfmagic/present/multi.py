@@ -32,9 +32,9 @@ def multi_summary(multi):
     lines = [f"best: {multi.best} (its values are now in the variables)"]
     if multi.kind == "restarts":
         lines += _minima_lines(multi)
-    # (after Kernel > Interrupt the cell ends now: λ's power iteration traces for seconds on a deep model)
+    # (shown by the display hook, where no interrupt reaches λ's seconds of C++ on a deep model)
     interrupted = any(r.status == Status.INTERRUPTED for r in multi.runs.values())
-    advice = eta_advice(multi.engine, multi.runs) if multi.what == "eta" and not interrupted else ""
+    advice = eta_advice(multi.engine, multi.runs, only_if_cheap=True) if multi.what == "eta" and not interrupted else ""
     if advice:
         lines.append(advice)
     return lines

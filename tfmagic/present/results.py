@@ -20,6 +20,8 @@ class DescentResult(_Shown):
     """A live view of a descent: it follows the engine when the UI runs more steps."""
 
     shown_steps = None  # the steps its last HTML showed (a panel's Play may take more after)
+    this_run = None  # its descent.earlier.EarlierRun in its cell's series (None: not in one)
+    earlier = ()  # the earlier runs of its cell, newest first (present.earlier.EarlierResult each)
 
     def _repr_html_(self):
         self.shown_steps = self.steps

@@ -12,6 +12,7 @@ from tfmagic.present.points import decimate, final_point, path_points
 
 SVG_W, SVG_H, SVG_POINTS = 360, 110, 300
 LEFT, RIGHT, TOP, BOTTOM = 40, 10, 16, 20  # the plot area's margins
+FAINT = " class='tfmagic-earlier' stroke-opacity='0.45' fill-opacity='0.45'"  # an earlier run's line
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]  # (the live charts')
 
 
@@ -25,11 +26,13 @@ def _fmt(v):
     return f"{v:.3g}"
 
 
-def chart_svg(css, title, lines, x_label="iteration", log=None, log_x=False, marks="", width=SVG_W, floor=None):
+def chart_svg(css, title, lines, x_label="iteration", log=None, log_x=False, marks="", width=SVG_W, floor=None,
+              faint=frozenset()):
     """An SVG of `lines` ((label, x, y, colour, dots) each; dots: markers, not a line) on shared
     axes; '' if no line has 2 finite points. log=None: a log loss axis where all is > 0 and spans
     more than two decades; `floor`: where a value <= 0 is drawn on a log axis (the title says so).
-    Each line says where it ends (data-last-x, data-last-y: its value, not the floor)."""
+    Each line says where it ends (data-last-x, data-last-y: its value, not the floor). The lines
+    labelled in `faint` (earlier runs) are drawn first, faint, behind the others."""
     lines = [(label, *_finite(x, y), colour, dots) for label, x, y, colour, dots in lines]
     drawn = [ln for ln in lines if len(ln[1])]
     if not any(len(ln[1]) >= 2 for ln in drawn):
@@ -47,7 +50,7 @@ def chart_svg(css, title, lines, x_label="iteration", log=None, log_x=False, mar
     keyed = len(lines) > 1
     height = SVG_H + (14 * len(lines) if keyed else 0)
     body = [marks(px, py) if callable(marks) else marks]
-    for label, x, y, colour, dots in drawn:
+    for label, x, y, colour, dots in sorted(drawn, key=lambda ln: ln[0] not in faint):
         if len(x) > SVG_POINTS:
             keep = decimate(len(x), SVG_POINTS)
             x, y = x[keep], y[keep]
@@ -57,10 +60,11 @@ def chart_svg(css, title, lines, x_label="iteration", log=None, log_x=False, mar
             circles = "".join(f"<circle cx='{a:.1f}' cy='{b:.1f}' r='2.5'/>" for a, b in zip(px(x), py(y)))
             body.append(f"<g class='tfmagic-svg-dots' fill='{colour}' {end} data-points='{pts}'>{circles}</g>")
         else:
-            body.append(f"<polyline fill='none' stroke='{colour}' stroke-width='1.5' {end} points='{pts}'/>")
+            look = FAINT if label in faint else ""
+            body.append(f"<polyline fill='none' stroke='{colour}' stroke-width='1.5'{look} {end} points='{pts}'/>")
     for i, (label, x, _, colour, _) in enumerate(lines if keyed else ()):
         y = SVG_H + 14 * i + 4
-        body.append(f"<rect x='{LEFT}' y='{y}' width='14' height='3' fill='{colour}'/>"
+        body.append(f"<rect x='{LEFT}' y='{y}' width='14' height='3' fill='{colour}'{FAINT if label in faint else ''}/>"
                     f"<text x='{LEFT + 20}' y='{y + 5}'>{html.escape(label)}{'' if len(x) else ' (no finite loss)'}</text>")
     lo, hi = (10 ** y0, 10 ** y1) if log else (y0, y1)
     first, last = (10 ** x0, 10 ** x1) if log_x else (x0, x1)
@@ -79,17 +83,19 @@ def chart_svg(css, title, lines, x_label="iteration", log=None, log_x=False, mar
     )
 
 
-def loss_svg(history, end=None, epochs=None):
+def loss_svg(history, end=None, epochs=None, earlier=(), label="loss"):
     """The loss of a run to `end`, the point it ended at; `epochs` = (end steps, mean training
-    losses, validation losses) of a --data run, drawn as dots, as the live chart draws them."""
+    losses, validation losses) of a --data run, drawn as dots, as the live chart draws them;
+    `earlier` = (label, steps, losses) of the cell's earlier runs, drawn faint behind it."""
     points = path_points(history, end)
     loss, steps = _finite(points["step"], points["loss"])[::-1]
-    lines = [("loss", steps, loss, COLORS[0], False)]
+    lines = [(label, steps, loss, COLORS[0], False)]
     if epochs is not None and len(epochs[0]):
         lines.append(("epoch mean", epochs[0], epochs[1], COLORS[1], True))
         if np.isfinite(epochs[2]).any():
             lines.append(("validation", epochs[0], epochs[2], COLORS[3], True))
-    svg = chart_svg("tfmagic-loss-svg", "loss", lines)
+    faint = [(name, x, y, COLORS[1 + i % (len(COLORS) - 1)], False) for i, (name, x, y) in enumerate(earlier)]
+    svg = chart_svg("tfmagic-loss-svg", "loss", lines + faint, faint={ln[0] for ln in faint})
     if not svg or len(loss) < 2:
         return ""
     return svg.replace(" role='img'", f" data-last-step='{int(steps[-1])}' data-last-loss='{float(loss[-1])!r}' role='img'", 1)

@@ -3,6 +3,7 @@
 import numpy as np
 
 from tfmagic.descent.status import Status
+from tfmagic.present.earlier import earlier_text
 from tfmagic.present.messages import steps_text
 from tfmagic.present.multi import MULTI_HEAD, multi_rows, multi_summary
 
@@ -111,6 +112,8 @@ def descent_text(res):
     note = constants_note(res.constants)
     if note:
         lines.append(note)
+    if res.earlier:
+        lines.append(earlier_text(res))
     return "\n".join(lines)
 
 
