@@ -241,4 +241,15 @@ def test_sharpness_notebook(tmp_path):
     assert m and float(m.group(1)) < float(m.group(2))  # unstable, yet it trained further
     assert re.search(r"sharpness λ = [\d.]+ at step 3000; 2/eta = 100: below it", out.all)
     assert out.steerable == ["edge"] and out.steerable_panels_are_live(), out.live
+
+
+def test_time_travel_notebook():
+    out = Outputs(run_notebook("time_travel.ipynb"))
+    assert "back at step 20  x = 7.3409  eta 0.01" in out.all  # 2 + 8 * 0.98**20
+    assert "same eta, same run: True" in out.all
+    assert re.search(r"eta=0\.01\s+loss at step 40: 12\.7 +x = 5\.5656\d\d", out.all)  # 2 + 8 * 0.98**40
+    assert re.search(r"eta=0\.5\s+loss at step 40: 0 +x = 2\.000000", out.all)
+    for eta in ("0.1", "0.9"):  # 2 + 5.3409 * (±0.8)**20: the same point, one sliding, one jumping
+        assert re.search(rf"eta={eta}\s+loss at step 40: 0\.00379 +x = 2\.06157\d", out.all), out.all
+    assert "branches (step, number): [(0, 0), (20, 5)] ; the rows from step 20 are of branch 5" in out.all
     assert out.errors == [] and [e for e in out.stderr if e.strip()] == []

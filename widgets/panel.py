@@ -30,6 +30,7 @@ from .earlier import EarlierView
 from .landscape_view import landscape_view
 from .status_line import StatusLine
 from .steering import SteeringCheck
+from .timeline import ARIA_NAMES as TIMELINE_NAMES, Timeline
 
 PUSH_INTERVAL = 0.2  # seconds between chart pushes while running: the browser redraws ~2000 SVG nodes each time
 IDLE_REFINE_FIRST, IDLE_REFINE_LAST = 0.25, 8.0  # seconds after a run: the picture drawn finer while idle
@@ -73,9 +74,10 @@ class DescentPanel:
         self.tensors_toggle.add_class("tfmagic-tensors-toggle")
         self.tensors_toggle.observe(self._show_tensors, "value")
         tensors = W.VBox([self.tensors_toggle, self.table])
+        self.timeline = Timeline(runner, self.charts, self.status_line, self.refresh, self._update_status)
         sharpness = [self.sharpness_chart.widget] if self.sharpness_chart else []
-        self.widget = W.VBox([*self.controls.rows, self.status, self.charts.widget, self.earlier.widget, *sharpness, tensors,
-                              AriaNames(names=ARIA_NAMES)],
+        self.widget = W.VBox([*self.controls.rows, self.status, self.timeline.widget, self.charts.widget,
+                              self.earlier.widget, *sharpness, tensors, AriaNames(names={**ARIA_NAMES, **TIMELINE_NAMES})],
                              layout=W.Layout(max_width="920px"))
         self.widget.add_class("tfmagic-panel")
 
@@ -141,6 +143,7 @@ class DescentPanel:
             self.landscape.update()
         self._update_status()
         self._update_buttons()
+        self.timeline.follow()
 
     def _show_status(self):
         """Redraw the status line (and the eta entry) soon: now, or once when STATUS_RATE allows."""

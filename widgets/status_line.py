@@ -35,6 +35,7 @@ class StatusLine:
         self.runner, self.result, self.steps, self.eta_max = runner, result, steps, eta_max
         self.warning = ""
         self.steering = ""  # while the cell runs: why the controls cannot reach it (steering.py)
+        self.shown = None  # a step the timeline shows (a history row), instead of where the run is (timeline.py)
         # The cell's own run ends in the result printed under the panel, with its outcome in
         # words: the panel says it only for runs started from its buttons after that.
         self.result_says_outcome = True
@@ -80,7 +81,7 @@ class StatusLine:
         row wrapped the device alone onto a second line): where the run is, and how it runs."""
         e = self.runner.engine
         # Where the variables are, as the charts end there (a retired engine's point is the newer run's).
-        point = None if e.retired else e.now
+        point = self.shown or (None if e.retired else e.now)
         loss = point["loss"] if point else e.final_loss
         grad = point["grad_norm"] if point else e.final_grad_norm
         device = e.replicas.describe() if e.replicas else short_device(e.device) or "CPU:0"
@@ -89,7 +90,7 @@ class StatusLine:
             limit = (f" <span title='2/λ, λ the largest curvature of the loss at the start: near the start plain "
                      f"gradient descent diverges above this eta (on a quadratic, everywhere)'>"
                      f"(sgd diverges above ≈ {self.eta_max:.3g} near the start)</span>")
-        run = [f"iteration <b>{e.steps}</b>", f"{'batch loss' if e.mini_batches else 'loss'} <b>{_fmt(loss)}</b>",
+        run = [f"iteration <b>{int(point['step']) if self.shown else e.steps}</b>", f"{'batch loss' if e.mini_batches else 'loss'} <b>{_fmt(loss)}</b>",
                f"|grad| {_fmt(grad)}"]
         how = [f"eta {e.eta:g}{limit}", self._rate_text(status), device]
         table = self.result.epochs

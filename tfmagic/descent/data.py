@@ -129,9 +129,8 @@ class EpochLog:
 
     def close(self, engine, chunk):
         """The epoch rows `chunk` closed: (epoch, mean training loss, validation loss, seconds)."""
-        if chunk.start < self._seen:  # a reset: start over
-            self.rows, self._logged, self._losses, self._seconds = [], 0, [], 0.0
-            self._t0 = time.perf_counter()
+        if chunk.start < self._seen:  # a reset, or a rewind (descent/rewind.py): back to the chunk's start
+            self._back_to(engine.history, chunk.start)
         self._seen = engine.steps
         now = time.perf_counter()
         losses = np.asarray(chunk.rows["loss"], np.float64)
@@ -151,6 +150,15 @@ class EpochLog:
         self._losses.append(losses)
         self._seconds += span * len(losses) / steps
         return tuple(closed)
+
+    def _back_to(self, history, step):
+        """The epochs that ended by `step` stay; the one it is in has the losses before it."""
+        start = step // self.epoch_steps * self.epoch_steps
+        self.rows = [r for r in self.rows if r[0] * self.epoch_steps <= start]
+        steps = np.asarray(history["step"])
+        self._losses = [np.asarray(history["loss"], np.float64)[(steps >= start) & (steps < step)]]
+        self._logged = self.rows[-1][0] * self.epoch_steps if self.rows else 0
+        self._seconds, self._t0 = 0.0, time.perf_counter()
 
     def _close_epoch(self, end, here, validated):
         """The row of the epoch ending at step `end` (`here`: the variables hold that point;

@@ -30,9 +30,10 @@ from tfmagic.descent.one_way import OneWayRuns
 from tfmagic.descent.policy import CHUNK_SECONDS, STEERED_CHUNK_SECONDS, XLA_PAYS_AFTER_SECONDS  # noqa: F401 (read from here)
 from tfmagic.descent.status import Note, Status
 from tfmagic.descent.chunks import Chunk, drain  # noqa: F401 (drain: imported from here by others)
+from tfmagic.descent.rewind import Rewinding, Timeline
 
 
-class Descent(StartPoint, Settings, RunFacts, OneWayRuns, Motion):
+class Descent(StartPoint, Settings, RunFacts, OneWayRuns, Motion, Rewinding):
     """Minimise `loss_fn()` over `variables` (name -> tf.Variable)."""
 
     def __init__(self, tf, loss_fn, variables, *, eta=0.1, optimizer="sgd", device=None, tol=None, jit="auto",
@@ -64,6 +65,7 @@ class Descent(StartPoint, Settings, RunFacts, OneWayRuns, Motion):
         self.reused = reuse is not None  # this run took over an earlier run's (nothing traced for it)
         self.eta_plan = None  # per-step etas to follow (--eta-schedule), else None
         self.kept = BestPoint()  # where a run that diverges after eta was raised goes back to
+        self.timeline = Timeline()  # the chunks kept, for rewind(k) (rewind.py)
         if reuse is not None:
             self._take_over(reuse)
         self.reset()
@@ -88,7 +90,7 @@ class Descent(StartPoint, Settings, RunFacts, OneWayRuns, Motion):
             if self.one_way:  # (a redo would take other batches)
                 return (*self._stream_unhealthy(rows, count, stride), code, traced)
         if code == Status.RUNNING or (code == Status.CONVERGED and count - block == 1):
-            return self._record(rows, count, stride), count, code, traced
+            return self._record(rows, count, stride, (mode, saved)), count, code, traced
         self._calls.restore()
         head = self._history.empty_rows()
         if block:
@@ -104,9 +106,12 @@ class Descent(StartPoint, Settings, RunFacts, OneWayRuns, Motion):
         return head, block, Status.DIVERGED, traced
 
     # -- running -----------------------------------------------------------
-    def _record(self, points, count, stride):
-        """Add a chunk's raw rows to the history; returns them as history rows."""
+    def _record(self, points, count, stride, taken=None):
+        """Add a chunk's raw rows to the history; returns them as history rows. `taken`: (its mode, the
+        snapshot at its start), for rewind (rewind.py)."""
         rows = self._history.append(points, self.steps, stride, self._eta)  # (eta only changes between chunks)
+        if taken is not None:
+            self.timeline.taken(self.steps, count, self._eta, *taken, self._calls, stride)
         self.steps += count
         return rows
 
@@ -133,7 +138,9 @@ class Descent(StartPoint, Settings, RunFacts, OneWayRuns, Motion):
         exact_until, exact_error = 0, None  # after an error: one step per chunk up to here, to find its step
         while code == Status.RUNNING and done < steps:
             def plan(left=steps - done):
-                return policy.next_chunk(self._steps_allowed(left, max_chunk), self._history.stride)
+                mode, n, stride = policy.next_chunk(self._steps_allowed(left, max_chunk), self._history.stride)
+                # (after a rewind: the cut branch's chunks, so the branch repeats it exactly)
+                return self.timeline.follow(self.steps, mode, n, self._history.stride) or (mode, n, stride)
             if self.cluster:  # the chief's stop request, eta and chunk on every worker
                 plan = self.cluster.agree(self, self._stop_request if done else None, plan)
             if self._stop_request and done:
@@ -189,15 +196,21 @@ class Descent(StartPoint, Settings, RunFacts, OneWayRuns, Motion):
         self.status = Status.RUNNING
         self.error, self.error_redone, self.kept.rewound = None, False, None
         self._run_steps, self._run_seconds = 0, 0.0
-        if self._stream and self._calls.point is not None:
-            self._stream.rewind()  # a run goes on: its point is evaluated again on the same batch
-        self._calls.prime()
+        exact = self._point_is_exact()  # (after a rewind: the carried gradients, as the original step)
+        if not exact:
+            self._evaluate_point()
+        self.timeline.run_begins(not exact, self.eta_plan)
         code = self._calls.code(self._calls.point, float(self._calls.point[1]))
         self._unhealthy_start = code == Status.DIVERGED
         self._stream_started(code)
         if steps <= HISTORY_MAX:  # (not for a Play that runs until stopped)
             self._history.reserve(steps)
         return code
+
+    def _evaluate_point(self):
+        if self._stream and self._calls.point is not None:
+            self._stream.rewind()  # a run goes on: its point is evaluated again on the same batch
+        self._calls.prime()
 
     def _steps_allowed(self, left, max_chunk):
         """At most this many steps in the next chunk: the steps left, a paced run's chunk, the rest of
@@ -260,6 +273,7 @@ class Descent(StartPoint, Settings, RunFacts, OneWayRuns, Motion):
         except KeyboardInterrupt:
             self.interrupted()
         finally:
+            self.timeline.run_ends(self)
             self._observers.end(self)
 
     def run(self, steps: int) -> Status:

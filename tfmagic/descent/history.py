@@ -29,6 +29,7 @@ class History:
         self._n = 0
         self._view = None
         self.stride = 1  # a row every `stride` steps (grows as a very long run is thinned)
+        self.branches = [(0, 0)]  # (step, number) where each branch begins (descent/rewind.py)
 
     def reserve(self, rows):
         """Room for `rows` more rows at once (a run knows its length): growing by doubling
@@ -90,4 +91,7 @@ class History:
             n = self._n
             self._view = {c: self._rows[:n, i] for i, c in enumerate(self.columns)}
             self._view["step"] = self._steps[:n]
+            if self.branches != [(0, 0)]:  # (after a rewind: each row's branch)
+                starts, numbers = np.array(self.branches, np.int64).T
+                self._view["branch"] = numbers[np.searchsorted(starts, self._steps[:n], side="right") - 1]
         return self._view

@@ -37,6 +37,7 @@ class Settings:
             var.assign(init)
         self._history.clear()
         self.kept.clear()
+        self.timeline.clear()
         self.steps = 0
         self.status = Status.READY
         self.error = None  # the exception that stopped the run (Status.ERROR)

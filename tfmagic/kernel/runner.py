@@ -210,6 +210,20 @@ class LiveRunner:
         self.stop(Status.STOPPED)
         self.when_idle(reset)
 
+    def rewind(self, step, done):
+        """Go on from here: the engine back to the point after `step` (descent/rewind.py), once no
+        run is going (a run going on pauses first); then done(). A refusal goes to .error."""
+        def rewind():
+            try:
+                self.engine.rewind(step)
+                self.error = None
+            except ValueError as err:  # (rewind.RewindRefused: nothing changed)
+                self.error = err
+            done()
+
+        self.stop(Status.PAUSED)
+        self.when_idle(rewind)
+
     def set_start(self, values):
         """A start picked on the loss picture (name -> value): the next run starts there (Reset, or
         Play/Step once no run is going; a run going on is not moved). Returns the values as the

@@ -9,6 +9,7 @@ import math
 
 from tfmagic.cell.explain import tf_message
 from tfmagic.descent.calls import BLOWUP_FACTOR
+from tfmagic.descent.rewind import Refusal, RewindRefused
 from tfmagic.descent.status import CUT_SHORT, DATA_STOPS, ESCAPED, Note, Retrace, Status, Whose
 
 ADAPTIVE = ("adam", "rmsprop", "adagrad")  # optimizers that scale their own steps
@@ -269,6 +270,25 @@ def cannot_steer(kernel=None):
             "when the cell ends, Play, Step, Stop (at the end of a chunk) and eta work, the run going on "
             "in the background. --pace N makes a run slow enough to watch.")
 
+
+def rewind_refused(code, facts):
+    """Why engine.rewind(k) did not go back (descent/rewind.py); nothing changed."""
+    k, last = (list(facts) + [None, None])[:2]
+    return {
+        Refusal.OUT_OF_RANGE: f"cannot rewind to step {k!r}: this run has the steps 0 to {last}",
+        Refusal.PAST_DIVERGENCE: f"cannot rewind to step {k}: that step blew up; the last finite point is "
+                                 f"step {last}",
+        Refusal.WHILE_RUNNING: "cannot rewind while the run is going: pause or stop it first",
+        Refusal.ONE_WAY: "cannot rewind a run that reads a tf.data.Dataset: its batches cannot be read again "
+                         "(pass arrays to --data to rewind)",
+        Refusal.OPTIMIZER_CHANGED: f"cannot rewind to step {k}: the optimizer was switched at step {last}; "
+                                   f"rewind to step {last} or later",
+        Refusal.NOT_REPEATABLE: f"cannot rewind to step {k}: replaying the steps did not give the recorded "
+                                f"loss (the cell has randomness in it); the run stays where it was",
+    }[code]
+
+
+RewindRefused.words = rewind_refused  # (the engine's refusals say themselves in these words)
 
 def start_text(values):
     """'x = 1.5, y = -0.3': a start picked on the loss picture, as the variables hold it."""
