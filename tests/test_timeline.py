@@ -26,7 +26,7 @@ def test_scrubbing_shows_a_step_and_going_on_from_it_repeats_the_run(ip, run, lo
         names = list(engine.variables)
         for k in (0, 37, 89, 12):  # a drag: the point, the status line and the values follow
             timeline.slider.value = k
-            await until(lambda: f"iteration <b>{k}</b>" in panel.status.value)
+            await until(lambda k=k: f"iteration <b>{k}</b>" in panel.status.value)
             assert f"loss <b>{original['loss'][k]:.4g}</b>" in panel.status.value
             assert f"showing step <b>{k}</b> of 90" in timeline.label.value
             assert f"{names[0]} = {original[names[0]][k]:.4g}" in timeline.label.value

@@ -53,9 +53,9 @@ def travelled(module_lab):
     rec["drags"] = []
     for dx in (-260, 90):  # back a long way, then forward a little
         k = round(_drag(lab, handle, dx, 20, 30))  # (a hand's drag, let go; the step it shows)
-        st = wait_status(lab, cell, lambda s: s["iteration"] == k, timeout_s=SETTLE_S, what=f"iteration {k}")
+        st = wait_status(lab, cell, lambda s, k=k: s["iteration"] == k, timeout_s=SETTLE_S, what=f"iteration {k}")
         label = cell.locator(".tfmagic-timeline-shown").first
-        lab.poll(lambda: f"showing step {k} of {STEPS}" in label.inner_text(), SETTLE_S, what="the values shown")
+        lab.poll(lambda k=k, label=label: f"showing step {k} of {STEPS}" in label.inner_text(), SETTLE_S, what="the values shown")
         rec["drags"].append({"k": k, "status": st, "label": label.inner_text(),
                              "surface": _dots(cell, ".tfmagic-surface-chart"),
                              "loss_dots": _dots(cell, ".tfmagic-loss-chart")})
