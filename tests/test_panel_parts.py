@@ -197,24 +197,3 @@ def test_status_line_redraws_at_most_status_rate_times_a_second(ip, run, loop):
     redraws, seconds = loop.run_until_complete(scenario())
     # ~500 requests; a timer that fires late may let one redraw follow another at once
     assert STATUS_RATE * 0.5 * 0.5 <= len(redraws) <= STATUS_RATE * seconds + 2, redraws
-
-
-@pytest.mark.parametrize("eta", [1e-5, 0.003, 0.05, 0.9, 1.7, 40.0])
-def test_the_slider_follows_an_eta_set_elsewhere_and_keeps_a_move(ip, run, loop, eta):
-    """eta set from code (run.engine.eta = 0.9) showed in the entry while the slider's handle
-    stayed at the cell's eta; a value the user moved the slider to stays where it was put."""
-    res, runner, panel = make_panel(ip, run, line="x=10.0 --eta 0.01 --steps 20")
-    controls = panel.controls
-    loop.run_until_complete(runner.run(20))
-    res.engine.eta = eta
-    panel.refresh()
-    slider = controls.eta_slider
-    assert controls.eta_text.value == pytest.approx(eta, rel=1e-6)
-    assert 10 ** slider.min <= eta <= 10 ** slider.max
-    assert slider.value == pytest.approx(eta, rel=0.03) and not controls.pending("eta_slider")
-    up = slider.value * 10 ** 0.37  # the user's move (off the grid a typed value snaps to), inside the range
-    moved = up if up <= 10 ** slider.max else slider.value / 10 ** 0.37
-    slider.value = moved
-    panel.controls._apply_inbox()
-    panel.refresh()
-    assert slider.value == moved and res.engine.eta == pytest.approx(moved, rel=1e-3)

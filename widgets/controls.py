@@ -177,10 +177,6 @@ class Controls:
             self.show("eta_slider", eta)
 
     def follow_eta(self, eta):
-        """The entry shows the eta the engine uses (after a slider move, a range test); the
-        slider too where eta came from elsewhere (code, a range test, a schedule, a rewind)."""
+        """The entry shows the eta the engine uses (after a slider move, a range test)."""
         if not math.isclose(self.eta_text.value, eta, rel_tol=1e-6):
             self.show("eta_text", entry(eta))
-        # (a slider move is applied as it is: only another source leaves the handle off its eta)
-        if abs(math.log10(self.eta_slider.value) - math.log10(eta)) > ETA_STEP / 2:
-            self.show_eta(eta)
