@@ -15,6 +15,7 @@ from IPython.core.error import UsageError
 
 from tfmagic import run_guards as guards
 from tfmagic.cell.explain import explain
+from tfmagic import earlier
 from tfmagic.descent.sharpness import watch_sharpness
 from tfmagic.runtime.tfimport import tensorflow
 
@@ -188,9 +189,7 @@ class DescentRun:
             return self._run(self._series_chunks(), self._after_series)
         if args.find_eta:
             return self._run(self._sweep_chunks(), self._after_sweep)
-        from tfmagic.earlier import join
-
-        join(self.shell, args, self.result)  # (its earlier runs: in its panel and its record)
+        earlier.join(self.shell, args, self.result)  # (its earlier runs: in its panel and its record)
         if not args.no_widgets:
             if self.awaited:
                 return self._run_live()

@@ -137,6 +137,7 @@ class HistoryCharts:
                     mark.visible = visible
                     mark.x, mark.y = x, y
 
+    loss_lines = property(lambda self: self._loss_lines)  # log scale? -> the loss line drawn on it
     loss_scales = property(lambda self: {log: line.scales for log, line in self._loss_lines.items()})
 
     @property

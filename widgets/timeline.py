@@ -51,7 +51,7 @@ class Timeline:
         self.widget = W.HBox([self.slider, self.go_on, self.label],
                              layout=W.Layout(flex_flow="row wrap", align_items="center"))
         self._marks = {}  # log scale? -> (the point shown, the branch points) on the loss chart
-        for log, line in charts._loss_lines.items():
+        for log, line in charts.loss_lines.items():
             scales = line.scales
             self._marks[log] = (
                 bq.Scatter(x=empty(), y=empty(), scales=scales, colors=[SCRUB], stroke="black", default_size=64),

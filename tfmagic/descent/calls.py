@@ -65,6 +65,15 @@ class Calls:
             self._saved = [self.tf.identity(v) for v in self.live], self.state, self.point
         return self._saved
 
+    @property
+    def snapshot(self):
+        """The point save() remembered (restore() goes back to it)."""
+        return self._saved
+
+    @snapshot.setter
+    def snapshot(self, saved):
+        self._saved = saved
+
     def restore(self):
         values, self.state, self.point = self._saved
         for v, s in zip(self.live, values):

@@ -102,7 +102,7 @@ class Timeline:
         join the one before when they ran alike: the list stays short however long the run."""
         if not count:
             return
-        self._cut(start)
+        self.cut(start)
         keep = not self.segments or self._primed or start - self._last_kept >= self._spacing
         last = self.segments[-1] if self.segments else None
         if (not keep and (last.eta, last.mode, last.calls, last.stride, last.plan) == (eta, mode, calls, stride, self._plan)
@@ -136,7 +136,7 @@ class Timeline:
         kept = [s.start for s in self.segments if s.saved is not None]
         self._kept, self._last_kept = len(kept), (kept[-1] if kept else 0)
 
-    def _cut(self, step):
+    def cut(self, step):
         """Forget the chunks from `step` on (a run that went back to it: keep_best.py, a rewind)."""
         if not self.segments or self.segments[-1].start + self.segments[-1].count <= step:
             return
@@ -214,7 +214,7 @@ class Rewinding:
                                                          abs_tol=REPEATS_WITHIN * scale):
                 raise RewindRefused(Refusal.NOT_REPEATABLE, k)
         except BaseException:
-            self._calls._saved = before
+            self._calls.snapshot = before
             self._calls.restore()
             self.optimizer.learning_rate = eta_before
             raise
@@ -258,7 +258,7 @@ class Rewinding:
         if t.future and t.future[0].start < k:  # (a copy: the cut below shortens the chunk k is in)
             head = t.future[0]
             t.future[0] = Segment(head.start, head.count, head.eta, head.mode, head.calls, False, None, head.stride)
-        t._cut(k)
+        t.cut(k)
         t.count += 1
         t.branches = [b for b in t.branches if b[0] < k] + [(k, t.count)]
         self._history.cut(k)

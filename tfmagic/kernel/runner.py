@@ -220,7 +220,6 @@ class LiveRunner:
             except ValueError as err:  # (rewind.RewindRefused: nothing changed)
                 self.error = err
             done()
-
         self.stop(Status.PAUSED)
         self.when_idle(rewind)
 
