@@ -96,8 +96,9 @@ def test_a_click_on_the_curve_and_on_the_surface_starts_the_next_run_there(lab):
     curve.locator(".tfmagic-play").first.click()
     surface.locator(".tfmagic-play").first.click()
     for c in (curve, surface):
-        lab.poll(lambda c=c: "max_steps" in (c.locator(".tfmagic-status").first.text_content() or ""),
-                 timeout_s=60, what="Play's run to end")
+        # (both say max_steps before their Play's run too, where the cell's run ended: wait for the new one's words)
+        lab.poll(lambda c=c: all(w in (c.locator(".tfmagic-status").first.text_content() or "")
+                                 for w in ("max_steps", "the point clicked")), timeout_s=60, what="Play's run to end")
         assert "the point clicked" in c.locator(".tfmagic-status").first.text_content()
 
     lab.page.evaluate("""([path]) => { const app = window.jupyterapp;

@@ -151,7 +151,7 @@ def test_charts_drawn_and_inside_the_cell(nb7):
     out, notebook = boxes["output"], boxes["notebook"]
     assert out, "no output area holds the panel"
     figures = boxes["figures"]
-    assert {f["cls"] for f in figures} >= {c.lstrip(".") for c in CHARTS}, figures
+    assert {c for f in figures for c in f["cls"].split()} >= {c.lstrip(".") for c in CHARTS}, figures
     for f in figures:
         assert f["width"] > 150, f
         assert f["x"] >= out["x"] - 1 and f["right"] <= out["right"] + 1, (f, out)
