@@ -3,7 +3,6 @@ filter-normalised random directions, with the run's path projected on it (Li et 
 Checked on generated models (dense, conv, with and without biases, plain variables of many
 shapes) through the magic, as a user runs it."""
 
-import asyncio
 import re
 
 import numpy as np
@@ -11,6 +10,8 @@ import pytest
 
 from tfmagic.descent.landscape import FINE, PREVIEW
 from tfmagic.runtime import devices
+
+from test_panel import until
 
 LOSS = "loss = tf.reduce_mean((f(X) - Y) ** 2)"
 
@@ -158,14 +159,6 @@ def test_three_scalars_get_a_landscape(ip, run):
     assert land.grid(PREVIEW)[PREVIEW // 2, PREVIEW // 2] == pytest.approx(1 + 2 * 4 + 1)
 
 
-async def _until(predicate, timeout=60.0):
-    for _ in range(int(timeout / 0.01)):
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("timed out")
-
-
 def test_panel_draws_the_preview_then_the_fine_grid_and_the_path(ip, run, loop):
     from tfmagic.kernel.runner import LiveRunner
     from tfmagic.widgets.panel import DescentPanel
@@ -184,7 +177,7 @@ def test_panel_draws_the_preview_then_the_fine_grid_and_the_path(ip, run, loop):
         preview = np.asarray(view.heatmap.color).shape
         assert all(b.tobytes() == v.numpy().tobytes() for b, v in zip(before, res.engine.variables.values()))
         await runner.run(200)
-        await _until(lambda: view.drawn_n == FINE)
+        await until(lambda: view.drawn_n == FINE, timeout=60.0)
         return panel, view, preview
 
     panel, view, preview = loop.run_until_complete(scenario())
@@ -201,7 +194,7 @@ def test_panel_draws_the_preview_then_the_fine_grid_and_the_path(ip, run, loop):
 
     async def zoom():  # the toggle, as a click sets it: the same slice around the path
         view.zoom.value = True
-        await _until(lambda: view.land is not land and view.drawn_n == FINE and view.land.grids)
+        await until(lambda: view.land is not land and view.drawn_n == FINE and view.land.grids, timeout=60.0)
         return view.land
 
     zoomed = loop.run_until_complete(zoom())

@@ -16,7 +16,7 @@ import ipywidgets as W
 import numpy as np
 
 from .figures import COLORS, axes, colour_key, empty, figure, nice_ticks, to_wire
-from .picture import surface_colors
+from .picture import show_heatmap
 
 
 class LandscapeView:
@@ -61,13 +61,7 @@ class LandscapeView:
 
     def _show(self, n, z):
         ax = self.land.axis(n)
-        z = np.asarray(z, np.float64)
-        with self.heatmap.hold_sync():
-            self.heatmap.x, self.heatmap.y = ax, ax
-            self.heatmap.color = surface_colors(z)
-        finite = z[np.isfinite(z)]
-        if finite.size:
-            self.key.value = colour_key(float(finite.min()), float(finite.max()))
+        show_heatmap(self.heatmap, self.key, ax, ax, z)
         self.drawn_n = n
         self._say()
 

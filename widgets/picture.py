@@ -377,12 +377,18 @@ class Picture:
         xs = np.linspace(*window[:2], n, dtype=np.float32)
         ys = np.linspace(*window[2:], n, dtype=np.float32)
         z = np.reshape(np.asarray(self.resolution(xs, ys), dtype=np.float64), (n, n))
-        with self.heatmap.hold_sync():
-            self.heatmap.x, self.heatmap.y = xs, ys
-            self.heatmap.color = surface_colors(z)
-        finite = z[np.isfinite(z)]
-        if finite.size:
-            self.key.value = colour_key(float(finite.min()), float(finite.max()))
+        show_heatmap(self.heatmap, self.key, xs, ys, z)
+
+
+def show_heatmap(heatmap, key, xs, ys, z):
+    """The loss `z` on the grid xs x ys, coloured by surface_colors, and its colour key."""
+    z = np.asarray(z, np.float64)
+    with heatmap.hold_sync():
+        heatmap.x, heatmap.y = xs, ys
+        heatmap.color = surface_colors(z)
+    finite = z[np.isfinite(z)]
+    if finite.size:
+        key.value = colour_key(float(finite.min()), float(finite.max()))
 
 
 def _exit_mark(scales, stroke):
