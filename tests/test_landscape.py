@@ -229,7 +229,7 @@ def test_find_eta_is_no_run_to_draw(ip, run):
         run("descend", "model --find-eta --landscape", LOSS)
 
 
-def test_the_compare_view_draws_every_run_on_the_slice(ip, run):
+def test_the_compare_view_draws_every_run_on_the_slice(ip, run, loop):
     """--compare's live view: the comparison with the slice under it, one line per run, from the start."""
     import ipywidgets as W
 
@@ -237,7 +237,15 @@ def test_the_compare_view_draws_every_run_on_the_slice(ip, run):
 
     _setup(ip, _conv, 0)
     res = run("descend", "model --compare eta=0.01,0.1,0.3 --steps 20 --landscape --no-widgets -o r", LOSS)
-    box = with_landscape(W.HTML("the comparison"), res.landscape)  # (no loop running here: drawn at once)
+
+    async def scenario():  # (on a loop, as in a kernel: the fine grid comes in blocks after the preview)
+        box = with_landscape(W.HTML("the comparison"), res.landscape)
+        heatmap = box.children[1].children[0].marks[0]
+        assert np.asarray(heatmap.color).shape == (PREVIEW, PREVIEW)
+        await until(lambda: np.asarray(heatmap.color).shape == (FINE, FINE), timeout=60.0)
+        return box
+
+    box = loop.run_until_complete(scenario())
     view_box = box.children[1]
     heatmap, lines = view_box.children[0].marks[:2]
     assert np.asarray(heatmap.color).shape == (FINE, FINE)
