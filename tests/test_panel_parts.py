@@ -5,11 +5,12 @@ thread after the run paused, never in the thread that delivered the click."""
 import asyncio
 import threading
 
+import numpy as np
 import pytest
 
 from tfmagic.kernel.runner import LiveRunner
 from tfmagic.runtime import devices
-from tfmagic.widgets.controls import Controls
+from tfmagic.widgets.controls import ETA_STEP, Controls, entry
 from tfmagic.widgets.status_line import STATUS_RATE, StatusLine
 
 from test_panel import make_panel, until
@@ -197,3 +198,59 @@ def test_status_line_redraws_at_most_status_rate_times_a_second(ip, run, loop):
     redraws, seconds = loop.run_until_complete(scenario())
     # ~500 requests; a timer that fires late may let one redraw follow another at once
     assert STATUS_RATE * 0.5 * 0.5 <= len(redraws) <= STATUS_RATE * seconds + 2, redraws
+
+
+ETAS = [float(e) for e in 10 ** np.random.default_rng(7).uniform(-6, 2, 12)] + [0.9, 0.5, 1e-5]
+
+
+@pytest.mark.parametrize("eta", ETAS)
+def test_the_slider_follows_an_eta_set_from_code_and_its_echo_changes_nothing(ip, run, loop, eta):
+    """eta set from code (run.engine.eta = 0.9) showed in the entry while the handle stayed at the
+    cell's eta. Now the handle goes to the grid position nearest eta; the browser's answer (the
+    value snapped, in its own floats) leaves the engine's exact eta alone; a move applies."""
+    res, runner, panel = make_panel(ip, run, line="x=10.0 --eta 0.01 --steps 20")
+    controls, slider = panel.controls, panel.controls.eta_slider
+    loop.run_until_complete(runner.run(20))
+    res.engine.eta = eta
+    panel.refresh()
+    assert controls.eta_text.value == entry(eta)
+    assert 10 ** slider.min <= slider.value <= 10 ** slider.max
+    assert abs(np.log10(slider.value) - np.log10(eta)) <= ETA_STEP / 2 + 1e-9
+    slider.value = slider.value * (1 + 3e-16)  # (the browser's echo: the same position, other last bits)
+    controls._apply_inbox()
+    panel.refresh()
+    assert res.engine.eta == eta
+    up = slider.value * 10 ** 0.37  # the user's move, to a position the panel never showed
+    moved = up if up <= 10 ** slider.max else slider.value / 10 ** 0.37
+    slider.value = moved
+    controls._apply_inbox()
+    panel.refresh()
+    assert slider.value == moved and res.engine.eta == pytest.approx(moved, rel=1e-5)
+
+
+def test_late_echoes_of_etas_set_in_a_loop_leave_the_last_one(ip, run, loop, monkeypatch):
+    """The time-travel lesson sets eta 0.01, 0.1, 0.5, 0.9 from code, one after another; the browser's
+    answers to the handle's moves come back after eta moved on: none of them is a move. Once
+    ECHO_S has passed, the user's move to one of those positions is one."""
+    import tfmagic.widgets.controls as controls_module
+
+    res, runner, panel = make_panel(ip, run, line="x=10.0 --eta 0.01 --steps 20")
+    controls, slider = panel.controls, panel.controls.eta_slider
+    shown = []
+    for eta in (0.1, 0.5, 0.9):
+        res.engine.eta = eta
+        panel.refresh()
+        shown.append(slider.value)
+    for value in shown:  # (each snapped, in the browser's order)
+        slider.value = value * (1 - 2e-16)
+        controls._apply_inbox()
+    panel.refresh()
+    assert res.engine.eta == 0.9 and controls.eta_text.value == 0.9
+    assert shown[0] != slider.value
+    clock = [controls_module.time.monotonic() + controls_module.ECHO_S + 1]
+    monkeypatch.setattr(controls_module.time, "monotonic", lambda: clock[0])
+    res.engine.eta = 0.1
+    panel.refresh()
+    slider.value = shown[1]  # 0.5's position, long after the panel showed it: the user put it there
+    controls._apply_inbox()
+    assert res.engine.eta == pytest.approx(0.5, rel=0.012)

@@ -8,6 +8,7 @@ value of each control is applied, once, between chunks; a value the panel sets i
 
 import math
 import threading
+import time
 
 import ipywidgets as W
 
@@ -20,6 +21,9 @@ ETA_STEP = 0.01  # of the eta slider, in decades
 ETA_SPAN, ETA_BELOW, ETA_ABOVE_BOUND = 2.5, 1.5, 0.5
 BOUNDED = ("sgd", "momentum", "nesterov")  # (2/λ says nothing of the adaptive ones' steps)
 CHANGING = ("eta_slider", "eta_text", "optimizer")  # the controls whose changes are coalesced
+# A browser may send back a value the panel put on the slider (snapped to its grid) after eta
+# has moved on (code setting etas in a loop): a position the panel showed this recently is its own.
+ECHO_S = 2.0
 # Names a screen reader says for the controls that show no words of their own (widgets/a11y.py).
 ARIA_NAMES = {".tfmagic-eta .noUi-handle": "eta, log scale", ".tfmagic-eta-text input": "eta, exact value"}
 
@@ -58,6 +62,7 @@ class Controls:
         self._inbox = {}  # control -> its latest value from the browser, not yet applied
         self._inbox_lock = threading.Lock()  # observers run on a subshell's thread too
         self._setting = None  # (thread, control) while the panel sets that control itself
+        self._shown = {}  # slider position -> when the panel put the handle there (see ECHO_S)
         self._device_names = devices  # short name -> full TensorFlow name
         self._build_eta(engine.eta, eta_max, engine.optimizer_name)
         self.steps = W.BoundedIntText(value=steps, min=1, max=10**9, description="steps",
@@ -166,17 +171,33 @@ class Controls:
         finally:
             self._setting = None
 
+    def _position(self, eta):
+        """The slider's grid position nearest `eta` (whole steps from its min)."""
+        return round((math.log10(eta) - self.eta_slider.min) / ETA_STEP)
+
     def show_eta(self, eta):
-        """The slider at `eta` (an exact value typed), its range widened to hold it."""
+        """The slider's handle at `eta` (typed, or set from code, a schedule, a rewind), its range
+        widened to hold it: at the grid position nearest eta, remembered as the panel's own."""
         slider = self.eta_slider
         if not 10 ** slider.min <= eta <= 10 ** slider.max:
             with slider.hold_sync():
                 slider.min = min(slider.min, math.floor(math.log10(eta)))
                 slider.max = max(slider.max, math.ceil(math.log10(eta)))
-        if not self.pending("eta_slider"):  # (else the user moved the slider since: that value comes next)
-            self.show("eta_slider", eta)
+        if self.pending("eta_slider"):  # (the user moved the slider since: that value comes next)
+            return
+        k = self._position(eta)
+        self._shown[k] = time.monotonic()
+        self.show("eta_slider", 10 ** (slider.min + k * ETA_STEP))
+
+    def echo(self, value):
+        """A slider value from the browser is the panel's own showing coming back, not a move."""
+        shown = self._shown.pop(self._position(value), None)
+        return shown is not None and time.monotonic() - shown < ECHO_S
 
     def follow_eta(self, eta):
-        """The entry shows the eta the engine uses (after a slider move, a range test)."""
+        """The entry, and the slider's handle, show the eta the engine uses (after a slider move,
+        a range test, an eta set from code)."""
         if not math.isclose(self.eta_text.value, eta, rel_tol=1e-6):
             self.show("eta_text", entry(eta))
+        if abs(math.log10(self.eta_slider.value) - math.log10(eta)) > ETA_STEP / 2:
+            self.show_eta(eta)  # (a slider move leaves the handle within half a step of its eta)

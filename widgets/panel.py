@@ -185,8 +185,9 @@ class DescentPanel:
             self.status_line.warning = f"{err}; eta stays {self.engine.eta:g}."
             self.controls.show("eta_text", entry(self.engine.eta))
             return
-        if control == "eta_slider" and abs(math.log10(eta) - math.log10(self.engine.eta)) < ETA_STEP / 2:
-            return  # the slider snapping a typed eta to its grid, not a move
+        if control == "eta_slider" and (self.controls.echo(eta)
+                                        or abs(math.log10(eta) - math.log10(self.engine.eta)) < ETA_STEP / 2):
+            return  # the slider snapping a shown eta to its grid, not a move
         if control == "eta_slider":
             eta = entry(eta)  # what the entry and the status show is what the engine uses
         self.status_line.warning = ""

@@ -5,9 +5,12 @@ the history then says where the run branched."""
 
 from __future__ import annotations
 
+import math
+import time
+
 import pytest
 
-from test_descend_ui import wait_status
+from test_descend_ui import slider_exponent, wait_status
 from test_eta_gestures import _drag
 
 pytestmark = pytest.mark.browser
@@ -121,5 +124,11 @@ def test_the_lesson_after_run_all_shows_its_last_branch(module_lab):
     lab.poll(lambda: "branched at step 20" in label.inner_text(), SETTLE_S, what="the branch's start")
     handle = cell.locator(".tfmagic-timeline .noUi-handle[role=slider]").first
     assert int(float(handle.get_attribute("aria-valuenow"))) == 40
+    # eta set from code: the eta handle at its grid position too, and the browser's answer to that
+    # move (its snapped value) leaves the engine's 0.9 as it was
+    eta_handle = cell.locator(".tfmagic-eta .noUi-handle").first
+    lab.poll(lambda: abs(slider_exponent(eta_handle) - math.log10(0.9)) <= 0.005 + 1e-6, SETTLE_S, what="the eta handle")
+    time.sleep(1.0)
+    assert wait_status(lab, cell, lambda s: s["iteration"] == 40, timeout_s=10, what="the status")["eta"] == 0.9
     lab.element_screenshot(cell, "time-travel-lesson-panel")
     lab.screenshot("time-travel-lesson")
