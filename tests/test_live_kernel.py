@@ -61,6 +61,25 @@ def test_transformer_rewrites_only_named_cell_magics():
         assert "await" not in run(other)
 
 
+@pytest.mark.parametrize("cell, awaited", [
+    ("%descend_runs stop\n", 1), ("%descend_runs\n", 1), ("x = 1\n%descend_runs stop\nprint(r.status)\n", 1),
+    ("%descend_runs stop\n%descend_runs\n", 2), ("x = %descend_runs\n", 0), ("if True:\n    %descend_runs stop\n", 0),
+    ("def f():\n    %descend_runs stop\n", 0), ("%descend_runsx\n", 0), ("%timeit 1\n", 0), ("%%descend_runs\nx\n", 0),
+])
+def test_transformer_awaits_named_line_magics_on_lines_of_their_own(cell, awaited):
+    """`%descend_runs stop` awaits (it says "Stopped" once the runs have): where it is a line at the
+    top level of a cell; assigned, indented or another magic, it runs as before."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    from tfmagic.kernel import awaiting
+
+    t = awaiting._AwaitCellMagicTransformer(["descend"], ["descend_runs"])
+    out = "".join(t(TransformerManager().transform_cell(cell).splitlines(keepends=True)))
+    assert out.count("run_line_magic_awaited(get_ipython(), 'descend_runs', ") == awaited, out
+    assert out.count("await __import__") == awaited, out
+    compile(out, "<cell>", "exec", flags=0x2000)  # PyCF_ALLOW_TOP_LEVEL_AWAIT
+
+
 def test_idle_fix_without_private_api_is_a_noop(caplog):
     from tfmagic.kernel import awaiting
     from tfmagic.kernel import ipykernel_fix

@@ -159,12 +159,13 @@ def test_descend_runs_lists_shows_again_and_stops(kernel):
     _, _, result = run(k, "r_bg")
     assert result["application/vnd.jupyter.widget-view+json"]["model_id"] == panel_model
     assert "text/html" in result  # (what a saved notebook keeps)
-    _, text, _ = run(k, "%descend_runs stop")
-    assert "Stopped" in text, text
-    time.sleep(0.3)
-    status, steps = steps_of(k, "r_bg")
+    # "Stopped" is said once the run has: the same cell, the next, and later all see it stopped
+    _, text, _ = run(k, "%descend_runs stop\nprint(r_bg.status, r_bg.steps)")
+    said, status, steps = text.split("\n")[0], *text.split("\n")[1].split()
+    assert said == "Stopped 1 run." and status == "stopped", text
+    assert steps_of(k, "r_bg") == (status, int(steps))
     time.sleep(0.5)
-    assert status == "stopped" and steps_of(k, "r_bg") == (status, steps)
+    assert steps_of(k, "r_bg") == (status, int(steps))
     _, _, result = run(k, "r_bg")  # stopped, but still live: Play goes on
     assert "application/vnd.jupyter.widget-view+json" in result
 

@@ -76,7 +76,7 @@ def load(shell):
     if magics not in shell.configurables:  # %config TfMagics.eta = 0.01 (Magics.__init__ adds it)
         shell.configurables.append(magics)
     # In a kernel that can, %%descend cells await, so widgets stay live while they run.
-    live = awaiting.register_await_transform(shell, ["descend"])
+    live = awaiting.register_await_transform(shell, ["descend"], ["descend_runs"])
     if live:
         ipykernel_fix.install(getattr(shell, "kernel", None))
         interrupts.install(getattr(shell, "kernel", None))  # Kernel > Interrupt reaches background runs

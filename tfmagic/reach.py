@@ -19,6 +19,7 @@ from typing import Any
 from tfmagic.descent.status import Status
 
 _current = {"cell": None}  # the id of the cell running now (pre_run_cell)
+STOP_WAIT_S = 5.0  # the longest `%descend_runs stop` waits for the runs to end (a chunk is ~0.1 s)
 
 
 @dataclass(eq=False)
@@ -187,6 +188,13 @@ def _state(entry):
     return f"{engine.status}, step {engine.steps:,}"
 
 
+async def _said_once_ended(tasks, said):
+    import asyncio
+
+    await asyncio.wait(tasks, timeout=STOP_WAIT_S)
+    print(said)
+
+
 def runs_magic(line):
     """%descend_runs [stop]: list the live panels and show them again, or stop their runs."""
     from IPython.core.error import UsageError
@@ -203,7 +211,13 @@ def runs_magic(line):
         going = [e for e in entries if e.runner.running]
         for entry in going:
             entry.runner.stop(Status.STOPPED)
-        print(f"Stopped {len(going)} run{'s' * (len(going) != 1)}." if going else "No run is going on.")
+        said = f"Stopped {len(going)} run{'s' * (len(going) != 1)}." if going else "No run is going on."
+        tasks = [e.runner.task for e in going if getattr(e.runner, "task", None) is not None]
+        from tfmagic.kernel.awaiting import cell_is_awaited
+
+        if tasks and cell_is_awaited():  # (the runs end at their next chunk's end: said once they have)
+            return _said_once_ended(tasks, said)
+        print(said)
         return
     for i, entry in enumerate(entries, 1):
         print(f"{i}. %%descend {entry.line}   {_state(entry)}")

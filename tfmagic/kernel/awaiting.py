@@ -41,6 +41,7 @@ __all__ = [
     "unregister_await_transform",
     "is_await_transform_registered",
     "run_cell_magic_awaited",
+    "run_line_magic_awaited",
     "cell_is_awaited",
     "pause_for_frontend",
     "drive",
@@ -161,6 +162,9 @@ def comms_reach_a_running_cell(kernel: Any) -> tuple[bool, str]:
 #   get_ipython().run_cell_magic('name', 'line', 'body')\n
 # (inputtransformer2.cell_magic, IPython 7-9).  We rewrite that line only.
 _CELL_MAGIC_CALL = re.compile(r"get_ipython\(\)\.run_cell_magic\((['\"])(\w+)\1, ")
+# ... and a line magic on a line of its own, at the top level of a cell, into
+#   get_ipython().run_line_magic('name', 'line')\n
+_LINE_MAGIC_CALL = re.compile(r"get_ipython\(\)\.run_line_magic\((['\"])(\w+)\1, ")
 
 
 class _AwaitCellMagicTransformer:
@@ -173,24 +177,28 @@ class _AwaitCellMagicTransformer:
 
     _tfmagic_await_transformer = True  # marker for (un)registration
 
-    def __init__(self, magic_names: Iterable[str]):
-        self.magic_names = set(magic_names)
+    def __init__(self, magic_names: Iterable[str], line_names: Iterable[str] = ()):
+        self.magic_names = set(magic_names)  # cell magics
+        self.line_names = set(line_names)  # line magics
         # Import path of this module, so the rewritten cell needs no name in
         # the user namespace (``%reset`` cannot break it).
         self._module = __name__
 
     def __call__(self, lines: list[str]) -> list[str]:
-        if len(lines) != 1:
-            return lines
-        m = _CELL_MAGIC_CALL.match(lines[0])
-        if m is None or m.group(2) not in self.magic_names:
-            return lines
-        rest = lines[0][m.end():]
-        call = (
-            f"await __import__({self._module!r}, fromlist=['_'])"
-            f".run_cell_magic_awaited(get_ipython(), {m.group(1)}{m.group(2)}{m.group(1)}, "
-        )
-        return [call + rest]
+        m = _CELL_MAGIC_CALL.match(lines[0]) if len(lines) == 1 else None
+        if m is not None:
+            return [self._awaited(m, self.magic_names, "run_cell_magic_awaited", lines[0])]
+        out = []
+        for line in lines:  # (a line magic assigned or indented stays as it was: it does not await)
+            m = _LINE_MAGIC_CALL.match(line)
+            out.append(self._awaited(m, self.line_names, "run_line_magic_awaited", line) if m else line)
+        return out
+
+    def _awaited(self, m: re.Match, names: set, runner: str, line: str) -> str:
+        if m.group(2) not in names:
+            return line
+        return (f"await __import__({self._module!r}, fromlist=['_'])"
+                f".{runner}(get_ipython(), {m.group(1)}{m.group(2)}{m.group(1)}, " + line[m.end():])
 
     def __repr__(self) -> str:
         return f"<tfmagic await transformer for {sorted(self.magic_names)}>"
@@ -203,8 +211,9 @@ def _find_transformer(shell: Any) -> _AwaitCellMagicTransformer | None:
     return None
 
 
-def register_await_transform(shell: Any, magic_names: Iterable[str] | str) -> bool:
-    """Make cells that start with ``%%<name>`` (for each of *magic_names*) await.
+def register_await_transform(shell: Any, magic_names: Iterable[str] | str, line_names: Iterable[str] = ()) -> bool:
+    """Make cells that start with ``%%<name>`` (for each of *magic_names*) await, and lines
+    that are ``%<name> ...`` (for each of *line_names*) at the top level of a cell.
 
     Returns True if the rewrite is active, False if ``live_supported(shell)``
     is False (then nothing is registered and cells run as before).
@@ -219,8 +228,9 @@ def register_await_transform(shell: Any, magic_names: Iterable[str] | str) -> bo
     existing = _find_transformer(shell)
     if existing is not None:
         existing.magic_names.update(magic_names)
+        existing.line_names.update(line_names)
         return True
-    shell.input_transformers_post.append(_AwaitCellMagicTransformer(magic_names))
+    shell.input_transformers_post.append(_AwaitCellMagicTransformer(magic_names, line_names))
     return True
 
 
@@ -253,10 +263,19 @@ async def run_cell_magic_awaited(shell: Any, magic_name: str, line: str, cell: s
     The value returned becomes the cell's ``Out`` - the final result, never a
     coroutine.
     """
+    return await _awaited_call(lambda: shell.run_cell_magic(magic_name, line, cell))
+
+
+async def run_line_magic_awaited(shell: Any, magic_name: str, line: str, *args: Any, **kwargs: Any) -> Any:
+    """The same for a line magic (e.g. `%descend_runs stop` waits until the runs have stopped)."""
+    return await _awaited_call(lambda: shell.run_line_magic(magic_name, line, *args, **kwargs))
+
+
+async def _awaited_call(call: Any) -> Any:
     async def run():
         token = _IN_AWAITED_CELL.set(True)
         try:
-            result = shell.run_cell_magic(magic_name, line, cell)
+            result = call()
         finally:
             _IN_AWAITED_CELL.reset(token)
         if inspect.isawaitable(result):
