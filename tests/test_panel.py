@@ -291,11 +291,14 @@ def test_the_chart_probe_never_moves_the_users_variables(ip, run, loop):
     async def scenario():
         ip.run_cell("x = tf.Variable(7.0)")
         res, runner, panel = make_panel(ip, run, line="x --eta 0.1", cell=cell)
-        assert float(ip.user_ns["x"].numpy()) == 7.0  # the panel drew its curve: x is untouched
+        assert float(ip.user_ns["x"].numpy()) == 7.0  # the panel drew its curve (if 10 ms allowed it): x is untouched
         curve = panel.charts.picture.curve_line
-        xs, ys = np.asarray(curve.x), np.asarray(curve.y)
         await runner.run(10)
-        return res, xs, ys
+        x_after = float(ip.user_ns["x"].numpy())
+        # (on a loaded machine the first 10 ms draw nothing: the curve comes when the kernel is idle)
+        await until(lambda: np.asarray(curve.x).size > 0, timeout=30.0)
+        assert float(ip.user_ns["x"].numpy()) == x_after  # ... and x stays where the run left it
+        return res, np.asarray(curve.x), np.asarray(curve.y)
 
     res, xs, ys = loop.run_until_complete(scenario())
     assert xs.min() < 0 < xs.max()
@@ -306,12 +309,13 @@ def test_the_chart_probe_never_moves_the_users_variables(ip, run, loop):
 def test_the_surface_is_sized_by_what_the_loss_costs(ip, run, loop):
     """Before the first step the surface gets what FIRST_DRAW_SECONDS allow: a cheap loss a
     coarse grid at once, then the full 60x60 once the kernel is idle after the run; a costly
-    one (a 1000x1000 matmul took 15 s at 60x60 before the first step; here a 600x600 one,
-    about 1 ms a point) starts empty or coarse and gets finer as the run goes on. The drawing
-    never takes more than a tenth of the time since the panel was made."""
+    one (a 1000x1000 matmul took 15 s at 60x60 before the first step; here a 400x400 one,
+    ~0.3 ms a point, so that an 8x8 grid fits DRAW_SECONDS on a loaded machine too) starts
+    empty or coarse and gets finer as the run goes on. The drawing never takes more than a
+    tenth of the time since the panel was made."""
     from tfmagic.widgets import picture as charts
 
-    ip.run_cell("big = tf.random.uniform((600, 600), seed=1)\np, q = tf.Variable(1.0), tf.Variable(2.0)")
+    ip.run_cell("big = tf.random.uniform((400, 400), seed=1)\np, q = tf.Variable(1.0), tf.Variable(2.0)")
 
     async def scenario(cell, seconds, idle_until_full=False):
         res, runner, panel = make_panel(ip, run, line="p q --eta 1e-3", cell=cell)
@@ -324,8 +328,8 @@ def test_the_surface_is_sized_by_what_the_loss_costs(ip, run, loop):
             if waited > seconds and (not seconds or surface.n > first or waited > 60):
                 break
         if idle_until_full:  # nothing is asked of the panel: it redraws by itself
-            # (the idle redraws go on for ~16 s, each within its budget: a loaded machine needs more of them)
-            await until(lambda: surface.n == charts.GRID, timeout=20.0)
+            # (the idle redraws go on for ~64 s, each within its budget: a loaded machine needs more of them)
+            await until(lambda: surface.n == charts.GRID, timeout=70.0)
         else:
             panel.charts.update(res.engine.history, None)
         lifetime = time.perf_counter() - surface.t0
@@ -333,10 +337,11 @@ def test_the_surface_is_sized_by_what_the_loss_costs(ip, run, loop):
 
     first, n, drawn, spent, lifetime = loop.run_until_complete(
         scenario("loss = (p - 1.0) ** 2 + (q + 1.0) ** 2", 0, idle_until_full=True))
-    assert 8 <= first <= charts.GRID and n == drawn == charts.GRID  # (coarse here: ~30x30 at first)
+    # (coarse here: ~30x30 at first; nothing where the machine is so loaded that 10 ms draw no 8x8)
+    assert (first == 0 or 8 <= first <= charts.GRID) and n == drawn == charts.GRID
     assert spent <= charts.PROBE_SHARE * lifetime + charts.FIRST_DRAW_SECONDS + 0.05
     first, n, drawn, spent, lifetime = loop.run_until_complete(scenario(
-        "loss = tf.reduce_mean(tf.square(p * tf.matmul(big, big) / 250.0 - q))", 6))
+        "loss = tf.reduce_mean(tf.square(p * tf.matmul(big, big) / 150.0 - q))", 6))
     assert first < 20 and first < n == drawn
     assert spent <= charts.PROBE_SHARE * lifetime + charts.FIRST_DRAW_SECONDS + 0.05
 

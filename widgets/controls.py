@@ -177,7 +177,7 @@ class Controls:
 
     def show_eta(self, eta):
         """The slider's handle at `eta` (typed, or set from code, a schedule, a rewind), its range
-        widened to hold it: at the grid position nearest eta, remembered as the panel's own."""
+        widened to hold it; the grid position nearest eta is remembered as the panel's own."""
         slider = self.eta_slider
         if not 10 ** slider.min <= eta <= 10 ** slider.max:
             with slider.hold_sync():
@@ -185,9 +185,8 @@ class Controls:
                 slider.max = max(slider.max, math.ceil(math.log10(eta)))
         if self.pending("eta_slider"):  # (the user moved the slider since: that value comes next)
             return
-        k = self._position(eta)
-        self._shown[k] = time.monotonic()
-        self.show("eta_slider", 10 ** (slider.min + k * ETA_STEP))
+        self._shown[self._position(eta)] = time.monotonic()
+        self.show("eta_slider", eta)  # (the browser puts the handle on its grid, and may say so back)
 
     def echo(self, value):
         """A slider value from the browser is the panel's own showing coming back, not a move."""

@@ -33,7 +33,9 @@ from .steering import SteeringCheck
 from .timeline import ARIA_NAMES as TIMELINE_NAMES, Timeline
 
 PUSH_INTERVAL = 0.2  # seconds between chart pushes while running: the browser redraws ~2000 SVG nodes each time
-IDLE_REFINE_FIRST, IDLE_REFINE_LAST = 0.25, 8.0  # seconds after a run: the picture drawn finer while idle
+# Seconds after a run: the picture drawn finer while idle (doubling: the last ~64 s after, so a
+# loaded machine, whose budget buys fewer points, still gets the full picture).
+IDLE_REFINE_FIRST, IDLE_REFINE_LAST = 0.25, 32.0
 FIND_ETA_STEPS = 100  # the range test's steps (as --find-eta's default)
 # The controls' widgets, as the panel's own attributes (tests and users reach them so).
 CONTROLS = ("eta_slider", "eta_text", "optimizer", "steps", "device", "play", "step", "stop", "reset", "find_eta")

@@ -116,11 +116,14 @@ def surface_colors(z):
 class Resolution:
     """How finely to sample the loss: first what FIRST_DRAW_SECONDS allow (nothing
     when even a coarse picture costs more), then finer as the run goes on, so that
-    all drawing takes at most PROBE_SHARE of the picture's lifetime."""
+    all drawing takes at most PROBE_SHARE of the picture's lifetime. The cost of a
+    point is the sampler's timing at first, then what the last drawing took: on a
+    machine whose load changed, the next drawing is sized by what drawing costs now."""
 
     def __init__(self, sampler, most, dims, least):
         self.sampler, self.most, self.dims, self.least = sampler, most, dims, least
-        self.n = affordable(sampler, FIRST_DRAW_SECONDS, most, dims, least)
+        self.per_point = getattr(sampler, "per_point", 0.0)
+        self.n = affordable(self, FIRST_DRAW_SECONDS, most, dims, least)
         self.spent, self.t0 = 0.0, time.perf_counter()
 
     def __call__(self, *args):
@@ -128,14 +131,17 @@ class Resolution:
         try:
             return self.sampler(*args)
         finally:
-            self.spent += time.perf_counter() - t0
+            took = time.perf_counter() - t0
+            self.spent += took
+            if self.per_point > 0:  # (a sampler without a cost is drawn in full: keep it so)
+                self.per_point = took / max(math.prod(np.size(a) for a in args), 1)
 
     def finer(self):
         """True (and a larger n) when a finer drawing fits the budget now."""
         if self.n >= self.most:
             return False
         allowed = min(PROBE_SHARE * (time.perf_counter() - self.t0) - self.spent, DRAW_SECONDS)
-        n = affordable(self.sampler, allowed, self.most, self.dims, self.least)
+        n = affordable(self, allowed, self.most, self.dims, self.least)
         if not n or n < min(self.most, 1.5 * self.n):
             return False
         self.n = n
