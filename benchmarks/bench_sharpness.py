@@ -2,15 +2,22 @@
 """What --sharpness K costs a run: the same %%descend cell with and without it.
 
 The examples' MLPs (and the sharpness lesson's), each cell run through IPython with
---no-widgets, re-runs (each timed cell was run once before), interleaved in one process:
+--no-widgets, interleaved in one process (each arm run once before the timed ones):
   plain   `%%descend model ... --steps N --no-widgets`
   sharp   the same with `--sharpness K` (K = 100 unless --every)
-Two ways: each cell on a new model (the steps and λ's Lanczos both traced again), and re-runs of
+  ends    the same, its measurements skipped (Lanczos.largest returns at once): what the chunk
+          ends the engine adds at each multiple of K cost alone
+Two ways: each cell on a new model (the steps and λ's product both traced again), and re-runs of
 the cell on the same model put back to its first weights (the tweak-and-re-run loop: both reuse
-what they compiled). Reports the medians of REPEATS pairs and the overhead sharp/plain - 1
-(target: <= 10 % at K = 100), and the Hessian-vector products each measurement took.
+what they compiled). Reports the medians of REPEATS triples, the overheads sharp/plain - 1
+(target: <= 10 % at K = 100) and ends/plain - 1, the Hessian-vector products each measurement
+took, and the load average before and after (the machine may be shared).
 
     PYTHONPATH=. python benchmarks/bench_sharpness.py [--repeats 5] [--every 100]
+
+With --rows: how far λ of the loss on S fixed rows is from λ of all 1 437 rows along a
+train_digits run (adam 0.001, batch 64, 2000 steps, measured every 100), and what a product
+costs, for S = 128 ... 1024 (the rows of seed 0, as a run takes them, and of seeds 0-5).
 """
 
 import argparse
@@ -25,14 +32,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 SETUP = """
 import numpy as np, keras, tensorflow as tf
 from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
 digits = load_digits()
 rng = np.random.default_rng(0)
 t = rng.uniform(0, np.pi, 400)
 moons = np.concatenate([np.stack([np.cos(t), np.sin(t)], 1), np.stack([1 - np.cos(t), 0.5 - np.sin(t)], 1)])
 Xm = (moons + rng.normal(0, 0.1, moons.shape)).astype('float32')
 Ym = np.concatenate([np.zeros(400), np.ones(400)]).astype('float32')[:, None]
-Xd, Yd = (digits.data / 16.0).astype('float32'), digits.target
-X5 = Xd[:500]; Y5 = np.eye(10, dtype='float32')[Yd[:500]]
+Xd, _, Yd, _ = train_test_split(digits.data / 16.0, digits.target, test_size=0.2, random_state=0)  # (train_digits')
+Xd = Xd.astype('float32')
+X5 = (digits.data[:500] / 16.0).astype('float32'); Y5 = np.eye(10, dtype='float32')[digits.target[:500]]
 """
 
 MODELS = {
@@ -40,17 +49,18 @@ MODELS = {
              "keras.layers.Dense(16, activation='tanh'), keras.layers.Dense(1)])",
     "digits": "keras.Sequential([keras.Input((64,)), keras.layers.Dense(64, activation='relu'), "
               "keras.layers.Dense(64, activation='relu'), keras.layers.Dense(10)])",
-    "lesson": "keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, activation='tanh'), keras.layers.Dense(10)])",
+    "lesson": "keras.Sequential([keras.Input((64,)), keras.layers.Dense(64, activation='tanh'), "
+              "keras.layers.Dense(64, activation='tanh'), keras.layers.Dense(10)])",
 }
 
 # (name, model, the line after the names, the cell): first_network.ipynb, train_digits.ipynb, sharpness.ipynb
 PROBLEMS = [
     ("first_network: 2-16-16-1 tanh, 800 points, adam", "moons", "--optimizer adam --eta 0.01 --steps 1500",
      "loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=Ym, logits=model(Xm)))"),
-    ("train_digits: 64-64-64-10 relu, --data batch 64, adam", "digits",
+    ("train_digits: 64-64-64-10 relu, --data 1437 rows, batch 64, adam", "digits",
      "--data Xd,Yd --batch-size 64 --optimizer adam --eta 0.001 --steps 2000 --seed 0",
      "loss = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(Yd, model(Xd), from_logits=True))"),
-    ("sharpness lesson: 64-32-10 tanh, 500 digits, sgd", "lesson", "--eta 0.05 --steps 3000",
+    ("sharpness lesson: 64-64-64-10 tanh, 500 digits, sgd", "lesson", "--eta 0.05 --steps 3000",
      "loss = tf.reduce_mean(tf.reduce_sum((model(X5) - Y5) ** 2, axis=1)) / 2"),
 ]
 
@@ -70,36 +80,122 @@ def timed(ip, model, line, cell, fresh=True):
     return seconds, ip.user_ns["bench_run"]
 
 
+def rows_table(sizes=(128, 256, 512, 768, 1024), seeds=range(6)):
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from tfmagic.descent.sharpness import Lanczos
+
+    space = {}
+    exec(SETUP, space)
+    X, Y = tf.constant(space["Xd"]), tf.constant(space["Yd"])
+    n = int(X.shape[0])
+    keras.utils.set_random_seed(0)
+    model = eval(MODELS["digits"], {"keras": keras})
+    optimizer = keras.optimizers.Adam(0.001)
+
+    def loss_on(rows):
+        x, y = tf.gather(X, rows), tf.gather(Y, rows)
+        return lambda: tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, model(x), from_logits=True))
+
+    lanczos = {(s, seed): Lanczos(tf, loss_on(np.sort(np.random.default_rng(seed).choice(n, s, replace=False))),
+                                  model.trainable_variables) for s in sizes for seed in seeds}
+    whole = Lanczos(tf, loss_on(np.arange(n)), model.trainable_variables)
+
+    @tf.function
+    def step(rows):
+        with tf.GradientTape() as tape:
+            loss = loss_on(rows)()
+        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+
+    rng, off, done = np.random.default_rng(0), {k: [] for k in lanczos}, 0
+    for at in range(0, 2001, 100):
+        while done < at:
+            order = rng.permutation(n)
+            for i in range(0, n, 64):
+                if done < at:
+                    step(tf.constant(order[i:i + 64]))
+                    done += 1
+        lam = whole.largest(afresh=True)[0]
+        for k, each in lanczos.items():
+            off[k].append(each.largest(afresh=True)[0] / lam - 1)
+
+    def per_product(each):  # (ms, median of 60 calls)
+        vector, took = tf.constant(each._start, tf.float32), []
+        for _ in range(61):
+            t0 = time.perf_counter()
+            each._product(vector).numpy()
+            took.append(time.perf_counter() - t0)
+        return statistics.median(took[1:]) * 1e3
+
+    print(f"λ of S fixed rows against λ of all {n} rows along a train_digits run (every 100 steps to 2000):")
+    print("| rows S | seed 0's rows: median, max | rows of seeds 0-5: median, max | a product |")
+    print("|---|---|---|---|")
+    for s in sizes:
+        first, every = np.abs(off[(s, 0)]), np.abs([off[(s, seed)] for seed in seeds])
+        print(f"| {s} | {100 * np.median(first):.1f} %, {100 * first.max():.1f} % | {100 * np.median(every):.1f} %, "
+              f"{100 * every.max():.1f} % | {per_product(lanczos[(s, 0)]):.2f} ms |")
+    print(f"| all {n} | | | {per_product(whole):.2f} ms |")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--every", type=int, default=100)
+    parser.add_argument("--only", type=int, nargs="*", help="the problems' indices (0-2) to run")
+    parser.add_argument("--rows", action="store_true", help="λ of a --data run's fixed rows against all rows")
     args = parser.parse_args()
+    if args.rows:
+        return rows_table()
     from IPython.core.interactiveshell import InteractiveShell
+
+    from tfmagic.descent.sharpness import Lanczos
 
     ip = InteractiveShell.instance()
     ip.run_line_magic("load_ext", "tfmagic")
     ip.run_cell(SETUP)
-    print(f"--sharpness {args.every}: medians of {args.repeats} interleaved pairs, seconds")
-    print("| problem | steps | cell on a new model: plain / sharp / overhead | re-run of the cell: plain / sharp / "
-          "overhead | products per measurement |")
-    print("|---|---|---|---|---|")
-    for label, model, line, cell in PROBLEMS:
-        sharp_line = f"{line} --sharpness {args.every}"
-        row = []
+    measured = Lanczos.largest
+
+    def timed_arm(arm, model, line, cell, fresh):
+        Lanczos.largest = measured if arm != "ends" else (lambda self, afresh=False: (0.0, 0))
+        try:
+            return timed(ip, model, line if arm == "plain" else f"{line} --sharpness {args.every}", cell, fresh)
+        finally:
+            Lanczos.largest = measured
+
+    print(f"{time.strftime('%Y-%m-%d %H:%M')}, load average {os.getloadavg()[0]:.1f}; --sharpness {args.every}: "
+          f"medians of {args.repeats} interleaved triples, seconds")
+    print("| problem | steps | cell on a new model: plain / sharp / overhead (chunk ends alone) | re-run of the cell: "
+          "plain / sharp / overhead (chunk ends alone) | products per measurement | λ of |")
+    print("|---|---|---|---|---|---|")
+    for i, (label, model, line, cell) in enumerate(PROBLEMS):
+        if args.only and i not in args.only:
+            continue
+        row, traced_again = [], 0
         for fresh in (True, False):
             ip.user_ns.pop("model", None)
-            timed(ip, model, line, cell, fresh), timed(ip, model, sharp_line, cell, fresh)  # (the first runs trace)
-            plain, sharp, ratios = [], [], []
+            for _ in range(1 if fresh else 3):  # (the first runs trace; a --data cell's first two re-runs trace again)
+                for arm in ("plain", "sharp", "ends"):
+                    timed_arm(arm, model, line, cell, fresh)
+            seconds = {"plain": [], "sharp": [], "ends": []}
             for _ in range(args.repeats):
-                a, _ = timed(ip, model, line, cell, fresh)
-                b, run = timed(ip, model, sharp_line, cell, fresh)
-                plain.append(a), sharp.append(b), ratios.append(b / a)
-            row.append(f"{statistics.median(plain):.3f} / {statistics.median(sharp):.3f} / "
-                       f"{100 * (statistics.median(ratios) - 1):+.1f} %")
+                for arm in seconds:
+                    took, result = timed_arm(arm, model, line, cell, fresh)
+                    seconds[arm].append(took)
+                    traced_again += not fresh and not result.engine.reused
+                    if arm == "sharp":
+                        run = result
+            ratio = {arm: statistics.median(b / a for a, b in zip(seconds["plain"], seconds[arm])) for arm in seconds}
+            row.append(f"{statistics.median(seconds['plain']):.3f} / {statistics.median(seconds['sharp']):.3f} / "
+                       f"{100 * (ratio['sharp'] - 1):+.1f} % ({100 * (ratio['ends'] - 1):+.1f} %)")
         log = run.sharpness_log
         per = log.products / max(len(log.steps), 1)
-        print(f"| {label} | {run.steps} | {row[0]} | {row[1]} | {per:.1f} |", flush=True)
+        samples = getattr(log, "samples", None)
+        of = "the whole loss" if samples is None else "{:,} of {:,} rows".format(*samples)
+        again = f" ({traced_again} re-runs traced again)" if traced_again else ""
+        print(f"| {label} | {run.steps} | {row[0]} | {row[1]}{again} | {per:.1f} | {of} |", flush=True)
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

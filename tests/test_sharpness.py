@@ -5,6 +5,7 @@ import asyncio
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from IPython.core.error import UsageError
 
 from tfmagic.descent.loss_grid import loss_grid_for
@@ -105,17 +106,126 @@ def test_each_measurement_starts_from_the_last_eigenvector(ip, run):
     ip.user_ns.update(A=matrix(rng, rng.uniform(0.5, 10, 40)), b=np.zeros(40, np.float32), np=np)
     res = run("descend", "x=np.ones(40,'float32') --eta 0.01 --steps 1000 --sharpness 100 --no-widgets", QUADRATIC)
     log = res.sharpness_log
-    assert len(log.steps) == 11 and log.products <= 40 + 10 * 3  # the first from a random start, then a few each
+    assert len(log.steps) == 11 and log.products <= 40 + 10 * 2  # the first from a random start, then a few each
 
 
-def test_a_data_run_measures_the_loss_on_all_its_arrays(ip, run):
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((300, 6)).astype(np.float32) * np.linspace(0.2, 3, 6).astype(np.float32)
-    ip.user_ns.update(X=X, Y=rng.standard_normal(300).astype(np.float32), np=np)
-    res = run("descend", "w=np.zeros(6,'float32') --data X,Y --batch-size 16 --eta 0.001 --steps 40 --sharpness 20 "
-              "--no-widgets", "loss = tf.reduce_mean((tf.linalg.matvec(X, w) - Y) ** 2)")
-    exact = np.linalg.eigvalsh(2.0 / 300 * X.T.astype(np.float64) @ X).max()
+LEAST_SQUARES = "loss = tf.reduce_mean((tf.linalg.matvec(X, w) - Y) ** 2)"
+
+
+def heavy_rows(rng, n, features):
+    """Rows of generated data whose scales differ by orders of magnitude: the Hessian of a few
+    rows is not the Hessian of all (so a λ of the wrong rows shows)."""
+    scale = np.exp(rng.normal(0, 1.0, (n, 1))) * np.linspace(0.2, 3, features)
+    return (rng.standard_normal((n, features)) * scale).astype(np.float32)
+
+
+def top_eigenvalue(h):
+    return np.linalg.eigvalsh(np.asarray(h, np.float64)).max()
+
+
+@pytest.mark.parametrize("seed,n,features", [(0, 513, 4), (1, 800, 6), (2, 1437, 3), (3, 3000, 12), (4, 1000, 1)])
+def test_a_data_runs_lambda_is_of_the_loss_on_its_fixed_rows(ip, run, seed, n, features):
+    from tfmagic.descent.sharpness import SAMPLES
+
+    rng = np.random.default_rng(seed)
+    X = heavy_rows(rng, n, features)
+    ip.user_ns.update(X=X, Y=rng.standard_normal(n).astype(np.float32), np=np)
+    res = run("descend", f"w=np.zeros({features},'float32') --data X,Y --batch-size 16 --eta 1e-4 --steps 40 "
+              "--sharpness 20 --no-widgets", LEAST_SQUARES)
+    log = res.sharpness_log
+    rows = np.asarray(log.rows)
+    assert log.samples == (SAMPLES, n) and len(np.unique(rows)) == SAMPLES and 0 <= rows.min() and rows.max() < n
+    on_rows = top_eigenvalue(2.0 / SAMPLES * X[rows].T.astype(np.float64) @ X[rows])
+    assert res.sharpness["sharpness"] == pytest.approx(np.full(3, on_rows), rel=0.01)
+    on_all = top_eigenvalue(2.0 / n * X.T.astype(np.float64) @ X)
+    if n >= 800:  # (the data tell the two apart: λ is not the whole loss's)
+        assert abs(on_all / on_rows - 1) > 0.02
+    said = f"λ is of the loss on {SAMPLES:,} fixed rows of the {n:,}."
+    assert said in repr(res) and said in res._repr_html_()
+
+
+def network_hessian_top(X, Y, start):
+    """The largest eigenvalue of the whole Hessian of mean((tanh(X W + c)·v - Y)²) at `start`
+    (W, c, v), in float64: TensorFlow's jacobian of the gradient."""
+    x, y = tf.constant(X.astype(np.float64)), tf.constant(Y.astype(np.float64))
+    W, c, v = (tf.Variable(a.astype(np.float64)) for a in start)
+    with tf.GradientTape() as outer:
+        with tf.GradientTape() as inner:
+            loss = tf.reduce_mean((tf.linalg.matvec(tf.tanh(x @ W + c), v) - y) ** 2)
+        grad = tf.concat([tf.reshape(g, [-1]) for g in inner.gradient(loss, [W, c, v])], 0)
+    blocks = outer.jacobian(grad, [W, c, v])
+    return top_eigenvalue(np.concatenate([tf.reshape(b, (grad.shape[0], -1)).numpy() for b in blocks], 1))
+
+
+@pytest.mark.parametrize("seed,n,features,hidden", [(0, 600, 3, 4), (1, 1500, 5, 3), (2, 900, 2, 6)])
+def test_a_data_runs_lambda_is_the_exact_hessians_on_its_rows_for_generated_networks(ip, run, seed, n, features, hidden):
+    rng = np.random.default_rng(seed)
+    X = heavy_rows(rng, n, features) / 3
+    Y = np.tanh(X.sum(1)).astype(np.float32)
+    start = (rng.normal(0, 1, (features, hidden)).astype(np.float32), rng.normal(0, 0.5, hidden).astype(np.float32),
+             rng.normal(0, 1, hidden).astype(np.float32))
+    ip.user_ns.update(X=X, Y=Y, W0=start[0], c0=start[1], v0=start[2], np=np)
+    res = run("descend", "W=W0 c=c0 v=v0 --data X,Y --batch-size 32 --eta 1e-3 --steps 10 --sharpness 10 --no-widgets",
+              "loss = tf.reduce_mean((tf.linalg.matvec(tf.tanh(tf.matmul(X, W) + c), v) - Y) ** 2)")
+    rows = res.sharpness_log.rows
+    assert res.sharpness["sharpness"][0] == pytest.approx(network_hessian_top(X[rows], Y[rows], start), rel=0.01)
+
+
+@pytest.mark.parametrize("n", [1, 2, 50, 511, 512])
+def test_a_data_run_with_no_more_rows_than_the_sample_measures_them_all(ip, run, n):
+    rng = np.random.default_rng(n)
+    X = heavy_rows(rng, n, 5)
+    ip.user_ns.update(X=X, Y=rng.standard_normal(n).astype(np.float32), np=np)
+    res = run("descend", f"w=np.zeros(5,'float32') --data X,Y --batch-size {min(16, n)} --eta 1e-4 --steps 40 "
+              "--sharpness 20 --no-widgets", LEAST_SQUARES)
+    exact = top_eigenvalue(2.0 / n * X.T.astype(np.float64) @ X)
     assert res.sharpness["sharpness"] == pytest.approx(np.full(3, exact), rel=0.01)
+    assert res.sharpness_log.samples is None and "fixed rows" not in repr(res)
+
+
+def test_the_rows_are_the_same_on_a_rerun_and_whatever_the_seed_or_eta(ip, run):
+    rng = np.random.default_rng(5)
+    X = heavy_rows(rng, 1200, 4)
+    ip.user_ns.update(X=X, Y=rng.standard_normal(1200).astype(np.float32), np=np)
+    line = "w=np.zeros(4,'float32') --data X,Y --batch-size 64 --steps 40 --sharpness 20 --no-widgets"
+    first = run("descend", line + " --eta 1e-3 --seed 0", LEAST_SQUARES)
+    runs = [run("descend", line + extra, LEAST_SQUARES) for extra in (" --eta 1e-3 --seed 0", " --eta 3e-3 --seed 7",
+                                                                     " --eta 2e-3 --seed 3", " --eta 1e-3 --seed 0")]
+    for res in runs:
+        np.testing.assert_array_equal(res.sharpness_log.rows, first.sharpness_log.rows)
+        # (the same start, the same rows: the same λ; the cold start began from another vector)
+        assert res.sharpness["sharpness"][0] == pytest.approx(first.sharpness["sharpness"][0], rel=1e-4)
+    for res in [r for r in runs if r.engine.reused]:  # (on the Lanczos it compiled: traced once)
+        assert res.sharpness_log._lanczos._fn.experimental_get_tracing_count() == 1
+
+
+@pytest.mark.parametrize("batch,jit", [(16, "off"), (64, "off"), (64, "on"), (100, "auto")])
+def test_a_data_runs_numbers_are_the_same_bit_for_bit_with_sharpness(ip, run, batch, jit):
+    rng = np.random.default_rng(batch)
+    X = heavy_rows(rng, 700, 6)
+    ip.user_ns.update(X=X, Y=np.tanh(X[:, 0]).astype(np.float32), np=np)
+    line = (f"W=np.full((6,5),0.1,'float32') v=np.full(5,0.2,'float32') --data X,Y --batch-size {batch} --jit {jit} "
+            "--eta 0.01 --optimizer adam --steps 300 --seed 1 --no-widgets")
+    cell = "loss = tf.reduce_mean((tf.linalg.matvec(tf.tanh(tf.matmul(X, W)), v) - Y) ** 2)"
+    plain = run("descend", line, cell)
+    sharp = run("descend", line + " --sharpness 50", cell)
+    assert list(sharp.sharpness["step"]) == list(range(0, 301, 50))
+    for k, v in plain.history.items():
+        np.testing.assert_array_equal(sharp.history[k], v)
+    assert {n: v.tobytes() for n, v in sharp.values.items()} == {n: v.tobytes() for n, v in plain.values.items()}
+
+
+@pytest.mark.parametrize("seed,n,kind", [(40, 5, "mixed"), (41, 30, "ill"), (42, 80, "clustered"),
+                                         (43, 12, "negative_dominant")])
+def test_a_constant_hessian_is_measured_again_with_one_product(ip, run, seed, n, kind):
+    rng = np.random.default_rng(seed)
+    a = matrix(rng, spectrum(rng, n, kind))
+    ip.user_ns.update(A=a, b=rng.standard_normal(n).astype(np.float32), np=np)
+    ev = np.linalg.eigvalsh(a.astype(np.float64))
+    exact, eta = ev.max(), 1e-4 / np.abs(ev).max()  # (steps that stay near the start, also along negative curvature)
+    res = run("descend", f"x=np.ones({n},'float32') --eta {eta:.3g} --steps 500 --sharpness 50 --no-widgets", QUADRATIC)
+    assert res.sharpness["sharpness"] == pytest.approx(np.full(11, exact), rel=0.01)
+    assert res.sharpness_log.products_each[1:] == [1] * 10  # (the last eigenvector still is one: its residual says so)
 
 
 def test_the_text_says_the_last_lambda_and_two_over_eta(ip, run):

@@ -3,25 +3,32 @@
 Plain gradient descent is stable along a direction of curvature h only while eta·h < 2, so
 a run whose λ rises past 2/eta goes unstable ("edge of stability", Cohen et al. 2021).
 λ is found by Lanczos iteration on Hessian-vector products (two nested tapes, as
-curvature.py; the Hessian is never formed), compiled once with tf.function: it gives the
-largest *algebraic* eigenvalue, also where the largest in magnitude is negative (a saddle,
-a maximum: λ then is small or negative, the one 2/eta is about). Each measurement starts
-from the last one's eigenvector, so a few products suffice. The loss is the engine's full
-loss (a --data run's: the loss on all its arrays, as the pictures take it). Measured between
-chunks: the engine ends a chunk at each multiple of K (Observer.every).
+curvature.py; the Hessian is never formed): it gives the largest *algebraic* eigenvalue, also
+where the largest in magnitude is negative (a saddle, a maximum: λ then is small or negative,
+the one 2/eta is about). Each measurement starts from the last one's eigenvector, so one to
+three products suffice. Only the product is compiled (tf.function, traced once per engine and
+kept for re-runs); the iteration is numpy's, in float64: tracing a whole Lanczos loop took
+~2x longer (0.13 + 0.04 s against 0.07 + 0.01 s on the examples' MLPs) and each call of it
+cost ~0.5 ms more than a product. The loss is the engine's full loss; a --data run's is the
+loss on SAMPLES of its rows, fixed (landscape.on_fixed_rows), as Cohen et al. measure on a
+fixed subset: a product on all 1 437 rows of the digits cost ~20 of its steps. Measured
+between chunks: the engine ends a chunk at each multiple of K (Observer.every).
 """
 
 import numpy as np
 
 from tfmagic.cell import autograph
 from tfmagic.descent.callopts import calling_with, lean_options
+from tfmagic.descent.landscape import on_fixed_rows
 from tfmagic.descent.observers import Observer
 from tfmagic.runtime.tfimport import quiet_native_stderr
 
 COLD_MOST, COLD_LEAST = 60, 8  # Lanczos steps from a random start: at most, at least (or the dimension)
-WARM_MOST, WARM_LEAST = 12, 2  # ... from the last eigenvector
-COLD_TOL, WARM_TOL = 1e-3, 1e-2  # stop once the residual β·|y_k| is below TOL·|θ| (θ's error is ~ its square/gap)
-BASIS_FLOATS = 1 << 25  # the Krylov basis kept (128 MB): fewer steps for a model of millions of weights
+WARM_MOST, WARM_LEAST = 12, 1  # ... from the last eigenvector (one product: its residual says if it still is one)
+COLD_TOL, WARM_TOL = 1e-3, 3e-2  # stop once the residual β·|y_k| is below TOL·|θ| (θ's error is ~ its square/gap:
+# along the examples' runs, warm λ at 3e-2 were within 0.33 % of a cold start's, 0.05 % at 1e-2, for 0.6 products more)
+BASIS_FLOATS = 1 << 24  # the Krylov basis kept (float64, 128 MB): fewer steps for a model of millions of weights
+SAMPLES = 512  # a --data run's λ: the loss on this many of its rows, fixed (benchmarks/bench_sharpness.py)
 
 
 class Lanczos:
@@ -33,37 +40,56 @@ class Lanczos:
         self.sizes = [v.shape.num_elements() for v in self.variables]
         self.dim = sum(self.sizes)
         self.basis = max(2, min(COLD_MOST, self.dim, BASIS_FLOATS // max(self.dim, 1)))
-        self._start = np.random.default_rng(seed).standard_normal(self.dim).astype(np.float32)
-        self._warm = None  # the last eigenvector (a tf.Variable once measured)
-        self._fn = autograph.function(tf, self._lanczos)
-        # No Grappler (a first call ~3x quicker); not the single-threaded executor (no while loops there).
+        self._start = np.random.default_rng(seed).standard_normal(self.dim)
+        self._warm = None  # the last eigenvector (float64), None: start afresh
+        self._fn = autograph.function(tf, self._hvp)
+        self._product = None  # its concrete function, once traced
+        # No Grappler (a first call ~3x quicker); not the single-threaded executor (a While in the cell).
         self._options = lean_options(tf, single_threaded=False)
 
     def largest(self, afresh=False):
         """(λ, Lanczos steps taken); λ NaN where the loss or its curvature is not finite.
         `afresh`: as many steps as from a random start (a run's first measurement)."""
-        tf = self.tf
-        with quiet_native_stderr(), tf.device(self.device):
-            if self._warm is None:
-                self._warm = tf.Variable(self._start, trainable=False, name="sharpness_vector")
-                afresh = True
-            if afresh:
-                most, least, tol = self.basis, min(COLD_LEAST, self.dim), COLD_TOL
-            else:
-                most, least, tol = min(WARM_MOST, self.basis), min(WARM_LEAST, self.dim), WARM_TOL
-            args = tf.constant(most), tf.constant(least), tf.constant(tol, tf.float64)
-            with calling_with(self._options):
-                lam, steps = self._fn(*args)
-        lam = float(lam)
+        if self._warm is None:
+            afresh = True
+        if afresh:
+            most, least, tol = self.basis, min(COLD_LEAST, self.dim), COLD_TOL
+        else:
+            most, least, tol = min(WARM_MOST, self.basis), min(WARM_LEAST, self.dim), WARM_TOL
+        start = self._warm if self._warm is not None else self._start
+        with self.tf.device(self.device), calling_with(self._options):
+            if self._product is None:
+                with quiet_native_stderr():
+                    self._product = self._fn.get_concrete_function(self.tf.TensorSpec([self.dim], self.tf.float32))
+            lam, steps, self._warm = self._lanczos(start, most, least, tol)
         if not np.isfinite(lam):
             self._warm = None  # (a NaN vector would stay NaN: start afresh next time)
-        return lam, int(steps)
+        return lam, steps
 
-    # -- the compiled iteration ------------------------------------------------
-    def _flat(self, tensors):
-        tf = self.tf
-        return tf.concat([tf.reshape(tf.zeros(s) if t is None else tf.cast(t, tf.float32), [-1])
-                          for t, s in zip(tensors, self.shapes)], 0)
+    def _lanczos(self, start, most, least, tol):
+        """Lanczos with full reorthogonalisation from `start`: (θ, steps, the top Ritz vector)."""
+        basis = np.empty((most, self.dim))
+        alphas, betas = [], []
+        q, q_prev, beta = start / np.linalg.norm(start), 0.0, 0.0
+        for j in range(most):
+            basis[j] = q
+            w = self._product(self.tf.constant(q, self.tf.float32)).numpy().astype(np.float64)
+            alphas.append(w @ q)
+            w -= alphas[-1] * q + beta * q_prev
+            for _ in range(2):  # (twice is enough: Kahan)
+                w -= basis[:j + 1].T @ (basis[:j + 1] @ w)
+            beta = float(np.linalg.norm(w))
+            t = np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1)
+            if not np.all(np.isfinite(t)) or not np.isfinite(beta):
+                return float("nan"), j + 1, None
+            values, vectors = np.linalg.eigh(t)
+            theta = float(values[-1])
+            exhausted = beta <= 1e-6 * abs(theta) + 1e-30  # (the Krylov space holds an eigenvector)
+            if exhausted or (j + 1 >= least and beta * abs(vectors[-1, -1]) <= tol * abs(theta)):
+                break
+            betas.append(beta)
+            q_prev, q = q, w / beta
+        return theta, j + 1, basis[:j + 1].T @ vectors[:, -1]
 
     def _hvp(self, flat):
         tf = self.tf
@@ -74,47 +100,9 @@ class Lanczos:
             grads = inner.gradient(loss, self.variables)
             directional = tf.add_n([tf.reduce_sum(tf.cast(g, tf.float32) * u)
                                     for g, u in zip(grads, vectors) if g is not None] + [tf.constant(0.0)])
-        return self._flat(outer.gradient(directional, self.variables))
-
-    def _lanczos(self, most, least, tol):
-        """Lanczos with full reorthogonalisation from the warm vector; the top Ritz pair's
-        vector is the next start. Returns (θ, steps)."""
-        tf, m = self.tf, self.basis
-        q0 = tf.math.l2_normalize(self._warm)
-        f64 = tf.float64
-
-        def body(j, q, q_prev, beta_prev, basis, alphas, betas, theta, resid, top):
-            basis = tf.tensor_scatter_nd_update(basis, [[j]], q[None])
-            w = tf.reshape(self._hvp(q), [self.dim])  # (a py_function's gradient has no static shape)
-            alpha = tf.reduce_sum(w * q)
-            w = w - alpha * q - beta_prev * q_prev
-            for _ in range(2):  # (twice is enough: Kahan)
-                w = w - tf.linalg.matvec(basis, tf.linalg.matvec(basis, w), transpose_a=True)
-            beta = tf.norm(w)
-            alphas = tf.tensor_scatter_nd_update(alphas, [[j]], [tf.cast(alpha, f64)])
-            betas = tf.tensor_scatter_nd_update(betas, [[j]], [tf.cast(beta, f64)])
-            k = j + 1
-            a, b = alphas[:k], betas[:k - 1]
-            t = tf.linalg.diag(a) + tf.linalg.diag(b, k=1, num_rows=k, num_cols=k) \
-                + tf.linalg.diag(b, k=-1, num_rows=k, num_cols=k)
-            values, vectors = tf.linalg.eigh(t)
-            theta = values[-1]
-            resid = tf.cast(beta, f64) * tf.abs(vectors[-1, -1])
-            top = tf.reshape(tf.pad(vectors[:, -1], [[0, m - k]]), [m])
-            q_next = tf.where(beta > 0, w / tf.maximum(beta, 1e-30), q)
-            return k, q_next, q, beta, basis, alphas, betas, theta, resid, top
-
-        def more(j, q, q_prev, beta_prev, basis, alphas, betas, theta, resid, top):
-            exhausted = tf.logical_and(j > 0, beta_prev <= 1e-6 * tf.cast(tf.abs(theta), tf.float32) + 1e-30)
-            unsure = tf.logical_or(j < least, resid > tol * tf.abs(theta))
-            return tf.logical_and(tf.logical_and(j < most, tf.logical_not(exhausted)), unsure)
-
-        zeros = tf.zeros([self.dim])
-        start = (tf.constant(0), q0, zeros, tf.constant(0.0), tf.zeros([m, self.dim]), tf.zeros([m], f64),
-                 tf.zeros([m], f64), tf.constant(0.0, f64), tf.constant(np.inf, f64), tf.zeros([m], f64))
-        j, _, _, _, basis, _, _, theta, _, top = tf.while_loop(more, body, start)
-        self._warm.assign(tf.math.l2_normalize(tf.linalg.matvec(basis, tf.cast(top, tf.float32), transpose_a=True)))
-        return theta, j
+        hessian_vector = outer.gradient(directional, self.variables)
+        return tf.concat([tf.reshape(tf.zeros(s) if h is None else tf.cast(h, tf.float32), [-1])
+                          for h, s in zip(hessian_vector, self.shapes)], 0)
 
 
 class Sharpness(Observer):
@@ -126,7 +114,9 @@ class Sharpness(Observer):
         self.steps, self.values, self.etas = [], [], []
         self.error = None  # what stopped the measurements (the loss has no second derivative): then no more
         self._lanczos = None
-        self.products = 0  # Hessian-vector products taken (the cost)
+        self.products_each = []  # Hessian-vector products each measurement took (the cost)
+        self.samples = None  # a --data run's: (rows λ is of, of how many); None: the whole loss
+        self.rows = None  # ... and which (sorted indices into its arrays: on_fixed_rows)
 
     def begin(self, engine, steps):
         self._forget_from(engine.steps)  # (after a Reset or a step back, what came later is gone)
@@ -145,19 +135,23 @@ class Sharpness(Observer):
             return
         afresh = self._lanczos is None or self._lanczos.device != engine.device  # (Reset on another device)
         if afresh:  # (a re-run of the cell that took over the compiled steps has it traced already)
-            key = ("sharpness", engine.device)
+            loss_fn, self.rows = on_fixed_rows(engine.full_loss_fn, SAMPLES)
+            self.samples = None if self.rows is None else (len(self.rows), engine.full_loss_fn.rows)
+            key = ("sharpness", engine.device, self.samples)
             if key not in engine.memo:
-                engine.memo[key] = Lanczos(engine.tf, engine.full_loss_fn, engine.variables.values(), engine.device)
+                engine.memo[key] = Lanczos(engine.tf, loss_fn, engine.variables.values(), engine.device)
             self._lanczos = engine.memo[key]
         try:
             lam, products = self._lanczos.largest(afresh)
         except Exception as err:  # (no second derivative here: the run goes on without λ)
             self.error, self.every = err, None
             return
-        self.products += products
+        self.products_each.append(products)
         self.steps.append(step)
         self.values.append(lam)
         self.etas.append(float(engine.eta))
+
+    products = property(lambda self: sum(self.products_each), doc="Hessian-vector products taken in all")
 
     def record(self):
         """step, sharpness (λ) and eta arrays of the measurements up to where the run is now."""

@@ -187,8 +187,9 @@ DESCEND = (
            "print 'iteration: i x: ... y: ...' every K steps, like the course's loop", int, 0, "K",
            check=_not_negative),
     Option("sharpness", ("--sharpness",), "display",
-           "every K steps, record the largest eigenvalue λ of the loss's Hessian in history['sharpness'] (the "
-           "loss on all of --data's arrays) and chart it against 2/eta, where plain gradient descent goes unstable",
+           "every K steps, record the largest eigenvalue λ of the loss's Hessian in history['sharpness'] (with "
+           "--data: the loss on 512 fixed rows, all if fewer) and chart it against 2/eta, where plain gradient "
+           "descent goes unstable",
            int, None, "K", check=_positive_int),
     Option("no_widgets", ("--no-widgets",), "display", "text progress and summary instead of live widgets",
            flag=True, setting="widgets", example="False",

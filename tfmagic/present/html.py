@@ -76,7 +76,8 @@ def _epochs_html(table):
 def descent_html(res):
     e = html.escape
     values = "".join(f"<tr><th>{e(n)}</th><td><pre>{e(final_value_text(v))}</pre></td></tr>" for n, v in res.values.items())
-    extra = [res.message, sharpness_said(res.sharpness, res.optimizer, res.sharpness_error)] + res.notes + [constants_note(res.constants)]
+    said = sharpness_said(res.sharpness, res.optimizer, res.sharpness_error, res.sharpness_log and res.sharpness_log.samples)
+    extra = [res.message, said] + res.notes + [constants_note(res.constants)]
     return (
         f"{STYLE}<div class='tfmagic-descent tfmagic-html'><b class='tfmagic-status-{e(res.status)}'>{e(res.status)}</b>: "
         f"{steps_text(res.steps)} of {e(res.optimizer)} (eta={res.eta:g}) on {e(res.device)}, {e(final_loss_text(res))}"

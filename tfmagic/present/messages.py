@@ -361,9 +361,9 @@ def landscape_not_needed(count):
             f"variable{'s' if count > 1 else ''} the panel's loss {what} shows the loss itself.")
 
 
-def sharpness_said(record, optimizer, error=None):
+def sharpness_said(record, optimizer, error=None, samples=None):
     """--sharpness: the last λ measured against 2/eta, in one line ('' before any); `error`: why
-    measuring stopped."""
+    measuring stopped; `samples`: (rows, of how many) a --data run's λ is of."""
     if error is not None:
         return (f"sharpness: λ could not be measured (the loss's second derivative failed: {type(error).__name__}); "
                 "the run went on without it.")
@@ -375,4 +375,5 @@ def sharpness_said(record, optimizer, error=None):
     where = ("above it: plain gradient descent is unstable there (past the edge of stability)" if lam * eta > 2
              else "below it: plain gradient descent is stable there")
     own = "" if optimizer == "sgd" else f" ({optimizer} steps differently: 2/eta is plain gradient descent's bound)"
-    return f"sharpness λ = {lam:.4g} at step {step}; 2/eta = {2 / eta:.4g}: {where}{own}."
+    of = "" if samples is None else " λ is of the loss on {:,} fixed rows of the {:,}.".format(*samples)
+    return f"sharpness λ = {lam:.4g} at step {step}; 2/eta = {2 / eta:.4g}: {where}{own}.{of}"

@@ -108,7 +108,8 @@ def descent_text(res):
         lines += ["epochs:", epochs_text(res.epochs)]
     if res.message:
         lines.append(res.message)
-    lines += [s for s in [sharpness_said(res.sharpness, res.optimizer, res.sharpness_error)] if s]
+    said = sharpness_said(res.sharpness, res.optimizer, res.sharpness_error, res.sharpness_log and res.sharpness_log.samples)
+    lines += [said] if said else []
     lines += res.notes
     note = constants_note(res.constants)
     if note:
