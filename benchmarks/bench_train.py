@@ -45,6 +45,7 @@ tf = tensorflow()
 import keras  # noqa: E402
 
 EPOCHS = 5
+MODES = {}  # "rows jit" -> the loop each round's steady runs ended in ("xla", "plain")
 CELL = "loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(Y, model(X), from_logits=True))"
 
 
@@ -108,7 +109,9 @@ def descend_way(shell, prob, weights, jit, steady):
         shell.run_cell_magic("descend", f"{line} --epochs {EPOCHS} --validate Xv,Yv", CELL)
         e2e = time.perf_counter() - t0
         engine = shell.run_cell_magic("descend", f"{line} --steps {steady}", CELL).engine  # (no validation)
-        return e2e, marginal(engine.run, steady)
+        rate = marginal(engine.run, steady)
+        MODES.setdefault(f"{len(X)} {jit}", []).append(engine._compiled.policy.mode)  # (auto: XLA's verdict)
+        return e2e, rate
 
     return go
 
@@ -182,6 +185,7 @@ def bench(name, repeats, steady, shell):
     print("|---|---|---|")
     for w, (e2e, s) in med.items():
         print(f"| {w} | {'' if np.isnan(e2e) else f'{e2e:.2f}'} | {s:,.0f} |")
+    print("loops the steady runs ended in:", {k: v for k, v in MODES.items() if k.startswith(f"{len(prob[0])} ")})
     for w in ("descend", "descend --jit on"):
         mine = [s for _, s in got[w]]
         print(f"{w}: steady / hand XLA = {statistics.median(m / h for m, h in zip(mine, hand)):.2f} (goal >= 0.8), "

@@ -156,3 +156,52 @@ def test_a_large_model_under_xla_takes_the_steps_of_the_plain_loop(ip, run, n):
     off = run("descend", line + " --jit off", cell)
     assert on.steps == off.steps == 60 * -(-n // 32)
     np.testing.assert_allclose(on_loss, off.history["loss"], rtol=2e-4, atol=1e-6)
+
+
+OPTIMIZERS = ["sgd", "momentum", "nesterov", "adam", "rmsprop", "adagrad"]
+
+
+def optimizer_state(result):
+    """The optimizer's variables (its step count, slots, learning rate) as numbers, now."""
+    return [np.array(v.numpy()) for v in result.engine._compiled.optimizer.variables]
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+@pytest.mark.parametrize("n,batch", [(100, 32), (96, 32), (33, 8)])
+def test_each_optimizer_under_xla_takes_the_plain_loops_steps_and_keeps_its_state(ip, run, optimizer, n, batch):
+    # The epoch loop steps only from the points it judged healthy, the last point of each call not:
+    # the variables and every slot must be where the plain loop (which carries the gradients) left them.
+    data(ip, n, seed=n + batch)
+    line = f"--data X,Y --batch-size {batch} --epochs {max(3, 300 // -(-n // batch))} --seed 7 --eta 0.02 --optimizer {optimizer}"
+    on = fit(run, line + " --jit on")
+    for more in (7, 2 * on.engine.epoch_steps + 3):  # (calls that end mid-epoch and at an epoch's last batch)
+        on.engine.run(more)
+    on_history, on_state, on_epochs = dict(on.history), optimizer_state(on), dict(on.epochs)
+    off = fit(run, line + " --jit off")
+    for more in (7, 2 * off.engine.epoch_steps + 3):
+        off.engine.run(more)
+    assert on.engine._graphs.built.keys() >= {"xla"} and on.steps == off.steps
+    assert int(on_state[0]) == on.steps and int(optimizer_state(off)[0]) == off.steps  # (the step count)
+    for key in ("loss", "w", "b", "grad_norm"):
+        np.testing.assert_allclose(on_history[key], off.history[key], rtol=2e-3, atol=1e-5)
+    for a, b in zip(on_state, optimizer_state(off)):
+        np.testing.assert_allclose(a, b, rtol=2e-3, atol=1e-5)
+    assert np.array_equal(on_epochs["epoch"], off.epochs["epoch"])
+    np.testing.assert_allclose(on_epochs["loss"], off.epochs["loss"], rtol=2e-4)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "nesterov"])
+@pytest.mark.parametrize("n,batch", [(100, 32), (64, 16)])
+def test_a_converged_point_is_not_stepped_from_under_xla(ip, run, optimizer, n, batch):
+    data(ip, n, noise=0.0)
+    line = f"--data X,Y --batch-size {batch} --steps 20000 --eta 0.05 --tol 1e-3 --seed 1 --optimizer {optimizer}"
+    on = fit(run, line + " --jit on")
+    on_state, on_values = optimizer_state(on), dict(on.values)
+    off = fit(run, line + " --jit off")
+    assert on.status == off.status == "converged" and on.steps == off.steps
+    assert int(on_state[0]) == on.steps  # (no step taken from the converged point)
+    for a, b in zip(on_state, optimizer_state(off)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert on_values["w"] == pytest.approx(off.values["w"], rel=1e-4)
+    assert on_values["b"] == pytest.approx(off.values["b"], rel=1e-4, abs=1e-6)
+

@@ -127,6 +127,9 @@ class HistoryCharts:
         smooth = np.concatenate([c[1:w] / np.arange(1, w), smooth])  # (the first steps: what there is)
         rows = path_points({"loss": smooth, "step": history.get("step", np.arange(len(loss)))}, None, self.max_points)
         ends, train, val = epochs
+        if len(ends) > self.max_points:  # (as the steps' line: a long run's thousands of epochs cost each push)
+            kept = decimate(len(ends), self.max_points)
+            ends, train, val = ends[kept], np.asarray(train)[kept], np.asarray(val)[kept]
         for log, (sm, tr, va) in self._epoch_marks.items():
             visible = log == self.log_toggle.value
             for mark, x, y in ((sm, rows["step"], rows["loss"]), (tr, ends, train), (va, ends, val)):

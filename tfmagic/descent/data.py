@@ -113,6 +113,9 @@ class Batches:
         return {n: t[: self.batch_size] for n, t in self.data.items()}
 
 
+EPOCH_COLUMNS = ("epoch", "loss", "val_loss", "seconds")
+
+
 class EpochLog:
     """Closes each epoch of a --data run as its chunks come (observers.py: before the observers
     hear of a chunk): the mean training loss of its steps, the validation loss, its seconds
@@ -124,6 +127,7 @@ class EpochLog:
     def __init__(self, epoch_steps, validate=None):
         self.epoch_steps, self.validate = epoch_steps, validate  # validate: () -> float, or None
         self.rows = []  # (epoch, mean training loss, validation loss or NaN, seconds)
+        self._table = None  # (the rows it is of, how many, their columns as arrays): table()'s
         self._losses, self._seconds, self._t0, self._logged = [], 0.0, time.perf_counter(), 0
         self._seen = 0  # steps at the last chunk: a chunk starting before it follows a reset
 
@@ -175,7 +179,13 @@ class EpochLog:
         return self.rows[-1]
 
     def table(self):
-        """name -> array: epoch, loss (mean training loss), val_loss, seconds."""
-        cols = list(zip(*self.rows)) or [(), (), (), ()]
-        return {k: np.asarray(c, dtype=np.int64 if k == "epoch" else np.float64)
-                for k, c in zip(("epoch", "loss", "val_loss", "seconds"), cols)}
+        """name -> array: epoch, loss (mean training loss), val_loss, seconds. (The rows already
+        turned into arrays are kept: the live panel asks for the table at each redraw, and a long
+        run's 30 000 epochs took 180 ms to convert each time.)"""
+        _, done, cols = self._table if self._table and self._table[0] is self.rows else (self.rows, 0, None)
+        if cols is None or done != len(self.rows):
+            new = list(zip(*self.rows[done:])) or [(), (), (), ()]
+            new = [np.asarray(c, dtype=np.int64 if k == "epoch" else np.float64) for k, c in zip(EPOCH_COLUMNS, new)]
+            cols = new if cols is None else [np.concatenate([a, b]) for a, b in zip(cols, new)]
+            self._table = (self.rows, len(self.rows), cols)
+        return {k: c.copy() for k, c in zip(EPOCH_COLUMNS, cols)}

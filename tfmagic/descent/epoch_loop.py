@@ -3,15 +3,15 @@ but scalars from one step to the next.
 
 Measured under XLA on a 30-64-2 MLP (batch 32, 2 cores, steps/s): a loop that carries the
 gradients from one iteration into the next runs at half the rate of one that evaluates and
-updates in the same iteration (42 000 against 80 000), and so does one whose step is taken in
-a branch that depends on the gradients (|grad|² in the health check: 38 000), as XLA then
-cannot compute the gradients inside the branch; a branch on the loss alone costs ~4 %. So
-each iteration evaluates the point on its batch, judges its loss, and takes the step only if
-the point is healthy and the chunk not done (|grad|² is taken inside the branch; with a tol
-it is judged too, at the slower rate). The loop ends on an evaluated point; its gradients
-are not kept (writing them to variables costs ~13 %): a loop that needs them evaluates the
-point again (calls.py). A call starts by evaluating its starting point again on the same
-batch (the position goes back by one): one evaluation more a chunk.
+updates in the same iteration (42 000 against 80 000). So each iteration evaluates the point
+on its batch, judges its loss (and with a tol its |grad|²), and steps from it only if the
+point is healthy and the chunk not done: every assignment of the step writes where(go, new,
+old) (only_if). A branch around the step did the same, but XLA, turning it into selects,
+copied every optimizer slot each step (0.53 -> 0.58 of a hand-written loop on that MLP, CPU
+time). The loop ends on an evaluated point; its gradients are not kept (writing them to
+variables costs ~13 %): a loop that needs them evaluates the point again (calls.py). A call
+starts by evaluating its starting point again on the same batch (the position goes back by
+one): one evaluation more a chunk.
 
 A point with a finite loss and a gradient that is not finite is stepped from; the next
 point's loss is then not finite, and the engine's redo (Descent._run_chunk) ends the run
@@ -23,6 +23,7 @@ health checks are the plain loop's (graphs.py), so a chunk may span epochs.
 """
 
 import math
+from contextlib import contextmanager
 
 # |grad|² of the gradients joined into one vector up to this many elements (a 30-64-2 MLP: 2 114,
 # 58 000 steps/s against 27 000 with a sum per variable); past it, copying them costs more than the
@@ -74,6 +75,7 @@ def _steps(graphs, stream):
     evaluate, advance, squared, raw_row, _ = graphs.pieces()
     buffer = graphs.row_buffer()
     track = graphs.track_tol
+    variables = list(graphs.variables.values())
     squared_norm = squared
     if sum(v.shape.num_elements() for v in graphs.variables.values()) <= CONCAT_ELEMENTS:
         def squared_norm(grads):  # (one reduction: a sum per variable halves a small model's rate)
@@ -90,14 +92,11 @@ def _steps(graphs, stream):
                 loss, grads = evaluate()
             gn2 = squared_norm(grads)
             go = (i < n) & (loss <= limit) & (loss >= -limit)
-            if track:  # (converged: no step from the point; the branch then waits for the gradients)
+            if track:  # (converged: no step from the point)
                 go = go & (gn2 < math.inf) & (gn2 >= tol2)
 
-            def take_step():
+            with only_if(tf, go, graphs.optimizer, variables):  # (no branch: see only_if)
                 advance.update(grads)
-                return tf.constant(0)
-
-            tf.cond(go, take_step, lambda: tf.constant(0))
             # The point's loss and |grad|² in its row, the next point's summaries (read after the step)
             # in the next row: carried from one iteration to the next instead, they halve the rate.
             # (Rows of the point not stepped from land past the chunk's rows: the buffer has spares.)
@@ -135,3 +134,38 @@ class Validation:
         k = int(self.count.numpy())
         steps, losses = self.steps[:k].numpy(), self.losses[:k].numpy()
         return {int(s): float(v) for s, v in zip(steps, losses) if s <= count}
+
+
+@contextmanager
+def only_if(tf, go, optimizer, variables):
+    """The step traced inside changes nothing unless `go`: each assignment of the optimizer
+    (Keras's assign, assign_add, assign_sub, which every update_step uses) writes where(go, new,
+    old), so XLA updates each slot in place; what is assigned otherwise (the step count, a
+    constraint's projection, an optimizer's own assignments) is put back after. (A branch
+    around the step made XLA copy every slot each step: the step's fusions read a slot's old
+    value after its new one was written.)"""
+    seen = set()
+
+    def masked(combine):
+        def assign(variable, value):
+            variable = tf_variable(variable)
+            seen.add(id(variable))
+            variable.assign(tf.where(go, combine(variable, tf.cast(value, variable.dtype)), variable))
+        return assign
+
+    def tf_variable(v):
+        return v if isinstance(v, tf.Variable) else v.value
+
+    constrained = {id(tf_variable(v)) for v in variables if getattr(v, "constraint", None) is not None}
+    others = [tf_variable(v) for v in [*optimizer.variables, *variables]]
+    before = [v.read_value() for v in others]  # (unused reads cost nothing under XLA)
+    optimizer.assign = masked(lambda v, x: x)
+    optimizer.assign_add = masked(lambda v, x: v + x)
+    optimizer.assign_sub = masked(lambda v, x: v - x)
+    try:
+        yield
+    finally:
+        del optimizer.assign, optimizer.assign_add, optimizer.assign_sub
+    for v, old in zip(others, before):
+        if id(v) not in seen or id(v) in constrained:
+            v.assign(tf.where(go, v.read_value(), old))
