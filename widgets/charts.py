@@ -128,8 +128,7 @@ class HistoryCharts:
         rows = path_points({"loss": smooth, "step": history.get("step", np.arange(len(loss)))}, None, self.max_points)
         ends, train, val = epochs
         if len(ends) > self.max_points:  # (as the steps' line: a long run's thousands of epochs cost each push)
-            kept = decimate(len(ends), self.max_points)
-            ends, train, val = ends[kept], np.asarray(train)[kept], np.asarray(val)[kept]
+            ends, train, val = (np.asarray(a)[decimate(len(a), self.max_points)] for a in (ends, train, val))
         for log, (sm, tr, va) in self._epoch_marks.items():
             visible = log == self.log_toggle.value
             for mark, x, y in ((sm, rows["step"], rows["loss"]), (tr, ends, train), (va, ends, val)):
