@@ -9,9 +9,11 @@ The examples' MLPs (and the sharpness lesson's), each cell run through IPython w
           ends the engine adds at each multiple of K cost alone
 Two ways: each cell on a new model (the steps and λ's product both traced again), and re-runs of
 the cell on the same model put back to its first weights (the tweak-and-re-run loop: both reuse
-what they compiled). Reports the medians of REPEATS triples, the overheads sharp/plain - 1
-(target: <= 10 % at K = 100) and ends/plain - 1, the Hessian-vector products each measurement
-took, and the load average before and after (the machine may be shared).
+what they compiled). Reports the medians of REPEATS triples: the overheads sharp/plain - 1
+(target: <= 10 % at K = 100) and ends/plain - 1, in wall time and in the process's CPU time;
+the seconds spent measuring λ (Lanczos.largest) against the plain run's; the Hessian-vector
+products each measurement took; how many of a new model's runs the chunk policy switched to
+XLA; and the load average before and after (the machine may be shared).
 
     PYTHONPATH=. python benchmarks/bench_sharpness.py [--repeats 5] [--every 100]
 
@@ -162,8 +164,18 @@ def main():
     ip.run_cell(SETUP)
     measured = Lanczos.largest
 
+    in_lambda = [0.0]  # seconds the sharp run spent measuring λ
+
+    def measuring(self, afresh=False):
+        t0 = time.perf_counter()
+        try:
+            return measured(self, afresh)
+        finally:
+            in_lambda[0] += time.perf_counter() - t0
+
     def timed_arm(arm, model, line, cell, fresh):
-        Lanczos.largest = measured if arm != "ends" else (lambda self, afresh=False: (0.0, 0))
+        Lanczos.largest = measuring if arm != "ends" else (lambda self, afresh=False: (0.0, 0))
+        in_lambda[0] = 0.0
         try:
             return timed(ip, model, line if arm == "plain" else f"{line} --sharpness {args.every}", cell, fresh)
         finally:
@@ -171,9 +183,9 @@ def main():
 
     print(f"{time.strftime('%Y-%m-%d %H:%M')}, load average {os.getloadavg()[0]:.1f}; --sharpness {args.every}: "
           f"medians of {args.repeats} interleaved triples; wall seconds, and the overheads also in the process's CPU time")
-    print("| problem | cell | plain / sharp, s | overhead: wall, CPU | chunk ends alone: wall, CPU | products per "
-          "measurement | λ of |")
-    print("|---|---|---|---|---|---|---|")
+    print("| problem | cell | plain / sharp, s | overhead: wall, CPU | chunk ends alone: wall, CPU | measuring λ | "
+          "products per measurement | λ of |")
+    print("|---|---|---|---|---|---|---|---|")
     for i, (label, model, line, cell) in enumerate(PROBLEMS):
         if args.only and i not in args.only:
             continue
@@ -183,11 +195,14 @@ def main():
                 for arm in ("plain", "sharp", "ends"):
                     timed_arm(arm, model, line, cell, fresh)
             took, traced_again = {"plain": [], "sharp": [], "ends": []}, 0
+            share = []  # λ's measurements' seconds against the plain run's
             xla = dict.fromkeys(took, 0)  # a new model's runs that compiled XLA on their way (the policy's switch)
             for _ in range(args.repeats):
                 for arm in took:
                     times, result = timed_arm(arm, model, line, cell, fresh)
                     took[arm].append(times)
+                    if arm == "sharp":
+                        share.append(in_lambda[0] / took["plain"][-1][0])
                     traced_again += not fresh and not result.engine.reused
                     policy = result.engine._compiled.policy
                     xla[arm] += fresh and policy.xla_ran and policy.first_mode(result.steps) != "xla"
@@ -202,7 +217,8 @@ def main():
                 cell_was += " (switched to XLA: {plain}, {sharp}, {ends} of each arm's runs)".format(**xla)
             print(f"| {label}, {run.steps} steps | {cell_was} | {statistics.median(t[0] for t in took['plain']):.3f} / "
                   f"{statistics.median(t[0] for t in took['sharp']):.3f} | {over(took, 'sharp', 0)}, {over(took, 'sharp', 1)} | "
-                  f"{over(took, 'ends', 0)}, {over(took, 'ends', 1)} | {log.products / max(len(log.steps), 1):.1f} | {of} |", flush=True)
+                  f"{over(took, 'ends', 0)}, {over(took, 'ends', 1)} | {100 * statistics.median(share):.1f} % | "
+                  f"{log.products / max(len(log.steps), 1):.1f} | {of} |", flush=True)
     print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
