@@ -9,9 +9,11 @@ The examples' MLPs (and the sharpness lesson's), each cell run through IPython w
           ends the engine adds at each multiple of K cost alone
 Two ways: each cell on a new model (the steps and λ's product both traced again), and re-runs of
 the cell on the same model put back to its first weights (the tweak-and-re-run loop: both reuse
-what they compiled). Reports the medians of REPEATS triples, the overheads sharp/plain - 1
-(target: <= 10 % at K = 100) and ends/plain - 1, the Hessian-vector products each measurement
-took, and the load average before and after (the machine may be shared).
+what they compiled). Reports the medians of REPEATS triples: the overheads sharp/plain - 1
+(target: <= 10 % at K = 100) and ends/plain - 1, in wall time and in the process's CPU time;
+the seconds spent measuring λ (Lanczos.largest) against the plain run's; the Hessian-vector
+products each measurement took; how many of a new model's runs the chunk policy switched to
+XLA; and the load average before and after (the machine may be shared).
 
     PYTHONPATH=. python benchmarks/bench_sharpness.py [--repeats 5] [--every 100]
 
@@ -74,10 +76,15 @@ def timed(ip, model, line, cell, fresh=True):
         ip.run_cell("model.set_weights(weights0)")
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         ip.run_cell_magic("descend", f"model {line} --no-widgets -o bench_run", cell)
-        seconds = time.perf_counter() - t0
-    return seconds, ip.user_ns["bench_run"]
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return (seconds, cpu), ip.user_ns["bench_run"]
+
+
+def over(took, arm, k):
+    """The median of the ratios of `arm`'s times to each triple's plain run (k: 0 wall, 1 CPU), as a percentage."""
+    return f"{100 * (statistics.median(t[k] / p[k] for p, t in zip(took['plain'], took[arm])) - 1):+.1f} %"
 
 
 def rows_table(sizes=(128, 256, 512, 768, 1024), seeds=range(6)):
@@ -157,44 +164,61 @@ def main():
     ip.run_cell(SETUP)
     measured = Lanczos.largest
 
+    in_lambda = [0.0]  # seconds the sharp run spent measuring λ
+
+    def measuring(self, afresh=False):
+        t0 = time.perf_counter()
+        try:
+            return measured(self, afresh)
+        finally:
+            in_lambda[0] += time.perf_counter() - t0
+
     def timed_arm(arm, model, line, cell, fresh):
-        Lanczos.largest = measured if arm != "ends" else (lambda self, afresh=False: (0.0, 0))
+        Lanczos.largest = measuring if arm != "ends" else (lambda self, afresh=False: (0.0, 0))
+        in_lambda[0] = 0.0
         try:
             return timed(ip, model, line if arm == "plain" else f"{line} --sharpness {args.every}", cell, fresh)
         finally:
             Lanczos.largest = measured
 
     print(f"{time.strftime('%Y-%m-%d %H:%M')}, load average {os.getloadavg()[0]:.1f}; --sharpness {args.every}: "
-          f"medians of {args.repeats} interleaved triples, seconds")
-    print("| problem | steps | cell on a new model: plain / sharp / overhead (chunk ends alone) | re-run of the cell: "
-          "plain / sharp / overhead (chunk ends alone) | products per measurement | λ of |")
-    print("|---|---|---|---|---|---|")
+          f"medians of {args.repeats} interleaved triples; wall seconds, and the overheads also in the process's CPU time")
+    print("| problem | cell | plain / sharp, s | overhead: wall, CPU | chunk ends alone: wall, CPU | measuring λ | "
+          "products per measurement | λ of |")
+    print("|---|---|---|---|---|---|---|---|")
     for i, (label, model, line, cell) in enumerate(PROBLEMS):
         if args.only and i not in args.only:
             continue
-        row, traced_again = [], 0
         for fresh in (True, False):
             ip.user_ns.pop("model", None)
             for _ in range(1 if fresh else 3):  # (the first runs trace; a --data cell's first two re-runs trace again)
                 for arm in ("plain", "sharp", "ends"):
                     timed_arm(arm, model, line, cell, fresh)
-            seconds = {"plain": [], "sharp": [], "ends": []}
+            took, traced_again = {"plain": [], "sharp": [], "ends": []}, 0
+            share = []  # λ's measurements' seconds against the plain run's
+            xla = dict.fromkeys(took, 0)  # a new model's runs that compiled XLA on their way (the policy's switch)
             for _ in range(args.repeats):
-                for arm in seconds:
-                    took, result = timed_arm(arm, model, line, cell, fresh)
-                    seconds[arm].append(took)
+                for arm in took:
+                    times, result = timed_arm(arm, model, line, cell, fresh)
+                    took[arm].append(times)
+                    if arm == "sharp":
+                        share.append(in_lambda[0] / took["plain"][-1][0])
                     traced_again += not fresh and not result.engine.reused
+                    policy = result.engine._compiled.policy
+                    xla[arm] += fresh and policy.xla_ran and policy.first_mode(result.steps) != "xla"
                     if arm == "sharp":
                         run = result
-            ratio = {arm: statistics.median(b / a for a, b in zip(seconds["plain"], seconds[arm])) for arm in seconds}
-            row.append(f"{statistics.median(seconds['plain']):.3f} / {statistics.median(seconds['sharp']):.3f} / "
-                       f"{100 * (ratio['sharp'] - 1):+.1f} % ({100 * (ratio['ends'] - 1):+.1f} %)")
-        log = run.sharpness_log
-        per = log.products / max(len(log.steps), 1)
-        samples = getattr(log, "samples", None)
-        of = "the whole loss" if samples is None else "{:,} of {:,} rows".format(*samples)
-        again = f" ({traced_again} re-runs traced again)" if traced_again else ""
-        print(f"| {label} | {run.steps} | {row[0]} | {row[1]}{again} | {per:.1f} | {of} |", flush=True)
+
+            log = run.sharpness_log
+            samples = getattr(log, "samples", None)
+            of = "the whole loss" if samples is None else "{:,} of {:,} rows".format(*samples)
+            cell_was = "new model" if fresh else "re-run" + (f" ({traced_again} traced again)" if traced_again else "")
+            if any(xla.values()):
+                cell_was += " (switched to XLA: {plain}, {sharp}, {ends} of each arm's runs)".format(**xla)
+            print(f"| {label}, {run.steps} steps | {cell_was} | {statistics.median(t[0] for t in took['plain']):.3f} / "
+                  f"{statistics.median(t[0] for t in took['sharp']):.3f} | {over(took, 'sharp', 0)}, {over(took, 'sharp', 1)} | "
+                  f"{over(took, 'ends', 0)}, {over(took, 'ends', 1)} | {100 * statistics.median(share):.1f} % | "
+                  f"{log.products / max(len(log.steps), 1):.1f} | {of} |", flush=True)
     print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
