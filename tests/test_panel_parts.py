@@ -254,3 +254,21 @@ def test_late_echoes_of_etas_set_in_a_loop_leave_the_last_one(ip, run, loop, mon
     slider.value = shown[1]  # 0.5's position, long after the panel showed it: the user put it there
     controls._apply_inbox()
     assert res.engine.eta == pytest.approx(0.5, rel=0.012)
+
+
+@pytest.mark.parametrize("etas", [200, 2000])
+def test_the_positions_remembered_as_the_panels_own_are_only_those_that_can_still_echo(ip, run, monkeypatch, etas):
+    """A schedule sets eta every chunk for hours: what the slider remembers stays bounded by what
+    was shown within ECHO_S, however many etas were shown before."""
+    import tfmagic.widgets.controls as controls_module
+
+    res, controls = _controls(ip, run)
+    clock = [0.0]
+    monkeypatch.setattr(controls_module.time, "monotonic", lambda: clock[0])
+    rng = np.random.default_rng(etas)
+    for eta in 10 ** rng.uniform(-4, 0, etas):
+        clock[0] += 0.05
+        controls.show_eta(float(eta))
+    window = int(controls_module.ECHO_S / 0.05)
+    assert len(controls._shown) <= window
+    assert all(clock[0] - t < controls_module.ECHO_S for t in controls._shown.values())

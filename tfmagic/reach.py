@@ -188,11 +188,16 @@ def _state(entry):
     return f"{engine.status}, step {engine.steps:,}"
 
 
-async def _said_once_ended(tasks, said):
+async def _said_once_ended(tasks, said, still):
     import asyncio
 
-    await asyncio.wait(tasks, timeout=STOP_WAIT_S)
-    print(said)
+    _, pending = await asyncio.wait(tasks, timeout=STOP_WAIT_S)
+    print(still(len(pending)) if pending else said)
+
+
+def _still_stopping(n):
+    return (f"Stopping {n} run{'s' * (n != 1)}: not ended after {STOP_WAIT_S:g} s; "
+            f"{'they end' if n != 1 else 'it ends'} at the end of {'their' if n != 1 else 'its'} chunk.")
 
 
 def runs_magic(line):
@@ -216,7 +221,7 @@ def runs_magic(line):
         from tfmagic.kernel.awaiting import cell_is_awaited
 
         if tasks and cell_is_awaited():  # (the runs end at their next chunk's end: said once they have)
-            return _said_once_ended(tasks, said)
+            return _said_once_ended(tasks, said, _still_stopping)
         print(said)
         return
     for i, entry in enumerate(entries, 1):

@@ -185,7 +185,9 @@ class Controls:
                 slider.max = max(slider.max, math.ceil(math.log10(eta)))
         if self.pending("eta_slider"):  # (the user moved the slider since: that value comes next)
             return
-        self._shown[self._position(eta)] = time.monotonic()
+        now = time.monotonic()
+        self._shown = {k: t for k, t in self._shown.items() if now - t < ECHO_S}  # (bounded: only what can still echo)
+        self._shown[self._position(eta)] = now
         self.show("eta_slider", eta)  # (the browser puts the handle on its grid, and may say so back)
 
     def echo(self, value):
