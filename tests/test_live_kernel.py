@@ -160,6 +160,21 @@ class Kernel:
         self.kc.wait_for_ready(timeout=STARTUP_TIMEOUT)
         self.iopub: list[dict] = []
 
+    def cpu_seconds(self):
+        """The kernel process's CPU time so far (user + system, all threads)."""
+        import psutil
+
+        times = psutil.Process(self.km.provisioner.process.pid).cpu_times()
+        return times.user + times.system
+
+    def heard_within(self, seconds, cpu, bound=1.0):
+        """A reaction within `bound` s of wall time; on a machine busier than its cores (other
+        test workers), within `bound` s of the kernel's own CPU time and 2.5x `bound` of wall
+        time: what a starved process cannot do faster."""
+        if seconds < bound:
+            return True
+        return os.getloadavg()[0] > (os.cpu_count() or 1) and cpu < bound and seconds < 2.5 * bound
+
     def close(self):
         try:
             self.kc.stop_channels()

@@ -100,10 +100,10 @@ def test_kernel_interrupt_stops_a_background_run_within_a_second(kernel, doing):
         other = execute(k, "time.sleep(20)" if doing == "a cell runs" else "await asyncio.sleep(20)")
         k.wait_iopub(k.child_of(other, "execute_input"), start=mark)
         time.sleep(0.3)
-    t0 = time.monotonic()
+    t0, cpu0 = time.monotonic(), k.cpu_seconds()
     k.km.interrupt_kernel()
     k.wait_iopub(status_has(k, ids, "interrupted"), timeout=5, start=mark)
-    heard = time.monotonic() - t0
+    heard, cpu = time.monotonic() - t0, k.cpu_seconds() - cpu0
     if other is not None:  # the cell is interrupted as ever
         reply = k.reply(other, timeout=10)
         assert reply["content"]["status"] == "error" and reply["content"]["ename"] in ("KeyboardInterrupt",
@@ -111,7 +111,7 @@ def test_kernel_interrupt_stops_a_background_run_within_a_second(kernel, doing):
     status, steps = steps_of(k, "r")
     time.sleep(0.5)
     print(f"\n{doing}: the background run ended {heard:.2f} s after the interrupt")
-    assert status == "interrupted" and steps_of(k, "r") == (status, steps) and heard < 1.0
+    assert status == "interrupted" and steps_of(k, "r") == (status, steps) and k.heard_within(heard, cpu), (heard, cpu)
     _, text, _ = run(k, "import math; print(math.isfinite(float(x.numpy())), 2 < float(x.numpy()) < 10)")
     assert text.split() == ["True", "True"]
 
@@ -266,14 +266,14 @@ def test_kernel_interrupt_during_a_slow_set_up_changes_nothing(kernel, slow, kin
     msg_id = execute(k, f"%%descend {names} {SETUP_KINDS[kind]} -o r\n{cell}")
     k.wait_iopub(k.child_of(msg_id, "execute_input"), timeout=30)
     time.sleep(delay)
-    t0 = time.monotonic()
+    t0, cpu0 = time.monotonic(), k.cpu_seconds()
     k.km.interrupt_kernel()
     reply = k.reply(msg_id, timeout=30)
-    seconds = time.monotonic() - t0
+    seconds, cpu = time.monotonic() - t0, k.cpu_seconds() - cpu0
     idle = k.wait_iopub(k.child_of(msg_id, "status", execution_state="idle"))
     text, _ = k.outputs(msg_id, upto=idle)
     print(f"\n{slow}, {kind}, interrupt at {delay} s: the cell ended {seconds:.2f} s after it")
-    assert seconds < 1.0
+    assert k.heard_within(seconds, cpu), (seconds, cpu)
     if reply["content"]["status"] == "ok" and delay > 0.5:  # (the set-up was done: an interrupted run)
         _, text, _ = run(k, "print(r.status if hasattr(r, 'status') else [s.status for s in r.runs.values()])")
         assert "interrupted" in text, text
