@@ -345,3 +345,23 @@ def test_the_current_point_is_never_sent_at_a_nan_height(where, end_loss):
         assert len(x) == len(y) and np.isfinite(x).all() and np.isfinite(y).all(), (x, y)
         if len(y):
             assert where > 0 or np.isfinite(end_loss)  # (shown only where the curve or the run gives a height)
+
+
+@pytest.mark.parametrize("n", [0, 1, 4, 5, 37, 1999, 2000, 2001, 12_345, 200_001])
+def test_the_smoothed_loss_is_the_moving_average_of_the_steps_where_it_is_drawn(n):
+    """A --data run's smoothed line: at each step drawn, the mean of the last 5 % of the run's
+    losses (NaN counted as 0; the first steps: the mean of what there is), with thinned steps."""
+    rng = np.random.default_rng(n)
+    loss = rng.lognormal(size=n).astype(np.float32)
+    loss[rng.integers(0, max(n, 1), size=max(1, n // 500) * (n > 0))] = np.nan
+    h = history(n, ["x"], loss=loss)
+    h["step"] = np.arange(n) * 3  # (a thinned history: a row every 3 steps)
+    c = HistoryCharts({"x": ()}, epochs=True, max_points=1000)
+    c.update(h, epochs=(np.array([n - 1]), np.array([1.0]), np.array([np.nan])))
+    smooth = c._epoch_marks[c.log_toggle.value][0]
+    w = max(1, min(n, max(5, n // 20)))
+    x = np.nan_to_num(loss.astype(np.float64))
+    rows = (np.asarray(smooth.x) / 3).astype(np.int64)
+    want = np.array([x[max(0, i + 1 - w): i + 1].mean() for i in rows])
+    assert len(rows) == min(n, 1000) and list(rows[:1]) == [0][:n] and list(rows[-1:]) == [n - 1][:n]
+    np.testing.assert_allclose(np.asarray(smooth.y, np.float64), want, rtol=1e-5, atol=1e-6)

@@ -15,7 +15,7 @@ import bqplot as bq
 import ipywidgets as W
 import numpy as np
 
-from tfmagic.present.points import decimate, path_points
+from tfmagic.present.points import decimate, path_points, trailing_means
 
 from .figures import COLORS, axes, empty, figure, legend, log_ticks, nice_ticks, to_wire, y_axis
 from .picture import Picture
@@ -120,12 +120,11 @@ class HistoryCharts:
 
     def _push_epochs(self, history, epochs):
         """The smoothed loss of the steps and `epochs` = (end steps, mean training losses, validation losses)."""
-        loss = np.asarray(history["loss"], np.float64)
-        w = max(1, min(len(loss), max(5, len(loss) // 20)))  # a moving average over 5 % of the run (5 steps at least)
-        c = np.cumsum(np.insert(np.nan_to_num(loss), 0, 0.0))
-        smooth = (c[w:] - c[:-w]) / w
-        smooth = np.concatenate([c[1:w] / np.arange(1, w), smooth])  # (the first steps: what there is)
-        rows = path_points({"loss": smooth, "step": history.get("step", np.arange(len(loss)))}, None, self.max_points)
+        loss, n = history["loss"], len(history["loss"])
+        drawn = decimate(n, self.max_points)  # (the points the steps' line has, as path_points picks them)
+        steps = np.asarray(history["step"])[drawn] if "step" in history else drawn
+        w = max(1, min(n, max(5, n // 20)))  # a moving average over 5 % of the run (5 steps at least)
+        rows = {"step": steps, "loss": trailing_means(loss, drawn, w)}
         ends, train, val = epochs
         if len(ends) > self.max_points:  # (as the steps' line: a long run's thousands of epochs cost each push)
             ends, train, val = (np.asarray(a)[decimate(len(a), self.max_points)] for a in (ends, train, val))
