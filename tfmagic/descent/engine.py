@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 
+from tfmagic.cell.variables import constraints as constraints_of
 from tfmagic.descent import policy as P
 from tfmagic.descent.cluster_controls import cluster_for
 from tfmagic.descent.compiled import CompiledSteps
@@ -37,7 +38,8 @@ class Descent(StartPoint, Settings, RunFacts, OneWayRuns, Motion, Rewinding):
     """Minimise `loss_fn()` over `variables` (name -> tf.Variable)."""
 
     def __init__(self, tf, loss_fn, variables, *, eta=0.1, optimizer="sgd", device=None, tol=None, jit="auto",
-                 loss_label=None, stream=None, full_loss_fn=None, epoch_steps=None, reuse=None, replicas=None):
+                 loss_label=None, stream=None, full_loss_fn=None, epoch_steps=None, reuse=None, replicas=None,
+                 constraints=None):
         self.tf = tf
         self.loss_label = loss_label  # the loss's name in the cell, for printouts (None: unnamed)
         self.loss_fn = loss_fn
@@ -46,6 +48,9 @@ class Descent(StartPoint, Settings, RunFacts, OneWayRuns, Motion, Rewinding):
         self.one_way = getattr(stream, "one_way", False)  # (a dataset's iterator cannot go back: one_way.py)
         self.epoch_steps = epoch_steps  # chunks end at its multiples: an epoch's end is seen between chunks
         self.variables = dict(variables)
+        # name -> the projection Keras's optimizer makes after each step (a Keras variable's
+        # constraint, which the tf.Variable under it does not carry); by default the variables' own
+        self.constraints = constraints_of(tf, self.variables) if constraints is None else dict(constraints)
         self.device = device
         self.replicas = replicas  # a replicas.Replicas (--strategy): chunks then grow by steps, not time
         self.cluster = cluster_for(tf, replicas)  # several workers: the chief steers them all (cluster_controls.py)

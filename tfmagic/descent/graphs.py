@@ -28,12 +28,14 @@ class Graphs:
     """Builds and keeps the compiled functions; `track_tol`: the loops stop at |grad| < tol
     (an op less a step without one). `width`: a raw history row's length."""
 
-    def __init__(self, tf, loss_fn, variables, optimizer, device, track_tol, width, replicas=None, stream=None):
+    def __init__(self, tf, loss_fn, variables, optimizer, device, track_tol, width, replicas=None, stream=None,
+                 constraints=None):
         self.tf, self.loss_fn, self.device = tf, loss_fn, device
         self.stream = stream  # a --data run's batches: XLA runs them in epochs (epoch_loop.py)
         self.epoch_validation = lambda count: {}  # the epoch loop's last call: its validation losses
         self.replicas = replicas  # a replicas.Replicas: the loss and gradients summed over a strategy's replicas
         self.variables = dict(variables)
+        self.constraints = constraints or {}  # name -> its projection after each step (engine.py)
         self.optimizer = optimizer
         self.track_tol = track_tol
         self.width = width
@@ -53,6 +55,7 @@ class Graphs:
         tf.function made by compiled() (AutoGraph converts the loss only)."""
         tf = self.tf
         variables = list(self.variables.values())
+        constrained = [(v, self.constraints[n]) for n, v in self.variables.items() if n in self.constraints]
         opt = self.optimizer
         iterations = opt.iterations.value  # the tf.Variable: Keras's own assign_add traces ~1 ms more
         loss_fn = autograph.converted(tf, self.loss_fn) if traced else self.loss_fn
@@ -84,9 +87,8 @@ class Graphs:
             learning_rate = opt.learning_rate
             for g, v in zip(grads, variables):
                 opt.update_step(g, v, learning_rate)
-            for v in variables:
-                if getattr(v, "constraint", None) is not None:  # as apply() does after the update
-                    v.assign(v.constraint(v))
+            for v, constraint in constrained:  # as Keras's optimizer.apply does after the update
+                v.assign(constraint(v))
             iterations.assign_add(1)
 
         def advance(grads):
