@@ -148,3 +148,11 @@ def test_a_series_steps_as_keras_does(data, run, line):
     before = model.get_weights()
     run("descend", f"model {line} --steps 30 --no-widgets", CELL)
     assert model.get_weights()[0].min() >= 0 and not np.array_equal(model.get_weights()[0], before[0])
+
+
+def test_a_rerun_after_a_constraint_is_removed_steps_without_it(data, run):
+    data.user_ns["model"] = model = _model("nonneg")
+    run("descend", "model --steps 5 --eta 0.1 --no-widgets", CELL)
+    model.layers[0].kernel.constraint = None
+    run("descend", "model --steps 30 --eta 0.1 --no-widgets", CELL)
+    assert model.layers[0].kernel.numpy().min() < 0  # (the target's kernel has negative entries)

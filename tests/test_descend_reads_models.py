@@ -129,3 +129,11 @@ def test_a_layer_that_never_has_weights_is_no_trouble(ns, run):
     ns.run_cell("flat = keras.layers.Flatten()\nf = Lin()")
     res = run("descend", "--steps 10 --no-widgets", "loss = tf.reduce_mean((f(flat(X)) - Y)**2)")
     assert sorted(c for c in res.history if c.startswith("f")) == ["f/b", "f/w"] and res.steps == 10
+
+
+def test_a_model_read_under_a_strategy_it_was_not_made_in_is_named(ns, run):
+    ns.run_cell("strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])\n"
+                "f = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])")
+    with pytest.raises(TfmagicError, match="the model f was made outside the strategy's scope"):
+        run("descend", "--data X,Y --batch-size 8 --steps 5 --strategy strategy --no-widgets",
+            "loss = tf.reduce_mean((f(X) - Y)**2)")

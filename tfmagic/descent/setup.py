@@ -259,8 +259,8 @@ def _require_in_scope(strategy, plan, variables):
     if not outside:
         return
     owner = next((name for name, kind, what in plan if kind == "model" and set(what) & set(outside)), None)
-    what = owner or outside[0].split(".")[0]
-    kind = "model" if owner else "variable"
+    what = owner or outside[0].split("/")[0]  # (a model the cell read: its variables are model/...)
+    kind = "model" if owner or "/" in outside[0] else "variable"
     raise TfmagicError(
         f"the {kind} {what} was made outside the strategy's scope, so it lives on one device, not on its replicas.",
         hint=f"make it inside the scope, then name that strategy:\n"
