@@ -141,21 +141,31 @@ def fit_way(prob, weights, spe, jit, steady):
     return go
 
 
-def hand_way(prob, weights, steady):
+def hand_step(prob, weights):
+    """(batch, n, step(index) -> loss): one Adam step on the rows `index`, as a hand-writer writes it."""
     X, Y, _, _, batch, new_model = prob
     model = new_model(weights)
     opt = keras.optimizers.Adam(1e-3)
     opt.build(model.trainable_variables)
-    Xd, Yd, n = tf.constant(X), tf.constant(Y), len(X)
+    Xd, Yd = tf.constant(X), tf.constant(Y)
+
+    def step(index):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
+                tf.gather(Yd, index), model(tf.gather(Xd, index)), from_logits=True))
+        opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+        return loss
+
+    return batch, len(X), step
+
+
+def hand_way(prob, weights, steady):
+    batch, n, step = hand_step(prob, weights)
 
     @tf.function(jit_compile=True)
     def loop(steps, start):
         def body(i):
-            index = (tf.range(batch) + i * batch) % n
-            with tf.GradientTape() as tape:
-                loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
-                    tf.gather(Yd, index), model(tf.gather(Xd, index)), from_logits=True))
-            opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+            step((tf.range(batch) + i * batch) % n)
             return (i + 1,)
         return tf.while_loop(lambda i: i < start + steps, body, [start])
 
@@ -165,11 +175,7 @@ def hand_way(prob, weights, steady):
 
 def hand_duties_way(prob, weights, steady):
     """hand_way's loop, shuffling each epoch and keeping each step's loss."""
-    X, Y, _, _, batch, new_model = prob
-    model = new_model(weights)
-    opt = keras.optimizers.Adam(1e-3)
-    opt.build(model.trainable_variables)
-    Xd, Yd, n = tf.constant(X), tf.constant(Y), len(X)
+    batch, n, step = hand_step(prob, weights)
     full = n // batch  # full batches an epoch
     losses = tf.Variable(tf.zeros([1 << 16]))
 
@@ -179,11 +185,7 @@ def hand_duties_way(prob, weights, steady):
             order = tf.argsort(tf.random.stateless_uniform([n], tf.stack([0, e])))
 
             def body(i, k):
-                index = tf.gather(order, tf.range(batch) + k * batch)
-                with tf.GradientTape() as tape:
-                    loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
-                        tf.gather(Yd, index), model(tf.gather(Xd, index)), from_logits=True))
-                opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+                loss = step(tf.gather(order, tf.range(batch) + k * batch))
                 losses.scatter_nd_update(tf.reshape(i % (1 << 16), [1, 1]), tf.reshape(loss, [1]))
                 return i + 1, k + 1
             i, _ = tf.while_loop(lambda i, k: (k < full) & (i < steps), body, [i, tf.constant(0)])
