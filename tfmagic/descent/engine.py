@@ -13,7 +13,6 @@ import time
 
 import numpy as np
 
-from tfmagic.cell.variables import constraints as constraints_of
 from tfmagic.descent import policy as P
 from tfmagic.descent.cluster_controls import cluster_for
 from tfmagic.descent.compiled import CompiledSteps
@@ -48,9 +47,7 @@ class Descent(StartPoint, Settings, RunFacts, OneWayRuns, Motion, Rewinding):
         self.one_way = getattr(stream, "one_way", False)  # (a dataset's iterator cannot go back: one_way.py)
         self.epoch_steps = epoch_steps  # chunks end at its multiples: an epoch's end is seen between chunks
         self.variables = dict(variables)
-        # name -> the projection Keras's optimizer makes after each step (a Keras variable's
-        # constraint, which the tf.Variable under it does not carry); by default the variables' own
-        self.constraints = constraints_of(tf, self.variables) if constraints is None else dict(constraints)
+        self.constraints = constraints  # name -> its projection after each step (graphs.py; None: the variables' own)
         self.device = device
         self.replicas = replicas  # a replicas.Replicas (--strategy): chunks then grow by steps, not time
         self.cluster = cluster_for(tf, replicas)  # several workers: the chief steers them all (cluster_controls.py)

@@ -12,6 +12,7 @@ import functools
 import math
 
 from tfmagic.cell import autograph
+from tfmagic.cell.variables import constraints as constraints_of
 from tfmagic.descent.callopts import graph_nodes
 from tfmagic.descent.history import shown_by_value
 
@@ -35,7 +36,9 @@ class Graphs:
         self.epoch_validation = lambda count: {}  # the epoch loop's last call: its validation losses
         self.replicas = replicas  # a replicas.Replicas: the loss and gradients summed over a strategy's replicas
         self.variables = dict(variables)
-        self.constraints = constraints or {}  # name -> its projection after each step (engine.py)
+        # name -> the projection Keras's optimizer.apply makes after each step (a Keras variable's
+        # constraint: the tf.Variable under it, which the steps assign, does not carry it)
+        self.constraints = constraints_of(tf, self.variables) if constraints is None else constraints
         self.optimizer = optimizer
         self.track_tol = track_tol
         self.width = width
