@@ -42,7 +42,7 @@ PRIVATE_APIS = (
                "TensorFlow 2.21", "the engine's graphs are traced with AutoGraph (2-5 ms more a trace)"),
     PrivateApi("tensorflow.python.framework.op_def_registry", "get", "cell/fingerprint.py: _registry_says_it_keeps_state",
                "TensorFlow 2.21", "every op not named there counts as keeping state: no re-run is reused"),
-    PrivateApi("keras", "Variable._value", "cell/variables.py: module_variables (read with getattr)",
+    PrivateApi("keras", "Variable._value", "cell/variables.py: module_variables, constraints (read with getattr)",
                "Keras 3.x", "a model's Keras 3 variable is refused as an unsupported type"),
     PrivateApi("tensorflow.python.ops.gen_summary_ops", "write_summary", "descent/summaries.py: _writer_fn",
                "TensorFlow 2.21", "--logdir writes each scalar eagerly (~40x slower, the same events)"),

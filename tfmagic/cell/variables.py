@@ -38,5 +38,60 @@ def module_variables(tf, name, obj):
             label, i = f"{base}_{i}", i + 1
         found[label] = raw
     if not found:
+        if getattr(obj, "variables", None):  # (built, and frozen: layer.trainable = False)
+            raise TfmagicError(f"{name} has no trainable variables (it is frozen: trainable=False); gradient descent "
+                               "leaves those alone.", hint=f"unfreeze it first: {name}.trainable = True")
         raise TfmagicError(f"{name} has no trainable variables yet; call it once on data so it builds its weights.")
     return found
+
+
+def model_variables(tf, name, obj):
+    """name/path -> tf.Variable for each trainable variable of obj, e.g. model/dense/kernel."""
+    found = {}
+    own = getattr(obj, "name", None)
+    for key, var in module_variables(tf, name, obj).items():
+        label = key[len(name) + 1 :]
+        if own and label.startswith(f"{own}/"):  # Keras paths start with the model's own name
+            label = label[len(own) + 1 :]
+        found[f"{name}/{label}" if f"{name}/{label}" not in found else key] = var
+    return found
+
+
+def add_distinct(variables, more):
+    """Add variables not already present (the same variable may be named directly and in a model)."""
+    have = {v.ref() for v in variables.values()}
+    for name, var in more.items():
+        if var.ref() not in have:
+            variables[name] = var
+            have.add(var.ref())
+
+
+def read_variables(tf, reads, namespace):
+    """No names given: name -> tf.Variable for every tf.Variable, Keras model/layer and tf.Module
+    among the names a cell `reads` (a model by its trainable variables, model/dense/kernel), each
+    variable once; and the names of the models read that have no weights yet (not built)."""
+    variables, unbuilt = {}, []
+    for n in reads:
+        value = namespace.get(n)
+        if isinstance(value, tf.Variable):
+            add_distinct(variables, {n: value})
+        elif is_model(tf, value):
+            if value.trainable_variables:
+                add_distinct(variables, model_variables(tf, n, value))
+            elif getattr(value, "built", True) is False:
+                unbuilt.append(n)
+    return variables, unbuilt
+
+
+def constraints(tf, variables, models=()):
+    """name -> the projection Keras's optimizer.apply makes after each step, for those of
+    `variables` (name -> tf.Variable) that have one: the tf.Variable's own (constraint=), or that
+    of the Keras variable of one of `models` that holds it (tfmagic steps the tf.Variable under it)."""
+    keras_own = {}
+    for model in models:
+        for v in model.trainable_variables:
+            raw = getattr(v, "_value", None)
+            if isinstance(raw, tf.Variable) and getattr(v, "constraint", None) is not None:
+                keras_own[raw.ref()] = v.constraint
+    found = {n: keras_own.get(v.ref()) or getattr(v, "constraint", None) for n, v in variables.items()}
+    return {n: c for n, c in found.items() if c is not None}

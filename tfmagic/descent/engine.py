@@ -37,7 +37,8 @@ class Descent(StartPoint, Settings, RunFacts, OneWayRuns, Motion, Rewinding):
     """Minimise `loss_fn()` over `variables` (name -> tf.Variable)."""
 
     def __init__(self, tf, loss_fn, variables, *, eta=0.1, optimizer="sgd", device=None, tol=None, jit="auto",
-                 loss_label=None, stream=None, full_loss_fn=None, epoch_steps=None, reuse=None, replicas=None):
+                 loss_label=None, stream=None, full_loss_fn=None, epoch_steps=None, reuse=None, replicas=None,
+                 constraints=None):
         self.tf = tf
         self.loss_label = loss_label  # the loss's name in the cell, for printouts (None: unnamed)
         self.loss_fn = loss_fn
@@ -46,6 +47,7 @@ class Descent(StartPoint, Settings, RunFacts, OneWayRuns, Motion, Rewinding):
         self.one_way = getattr(stream, "one_way", False)  # (a dataset's iterator cannot go back: one_way.py)
         self.epoch_steps = epoch_steps  # chunks end at its multiples: an epoch's end is seen between chunks
         self.variables = dict(variables)
+        self.constraints = constraints  # name -> its projection after each step (graphs.py; None: the variables' own)
         self.device = device
         self.replicas = replicas  # a replicas.Replicas (--strategy): chunks then grow by steps, not time
         self.cluster = cluster_for(tf, replicas)  # several workers: the chief steers them all (cluster_controls.py)

@@ -76,6 +76,7 @@ def _steps(graphs, stream):
     buffer = graphs.row_buffer()
     track = graphs.track_tol
     variables = list(graphs.variables.values())
+    constrained = [v for n, v in graphs.variables.items() if n in graphs.constraints]
     squared_norm = squared
     if sum(v.shape.num_elements() for v in graphs.variables.values()) <= CONCAT_ELEMENTS:
         def squared_norm(grads):  # (one reduction: a sum per variable halves a small model's rate)
@@ -95,7 +96,7 @@ def _steps(graphs, stream):
             if track:  # (converged: no step from the point)
                 go = go & (gn2 < math.inf) & (gn2 >= tol2)
 
-            with only_if(tf, go, graphs.optimizer, variables):  # (no branch: see only_if)
+            with only_if(tf, go, graphs.optimizer, variables, constrained):  # (no branch: see only_if)
                 advance.update(grads)
             # The point's loss and |grad|² in its row, the next point's summaries (read after the step)
             # in the next row: carried from one iteration to the next instead, they halve the rate.
@@ -137,7 +138,7 @@ class Validation:
 
 
 @contextmanager
-def only_if(tf, go, optimizer, variables):
+def only_if(tf, go, optimizer, variables, constrained=()):
     """The step traced inside changes nothing unless `go`: each assignment of the optimizer
     (Keras's assign, assign_add, assign_sub, which every update_step uses) writes where(go, new,
     old), so XLA updates each slot in place; what is assigned otherwise (the step count, a
@@ -156,7 +157,7 @@ def only_if(tf, go, optimizer, variables):
     def tf_variable(v):
         return v if isinstance(v, tf.Variable) else v.value
 
-    constrained = {id(tf_variable(v)) for v in variables if getattr(v, "constraint", None) is not None}
+    constrained = {id(tf_variable(v)) for v in constrained}  # (their projection is a plain assign)
     others = [tf_variable(v) for v in [*optimizer.variables, *variables]]
     before = [v.read_value() for v in others]  # (unused reads cost nothing under XLA)
     optimizer.assign = masked(lambda v, x: x)

@@ -12,6 +12,7 @@ import functools
 import math
 
 from tfmagic.cell import autograph
+from tfmagic.cell.variables import constraints as constraints_of
 from tfmagic.descent.callopts import graph_nodes
 from tfmagic.descent.history import shown_by_value
 
@@ -28,12 +29,16 @@ class Graphs:
     """Builds and keeps the compiled functions; `track_tol`: the loops stop at |grad| < tol
     (an op less a step without one). `width`: a raw history row's length."""
 
-    def __init__(self, tf, loss_fn, variables, optimizer, device, track_tol, width, replicas=None, stream=None):
+    def __init__(self, tf, loss_fn, variables, optimizer, device, track_tol, width, replicas=None, stream=None,
+                 constraints=None):
         self.tf, self.loss_fn, self.device = tf, loss_fn, device
         self.stream = stream  # a --data run's batches: XLA runs them in epochs (epoch_loop.py)
         self.epoch_validation = lambda count: {}  # the epoch loop's last call: its validation losses
         self.replicas = replicas  # a replicas.Replicas: the loss and gradients summed over a strategy's replicas
         self.variables = dict(variables)
+        # name -> the projection Keras's optimizer.apply makes after each step (a Keras variable's
+        # constraint: the tf.Variable under it, which the steps assign, does not carry it)
+        self.constraints = constraints_of(tf, self.variables) if constraints is None else constraints
         self.optimizer = optimizer
         self.track_tol = track_tol
         self.width = width
@@ -53,6 +58,7 @@ class Graphs:
         tf.function made by compiled() (AutoGraph converts the loss only)."""
         tf = self.tf
         variables = list(self.variables.values())
+        constrained = [(v, self.constraints[n]) for n, v in self.variables.items() if n in self.constraints]
         opt = self.optimizer
         iterations = opt.iterations.value  # the tf.Variable: Keras's own assign_add traces ~1 ms more
         loss_fn = autograph.converted(tf, self.loss_fn) if traced else self.loss_fn
@@ -84,9 +90,8 @@ class Graphs:
             learning_rate = opt.learning_rate
             for g, v in zip(grads, variables):
                 opt.update_step(g, v, learning_rate)
-            for v in variables:
-                if getattr(v, "constraint", None) is not None:  # as apply() does after the update
-                    v.assign(v.constraint(v))
+            for v, constraint in constrained:  # as Keras's optimizer.apply does after the update
+                v.assign(constraint(v))
             iterations.assign_add(1)
 
         def advance(grads):

@@ -30,8 +30,9 @@ class LossProgram:
     cell assigns now, the validation. The re-run cache (reuse.py) holds it: a re-run that
     reuses it rebinds it to the namespace as it is now."""
 
-    def __init__(self, tf, cell, variables, created, extra, batches, strategy, device, optimizer):
+    def __init__(self, tf, cell, variables, created, extra, batches, strategy, device, optimizer, constraints=None):
         self.tf, self.cell, self.variables, self.created, self.extra = tf, cell, variables, created, extra
+        self.constraints = constraints or {}  # name -> the projection after each step (cell/variables.py)
         self.batches, self.device, self.optimizer = batches, device, optimizer
         # The cell converted by AutoGraph, the wrappers around it not (cell/autograph.py).
         self.cell_function = autograph.converted(tf, cell.function)
@@ -101,7 +102,7 @@ class LossProgram:
             full.rows = getattr(batches, "n", None)  # (a dataset's: its first batch, no rows to choose)
             stream = dict(stream=batches, epoch_steps=batches.epoch_steps, full_loss_fn=full)
         engine = Descent(tf, self.loss, self.variables, eta=eta, optimizer=self.optimizer, device=self.device,
-                         tol=tol, jit=self.jit, loss_label=self.cell.target_name, reuse=reuse,
+                         tol=tol, jit=self.jit, loss_label=self.cell.target_name, reuse=reuse, constraints=self.constraints,
                          replicas=self.replicas, **stream)
         epochs = EpochLog(batches.epoch_steps, self.validate) if batches and batches.epoch_steps else None
         if hasattr(batches, "validation_loss"):

@@ -170,7 +170,7 @@ class Rerun:
             return Retrace.RANDOM_OPS, self.fingerprint.kernel_state[0]
         if not _same_variables(self.kept.program, program):
             return (Retrace.VARIABLES,)  # (a cell without NAMEs: the variables it reads)
-        if any(getattr(v, "constraint", None) is not None for v in program.variables.values()):
+        if program.constraints or self.kept.program.constraints:  # (either way: the kept steps have the old ones)
             return (Retrace.CONSTRAINT,)
         if not self.fingerprint.same_as(self.kept.fingerprint):
             return (Retrace.GRAPH,)

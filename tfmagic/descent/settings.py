@@ -75,7 +75,7 @@ class Settings:
         steps.optimizer_name, steps.optimizer = name, opt
         steps.policy.forget_rates()
         steps.graphs = Graphs(tf, self.loss_fn, self.variables, opt, self.device, bool(self._tol), len(self.columns) - 1,
-                              self.replicas, None if self.replicas else self._stream)
+                              self.replicas, None if self.replicas else self._stream, self.constraints)
         before = steps.calls
         steps.calls = Calls(tf, steps.graphs, live, self.device, self.jit, self._tol, steps.default_runtime, self.notes)
         steps.calls.one_way_count = self._stream.position if self.one_way else None  # (its reads: no second try)

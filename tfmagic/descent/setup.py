@@ -18,7 +18,7 @@ from tfmagic.descent.replica_split import choose_form
 from tfmagic.errors import LossError, TfmagicError
 from tfmagic.cell.explain import explain
 from tfmagic.cell.tensors import table
-from tfmagic.cell.variables import is_model, module_variables, require_float
+from tfmagic.cell.variables import constraints, is_model, model_variables, read_variables, require_float
 from tfmagic.runtime.devices import short as short_device
 
 
@@ -90,7 +90,7 @@ def read_specs(tf, specs, namespace, device, ranges=None):
             require_float(tf, name, obj, f"make it float: {name} = tf.Variable({name}.numpy().astype('float32')) or %%descend {name}=10.0")
             plan.append((name, "variable", obj))
         elif is_model(tf, obj):
-            plan.append((name, "model", module_variables(tf, name, obj)))
+            plan.append((name, "model", model_variables(tf, name, obj)))
         else:
             raise TfmagicError(
                 f"{name} is a {type(obj).__name__}, not a tf.Variable, so descent cannot change it.",
@@ -146,8 +146,9 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
         variables, created = make_variables(tf, plan, device)
     overlay = {**namespace, **created}
     cell = compile_cell(source, overlay, params=list(data.arrays) if data else (), default_globals={"tf": tf}, tf=tf)
+    models, unbuilt = [namespace[name] for name, kind, _ in plan if kind == "model"], ()
     if not specs:
-        variables = _read_variables(tf, cell, overlay)
+        variables, models, unbuilt = _read_variables(tf, cell, overlay)
     if strategy is not None:
         _require_in_scope(strategy, plan, variables)
         jit = "off"  # (XLA and a strategy's collectives: not supported here)
@@ -157,13 +158,15 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
         batches = DatasetStream(tf, data.dataset, data.arrays, data.epoch_steps, device)
     elif data:
         batches = Batches(tf, data.arrays, data.batch_size, data.seed, device)
-    program = LossProgram(tf, cell, variables, created, extra, batches, strategy, device, optimizer)
+    program = LossProgram(tf, cell, variables, created, extra, batches, strategy, device, optimizer,
+                          constraints(tf, variables, models))
     try:
         with tf.device(device):
             loss, grads, assigned, trace = _tried(tf, program.trial, program.run_cell)
     except Exception as err:
         raise explain(err, cell) from err
     label = cell.target_label
+    _refuse_built_now(unbuilt, overlay)
     _check_loss(loss, grads, label, variables)
     if program.replicas is not None:  # (a loss that does not split over the replicas is refused)
         choose_form(tf, program.replicas, batches.first() if batches else {}, list(variables.values()), label)
@@ -183,16 +186,33 @@ def prepare(tf, source, namespace, specs, *, eta, optimizer, device, tol, jit, r
 
 
 def _read_variables(tf, cell, overlay):
-    """No NAME list: the float tf.Variables the cell reads."""
-    variables = {n: overlay[n] for n in cell.reads if isinstance(overlay.get(n), tf.Variable)}
+    """No NAME list: the float tf.Variables, Keras models/layers and tf.Modules the cell reads
+    (as %%tfgrad takes them), and the models among them."""
+    variables, unbuilt = read_variables(tf, cell.reads, overlay)
+    if unbuilt and not variables:
+        raise TfmagicError(f"{unbuilt[0]} has no weights yet, so there is nothing to minimise over.",
+                           hint=f"call it once on data in an earlier cell so it builds them, e.g. {unbuilt[0]}(X[:1])")
     if not variables:
+        frozen = [n for n in cell.reads if is_model(tf, overlay.get(n)) and getattr(overlay[n], "variables", None)]
         raise TfmagicError(
-            "The cell reads no tf.Variable, so there is nothing to minimise over.",
-            hint="name the variables and their starting values, e.g. %%descend x=10.0",
+            f"The cell reads no tf.Variable{', and ' + frozen[0] + ' is frozen (trainable=False)' if frozen else ''}, "
+            "so there is nothing to minimise over.",
+            hint=f"unfreeze it: {frozen[0]}.trainable = True" if frozen else
+            "name the variables and their starting values, e.g. %%descend x=10.0",
         )
     for name, var in variables.items():
         require_float(tf, name, var, f"make it float, e.g. %%descend {name}=10.0")
-    return variables
+    return variables, [overlay[n] for n in cell.reads if is_model(tf, overlay.get(n))], unbuilt
+
+
+def _refuse_built_now(unbuilt, overlay):
+    """A model the cell read without weights that its trial run built (a layer without weights,
+    Flatten, stays unbuilt harmlessly): its weights were not among the variables to minimise."""
+    for name in unbuilt:
+        if overlay[name].trainable_variables:
+            raise TfmagicError(f"{name} had no weights yet: the cell's first run built them just now, so they "
+                               "were not among the variables to minimise over.",
+                               hint="run the cell again to train them too (or call it once on data in an earlier cell)")
 
 
 def _check_loss(loss, grads, label, variables):
@@ -239,8 +259,8 @@ def _require_in_scope(strategy, plan, variables):
     if not outside:
         return
     owner = next((name for name, kind, what in plan if kind == "model" and set(what) & set(outside)), None)
-    what = owner or outside[0].split(".")[0]
-    kind = "model" if owner else "variable"
+    what = owner or outside[0].split("/")[0]  # (a model the cell read: its variables are model/...)
+    kind = "model" if owner or "/" in outside[0] else "variable"
     raise TfmagicError(
         f"the {kind} {what} was made outside the strategy's scope, so it lives on one device, not on its replicas.",
         hint=f"make it inside the scope, then name that strategy:\n"

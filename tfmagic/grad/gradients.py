@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 
 from tfmagic.cell import autograph
 from tfmagic.cell.compiler import compile_cell
-from tfmagic.cell.variables import is_model, module_variables
+from tfmagic.cell.variables import add_distinct, is_model, model_variables, read_variables
 from tfmagic.errors import TfmagicError
 from tfmagic.cell.explain import explain
 from tfmagic.cell.tensors import record, table
@@ -118,27 +118,6 @@ def _changed(snapshot):
     return out
 
 
-def _expand(tf, name, obj):
-    """name/path -> tf.Variable for each trainable variable of obj, e.g. model/dense/kernel."""
-    found = {}
-    own = getattr(obj, "name", None)
-    for key, var in module_variables(tf, name, obj).items():
-        label = key[len(name) + 1 :]
-        if own and label.startswith(f"{own}/"):  # Keras paths start with the model's own name
-            label = label[len(own) + 1 :]
-        found[f"{name}/{label}" if f"{name}/{label}" not in found else key] = var
-    return found
-
-
-def _add_distinct(variables, more):
-    """Add variables not already present (the same variable may be named directly and in a model)."""
-    have = {v.ref() for v in variables.values()}
-    for name, var in more.items():
-        if var.ref() not in have:
-            variables[name] = var
-            have.add(var.ref())
-
-
 def differentiate(tf, source, namespace, names=(), device=None, bench=False):
     """Run `source` once under a tape; return (Gradients, what the cell assigns). Publishes nothing."""
     variables, watched, notes = _named(tf, namespace, names)
@@ -202,9 +181,9 @@ def _named(tf, namespace, names):
     for name in names:
         value = namespace[name]
         if isinstance(value, tf.Variable):
-            _add_distinct(variables, {name: value})
+            add_distinct(variables, {name: value})
         elif is_model(tf, value):
-            _add_distinct(variables, _expand(tf, name, value))
+            add_distinct(variables, model_variables(tf, name, value))
         else:
             watched[name] = _watchable(tf, name, value)
     return variables, watched, []
@@ -212,15 +191,9 @@ def _named(tf, namespace, names):
 
 def _read_variables(tf, cell, namespace, variables, notes):
     """No names given: the variables, models and modules the cell reads (into `variables`)."""
-    for n in cell.reads:
-        value = namespace.get(n)
-        if isinstance(value, tf.Variable):
-            _add_distinct(variables, {n: value})
-        elif is_model(tf, value):
-            if value.trainable_variables:
-                _add_distinct(variables, _expand(tf, n, value))
-            elif getattr(value, "built", True) is False:
-                notes.append(f"{n} has no weights yet; call it once on data in an earlier cell to get their gradients.")
+    found, unbuilt = read_variables(tf, cell.reads, namespace)
+    add_distinct(variables, found)
+    notes.extend(f"{n} has no weights yet; call it once on data in an earlier cell to get their gradients." for n in unbuilt)
     if not variables:
         notes.append(
             "The cell reads no tf.Variable, Keras model or tf.Module with trainable variables, so there are "
