@@ -1,0 +1,134 @@
+"""The variables at each multiple of K steps, copied by the compiled loop itself (--sharpness), so
+the engine need not end a chunk there to see them.
+
+An observer that needs the point at every multiple of K (Observer.every) had each chunk cut there:
+a chunk end cost the examples' MLPs 3-4.5 ms (the snapshot, a call's fixed cost, its Python, the
+rows read back), 15-40 % of their steps at K = 100. Instead the loops with a row per step
+(Graphs.markable) of a run that marks copy, at the step `due` steps into the call, the variables
+into slot `slot` of a small buffer (a variable per model variable with a
+leading dimension of SLOTS), and the next copy is due K steps later. Between chunks the engine sets
+both (two scalar assignments); a chunk holds at most SLOTS multiples, so none is overwritten before
+it is read. The copy never changes the step: a run is the same bit for bit with or without marks.
+Loops traced without marks (a run without --sharpness) run as before; the "step" and "blocks"
+modes still cut their chunks at the multiples.
+"""
+
+import contextlib
+
+MOST_SLOTS = 16  # multiples of K a chunk may span: at K = 100, chunks of up to ~1 600 steps (0.1 s: ~800)
+SLOT_FLOATS = 1 << 22  # the copies kept, at most (16 MB; at least one slot, whatever the model's size)
+
+
+class Marks:
+    """The copies of `variables` a marked loop makes (one per multiple of `every` inside a call)."""
+
+    def __init__(self, tf, variables, device):
+        self.tf, self.variables = tf, list(variables)
+        dim = sum(v.shape.num_elements() for v in self.variables)
+        self.slots = max(1, min(MOST_SLOTS, SLOT_FLOATS // max(dim, 1)))
+        with tf.device(device):
+            self.due = tf.Variable(-1, trainable=False)  # steps into the call of the next copy (-1: none)
+            self.slot = tf.Variable(0, trainable=False)  # ... and where it goes
+            self.every = tf.Variable(0, trainable=False)
+            self.kept = [tf.Variable(tf.zeros([self.slots + 1, *v.shape], tf.as_dtype(v.dtype)), trainable=False)
+                         for v in self.variables]
+        self._swap, self._every = None, 0
+
+    def span(self, step, every):
+        """Steps from `step` a chunk may take so that each multiple of `every` after it, up to its end,
+        has a slot of its own."""
+        return every - step % every + (self.slots - 1) * every
+
+    def arm(self, step, every):
+        """Before a call from `step`: the next multiple of `every` after it is due, in its slot."""
+        first = (step // every + 1) * every
+        self.due.assign(first - step)
+        self.slot.assign((first // every) % self.slots)
+        if every != self._every:
+            self.every.assign(every)
+            self._every = every
+
+    def keep(self, i, xla):
+        """Traced in a loop's step `i` steps into the call: copies the variables when due. Under XLA
+        without a branch (a branch that read the variables changed XLA's fusions of the step, and a
+        loss's last bit at ~1 % of the steps): every step writes them, to their slot when due, else
+        to a spare one. Elsewhere a branch: its ops run only at the copies."""
+        tf = self.tf
+        due = tf.equal(i, self.due.read_value())
+
+        def copy(slot):
+            for v, kept in zip(self.variables, self.kept):
+                kept.scatter_update(tf.IndexedSlices(tf.convert_to_tensor(v)[None], slot[None]))
+
+        if xla:
+            slot = self.slot.read_value()
+            copy(tf.where(due, slot, self.slots))
+            self.slot.assign(tf.where(due, (slot + 1) % self.slots, slot))
+            self.due.assign_add(tf.where(due, self.every.read_value(), 0))
+            return
+
+        def copy_due():
+            slot = self.slot.read_value()
+            copy(slot)
+            self.slot.assign((slot + 1) % self.slots)
+            self.due.assign_add(self.every.read_value())
+            return tf.constant(0)
+
+        tf.cond(due, copy_due, lambda: tf.constant(0))
+
+    @contextlib.contextmanager
+    def swapped_in(self, step, every):
+        """Inside the block the variables hold the copy the loop kept at `step` (a multiple of
+        `every` inside the last chunk); they are put back after (the copy and the values swap)."""
+        if self._swap is None:
+            self._swap = self._build_swap()
+        slot = self.tf.constant((step // every) % self.slots)
+        self._swap(slot)
+        try:
+            yield
+        finally:
+            self._swap(slot)
+
+    def _build_swap(self):
+        from tfmagic.cell import autograph
+
+        tf = self.tf
+
+        def swap(slot):
+            for v, kept in zip(self.variables, self.kept):
+                now = tf.identity(tf.convert_to_tensor(v))
+                v.assign(kept[slot])
+                kept.scatter_update(tf.IndexedSlices(now[None], slot[None]))
+            return tf.constant(0)
+
+        return autograph.function(tf, swap)
+
+
+def marks_every(engine):
+    """K of the one observer that wants the point at each multiple of K (None: none, or several)."""
+    wanted = {o.every for o in engine._observers if getattr(o, "every", None)}
+    return wanted.pop() if len(wanted) == 1 else None
+
+
+def chunk_bound(engine, mode, step):
+    """Steps from `step` a chunk of `mode` may take: up to the next multiple an observer wants, or,
+    where the loop copies the variables there, up to as many as it has slots for (None: no bound)."""
+    every = marks_every(engine)
+    graphs = engine._graphs
+    graphs.marking = bool(every)  # (the loops to run: those that mark, or not)
+    if every and graphs.markable(mode):
+        key = ("marks", engine.device)  # (a Reset onto another device builds its graphs again)
+        if graphs.marks is None or key not in engine.memo:
+            if key not in engine.memo:
+                engine.memo[key] = Marks(engine.tf, engine.variables.values(), engine.device)
+            graphs.marks = engine.memo[key]
+        return graphs.marks.span(step, every)
+    return engine._observers.steps_to_boundary(step)
+
+
+def arm_marks(engine, mode, step):
+    """Before a call of `mode` from `step`: the loop's next copy set up, if it marks."""
+    every = marks_every(engine)
+    marks = engine._graphs.marks_traced(mode) if every else None
+    if marks is not None:
+        marks.arm(step, every)
