@@ -175,3 +175,25 @@ def test_a_rewind_across_measurements_measures_the_branch_again(ip, run, back_to
     again = dict(zip(first.sharpness["step"], first.sharpness["sharpness"]))
     for step, lam in before.items():  # (its Lanczos starts from another vector after the rewind: within its tolerance)
         assert again[step] == pytest.approx(lam, rel=3e-3)
+
+
+@pytest.mark.parametrize("interrupted_at", [2, 3, 5])
+def test_an_interrupt_while_lambda_is_measured_on_a_copy_leaves_the_runs_own_values(ip, run, monkeypatch, interrupted_at):
+    measured, calls = sharpness.Lanczos.largest, []
+
+    def largest(self, afresh=False):  # (Ctrl-C arriving while a copy of an earlier step is in the variables)
+        calls.append(afresh)
+        if len(calls) == interrupted_at:
+            raise KeyboardInterrupt
+        return measured(self, afresh)
+
+    line = "a=-1.5 b=2.0 --eta 0.0004 --jit off --steps 3000 --no-widgets"
+    with monkeypatch.context() as m:
+        m.setattr(sharpness.Lanczos, "largest", largest)
+        stopped = run("descend", line + " --sharpness 10", ROSENBROCK)
+        now = {n: ip.user_ns[n].numpy().tobytes() for n in "ab"}
+    assert stopped.status == "interrupted" and 0 < stopped.steps < 3000
+    assert list(stopped.sharpness["step"]) == list(range(0, 10 * (interrupted_at - 1), 10))
+    plain = run("descend", line.replace("3000", str(stopped.steps)), ROSENBROCK)  # (the same steps, bit for bit)
+    assert now == {n: ip.user_ns[n].numpy().tobytes() for n in "ab"}
+    assert {n: v.tobytes() for n, v in stopped.values.items()} == {n: v.tobytes() for n, v in plain.values.items()}

@@ -13,8 +13,6 @@ Loops traced without marks (a run without --sharpness) run as before; the "step"
 modes still cut their chunks at the multiples.
 """
 
-import contextlib
-
 MOST_SLOTS = 16  # multiples of K a chunk may span: at K = 100, chunks of up to ~1 600 steps (0.1 s: ~800)
 SLOT_FLOATS = 1 << 22  # the copies kept, at most (16 MB; at least one slot, whatever the model's size)
 
@@ -76,18 +74,22 @@ class Marks:
 
         tf.cond(due, copy_due, lambda: tf.constant(0))
 
-    @contextlib.contextmanager
-    def swapped_in(self, step, every):
-        """Inside the block the variables hold the copy the loop kept at `step` (a multiple of
-        `every` inside the last chunk); they are put back after (the copy and the values swap)."""
+    def visit(self, steps, every):
+        """For each of `steps` (multiples of `every` inside the last chunk, in order), yields it while
+        the variables hold the copy the loop kept there; they are put back after, also if the
+        caller raises. (A swap exchanges the variables and a slot: the first slot then holds them,
+        and each later swap moves the last copy into its slot: a call a step, and one more.)"""
+        if not steps:
+            return
         if self._swap is None:
             self._swap = self._build_swap()
-        slot = self.tf.constant((step // every) % self.slots)
-        self._swap(slot)
+        slots = [self.tf.constant((step // every) % self.slots) for step in steps]
         try:
-            yield
+            for step, slot in zip(steps, slots):
+                self._swap(slot)
+                yield step
         finally:
-            self._swap(slot)
+            self._swap(slots[0])
 
     def _build_swap(self):
         from tfmagic.cell import autograph

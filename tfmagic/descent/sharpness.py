@@ -16,6 +16,8 @@ between chunks: the compiled loop keeps a copy of the variables at each multiple
 (marks.py); a loop that cannot ends its chunk there (Observer.every).
 """
 
+import contextlib
+
 import numpy as np
 
 from tfmagic.cell import autograph
@@ -126,8 +128,9 @@ class Sharpness(Observer):
     def chunk(self, engine, chunk):
         if self.every and engine._graphs.marks is not None:  # the multiples inside it, as its loop kept them
             first = (chunk.start // self.every + 1) * self.every
-            for step in range(first, engine.steps, self.every):
-                with engine._graphs.marks.swapped_in(step, self.every):
+            # (closed here, also by an interrupt: the variables go back before anyone else sees them)
+            with contextlib.closing(engine._graphs.marks.visit(range(first, engine.steps, self.every), self.every)) as at:
+                for step in at:
                     self._measure(engine, step)
         self._measure(engine)
 
