@@ -28,8 +28,12 @@ class Marks:
             self.due = tf.Variable(-1, trainable=False)  # steps into the call of the next copy (-1: none)
             self.slot = tf.Variable(0, trainable=False)  # ... and where it goes
             self.every = tf.Variable(0, trainable=False)
-            self.kept = [tf.Variable(tf.zeros([self.slots + 1, *v.shape], tf.as_dtype(v.dtype)), trainable=False)
-                         for v in self.variables]
+            # (one flat row a dtype: under XLA each variable's own write was a kernel more a step)
+            self.groups = {}  # dtype -> the variables of that dtype
+            for v in self.variables:
+                self.groups.setdefault(tf.as_dtype(v.dtype), []).append(v)
+            self.kept = [tf.Variable(tf.zeros([self.slots + 1, sum(v.shape.num_elements() for v in group)], dtype),
+                                     trainable=False) for dtype, group in self.groups.items()]
         self._swap, self._every = None, 0
 
     def span(self, step, every):
@@ -55,8 +59,8 @@ class Marks:
         due = tf.equal(i, self.due.read_value())
 
         def copy(slot):
-            for v, kept in zip(self.variables, self.kept):
-                kept.scatter_update(tf.IndexedSlices(tf.convert_to_tensor(v)[None], slot[None]))
+            for group, kept in zip(self.groups.values(), self.kept):
+                kept.scatter_update(tf.IndexedSlices(self._flat(group)[None], slot[None]))
 
         if xla:
             slot = self.slot.read_value()
@@ -91,15 +95,21 @@ class Marks:
         finally:
             self._swap(slots[0])
 
+    def _flat(self, group):
+        tf = self.tf
+        return tf.concat([tf.reshape(tf.convert_to_tensor(v), [-1]) for v in group], 0)
+
     def _build_swap(self):
         from tfmagic.cell import autograph
 
         tf = self.tf
 
         def swap(slot):
-            for v, kept in zip(self.variables, self.kept):
-                now = tf.identity(tf.convert_to_tensor(v))
-                v.assign(kept[slot])
+            for group, kept in zip(self.groups.values(), self.kept):
+                now = self._flat(group)
+                pieces = tf.split(kept[slot], [v.shape.num_elements() for v in group])
+                for v, piece in zip(group, pieces):
+                    v.assign(tf.reshape(piece, v.shape))
                 kept.scatter_update(tf.IndexedSlices(now[None], slot[None]))
             return tf.constant(0)
 
