@@ -90,7 +90,7 @@ def _steps(graphs, stream):
     def iteration(batch):
         def body(i, n, tol2, limit, loss, gn2, go):
             if marks is not None:  # (the point before its step: marks.py)
-                marks.keep(i, True)
+                marks.keep(i)
             with stream.sized(batch):
                 loss, grads = evaluate()
             gn2 = squared_norm(grads)

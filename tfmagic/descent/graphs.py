@@ -150,7 +150,7 @@ class Graphs:
                 buffer.scatter_update(tf.IndexedSlices(tf.stack(raw_row(loss, gn2)), i))
                 loss, grads = advance(grads)
                 if marks is not None:  # (the point after the step: marks.py)
-                    marks.keep(i + 1, jit)
+                    marks.keep(i + 1)
                 return i + 1, loss, squared(grads), grads
 
             i, loss, gn2, grads = tf.while_loop(keep_going, body, [tf.constant(0), loss, gn2, grads])
