@@ -184,7 +184,7 @@ def main():
 
     print(f"{time.strftime('%Y-%m-%d %H:%M')}, load average {os.getloadavg()[0]:.1f}; --sharpness {args.every}: "
           f"medians of {args.repeats} interleaved triples; wall seconds, and the overheads also in the process's CPU time")
-    print("| problem | cell | plain / sharp, s | overhead: wall, CPU | chunk ends alone: wall, CPU | measuring λ | "
+    print("| problem | cell | plain / sharp, s | overhead: wall, CPU | seeing the points alone: wall, CPU | measuring λ | "
           "products per measurement | λ of |")
     print("|---|---|---|---|---|---|---|---|")
     for i, (label, model, line, cell) in enumerate(PROBLEMS):
