@@ -197,3 +197,10 @@ def test_an_interrupt_while_lambda_is_measured_on_a_copy_leaves_the_runs_own_val
     plain = run("descend", line.replace("3000", str(stopped.steps)), ROSENBROCK)  # (the same steps, bit for bit)
     assert now == {n: ip.user_ns[n].numpy().tobytes() for n in "ab"}
     assert {n: v.tobytes() for n, v in stopped.values.items()} == {n: v.tobytes() for n, v in plain.values.items()}
+
+
+@pytest.mark.parametrize("every,steps", [(50_000, 300_000), (70_001, 250_000)])
+def test_multiples_further_apart_than_a_chunks_rows_are_all_measured(ip, run, every, steps):
+    res = run("descend", f"x=10.0 --eta 1e-6 --steps {steps} --sharpness {every} --no-widgets", "y = x**2 - 4*x + 4")
+    assert list(res.sharpness["step"]) == list(range(0, steps + 1, every))
+    assert res.sharpness["sharpness"] == pytest.approx(np.full(len(res.sharpness["step"]), 2.0), rel=0.01)
