@@ -14,6 +14,7 @@ at the multiples.
 """
 
 MOST_SLOTS = 16  # multiples of K a chunk may span: at K = 100, chunks of up to ~1 600 steps (0.1 s: ~800)
+EAGER_VISITS = 8  # chunks whose copies are swapped in eagerly before the swap is compiled
 SLOT_FLOATS = 1 << 22  # the copies kept, at most (16 MB; at least one slot, whatever the model's size)
 
 
@@ -34,7 +35,7 @@ class Marks:
                 self.groups.setdefault(tf.as_dtype(v.dtype), []).append(v)
             self.kept = [tf.Variable(tf.zeros([self.slots + 1, sum(v.shape.num_elements() for v in group)], dtype),
                                      trainable=False) for dtype, group in self.groups.items()]
-        self._swap, self._every = None, 0
+        self._swap, self._every, self._visits = None, 0, 0
 
     def span(self, step, every):
         """Steps from `step` a chunk may take so that each multiple of `every` after it, up to its end,
@@ -72,35 +73,41 @@ class Marks:
         and each later swap moves the last copy into its slot: a call a step, and one more.)"""
         if not steps:
             return
-        if self._swap is None:
-            self._swap = self._build_swap()
+        swap = self._swap_fn()
         slots = [self.tf.constant((step // every) % self.slots) for step in steps]
         try:
             for step, slot in zip(steps, slots):
-                self._swap(slot)
+                swap(slot)
                 yield step
         finally:
-            self._swap(slots[0])
+            swap(slots[0])
 
     def _flat(self, group):
         tf = self.tf
         return tf.concat([tf.reshape(tf.convert_to_tensor(v), [-1]) for v in group], 0)
 
-    def _build_swap(self):
-        from tfmagic.cell import autograph
+    def _swap_fn(self):
+        """The swap, eager for a Marks' first EAGER_VISITS chunks (a new cell's run: the trace cost
+        first_network ~40-50 ms, an eager swap ~1 ms, a compiled one ~0.3 ms), then compiled."""
+        self._visits += 1
+        if self._visits <= EAGER_VISITS:
+            return self._swap_eager
+        if self._swap is None:
+            from tfmagic.cell import autograph
 
+            self._swap = autograph.function(self.tf, self._swap_eager)
+        return self._swap
+
+    def _swap_eager(self, slot):
+        """The variables and the copy in `slot` exchanged."""
         tf = self.tf
-
-        def swap(slot):
-            for group, kept in zip(self.groups.values(), self.kept):
-                now = self._flat(group)
-                pieces = tf.split(kept[slot], [v.shape.num_elements() for v in group])
-                for v, piece in zip(group, pieces):
-                    v.assign(tf.reshape(piece, v.shape))
-                kept.scatter_update(tf.IndexedSlices(now[None], slot[None]))
-            return tf.constant(0)
-
-        return autograph.function(tf, swap)
+        for group, kept in zip(self.groups.values(), self.kept):
+            now = self._flat(group)
+            pieces = tf.split(kept[slot], [v.shape.num_elements() for v in group])
+            for v, piece in zip(group, pieces):
+                v.assign(tf.reshape(piece, v.shape))
+            kept.scatter_update(tf.IndexedSlices(now[None], slot[None]))
+        return tf.constant(0)
 
 
 def marks_every(engine):
