@@ -112,29 +112,32 @@ class Marks:
 
 def marks_every(engine):
     """K of the one observer that wants the point at each multiple of K (None: none, or several)."""
-    wanted = {o.every for o in engine._observers if getattr(o, "every", None)}
+    wanted = {o.every for o in engine.observers if getattr(o, "every", None)}
     return wanted.pop() if len(wanted) == 1 else None
 
 
-def chunk_bound(engine, mode, step):
-    """Steps from `step` a chunk of `mode` may take: up to the next multiple an observer wants, or,
-    where the loop copies the variables there, up to as many as it has slots for (None: no bound)."""
+def kept_marks(engine):
+    """The Marks of `engine`'s variables on its device (None before a loop marked)."""
+    return engine.memo.get(("marks", engine.device))
+
+
+def chunk_bound(engine, graphs, mode, step):
+    """Steps from `step` a chunk of `mode` (run by `graphs`) may take: up to the next multiple an
+    observer wants, or, where the loop copies the variables there, up to as many as it has slots for
+    (None: no bound)."""
     every = marks_every(engine)
-    graphs = engine._graphs
     graphs.marking = bool(every)  # (the loops to run: those that mark, or not)
     if every and graphs.markable(mode):
-        key = ("marks", engine.device)  # (a Reset onto another device builds its graphs again)
-        if graphs.marks is None or key not in engine.memo:
-            if key not in engine.memo:
-                engine.memo[key] = Marks(engine.tf, engine.variables.values(), engine.device)
-            graphs.marks = engine.memo[key]
+        if kept_marks(engine) is None:  # (a Reset onto another device builds its graphs again)
+            engine.memo[("marks", engine.device)] = Marks(engine.tf, engine.variables.values(), engine.device)
+        graphs.marks = kept_marks(engine)
         return graphs.marks.span(step, every)
-    return engine._observers.steps_to_boundary(step)
+    return engine.observers.steps_to_boundary(step)
 
 
-def arm_marks(engine, mode, step):
+def arm_marks(engine, graphs, mode, step):
     """Before a call of `mode` from `step`: the loop's next copy set up, if it marks."""
     every = marks_every(engine)
-    marks = engine._graphs.marks_traced(mode) if every else None
+    marks = graphs.marks_traced(mode) if every else None
     if marks is not None:
         marks.arm(step, every)

@@ -23,6 +23,7 @@ import numpy as np
 from tfmagic.cell import autograph
 from tfmagic.descent.callopts import calling_with, lean_options
 from tfmagic.descent.landscape import on_fixed_rows
+from tfmagic.descent.marks import kept_marks
 from tfmagic.descent.observers import Observer
 from tfmagic.runtime.tfimport import quiet_native_stderr
 
@@ -126,10 +127,11 @@ class Sharpness(Observer):
         self._measure(engine)
 
     def chunk(self, engine, chunk):
-        if self.every and engine._graphs.marks is not None:  # the multiples inside it, as its loop kept them
+        marks = kept_marks(engine)
+        if self.every and marks is not None:  # the multiples inside it, as its loop kept them
             first = (chunk.start // self.every + 1) * self.every
             # (closed here, also by an interrupt: the variables go back before anyone else sees them)
-            with contextlib.closing(engine._graphs.marks.visit(range(first, engine.steps, self.every), self.every)) as at:
+            with contextlib.closing(marks.visit(range(first, engine.steps, self.every), self.every)) as at:
                 for step in at:
                     self._measure(engine, step)
         self._measure(engine)
