@@ -5,8 +5,9 @@ The examples' MLPs (and the sharpness lesson's), each cell run through IPython w
 --no-widgets, interleaved in one process (each arm run once before the timed ones):
   plain   `%%descend model ... --steps N --no-widgets`
   sharp   the same with `--sharpness K` (K = 100 unless --every)
-  ends    the same, its measurements skipped (Lanczos.largest returns at once): what the chunk
-          ends the engine adds at each multiple of K cost alone
+  ends    the same, its measurements skipped (Lanczos.largest returns at once): what the copies of
+          the variables at each multiple of K cost alone (the loops' copies, descent/marks.py, and
+          the swaps in and out around each measurement; a chunk end where a loop cannot copy)
 Two ways: each cell on a new model (the steps and λ's product both traced again), and re-runs of
 the cell on the same model put back to its first weights (the tweak-and-re-run loop: both reuse
 what they compiled). Reports the medians of REPEATS triples: the overheads sharp/plain - 1
@@ -183,7 +184,7 @@ def main():
 
     print(f"{time.strftime('%Y-%m-%d %H:%M')}, load average {os.getloadavg()[0]:.1f}; --sharpness {args.every}: "
           f"medians of {args.repeats} interleaved triples; wall seconds, and the overheads also in the process's CPU time")
-    print("| problem | cell | plain / sharp, s | overhead: wall, CPU | chunk ends alone: wall, CPU | measuring λ | "
+    print("| problem | cell | plain / sharp, s | overhead: wall, CPU | seeing the points alone: wall, CPU | measuring λ | "
           "products per measurement | λ of |")
     print("|---|---|---|---|---|---|---|---|")
     for i, (label, model, line, cell) in enumerate(PROBLEMS):

@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from tfmagic.descent.callopts import calling_with, lean_options, on_one_cpu
-from tfmagic.descent.graphs import check_ops
+from tfmagic.descent.graphs import mode_of, check_ops
 from tfmagic.descent.status import Note, Status
 from tfmagic.runtime.tfimport import quiet_native_stderr
 
@@ -35,7 +35,7 @@ class Calls:
         self.tf, self.graphs, self.live, self.device = tf, graphs, live, device
         self.jit, self.tol = jit, tol
         self.default_runtime, self.notes = default_runtime, notes
-        self.concrete = {}  # mode -> its traced ConcreteFunction
+        self.concrete = {}  # graphs.key(mode) -> its traced ConcreteFunction
         self.start_loss = None  # the run's first finite loss: divergence is judged against it
         self.point = None  # [loss, |grad|², summaries] at the current point, once evaluated
         self.state = None  # (loss, |grad|², grads) carried into the next call
@@ -50,7 +50,7 @@ class Calls:
         if bool(value) != bool(self.tol):
             loops = ("plain", *XLA_MODES)
             # The loops built for the other choice are kept: a re-run that goes back needs no trace.
-            kept = self.graphs.swap_out(loops), {m: self.concrete.pop(m) for m in loops if m in self.concrete}
+            kept = self.graphs.swap_out(loops), {k: self.concrete.pop(k) for k in list(self.concrete) if mode_of(k) in loops}
             self.graphs.track_tol = bool(value)
             fns, concrete = self._other_tol
             self.graphs.swap_in(fns)
@@ -124,7 +124,7 @@ class Calls:
         a row is the point before its step, without eta, |grad| squared (see _record).
         """
         tf = self.tf
-        traced = mode not in self.concrete
+        traced = self.graphs.key(mode) not in self.concrete
         self.validated = {}
         if mode in self.default_runtime:
             return self._call_with(False, mode, n, stride, traced)
@@ -152,9 +152,9 @@ class Calls:
     def forget(self, mode):
         """Trace `mode` again when next called (what it compiled in has changed)."""
         self.graphs.forget([mode])
-        self.concrete.pop(mode, None)
-        for kept in self._other_tol:
-            kept.pop(mode, None)
+        for kept in (self.concrete, *self._other_tol):
+            for key in [k for k in kept if mode_of(k) == mode]:
+                del kept[key]
 
     def _call_on_defaults(self, mode, n, stride):
         """The call on TensorFlow's default runtime from now on, freshly traced for it."""
@@ -189,8 +189,8 @@ class Calls:
                         self.notes.append(Note.XLA_DROPS_CHECKS)
                 if lean and not on_one_cpu(tf, fn, self.device):  # (checked once, at its trace)
                     return self._call_on_defaults(mode, n, stride)  # across devices (see on_one_cpu)
-                self.concrete[mode] = fn
-            fn = self.concrete[mode]
+                self.concrete[self.graphs.key(mode)] = fn
+            fn = self.concrete[self.graphs.key(mode)]
             with calling_with(options):
                 if mode == "step":
                     return self._step_calls(fn, n, traced)

@@ -20,6 +20,7 @@ from tfmagic.descent.facts import Retired, RunFacts
 from tfmagic.descent.history import HISTORY_MAX, History, shown_by_value
 from tfmagic.descent.observers import Observers
 from tfmagic.descent.keep_best import BestPoint
+from tfmagic.descent.marks import arm_marks, chunk_bound
 from tfmagic.descent.optimizers import check_eta
 from tfmagic.descent.schedule import plan_at
 from tfmagic.descent.settings import Settings
@@ -84,6 +85,7 @@ class Descent(StartPoint, Settings, RunFacts, OneWayRuns, Motion, Rewinding):
         """
         saved = self._calls.save()  # for a redo, an error or an interrupt
         self.kept.offer(self, self._calls, saved)
+        arm_marks(self, self._graphs, mode, self.steps)  # (a loop that copies the variables at multiples of K: marks.py)
         rows, count, block, lowest, traced = self._calls.call(mode, n, stride)
         self.validated.update({self.steps + k: v for k, v in self._calls.validated.items()})
         code = self._calls.code(self._calls.point, lowest)
@@ -149,6 +151,7 @@ class Descent(StartPoint, Settings, RunFacts, OneWayRuns, Motion, Rewinding):
                 yield self._chunk_done(self.steps, self._history.empty_rows(), code, False)
                 return
             mode, n, stride = plan()
+            n = min(n, chunk_bound(self, self._graphs, mode, self.steps) or n)  # (a rewound branch's mode may not mark)
             chunk_mode = mode
             if self.steps < exact_until:
                 chunk_mode, n, stride = "step", 1, 1
@@ -217,7 +220,7 @@ class Descent(StartPoint, Settings, RunFacts, OneWayRuns, Motion, Rewinding):
     def _steps_allowed(self, left, max_chunk):
         """At most this many steps in the next chunk: the steps left, a paced run's chunk, the rest of
         the epoch, and a replayed eta schedule's steps at its eta (set here where it changes)."""
-        n = min(left, max_chunk or left, self._observers.steps_to_boundary(self.steps) or left)
+        n = min(left, max_chunk or left, chunk_bound(self, self._graphs, self._compiled.policy.mode, self.steps) or left)
         if self.epoch_steps and (self.one_way or (getattr(self._observers.epochs, "validate", None)
                                                   and not self._validates_in_graph())):
             n = min(n, self.epoch_steps - self.steps % self.epoch_steps)  # (the validation: at the epoch's end)

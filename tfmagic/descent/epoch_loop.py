@@ -75,6 +75,7 @@ def _steps(graphs, stream):
     evaluate, advance, squared, raw_row, _ = graphs.pieces()
     buffer = graphs.row_buffer()
     track = graphs.track_tol
+    marks = graphs.marks_traced("xla")
     variables = list(graphs.variables.values())
     constrained = [v for n, v in graphs.variables.items() if n in graphs.constraints]
     squared_norm = squared
@@ -89,6 +90,8 @@ def _steps(graphs, stream):
 
     def iteration(batch):
         def body(i, n, tol2, limit, loss, gn2, go):
+            if marks is not None:  # (the point before its step: marks.py)
+                marks.keep(i)
             with stream.sized(batch):
                 loss, grads = evaluate()
             gn2 = squared_norm(grads)

@@ -43,7 +43,8 @@ class Graphs:
         self.track_tol = track_tol
         self.width = width
         self.buffer = None  # the loops' history rows, made when a loop needs them
-        self._fns = {}
+        self.marks, self.marking = None, False  # marks.Marks; do this run's loops copy the variables (marks.py)?
+        self._fns = {}  # key(mode) -> its tf.function
 
     # Every op costs ~0.2 ms of tracing and more of XLA compiling, which is most of
     # a short run: the graphs hold the step and the history row, nothing else.
@@ -143,6 +144,7 @@ class Graphs:
         _, advance, squared, raw_row, healthy = self.pieces()
         buffer = self.row_buffer()
         track = self.track_tol
+        marks = self.marks_traced("plain")
 
         def loop(n, stride, tol2, limit, loss, gn2, grads):  # (stride unused: one signature for both loops)
             def keep_going(i, loss, gn2, grads):
@@ -152,6 +154,8 @@ class Graphs:
             def body(i, loss, gn2, grads):
                 buffer.scatter_update(tf.IndexedSlices(tf.stack(raw_row(loss, gn2)), i))
                 loss, grads = advance(grads)
+                if marks is not None:  # (the point after the step: marks.py)
+                    marks.keep(i + 1)
                 return i + 1, loss, squared(grads), grads
 
             i, loss, gn2, grads = tf.while_loop(keep_going, body, [tf.constant(0), loss, gn2, grads])
@@ -219,30 +223,47 @@ class Graphs:
             return epoch_loop(self, self.stream)
         return self._build_plain(jit=True)
 
+    def markable(self, mode):
+        """Does `mode`'s loop copy the variables at multiples of K when marking (marks.py)? The loops
+        with a row per step; not the single step, nor the blocks (their inner loop is bare)."""
+        return mode in ("plain", "xla")
+
+    def marks_traced(self, mode):
+        """The Marks `mode`'s loop copies the variables into (marks.py), None if it does not."""
+        return self.marks if self.marking and self.markable(mode) else None
+
+    def key(self, mode):
+        """What `mode`'s function is kept under: a loop that marks is another function."""
+        return (mode, "marks") if self.marks_traced(mode) is not None else mode
+
     def function(self, mode):
         """The tf.function of `mode` ("step", "plain", "xla", "blocks"), built once."""
-        if mode not in self._fns:
+        key = self.key(mode)
+        if key not in self._fns:
             build = {"step": self._build_step, "plain": self._build_plain, "blocks": self._build_blocks,
                      "xla": self._build_xla}[mode]
-            self._fns[mode] = build()
-        return self._fns[mode]
+            self._fns[key] = build()
+        return self._fns[key]
 
     @property
     def built(self):
-        """mode -> its tf.function, for those built so far."""
-        return dict(self._fns)
+        """mode -> its tf.function, for those built so far (a marking one where both are)."""
+        return {k if isinstance(k, str) else k[0]: fn for k, fn in self._fns.items()}
 
     def swap_out(self, modes):
-        """Take these modes' functions out (mode -> function), to swap_in again later."""
-        return {m: self._fns.pop(m) for m in modes if m in self._fns}
+        """Take these modes' functions out (key -> function), to swap_in again later."""
+        return {k: self._fns.pop(k) for k in list(self._fns) if mode_of(k) in modes}
 
     def swap_in(self, fns):
         self._fns.update(fns)
 
     def forget(self, modes):
         """Build these modes' functions again when next asked (for another runtime or tol)."""
-        for mode in modes:
-            self._fns.pop(mode, None)
+        self.swap_out(modes)
+
+
+def mode_of(key):
+    return key if isinstance(key, str) else key[0]
 
 
 def _sum_of_squares(tf, t):

@@ -13,7 +13,7 @@ class Observer:
     """Override what you need; every method is called on the engine's thread, between chunks."""
 
     needs_every_step = False  # True: a history row for every step (long XLA chunks would keep every k-th)
-    every = None  # K: chunks end at each multiple of K steps (a measurement between chunks, --sharpness)
+    every = None  # K: the point at each multiple of K steps is wanted (kept by the loop, marks.py, or a chunk ends there)
 
     def begin(self, engine, steps):
         """A run of up to `steps` steps starts."""

@@ -12,14 +12,18 @@ kept for re-runs); the iteration is numpy's, in float64: tracing a whole Lanczos
 cost ~0.5 ms more than a product. The loss is the engine's full loss; a --data run's is the
 loss on SAMPLES of its rows, fixed (landscape.on_fixed_rows), as Cohen et al. measure on a
 fixed subset: a product on all 1 437 rows of the digits cost ~20 of its steps. Measured
-between chunks: the engine ends a chunk at each multiple of K (Observer.every).
+between chunks: the compiled loop keeps a copy of the variables at each multiple of K inside a chunk
+(marks.py); a loop that cannot ends its chunk there (Observer.every).
 """
+
+import contextlib
 
 import numpy as np
 
 from tfmagic.cell import autograph
 from tfmagic.descent.callopts import calling_with, lean_options
 from tfmagic.descent.landscape import on_fixed_rows
+from tfmagic.descent.marks import kept_marks
 from tfmagic.descent.observers import Observer
 from tfmagic.runtime.tfimport import quiet_native_stderr
 
@@ -56,7 +60,7 @@ class Lanczos:
             most, least, tol = self.basis, min(COLD_LEAST, self.dim), COLD_TOL
         else:
             most, least, tol = min(WARM_MOST, self.basis), min(WARM_LEAST, self.dim), WARM_TOL
-        start = self._warm if self._warm is not None else self._start
+        start = self._start if afresh else self._warm  # (a run's first: as a first run's, whatever ran before)
         with self.tf.device(self.device), calling_with(self._options):
             if self._product is None:
                 with quiet_native_stderr():
@@ -123,14 +127,21 @@ class Sharpness(Observer):
         self._measure(engine)
 
     def chunk(self, engine, chunk):
+        marks = kept_marks(engine)
+        if self.every and marks is not None:  # the multiples inside it, as its loop kept them
+            first = (chunk.start // self.every + 1) * self.every
+            # (closed here, also by an interrupt: the variables go back before anyone else sees them)
+            with contextlib.closing(marks.visit(range(first, engine.steps, self.every), self.every)) as at:
+                for step in at:
+                    self._measure(engine, step)
         self._measure(engine)
 
     def _forget_from(self, step):
         keep = int(np.searchsorted(self.steps, step))
         del self.steps[keep:], self.values[keep:], self.etas[keep:]
 
-    def _measure(self, engine):
-        step = engine.steps
+    def _measure(self, engine, step=None):
+        step = engine.steps if step is None else step
         if self.error is not None or step % self.every or (self.steps and self.steps[-1] >= step):
             return
         afresh = self._lanczos is None or self._lanczos.device != engine.device  # (Reset on another device)
