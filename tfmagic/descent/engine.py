@@ -77,11 +77,10 @@ class Descent(StartPoint, Settings, RunFacts, OneWayRuns, Motion, Rewinding):
     def _run_chunk(self, mode, n, stride):
         """One chunk, recorded; returns (rows recorded, steps, code, traced).
 
-        A chunk that ends unhealthy, or converged inside a block of several steps,
-        is redone from its start (the same compiled steps give the same numbers)
-        up to its last block, and that block in finer blocks, down to one row per
-        step: the history then ends exactly where it happened, and a divergence
-        leaves the last finite values.
+        A chunk that ends unhealthy, or converged inside a block of several steps, is redone from
+        its start (the same compiled steps give the same numbers) up to its last block, and that
+        block in finer blocks, down to one row per step: the history then ends exactly where it
+        happened, and a divergence leaves the last finite values.
         """
         saved = self._calls.save()  # for a redo, an error or an interrupt
         self.kept.offer(self, self._calls, saved)
