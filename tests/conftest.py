@@ -99,22 +99,3 @@ def loop():
     from tfmagic.kernel.runner import LiveRunner
 
     LiveRunner._active.clear()
-
-
-# The files that take longest (summed test time of a two-worker run), started first: with
-# `-n 2 --dist loadfile` a long file started last kept one worker busy while the other idled.
-LONGEST_FIRST = [
-    "test_rerun_differential.py", "test_examples.py", "test_epoch_loop.py", "test_cluster_controls.py",
-    "browser/test_records_reopen.py", "test_find_eta_trains.py", "browser/test_landscape_view.py",
-    "test_extension.py", "browser/test_lessons.py", "test_reach_kernel.py", "test_strategy.py",
-    "browser/test_click_start.py", "browser/test_voila.py", "browser/test_eta_gestures.py",
-    "browser/test_sharpness_view.py", "browser/test_reach.py", "test_train.py", "test_constraints.py",
-]
-
-
-def pytest_collection_modifyitems(items):
-    def rank(item):
-        path = item.nodeid.split("::")[0].removeprefix("tests/")
-        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
-
-    items.sort(key=rank)  # (stable: a file's tests keep their order)
