@@ -30,7 +30,9 @@ def _click(k, model_id):
 def kernel(tmp_path_factory):
     k = Kernel(tmp_path_factory.mktemp("kernel"))
     try:
-        reply, out, _ = k.run("%load_ext tfmagic", timeout=60)
+        # (TensorFlow imported here: a first %%descend would import it, and an interrupt timed
+        # for a running run would come during its set-up when this module's tests run alone)
+        reply, out, _ = k.run("%load_ext tfmagic\nimport tensorflow as tf", timeout=60)
         assert reply["content"]["status"] == "ok", out
         yield k
     finally:
