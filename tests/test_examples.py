@@ -110,7 +110,10 @@ def test_lecture1_gradient_descent(lecture1):
     assert "same as version 1: True" in text
     assert re.search(r"converged \d+ steps: a = 0\.99\d* +b = 0\.99", text)
     assert lecture1.widgets >= 5  # live panels for the %%descend cells
-    assert re.search(r"max_steps: 300 steps of sgd \(eta=0\.02\).*\n  m = (1\.9|2\.0)", text)  # the paced run
+    # The paced run: 300 mini-batch steps (unseeded shuffle) leave m near d's mean, 1.952, whose
+    # stationary spread is ~0.045 (one in eight runs printed m < 1.9).
+    paced = re.search(r"max_steps: 300 steps of sgd \(eta=0\.02\).*\n  m = ([\d.]+)", text)
+    assert paced and abs(float(paced.group(1)) - 1.952) < 0.25, paced
     assert [9.5 <= seconds(c) < 15 for c in lecture1.paced] == [True]  # 300 steps at 30 steps/s, then the next cell
 
 
