@@ -68,11 +68,11 @@ def suggestion_trains(run, cell, val_loss, opt, seed, data):
 
 @pytest.mark.parametrize("name", SETS)
 def test_the_suggestion_trains_on_mini_batches(ip, run, name):
-    for opt in OPTIMIZERS:
-        for seed in (0, 1):
-            cell, val_loss = setup(ip, name, seed)
-            eta = suggestion_trains(run, cell, val_loss, opt, seed, "--data X,Y --batch-size 32")
-            assert eta > 1e-4  # (1e-7 learns nothing in 100 steps)
+    for i, opt in enumerate(OPTIMIZERS):
+        seed = (i + SETS.index(name)) % 2  # (seeds 0 and 1 in turn across the sets and optimizers)
+        cell, val_loss = setup(ip, name, seed)
+        eta = suggestion_trains(run, cell, val_loss, opt, seed, "--data X,Y --batch-size 32")
+        assert eta > 1e-4  # (1e-7 learns nothing in 100 steps)
 
 
 @pytest.mark.parametrize("opt", ["sgd", "momentum", "adam"])

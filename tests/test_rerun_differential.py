@@ -25,7 +25,7 @@ import pytest
 from tfmagic.descent.reuse import CELLS
 from tfmagic.runtime.tfimport import tensorflow
 
-CASES = int(os.environ.get("TFMAGIC_DIFF_CASES", "14"))  # a family: 154 cases in all
+CASES = int(os.environ.get("TFMAGIC_DIFF_CASES", "10"))  # a family: 110 cases in all (the CI's time limit)
 
 
 @dataclass
