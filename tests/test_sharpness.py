@@ -199,7 +199,9 @@ def test_the_rows_are_the_same_on_a_rerun_and_whatever_the_seed_or_eta(ip, run):
         assert res.sharpness_log._lanczos._fn.experimental_get_tracing_count() == 1
 
 
-@pytest.mark.parametrize("batch,jit", [(16, "off"), (64, "off"), (64, "on"), (100, "auto")])
+# (Not --jit auto: it switches to XLA by measured speed, so two runs under load may not switch alike,
+# with or without --sharpness; 700 rows in batches of 100 is the plain XLA loop, of 64 the epoch loop.)
+@pytest.mark.parametrize("batch,jit", [(16, "off"), (64, "off"), (64, "on"), (100, "on")])
 def test_a_data_runs_numbers_are_the_same_bit_for_bit_with_sharpness(ip, run, batch, jit):
     rng = np.random.default_rng(batch)
     X = heavy_rows(rng, 700, 6)
