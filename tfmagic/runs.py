@@ -29,18 +29,19 @@ def run_descend(shell, line, settings, cell, magic_line=""):
     """%%descend of a parsed line, `settings` the notebook's defaults: an interrupt before the
     first step (a set-up, or a first trace, that takes seconds) leaves the namespace as it was
     and says so in one line."""
-    from tfmagic.kernel.interrupts import heard
-    from tfmagic.options.descend import descend_options
-
-    before, interrupts = dict(shell.user_ns), heard()
+    before = interrupts = None  # (an interrupt before they are taken: nothing was changed yet)
     try:
+        from tfmagic.kernel.interrupts import heard
+        from tfmagic.options.descend import descend_options
+
+        before, interrupts = dict(shell.user_ns), heard()
         options = descend_options(line, settings, shell.user_ns, tensorflow_for(shell), magic_line)
         run = DescentRun(shell, options, cell, before)
         run.interrupts = interrupts
         return run.start()
     except (KeyboardInterrupt, Exception) as err:
         # (an interrupt inside TensorFlow's C++ can come out as another error: a SystemError)
-        if isinstance(err, KeyboardInterrupt) or heard() != interrupts:
+        if isinstance(err, KeyboardInterrupt) or (interrupts is not None and heard() != interrupts):
             raise guards.refused(shell.user_ns, before) from None
         raise
 
@@ -313,10 +314,15 @@ class DescentRun:
 
         args, engine, tf = self.args, self.engine, self.tf
         runner = LiveRunner(engine, pace=self.pace)
-        curve, surface = loss_grid_for(tf, engine)
-        names = device_choices(tf, engine)
-        panel = DescentPanel(runner, self.result, args.steps, names, curve=curve, surface=surface, landscape=self.landscape)
-        self._shown = reach.show(panel.widget, runner, self.result, args.magic_line)
+        try:
+            curve, surface = loss_grid_for(tf, engine)
+            names = device_choices(tf, engine)
+            panel = DescentPanel(runner, self.result, args.steps, names, curve=curve, surface=surface,
+                                 landscape=self.landscape)
+            self._shown = reach.show(panel.widget, runner, self.result, args.magic_line)
+        except BaseException:  # (Ctrl-C while the panel is made: no half-made panel stays among the live ones)
+            runner.forget()
+            raise
         printer = IterationPrinter(args.print_every, sys.stdout) if args.print_every else None
         summaries = self._summaries()
         if summaries is not None:  # (for the panel's life: Play after Pause and Reset are logged too)

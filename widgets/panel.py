@@ -50,7 +50,6 @@ class DescentPanel:
         self.engine = engine = runner.engine
         self.result = result
         self._last_push = 0.0
-        runner.on_detach = self._show_detached  # (called on the main loop, between chunks)
 
         self._eta_max = engine.suggested_eta()  # sgd diverges above it: worth showing next to eta
         self.controls = Controls(engine, steps, devices, self._eta_max)
@@ -96,6 +95,7 @@ class DescentPanel:
         self.status_line.steering = self.steering.blocked
         self._refining = 0  # counts run ends: only the latest run's idle redraws go on
         runner.on_end.append(lambda: self._refine_picture(IDLE_REFINE_FIRST, new=True))
+        runner.on_detach = self._show_detached  # (last: a panel whose making was cut short has none; main loop)
         self.refresh()
 
     def _show_tensors(self, change):
