@@ -10,7 +10,7 @@ from tfmagic import reach
 
 @pytest.mark.parametrize("n", [1, 2, 3])
 @pytest.mark.parametrize("ending", [0, 1, 3])
-def test_the_stop_line_says_stopped_only_once_every_run_has_ended(monkeypatch, capsys, n, ending):
+def test_the_stop_line_says_stopped_only_once_every_run_has_ended(monkeypatch, capsys, loop, n, ending):
     monkeypatch.setattr(reach, "STOP_WAIT_S", 0.2)
     ending = min(ending, n)
 
@@ -22,11 +22,7 @@ def test_the_stop_line_says_stopped_only_once_every_run_has_ended(monkeypatch, c
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    loop = asyncio.new_event_loop()
-    try:
-        loop.run_until_complete(scenario())
-    finally:
-        loop.close()
+    loop.run_until_complete(scenario())  # (in its own thread: another test may leave a loop running on this one)
     out = capsys.readouterr().out.strip()
     if ending == n:
         assert out == f"Stopped {n} run{'s' * (n != 1)}."
