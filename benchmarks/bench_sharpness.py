@@ -30,6 +30,8 @@ import os
 import statistics
 import time
 
+import numpy as np
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 SETUP = """
@@ -147,15 +149,87 @@ def rows_table(sizes=(128, 256, 512, 768, 1024), seeds=range(6)):
     print(f"| all {n} | | | {per_product(whole):.2f} ms |")
 
 
+def reference_lambda(tf, loss_fn, variables):
+    """λ of `loss_fn` at the variables' values, converged tightly from a cold start (scipy's ARPACK on
+    the same Hessian-vector product, tol 1e-9): the yardstick of --accuracy."""
+    from scipy.sparse.linalg import LinearOperator, eigsh
+
+    from tfmagic.descent.sharpness import Lanczos
+
+    hvp = Lanczos(tf, loss_fn, variables)
+    product = tf.function(hvp._hvp)
+    apply = lambda v: product(tf.constant(np.ravel(v), tf.float32)).numpy().astype(np.float64)  # noqa: E731
+    operator = LinearOperator((hvp.dim, hvp.dim), matvec=apply, dtype=np.float64)
+    return float(eigsh(operator, k=1, which="LA", tol=1e-9, v0=np.ones(hvp.dim))[0][0])
+
+
+ACCURACY_RUNS = PROBLEMS + [("sharpness lesson, eta 0.02", "lesson", "--eta 0.02 --steps 3000", PROBLEMS[2][3])]
+
+
+def accuracy_table(every):
+    """λ as --sharpness records it at each mark of the examples' runs against a cold, tightly converged λ
+    of the whole loss there (all rows of a --data run) and of the loss λ is of (its fixed rows)."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from tfmagic.descent import sharpness
+
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "tfmagic")
+    ip.run_cell(SETUP)
+    tf = ip.user_ns["tf"]
+    print(f"{time.strftime('%Y-%m-%d %H:%M')}; --sharpness {every}: λ recorded at each mark against a cold λ "
+          "converged to 1e-9 (ARPACK), |λ/λ* - 1|")
+    print("| run | marks | against all rows: median, max | against the rows λ is of: median, max | "
+          "products per measurement |")
+    print("|---|---|---|---|---|")
+    measure = sharpness.Sharpness._measure
+    for label, model, line, cell in ACCURACY_RUNS:
+        points = []
+
+        def measuring(self, engine, step=None):
+            before = len(self.values)
+            values = [v.numpy() for v in engine.variables.values()]
+            measure(self, engine, step)
+            if len(self.values) > before:
+                points.append((values, self.values[-1]))
+
+        sharpness.Sharpness._measure = measuring
+        try:
+            _, run = timed(ip, model, f"{line} --sharpness {every}", cell)
+        finally:
+            sharpness.Sharpness._measure = measure
+        engine, log = run.engine, run.sharpness_log
+        variables = list(engine.variables.values())
+        now = [v.numpy() for v in variables]
+        on_rows = log._lanczos.loss_fn
+        off_all, off_rows = [], []
+        with tf.device(engine.device):
+            for values, lam in points:
+                for v, x in zip(variables, values):
+                    v.assign(x)
+                whole = reference_lambda(tf, engine.full_loss_fn, variables)
+                off_all.append(abs(lam / whole - 1))
+                sample = whole if on_rows is engine.full_loss_fn else reference_lambda(tf, on_rows, variables)
+                off_rows.append(abs(lam / sample - 1))
+        for v, x in zip(variables, now):
+            v.assign(x)
+        print(f"| {label.split(':')[0]}, {line} | {len(points)} | {100 * np.median(off_all):.2f} %, "
+              f"{100 * np.max(off_all):.2f} % | {100 * np.median(off_rows):.3f} %, {100 * np.max(off_rows):.3f} % | "
+              f"{log.products / max(len(log.steps), 1):.2f} |", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--every", type=int, default=100)
     parser.add_argument("--only", type=int, nargs="*", help="the problems' indices (0-2) to run")
     parser.add_argument("--rows", action="store_true", help="λ of a --data run's fixed rows against all rows")
+    parser.add_argument("--accuracy", action="store_true", help="λ at each mark against a converged λ")
     args = parser.parse_args()
     if args.rows:
         return rows_table()
+    if args.accuracy:
+        return accuracy_table(args.every)
     from IPython.core.interactiveshell import InteractiveShell
 
     from tfmagic.descent.sharpness import Lanczos
