@@ -21,6 +21,10 @@ XLA; and the load average before and after (the machine may be shared).
 With --rows: how far λ of the loss on S fixed rows is from λ of all 1 437 rows along a
 train_digits run (adam 0.001, batch 64, 2000 steps, measured every 100), and what a product
 costs, for S = 128 ... 1024 (the rows of seed 0, as a run takes them, and of seeds 0-5).
+With --accuracy: λ as recorded at each mark of the examples' runs against a cold, tightly converged λ
+(ARPACK) of all rows and of the rows λ is of. With --lambda-ab: measuring λ alone at each mark, as a
+re-run measures it, as main at 5b4069b did (default executor, warm TOL 0.03, a cold first λ) and now,
+interleaved on the same points.
 """
 
 import argparse
@@ -218,6 +222,65 @@ def accuracy_table(every):
               f"{log.products / max(len(log.steps), 1):.2f} |", flush=True)
 
 
+def lambda_ab(repeats):
+    """Measuring λ alone, before (main at 5b4069b: the default executor, warm TOL 0.03 for all, every run's first
+    λ from a random start) and now, interleaved on the same points: each problem's marks, as a --sharpness 100 run
+    kept them, measured in order as a re-run of the cell measures them (wall and CPU seconds, medians)."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from tfmagic.descent import sharpness
+    from tfmagic.descent.callopts import lean_options
+
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "tfmagic")
+    ip.run_cell(SETUP)
+    tf = ip.user_ns["tf"]
+    print(f"{time.strftime('%Y-%m-%d %H:%M')}, load average {os.getloadavg()[0]:.1f}; measuring λ at each mark of a "
+          f"re-run, before / now, medians of {repeats} interleaved")
+    print("| problem | marks | products before / now | wall ms before / now | CPU ms before / now | plain run, s |")
+    print("|---|---|---|---|---|---|")
+    measure = sharpness.Sharpness._measure
+    for label, model, line, cell in PROBLEMS:
+        points = []
+
+        def measuring(self, engine, step=None):
+            before = len(self.values)
+            values = [v.numpy() for v in engine.variables.values()]
+            measure(self, engine, step)
+            if len(self.values) > before:
+                points.append(values)
+
+        sharpness.Sharpness._measure = measuring
+        try:
+            _, run = timed(ip, model, f"{line} --sharpness 100", cell)
+        finally:
+            sharpness.Sharpness._measure = measure
+        plain = statistics.median(timed(ip, model, line, cell, fresh=False)[0][0] for _ in range(3))
+        engine, now = run.engine, run.sharpness_log._lanczos
+        variables = list(engine.variables.values())
+        before = sharpness.Lanczos(tf, now.loss_fn, variables, engine.device)  # (warm TOL 0.03)
+        before._options, before._single_threaded = lean_options(tf, single_threaded=False), False
+        took = {"before": [], "now": []}
+        for _ in range(repeats):
+            for arm, lanczos in (("before", before), ("now", now)):
+                lanczos._known.clear() if arm == "before" else None
+                wall = cpu = products = 0
+                for i, values in enumerate(points):
+                    for v, x in zip(variables, values):
+                        v.assign(x)
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    products += lanczos.largest(afresh=i == 0)[1]
+                    wall, cpu = wall + time.perf_counter() - t0, cpu + time.process_time() - c0
+                took[arm].append((wall, cpu, products))
+        for v, x in zip(variables, points[-1]):
+            v.assign(x)
+        med = {arm: [statistics.median(t[k] for t in took[arm]) for k in range(3)] for arm in took}
+        print(f"| {label} | {len(points)} | {med['before'][2]:.0f} / {med['now'][2]:.0f} | "
+              f"{1e3 * med['before'][0]:.1f} / {1e3 * med['now'][0]:.1f} | {1e3 * med['before'][1]:.1f} / "
+              f"{1e3 * med['now'][1]:.1f} | {plain:.3f} |", flush=True)
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=5)
@@ -225,7 +288,10 @@ def main():
     parser.add_argument("--only", type=int, nargs="*", help="the problems' indices (0-2) to run")
     parser.add_argument("--rows", action="store_true", help="λ of a --data run's fixed rows against all rows")
     parser.add_argument("--accuracy", action="store_true", help="λ at each mark against a converged λ")
+    parser.add_argument("--lambda-ab", action="store_true", help="measuring λ alone, as before and now, interleaved")
     args = parser.parse_args()
+    if args.lambda_ab:
+        return lambda_ab(args.repeats)
     if args.rows:
         return rows_table()
     if args.accuracy:

@@ -77,8 +77,8 @@ def test_a_rerun_whose_loss_reads_a_changed_variable_measures_it_again(ip, run, 
 
 
 @pytest.mark.parametrize("seed,n,features,hidden,every", [(6, 700, 3, 4, 20), (7, 1300, 2, 6, 25), (8, 900, 5, 3, 40)])
-def test_a_data_runs_lambda_is_within_3_percent_of_its_rows_exact_one_at_every_mark(ip, run, seed, n, features,
-                                                                                   hidden, every):
+def test_a_data_runs_lambda_is_within_3_percent_of_its_rows_exact_one_at_every_mark(ip, run, monkeypatch, seed, n,
+                                                                                   features, hidden, every):
     rng = np.random.default_rng(seed)
     X, Y, start = network(rng, n, features, hidden)
     ip.user_ns.update(X=X, Y=Y, W0=start[0], c0=start[1], v0=start[2], np=np)
@@ -91,12 +91,9 @@ def test_a_data_runs_lambda_is_within_3_percent_of_its_rows_exact_one_at_every_m
         if len(self.values) > before:
             seen.append(values)
 
-    sharpness.Sharpness._measure = measuring
-    try:
-        res = run("descend", f"W=W0 c=c0 v=v0 --data X,Y --batch-size 32 --optimizer adam --eta 0.05 --steps 200 "
-                             f"--sharpness {every} --seed 0 --no-widgets", NETWORK)
-    finally:
-        sharpness.Sharpness._measure = measure
+    monkeypatch.setattr(sharpness.Sharpness, "_measure", measuring)
+    res = run("descend", f"W=W0 c=c0 v=v0 --data X,Y --batch-size 32 --optimizer adam --eta 0.05 --steps 200 "
+                         f"--sharpness {every} --seed 0 --no-widgets", NETWORK)
     rows = res.sharpness_log.rows
     assert len(rows) == sharpness.SAMPLES and list(res.sharpness["step"]) == list(range(0, 201, every))
     assert len(seen) == len(res.sharpness["step"])
