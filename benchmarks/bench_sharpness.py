@@ -170,12 +170,31 @@ def reference_lambda(tf, loss_fn, variables):
 ACCURACY_RUNS = PROBLEMS + [("sharpness lesson, eta 0.02", "lesson", "--eta 0.02 --steps 3000", PROBLEMS[2][3])]
 
 
+def run_with_points(ip, model, line, cell, every):
+    """A --sharpness `every` run of the cell on a new model, and the values of its variables at each λ it
+    recorded (the copy a loop kept, or where the run was), in order."""
+    from tfmagic.descent import sharpness
+
+    measure, points = sharpness.Sharpness._measure, []
+
+    def measuring(self, engine, step=None):
+        before = len(self.values)
+        values = [v.numpy() for v in engine.variables.values()]
+        measure(self, engine, step)
+        if len(self.values) > before:
+            points.append(values)
+
+    sharpness.Sharpness._measure = measuring
+    try:
+        return timed(ip, model, f"{line} --sharpness {every}", cell)[1], points
+    finally:
+        sharpness.Sharpness._measure = measure
+
+
 def accuracy_table(every):
     """λ as --sharpness records it at each mark of the examples' runs against a cold, tightly converged λ
     of the whole loss there (all rows of a --data run) and of the loss λ is of (its fixed rows)."""
     from IPython.core.interactiveshell import InteractiveShell
-
-    from tfmagic.descent import sharpness
 
     ip = InteractiveShell.instance()
     ip.run_line_magic("load_ext", "tfmagic")
@@ -186,29 +205,15 @@ def accuracy_table(every):
     print("| run | marks | against all rows: median, max | against the rows λ is of: median, max | "
           "products per measurement |")
     print("|---|---|---|---|---|")
-    measure = sharpness.Sharpness._measure
     for label, model, line, cell in ACCURACY_RUNS:
-        points = []
-
-        def measuring(self, engine, step=None):
-            before = len(self.values)
-            values = [v.numpy() for v in engine.variables.values()]
-            measure(self, engine, step)
-            if len(self.values) > before:
-                points.append((values, self.values[-1]))
-
-        sharpness.Sharpness._measure = measuring
-        try:
-            _, run = timed(ip, model, f"{line} --sharpness {every}", cell)
-        finally:
-            sharpness.Sharpness._measure = measure
+        run, points = run_with_points(ip, model, line, cell, every)
         engine, log = run.engine, run.sharpness_log
         variables = list(engine.variables.values())
         now = [v.numpy() for v in variables]
         on_rows = log._lanczos.loss_fn
         off_all, off_rows = [], []
         with tf.device(engine.device):
-            for values, lam in points:
+            for values, lam in zip(points, log.values):
                 for v, x in zip(variables, values):
                     v.assign(x)
                 whole = reference_lambda(tf, engine.full_loss_fn, variables)
@@ -239,31 +244,19 @@ def lambda_ab(repeats):
           f"re-run, before / now, medians of {repeats} interleaved")
     print("| problem | marks | products before / now | wall ms before / now | CPU ms before / now | plain run, s |")
     print("|---|---|---|---|---|---|")
-    measure = sharpness.Sharpness._measure
     for label, model, line, cell in PROBLEMS:
-        points = []
-
-        def measuring(self, engine, step=None):
-            before = len(self.values)
-            values = [v.numpy() for v in engine.variables.values()]
-            measure(self, engine, step)
-            if len(self.values) > before:
-                points.append(values)
-
-        sharpness.Sharpness._measure = measuring
-        try:
-            _, run = timed(ip, model, f"{line} --sharpness 100", cell)
-        finally:
-            sharpness.Sharpness._measure = measure
-        plain = statistics.median(timed(ip, model, line, cell, fresh=False)[0][0] for _ in range(3))
+        run, points = run_with_points(ip, model, line, cell, 100)
+        plain = [timed(ip, model, line, cell, fresh=False)[0][0] for _ in range(5)]  # (a --data cell's first
+        plain = statistics.median(plain[2:])  # two re-runs trace again)
         engine, now = run.engine, run.sharpness_log._lanczos
         variables = list(engine.variables.values())
         before = sharpness.Lanczos(tf, now.loss_fn, variables, engine.device)  # (warm TOL 0.03)
         before._options, before._single_threaded = lean_options(tf, single_threaded=False), False
         took = {"before": [], "now": []}
-        for _ in range(repeats):
+        for round_ in range(repeats + 1):  # (round 0: before's trace and first call, not timed)
             for arm, lanczos in (("before", before), ("now", now)):
-                lanczos._known.clear() if arm == "before" else None
+                if arm == "before":
+                    lanczos._known.clear()  # (before kept none)
                 wall = cpu = products = 0
                 for i, values in enumerate(points):
                     for v, x in zip(variables, values):
@@ -271,7 +264,8 @@ def lambda_ab(repeats):
                     t0, c0 = time.perf_counter(), time.process_time()
                     products += lanczos.largest(afresh=i == 0)[1]
                     wall, cpu = wall + time.perf_counter() - t0, cpu + time.process_time() - c0
-                took[arm].append((wall, cpu, products))
+                if round_:
+                    took[arm].append((wall, cpu, products))
         for v, x in zip(variables, points[-1]):
             v.assign(x)
         med = {arm: [statistics.median(t[k] for t in took[arm]) for k in range(3)] for arm in took}
