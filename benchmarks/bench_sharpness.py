@@ -21,6 +21,10 @@ XLA; and the load average before and after (the machine may be shared).
 With --rows: how far λ of the loss on S fixed rows is from λ of all 1 437 rows along a
 train_digits run (adam 0.001, batch 64, 2000 steps, measured every 100), and what a product
 costs, for S = 128 ... 1024 (the rows of seed 0, as a run takes them, and of seeds 0-5).
+With --accuracy: λ as recorded at each mark of the examples' runs against a cold, tightly converged λ
+(ARPACK) of all rows and of the rows λ is of. With --lambda-ab: measuring λ alone at each mark, as a
+re-run measures it, as main at 5b4069b did (default executor, warm TOL 0.03, a cold first λ) and now,
+interleaved on the same points.
 """
 
 import argparse
@@ -29,6 +33,8 @@ import io
 import os
 import statistics
 import time
+
+import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -147,15 +153,143 @@ def rows_table(sizes=(128, 256, 512, 768, 1024), seeds=range(6)):
     print(f"| all {n} | | | {per_product(whole):.2f} ms |")
 
 
+def reference_lambda(tf, loss_fn, variables):
+    """λ of `loss_fn` at the variables' values, converged tightly from a cold start (scipy's ARPACK on
+    the same Hessian-vector product, tol 1e-9): the yardstick of --accuracy."""
+    from scipy.sparse.linalg import LinearOperator, eigsh
+
+    from tfmagic.descent.sharpness import Lanczos
+
+    hvp = Lanczos(tf, loss_fn, variables)
+    product = tf.function(hvp._hvp)
+    apply = lambda v: product(tf.constant(np.ravel(v), tf.float32)).numpy().astype(np.float64)  # noqa: E731
+    operator = LinearOperator((hvp.dim, hvp.dim), matvec=apply, dtype=np.float64)
+    return float(eigsh(operator, k=1, which="LA", tol=1e-9, v0=np.ones(hvp.dim))[0][0])
+
+
+ACCURACY_RUNS = PROBLEMS + [("sharpness lesson, eta 0.02", "lesson", "--eta 0.02 --steps 3000", PROBLEMS[2][3])]
+
+
+def run_with_points(ip, model, line, cell, every):
+    """A --sharpness `every` run of the cell on a new model, and the values of its variables at each λ it
+    recorded (the copy a loop kept, or where the run was), in order."""
+    from tfmagic.descent import sharpness
+
+    measure, points = sharpness.Sharpness._measure, []
+
+    def measuring(self, engine, step=None):
+        before = len(self.values)
+        values = [v.numpy() for v in engine.variables.values()]
+        measure(self, engine, step)
+        if len(self.values) > before:
+            points.append(values)
+
+    sharpness.Sharpness._measure = measuring
+    try:
+        return timed(ip, model, f"{line} --sharpness {every}", cell)[1], points
+    finally:
+        sharpness.Sharpness._measure = measure
+
+
+def accuracy_table(every):
+    """λ as --sharpness records it at each mark of the examples' runs against a cold, tightly converged λ
+    of the whole loss there (all rows of a --data run) and of the loss λ is of (its fixed rows)."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "tfmagic")
+    ip.run_cell(SETUP)
+    tf = ip.user_ns["tf"]
+    print(f"{time.strftime('%Y-%m-%d %H:%M')}; --sharpness {every}: λ recorded at each mark against a cold λ "
+          "converged to 1e-9 (ARPACK), |λ/λ* - 1|")
+    print("| run | marks | against all rows: median, max | against the rows λ is of: median, max | "
+          "products per measurement |")
+    print("|---|---|---|---|---|")
+    for label, model, line, cell in ACCURACY_RUNS:
+        run, points = run_with_points(ip, model, line, cell, every)
+        engine, log = run.engine, run.sharpness_log
+        variables = list(engine.variables.values())
+        now = [v.numpy() for v in variables]
+        on_rows = log._lanczos.loss_fn
+        off_all, off_rows = [], []
+        with tf.device(engine.device):
+            for values, lam in zip(points, log.values):
+                for v, x in zip(variables, values):
+                    v.assign(x)
+                whole = reference_lambda(tf, engine.full_loss_fn, variables)
+                off_all.append(abs(lam / whole - 1))
+                sample = whole if on_rows is engine.full_loss_fn else reference_lambda(tf, on_rows, variables)
+                off_rows.append(abs(lam / sample - 1))
+        for v, x in zip(variables, now):
+            v.assign(x)
+        print(f"| {label.split(':')[0]}, {line} | {len(points)} | {100 * np.median(off_all):.2f} %, "
+              f"{100 * np.max(off_all):.2f} % | {100 * np.median(off_rows):.3f} %, {100 * np.max(off_rows):.3f} % | "
+              f"{log.products / max(len(log.steps), 1):.2f} |", flush=True)
+
+
+def lambda_ab(repeats):
+    """Measuring λ alone, before (main at 5b4069b: the default executor, warm TOL 0.03 for all, every run's first
+    λ from a random start) and now, interleaved on the same points: each problem's marks, as a --sharpness 100 run
+    kept them, measured in order as a re-run of the cell measures them (wall and CPU seconds, medians)."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from tfmagic.descent import sharpness
+    from tfmagic.descent.callopts import lean_options
+
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "tfmagic")
+    ip.run_cell(SETUP)
+    tf = ip.user_ns["tf"]
+    print(f"{time.strftime('%Y-%m-%d %H:%M')}, load average {os.getloadavg()[0]:.1f}; measuring λ at each mark of a "
+          f"re-run, before / now, medians of {repeats} interleaved")
+    print("| problem | marks | products before / now | wall ms before / now | CPU ms before / now | plain run, s |")
+    print("|---|---|---|---|---|---|")
+    for label, model, line, cell in PROBLEMS:
+        run, points = run_with_points(ip, model, line, cell, 100)
+        plain = [timed(ip, model, line, cell, fresh=False)[0][0] for _ in range(5)]  # (a --data cell's first
+        plain = statistics.median(plain[2:])  # two re-runs trace again)
+        engine, now = run.engine, run.sharpness_log._lanczos
+        variables = list(engine.variables.values())
+        before = sharpness.Lanczos(tf, now.loss_fn, variables, engine.device)  # (warm TOL 0.03)
+        before._options, before._single_threaded = lean_options(tf, single_threaded=False), False
+        took = {"before": [], "now": []}
+        for round_ in range(repeats + 1):  # (round 0: before's trace and first call, not timed)
+            for arm, lanczos in (("before", before), ("now", now)):
+                if arm == "before":
+                    lanczos._known.clear()  # (before kept none)
+                wall = cpu = products = 0
+                for i, values in enumerate(points):
+                    for v, x in zip(variables, values):
+                        v.assign(x)
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    products += lanczos.largest(afresh=i == 0)[1]
+                    wall, cpu = wall + time.perf_counter() - t0, cpu + time.process_time() - c0
+                if round_:
+                    took[arm].append((wall, cpu, products))
+        for v, x in zip(variables, points[-1]):
+            v.assign(x)
+        med = {arm: [statistics.median(t[k] for t in took[arm]) for k in range(3)] for arm in took}
+        print(f"| {label} | {len(points)} | {med['before'][2]:.0f} / {med['now'][2]:.0f} | "
+              f"{1e3 * med['before'][0]:.1f} / {1e3 * med['now'][0]:.1f} | {1e3 * med['before'][1]:.1f} / "
+              f"{1e3 * med['now'][1]:.1f} | {plain:.3f} |", flush=True)
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--every", type=int, default=100)
     parser.add_argument("--only", type=int, nargs="*", help="the problems' indices (0-2) to run")
     parser.add_argument("--rows", action="store_true", help="λ of a --data run's fixed rows against all rows")
+    parser.add_argument("--accuracy", action="store_true", help="λ at each mark against a converged λ")
+    parser.add_argument("--lambda-ab", action="store_true", help="measuring λ alone, as before and now, interleaved")
     args = parser.parse_args()
+    if args.lambda_ab:
+        return lambda_ab(args.repeats)
     if args.rows:
         return rows_table()
+    if args.accuracy:
+        return accuracy_table(args.every)
     from IPython.core.interactiveshell import InteractiveShell
 
     from tfmagic.descent.sharpness import Lanczos

@@ -17,11 +17,12 @@ between chunks: the compiled loop keeps a copy of the variables at each multiple
 """
 
 import contextlib
+import hashlib
 
 import numpy as np
 
 from tfmagic.cell import autograph
-from tfmagic.descent.callopts import calling_with, lean_options
+from tfmagic.descent.callopts import calling_with, lean_options, on_one_cpu
 from tfmagic.descent.landscape import on_fixed_rows
 from tfmagic.descent.marks import kept_marks
 from tfmagic.descent.observers import Observer
@@ -33,42 +34,90 @@ COLD_TOL, WARM_TOL = 1e-3, 3e-2  # stop once the residual β·|y_k| is below TOL
 # along the examples' runs, warm λ at 3e-2 were within 0.33 % of a cold start's, 0.05 % at 1e-2, for 0.6 products more)
 BASIS_FLOATS = 1 << 24  # the Krylov basis kept (float64, 128 MB): fewer steps for a model of millions of weights
 SAMPLES = 512  # a --data run's λ: the loss on this many of its rows, fixed (benchmarks/bench_sharpness.py)
+SAMPLED_WARM_TOL = 0.07  # ... its warm measurements' TOL: within 0.4 % (1.2 % at most) of the sample's λ on digits, whose
+# own distance to all rows' λ is 3 % (12 %), for 44 products a run instead of 60; at 0.1, 11 % off on a generated net
+# (bench_sharpness.py --accuracy, tests/test_sharpness_cost.py)
+KNOWN_POINTS = 4  # cold measurements kept by the point they were made at (a re-run of the cell from the same start)
+KNOWN_FLOATS = 1 << 22  # ... where the product reads no more values than this (16 MB: hashed at ~1 GB/s)
 
 
 class Lanczos:
     """λ of `loss_fn` over `variables` at their current values, warm-started by each call."""
 
-    def __init__(self, tf, loss_fn, variables, device=None, seed=0):
+    def __init__(self, tf, loss_fn, variables, device=None, seed=0, warm_tol=WARM_TOL):
         self.tf, self.loss_fn, self.variables, self.device = tf, loss_fn, list(variables), device
         self.shapes = [v.shape for v in self.variables]
         self.sizes = [v.shape.num_elements() for v in self.variables]
         self.dim = sum(self.sizes)
         self.basis = max(2, min(COLD_MOST, self.dim, BASIS_FLOATS // max(self.dim, 1)))
+        self.warm_tol = warm_tol
         self._start = np.random.default_rng(seed).standard_normal(self.dim)
         self._warm = None  # the last eigenvector (float64), None: start afresh
         self._fn = autograph.function(tf, self._hvp)
         self._product = None  # its concrete function, once traced
-        # No Grappler (a first call ~3x quicker); not the single-threaded executor (a While in the cell).
-        self._options = lean_options(tf, single_threaded=False)
+        # No Grappler (a first call ~3x quicker). The single-threaded executor (a product ~10 % quicker on the
+        # examples' MLPs), traced for it (so a While in the cell runs on it); TensorFlow's default one where
+        # it cannot run the product (across devices, or an op it refuses).
+        self._options = lean_options(tf, single_threaded=True)
+        self._single_threaded = self._options is not None
+        self._known = {}  # digest of the values the product reads -> (λ, eigenvector) of a cold measurement there
 
     def largest(self, afresh=False):
         """(λ, Lanczos steps taken); λ NaN where the loss or its curvature is not finite.
-        `afresh`: as many steps as from a random start (a run's first measurement)."""
+        `afresh`: as many steps as from a random start (a run's first measurement). A cold measurement
+        at a point measured cold before (a re-run of the cell from the same start) is that one's, bit for
+        bit what it would measure again (the same start vector, product and values), without a product."""
         if self._warm is None:
             afresh = True
         if afresh:
             most, least, tol = self.basis, min(COLD_LEAST, self.dim), COLD_TOL
         else:
-            most, least, tol = min(WARM_MOST, self.basis), min(WARM_LEAST, self.dim), WARM_TOL
+            most, least, tol = min(WARM_MOST, self.basis), min(WARM_LEAST, self.dim), self.warm_tol
         start = self._start if afresh else self._warm  # (a run's first: as a first run's, whatever ran before)
-        with self.tf.device(self.device), calling_with(self._options):
-            if self._product is None:
-                with quiet_native_stderr():
-                    self._product = self._fn.get_concrete_function(self.tf.TensorSpec([self.dim], self.tf.float32))
-            lam, steps, self._warm = self._lanczos(start, most, least, tol)
+        with self.tf.device(self.device):
+            self._traced()
+            point = self._point() if afresh else None
+            if point in self._known:
+                lam, self._warm = self._known[point]
+                return lam, 0
+            try:
+                with calling_with(self._options):
+                    lam, steps, self._warm = self._lanczos(start, most, least, tol)
+            except self.tf.errors.OpError:
+                if not self._single_threaded:
+                    raise
+                self._on_default_executor()
+                with calling_with(self._options):
+                    lam, steps, self._warm = self._lanczos(start, most, least, tol)
         if not np.isfinite(lam):
             self._warm = None  # (a NaN vector would stay NaN: start afresh next time)
+        elif point is not None:
+            self._known = dict(list(self._known.items())[1 - KNOWN_POINTS:] + [(point, (lam, self._warm))])
         return lam, steps
+
+    def _traced(self):
+        if self._product is None:
+            with quiet_native_stderr(), calling_with(self._options):
+                self._product = self._fn.get_concrete_function(self.tf.TensorSpec([self.dim], self.tf.float32))
+            if self._single_threaded and not on_one_cpu(self.tf, self._product, self.device):
+                self._on_default_executor()
+
+    def _on_default_executor(self):
+        """The product traced again for TensorFlow's default executor (a While is lowered for the one it is
+        traced under)."""
+        self._options, self._single_threaded = lean_options(self.tf, single_threaded=False), False
+        self._fn, self._product = autograph.function(self.tf, self._hvp), None
+        self._traced()
+
+    def _point(self):
+        """A digest of the values of every variable the product reads (None: too many to read for it)."""
+        read = self._product.variables
+        if sum(v.shape.num_elements() for v in read) > KNOWN_FLOATS:
+            return None
+        digest = hashlib.blake2b(digest_size=16)
+        for v in read:
+            digest.update(np.ascontiguousarray(v.numpy()).tobytes())
+        return digest.digest()
 
     def _lanczos(self, start, most, least, tol):
         """Lanczos with full reorthogonalisation from `start`: (θ, steps, the top Ritz vector)."""
@@ -150,7 +199,8 @@ class Sharpness(Observer):
             self.samples = None if self.rows is None else (len(self.rows), engine.full_loss_fn.rows)
             key = ("sharpness", engine.device, self.samples)
             if key not in engine.memo:
-                engine.memo[key] = Lanczos(engine.tf, loss_fn, engine.variables.values(), engine.device)
+                engine.memo[key] = Lanczos(engine.tf, loss_fn, engine.variables.values(), engine.device,
+                                           warm_tol=WARM_TOL if self.rows is None else SAMPLED_WARM_TOL)
             self._lanczos = engine.memo[key]
         try:
             lam, products = self._lanczos.largest(afresh)
