@@ -58,6 +58,24 @@ def tensorflow_for(shell):
     return tf
 
 
+def _shown_panel(run, runner):
+    """The live panel of `run` (a DescentRun) on `runner`, shown: its entry in tfmagic.reach.
+    Ctrl-C while it is made leaves no half-made panel among the live runners."""
+    from tfmagic import reach
+    from tfmagic.descent.loss_grid import loss_grid_for
+    from tfmagic.widgets.panel import DescentPanel
+
+    try:
+        curve, surface = loss_grid_for(run.tf, run.engine)
+        panel = DescentPanel(runner, run.result, run.args.steps, device_choices(run.tf, run.engine), curve=curve,
+                             surface=surface, landscape=run.landscape)
+        return reach.show(panel.widget, runner, run.result, run.args.magic_line)
+    except BaseException:
+        runner.on_detach = None  # (nothing of the panel to tell)
+        runner.detach()
+        raise
+
+
 def device_choices(tf, engine):
     """The panel's device menu, short name -> full name (under a strategy: its replicas only)."""
     from tfmagic.runtime import devices
@@ -305,24 +323,13 @@ class DescentRun:
         print(f"tfmagic: live widgets are off: {reason}. Showing text progress instead.")
 
     def _run_live(self):
-        from tfmagic import reach
-        from tfmagic.descent.loss_grid import loss_grid_for
         from tfmagic.kernel import ipykernel_fix
         from tfmagic.kernel.runner import LiveRunner
         from tfmagic.present.progress import IterationPrinter
-        from tfmagic.widgets.panel import DescentPanel
 
-        args, engine, tf = self.args, self.engine, self.tf
+        args, engine = self.args, self.engine
         runner = LiveRunner(engine, pace=self.pace)
-        try:
-            curve, surface = loss_grid_for(tf, engine)
-            names = device_choices(tf, engine)
-            panel = DescentPanel(runner, self.result, args.steps, names, curve=curve, surface=surface,
-                                 landscape=self.landscape)
-            self._shown = reach.show(panel.widget, runner, self.result, args.magic_line)
-        except BaseException:  # (Ctrl-C while the panel is made: no half-made panel stays among the live ones)
-            runner.forget()
-            raise
+        self._shown = _shown_panel(self, runner)
         printer = IterationPrinter(args.print_every, sys.stdout) if args.print_every else None
         summaries = self._summaries()
         if summaries is not None:  # (for the panel's life: Play after Pause and Reset are logged too)

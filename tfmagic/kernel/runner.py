@@ -249,11 +249,6 @@ class LiveRunner:
         if self.on_detach:
             self.on_detach()
 
-    def forget(self):
-        """Its panel was never made (its set-up was interrupted): out of the live runners, unheard of."""
-        self.on_detach = None
-        self.detach()
-
     def _finish_now(self, status):
         """End the run going on before anything else steps its variables. Everything runs on
         this loop, so its generator is suspended between chunks: asked to stop, its next step
