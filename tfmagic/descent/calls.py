@@ -194,6 +194,8 @@ class Calls:
             with calling_with(options):
                 if mode == "step":
                     return self._step_calls(fn, n, traced)
+                if epochs:
+                    self.graphs.stream.orders_for(n)  # (sorted by numpy, not in the loop: data.py)
                 out = fn(*args)
                 if epochs:
                     (count, lowest, *row), grads = out, None

@@ -40,6 +40,7 @@ def epoch_loop(graphs, stream):
     full = epoch if last == size else epoch - 1  # batches of `size` in an epoch
     validation = Validation(tf, stream.validation_loss, graphs) if stream.validation_loss else None
     iteration, put_summaries = _steps(graphs, stream)
+    stream.hold_orders()  # (the epochs' orders: numpy's, before each call, Calls._call_with)
     full_batch, last_batch = iteration(size), iteration(last)
 
     def rest_of_epoch(start, validated, *state):
