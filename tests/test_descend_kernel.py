@@ -201,10 +201,10 @@ def test_a_flood_of_eta_changes_settles_and_stop_leaves_the_kernel_idle(kernel):
     assert len(window) <= 5 * inbound_total + 80 * seconds, (len(window), seconds, sent_seconds)
 
     pid = k.km.provisioner.process.pid
-    t_stop = time.monotonic()
+    t_stop, cpu = time.monotonic(), k.cpu_seconds()
     _click(k, ids["tfmagic-stop"])
     reply = k.reply(long_id, timeout=30)
-    assert time.monotonic() - t_stop < 1.0
+    assert k.heard_within(time.monotonic() - t_stop, k.cpu_seconds() - cpu), time.monotonic() - t_stop
     assert reply["content"]["status"] == "ok"
     time.sleep(0.3)
     cpu0 = _cpu_seconds(pid)
@@ -230,11 +230,11 @@ def test_kernel_interrupt_ends_every_long_path_within_a_second(kernel, options, 
     long_id = k.kc.execute(f"%%descend {options} --eta 0.0001 --steps 100000000 --jit off\ny = (x - 2.0) ** 2")
     k.wait_iopub(k.child_of(long_id, "execute_input"), timeout=60)
     time.sleep(2.0)  # compiled and running
-    t0 = time.monotonic()
+    t0, cpu = time.monotonic(), k.cpu_seconds()
     k.km.interrupt_kernel()
     reply = k.reply(long_id, timeout=30)
     seconds = time.monotonic() - t0
     print(f"\n{options.split(' -o')[0]}: interrupt -> reply in {seconds:.2f} s")
-    assert reply["content"]["status"] == "ok" and seconds < 1.5
+    assert reply["content"]["status"] == "ok" and k.heard_within(seconds, k.cpu_seconds() - cpu, bound=1.5), seconds
     _, text, _ = k.run(f"import math\nprint({check}, math.isfinite(float(x.numpy())))")
     assert "interrupted" in text and text.split()[-1] == "True" and "False" not in text, text

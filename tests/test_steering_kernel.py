@@ -3,6 +3,8 @@ a front end that answers the panel's round trip steers as before; one that never
 kernel that hands widget messages over only between cells, gets the panel saying so within 1 s,
 its controls off while the cell runs, and every control working once it ends."""
 
+import os
+
 import pytest
 
 from test_descend_kernel import _click, _widget_ids
@@ -80,8 +82,9 @@ def test_a_front_end_that_answers_steers_and_is_told_nothing(kernel):  # noqa: F
 def test_a_front_end_that_never_answers_is_told_within_a_second_and_a_late_answer_undoes_it(kernel):  # noqa: F811
     k = kernel
     msg_id, start, shown, ids = start_run(k, steps=80)
+    cpu = k.cpu_seconds()  # (the run's steps keep the kernel busy: a starved one gets less CPU than wall time)
     said = wait_status(k, ids, start, lambda v: v and NOTE in v and "no answer from the front end within a second" in v, timeout=5)
-    assert said["_t"] - shown["_t"] < 1.0
+    assert k.heard_within(said["_t"] - shown["_t"], k.cpu_seconds() - cpu), (said["_t"] - shown["_t"], os.getloadavg())
     assert "Kernel &gt; Interrupt stops the run now" in said["content"]["data"]["state"]["value"]
     assert eta_disabled(k, ids, start)  # (a slider that would do nothing is off)
     mark = len(k.iopub)
@@ -128,8 +131,9 @@ def test_a_kernel_without_concurrent_widget_messages_says_so_at_once(old_kernel)
     msg_id, start, shown, ids = start_run(k, steps=40)
     send_view_count(k, ids["tfmagic-panel"])  # (it waits for the cell's end: no answer meanwhile)
     k.send_update(ids["tfmagic-eta"], 0.005)
+    cpu = k.cpu_seconds()
     said = wait_status(k, ids, start, lambda v: v and NOTE in v, timeout=5)
-    assert said["_t"] - shown["_t"] < 1.0
+    assert k.heard_within(said["_t"] - shown["_t"], k.cpu_seconds() - cpu), (said["_t"] - shown["_t"], os.getloadavg())
     assert "handles widget messages only between cells" in said["content"]["data"]["state"]["value"]
     assert eta_disabled(k, ids, start)
     k.reply(msg_id, timeout=30)
