@@ -231,8 +231,15 @@ class Kernel:
     def run(self, code, timeout=STEP_TIMEOUT):
         """Execute code; return (reply, stdout text, execute_result data)."""
         msg_id = self.kc.execute(code)
+        start = len(self.iopub)
         reply = self.reply(msg_id, timeout)
-        idle = self.wait_iopub(self.child_of(msg_id, "status", execution_state="idle"), timeout)
+        try:
+            idle = self.wait_iopub(self.child_of(msg_id, "status", execution_state="idle"), timeout)
+        except TimeoutError as err:  # (seen twice under load: say what did arrive)
+            seen = [(m["msg_type"], m["content"].get("execution_state"), m["parent_header"].get("msg_type"),
+                     m["parent_header"].get("msg_id") == msg_id) for m in self.iopub[start:]]
+            raise TimeoutError(f"{err}; reply {reply['content'].get('status')}; {len(seen)} IOPub messages "
+                               f"since the request, the last: {seen[-12:]}") from None
         out, result = self.outputs(msg_id, upto=idle)
         return reply, out, result
 
