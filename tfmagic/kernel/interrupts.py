@@ -171,8 +171,8 @@ def _raise_in_block():
     state = _raising[-1]
     if isinstance(sys.exc_info()[1], (KeyboardInterrupt, GeneratorExit)):
         # An interrupt is already unwinding (a finally, an __exit__, a generator's close):
-        # one raised inside that cleanup breaks it (TensorFlow's graph stack then prints
-        # "Exception ignored ... Nesting violated"). Heard once the cleanup is done.
+        # one raised inside that cleanup cuts it short (TensorFlow's graph stack can then
+        # print "Exception ignored ... Nesting violated"). Heard once the cleanup is done.
         _remind(state)
         return
     if state["hook"] is None:  # an interrupt raised where Python ignores it is raised again
