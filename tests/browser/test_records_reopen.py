@@ -7,8 +7,11 @@ stripped by the sanitizer until trusted: its numbers and words stay.)"""
 import json
 
 import nbformat
+import pytest
 
 from conftest import Lab, LabServer
+
+pytestmark = pytest.mark.browser
 
 CELLS = [
     "%load_ext tfmagic\nimport numpy as np\nrng = np.random.default_rng(0)\n"
