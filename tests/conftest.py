@@ -1,6 +1,10 @@
 import asyncio
+import faulthandler
 import gc
+import os
 import threading
+import warnings
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +20,33 @@ try:
     )
 except RuntimeError:  # already initialised by an earlier import in this process
     pass
+
+
+STALL_SECONDS = float(os.environ.get("TFMAGIC_STALL_SECONDS", 75))  # no test outside tests/browser takes this long unless it stalls
+
+
+@pytest.fixture(autouse=True)
+def stall_watch(request):
+    """Every thread's stack, written to tests/artifacts/ when a test goes on past STALL_SECONDS.
+
+    Full runs on 2026-12-07 had in-process tests that take 1 s alone stall for 20-190 s, once
+    each, on a different test every run: this says where the next one waits."""
+    if request.node.get_closest_marker("browser"):
+        yield
+        return
+    folder = Path(os.environ.get("TFMAGIC_ARTIFACTS", Path(__file__).resolve().parent / "artifacts"))
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ("stall-" + "".join(c if c.isalnum() or c in "-_." else "_" for c in request.node.nodeid)[-150:] + ".txt")
+    with open(path, "w") as file:
+        faulthandler.dump_traceback_later(STALL_SECONDS, repeat=True, file=file)
+        try:
+            yield
+        finally:
+            faulthandler.cancel_dump_traceback_later()
+    if path.stat().st_size:
+        warnings.warn(f"{request.node.nodeid} went on past {STALL_SECONDS} s: every thread's stack is in {path}", stacklevel=2)
+    else:
+        path.unlink()
 
 
 @pytest.fixture(scope="session")
