@@ -140,6 +140,7 @@ def test_lecture1_steer_panel_is_live_after_run_all(lab):
     cell.locator("button.tfmagic-play").first.click()  # the text: "Play continues it at the same pace"
     wait_status(lab, cell, lambda s: s["badge"] == "running" and s["iteration"] > before["iteration"] + 30,
                 timeout_s=60, what="Play to continue the steered run")
-    lab.element_screenshot(cell, "lesson-lecture1-steer-after-run-all")
+    # Stop at once: Play's 300 steps last 10 s, and a screenshot taken first under load outlasted them.
     cell.locator("button.tfmagic-stop").first.click()
     wait_status(lab, cell, lambda s: s["badge"] == "stopped", timeout_s=30, what="stopped")
+    lab.element_screenshot(cell, "lesson-lecture1-steer-after-run-all")
