@@ -152,6 +152,13 @@ class Kernel:
             [str(ROOT), str(MAGIC_DIR)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
         )
         env["IPYTHONDIR"] = str(tmp_path / "ipython")
+        # SIGUSR1 makes the kernel write every thread's stack: what a test that times out shows.
+        self.stacks_path = tmp_path / "kernel-stacks.txt"
+        startup = tmp_path / "ipython" / "profile_default" / "startup"
+        startup.mkdir(parents=True, exist_ok=True)
+        (startup / "00-stacks.py").write_text(
+            "import faulthandler, signal\n"
+            f"faulthandler.register(signal.SIGUSR1, file=open({str(self.stacks_path)!r}, 'w'), all_threads=True)\n")
         env["JUPYTER_RUNTIME_DIR"] = str(tmp_path / "runtime")
         self.km = KernelManager(kernel_name="python3")
         self.km.start_kernel(env=env)
@@ -159,6 +166,7 @@ class Kernel:
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=STARTUP_TIMEOUT)
         self.iopub: list[dict] = []
+        self.dead = None  # (once the kernel is gone, each later wait says so at once)
 
     def cpu_seconds(self):
         """The kernel process's CPU time so far (user + system, all threads)."""
@@ -175,6 +183,28 @@ class Kernel:
             return True
         return os.getloadavg()[0] > (os.cpu_count() or 1) and cpu < bound and seconds < 2.5 * bound
 
+    def why_silent(self):
+        """What a kernel that stopped answering is doing: its exit code, or every thread's stack."""
+        import signal
+
+        process = self.km.provisioner.process
+        code = process.poll()
+        if code is not None:
+            self.dead = f"the kernel exited with {code}"
+            return self.dead
+        size = self.stacks_path.stat().st_size if self.stacks_path.exists() else 0
+        os.kill(process.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and (self.stacks_path.stat().st_size if self.stacks_path.exists() else 0) == size:
+            time.sleep(0.1)
+        time.sleep(0.2)
+        text = self.stacks_path.read_text()[size:] if self.stacks_path.exists() else ""
+        folder = Path(os.environ.get("TFMAGIC_ARTIFACTS", ROOT / "tests" / "artifacts"))
+        folder.mkdir(parents=True, exist_ok=True)
+        copy = folder / f"kernel-stacks-{process.pid}-{int(time.time())}.txt"
+        copy.write_text(text)
+        return f"the kernel (alive, load {os.getloadavg()[0]:.1f}) stands at ({copy}):\n{text[:8000]}"
+
     def close(self):
         try:
             self.kc.stop_channels()
@@ -182,16 +212,24 @@ class Kernel:
             self.km.shutdown_kernel(now=True)
 
     # -- IOPub ---------------------------------------------------------------
-    def wait_iopub(self, pred, timeout=STEP_TIMEOUT, start=0):
+    def drain(self, seconds):
+        """Log what IOPub brings for `seconds`."""
+        self.wait_iopub(lambda m: False, timeout=seconds, start=len(self.iopub), expected=False)
+
+    def wait_iopub(self, pred, timeout=STEP_TIMEOUT, start=0, expected=True):
         """Return the first logged or arriving IOPub message with pred(msg)."""
         for msg in self.iopub[start:]:
             if pred(msg):
                 return msg
+        if self.dead and expected:
+            raise TimeoutError(self.dead)
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"no matching IOPub message within {timeout}s")
+                if not expected:
+                    return None
+                raise TimeoutError(f"no matching IOPub message within {timeout}s; {self.why_silent()}")
             try:
                 msg = self.kc.get_iopub_msg(timeout=min(left, 0.5))
             except queue.Empty:
@@ -216,11 +254,13 @@ class Kernel:
         return pred
 
     def reply(self, msg_id, timeout=STEP_TIMEOUT):
+        if self.dead:
+            raise TimeoutError(self.dead)
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"no execute_reply within {timeout}s")
+                raise TimeoutError(f"no execute_reply within {timeout}s; {self.why_silent()}")
             try:
                 r = self.kc.get_shell_msg(timeout=min(left, 0.5))
             except queue.Empty:

@@ -55,10 +55,7 @@ def start_run(k, steps):
 
 def eta_disabled(k, ids, start):
     """Whether the eta slider is off, as the last update since `start` left it (a moment for it to arrive)."""
-    try:
-        k.wait_iopub(lambda m: False, timeout=0.3, start=len(k.iopub))
-    except TimeoutError:
-        pass
+    k.drain(0.3)
     flags = [s["disabled"] for _, s in states(k, ids, "tfmagic-eta", start) if "disabled" in s]
     return flags[-1] if flags else False
 
