@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from tfmagic.cell import autograph
 from tfmagic.descent.data import EpochLog, as_data
-from tfmagic.descent.dataset_stream import DatasetStream
+from tfmagic.descent.dataset_stream import DatasetStream, untuned
 from tfmagic.descent.engine import Descent
 from tfmagic.descent.replicas import Replicas
 
@@ -124,7 +124,7 @@ def _validation(tf, batch_loss, arrays, device, dataset=None):
         def over_dataset():
             total = count = 0.0
             with tf.device(device):
-                for element in dataset:
+                for element in untuned(tf, dataset):
                     parts = element if isinstance(element, (tuple, list)) else (element,)
                     batch = {n: element[n] for n in names} if isinstance(element, dict) else dict(zip(names, parts))
                     batch = {n: as_data(tf, t) for n, t in batch.items()}  # (float64 -> float32, as training's)
