@@ -1,10 +1,11 @@
 """No run out of reach, in JupyterLab at 1280 px with the file browser open: Pause then Play
 runs a panel in the background (the panel and the kernel indicator say so); after a real page
 reload a new cell's `%descend_runs` shows that panel again, live; Kernel > Interrupt, pressed
-in JupyterLab's menu, stops it within a second."""
+in JupyterLab's menu, stops it within a second (2.5 s on a machine busier than its cores)."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -69,8 +70,11 @@ def test_a_background_run_is_seen_reached_after_a_reload_and_interrupted_from_th
     item.click()
     lab.poll(lambda: "interrupted" in _status(shown), timeout_s=5, what="the run interrupted", interval_ms=20)
     heard = time.monotonic() - t0
-    print(f"\nKernel > Interrupt from the menu: the background run ended {heard:.2f} s after the click")
-    assert heard < 1.0
+    load = os.getloadavg()[0]
+    print(f"\nKernel > Interrupt from the menu: the background run ended {heard:.2f} s after the click (load {load:.1f})")
+    # (the kernel's own reaction is held to 1 s in test_reach_kernel; here the server and the
+    # page come between, and on a machine busier than its cores, as Kernel.heard_within allows, 2.5 s)
+    assert heard < (1.0 if load <= (os.cpu_count() or 1) else 2.5), (heard, load)
     at = _iteration(shown)
     lab.page.wait_for_timeout(1000)  # (nothing goes on)
     assert _iteration(shown) == at
