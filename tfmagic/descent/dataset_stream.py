@@ -70,7 +70,7 @@ def _flagged(tf, source):
 def untuned(tf, dataset):
     """`dataset` with tf.data's autotuning off (its other options kept). The tuning thread
     sleeps up to 60 s between rounds and freeing an iterator waited for it: a garbage
-    collection that freed 20 run's iterators took 19 s (0.4 s untuned), a test worker froze
+    collection that freed 20 runs' iterators took 19 s (0.4 s untuned), a test worker froze
     78 s, and a 2.7 s pass over a validation set took 2.4 s more to free its iterator."""
     options = tf.data.Options()
     options.autotune.enabled = False
