@@ -3,7 +3,6 @@ import faulthandler
 import gc
 import os
 import threading
-import time
 import warnings
 from pathlib import Path
 
@@ -26,30 +25,6 @@ except RuntimeError:  # already initialised by an earlier import in this process
 STALL_SECONDS = float(os.environ.get("TFMAGIC_STALL_SECONDS", 75))  # no test outside tests/browser takes this long unless it stalls
 
 
-class _SlowCollections:
-    """Python's garbage collections that take over 5 s, as (generation, seconds, collected).
-
-    A suspect for the stalls: each stood at a pure-Python line of TensorFlow's tracing,
-    where an allocation can start a full collection of the TensorFlow objects earlier tests left."""
-
-    def __init__(self):
-        self.started = None
-        self.slow = []
-        self.clock = time.perf_counter  # (still there while the interpreter shuts down)
-        gc.callbacks.append(self)
-
-    def __call__(self, phase, info):
-        if phase == "start":
-            self.started = self.clock()
-        elif self.started is not None:
-            seconds = self.clock() - self.started
-            if seconds > 5.0:
-                self.slow.append((info["generation"], round(seconds, 1), info["collected"]))
-
-
-_collections = _SlowCollections()
-
-
 @pytest.fixture(autouse=True)
 def stall_watch(request):
     """Every thread's stack, written to tests/artifacts/ when a test goes on past STALL_SECONDS.
@@ -68,10 +43,6 @@ def stall_watch(request):
             yield
         finally:
             faulthandler.cancel_dump_traceback_later()
-    if _collections.slow:
-        warnings.warn(f"{request.node.nodeid}: garbage collections over 5 s (generation, s, objects freed): "
-                      f"{_collections.slow}", stacklevel=2)
-        _collections.slow.clear()
     if path.stat().st_size:
         warnings.warn(f"{request.node.nodeid} went on past {STALL_SECONDS} s: every thread's stack is in {path}", stacklevel=2)
     else:
