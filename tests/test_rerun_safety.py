@@ -201,3 +201,27 @@ def test_a_namespace_too_large_to_search_is_not_judged(ip, run, monkeypatch):
     ip.run_cell("many = [[i] for i in range(10)]")
     res = run("descend", AGAIN, COURSE)
     assert not res.engine.reused and "there is too much in the namespace to check that nothing else holds" in repr(res)
+
+
+@pytest.mark.parametrize("collected", [False, True])
+def test_a_refused_rerun_names_the_cell_line_whether_or_not_the_first_trace_is_still_alive(ip, run, collected):
+    """A re-run can run the function traced from the first compile of the same cell text: its
+    error named that compile's file, so the re-run's message lost "cell line 1" (seen in a full
+    test run; in one process it lost it every time no garbage collection came in between)."""
+    run("descend", "x=4.0 --steps 5 --no-widgets -o r1", CHECKED)
+    if collected:
+        gc.collect()
+    with pytest.raises(TfmagicError) as again:
+        run("descend", "x=float('nan') --steps 5 --no-widgets -o r2", CHECKED)
+    assert "cell line 1:" in str(again.value) and "sqrt of x" in str(again.value), str(again.value)
+
+
+def test_an_error_is_located_in_an_earlier_compile_only_of_the_same_code():
+    from tfmagic.cell.compiler import compile_cell
+    from tfmagic.cell.explain import locate
+
+    first, now = (compile_cell("a = x * 2\ny = a + 1", {"x": 1.0}) for _ in range(2))
+    other = compile_cell("b = x * 3\ny = b + 1", {"x": 1.0})
+    for source, want in ((first, (1, "a = x * 2")), (now, (1, "a = x * 2")), (other, (None, None))):
+        err = ValueError(f'Traceback of the op:\n  File "{source.filename}", line 2, in __tfmagic_cell__\nbad value')
+        assert locate(err, now) == want, (source.filename, now.filename)

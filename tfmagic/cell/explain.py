@@ -1,5 +1,6 @@
 """Explain an exception raised by the user's cell, next to TensorFlow's own words."""
 
+import linecache
 import re
 import traceback
 
@@ -52,16 +53,30 @@ def tf_message(err):
     return kept[-1] if kept else _first_line(msg)
 
 
+_CELL_FILE = re.compile(r'File "(<tfmagic-cell-\d+>)", line (\d+)')
+
+
+def _same_code(filename, cell):
+    """`filename` is this compile of the cell, or an earlier one of the same generated code:
+    a re-run can run the function traced from that one, and its lines map alike."""
+    if filename == cell.filename:
+        return True
+    earlier, now = linecache.cache.get(filename), linecache.cache.get(cell.filename)
+    return filename.startswith("<tfmagic-cell-") and earlier is not None and now is not None and earlier[2] == now[2]
+
+
 def locate(err, cell):
     """(cell line, line text) where `err` happened inside the compiled cell."""
     found = (None, None)
     for frame in traceback.extract_tb(err.__traceback__):
-        if frame.filename == cell.filename:
+        if _same_code(frame.filename, cell):
             found = cell.cell_line(frame.lineno)
     if found[0] is None:
-        # Errors raised while tracing carry AutoGraph's rewritten location in the text.
-        for match in re.finditer(rf'File "{re.escape(cell.filename)}", line (\d+)', str(err)):
-            found = cell.cell_line(int(match.group(1)))
+        # Errors raised while tracing carry AutoGraph's rewritten location in the text, and
+        # errors of a traced function the place where its op was made.
+        for match in _CELL_FILE.finditer(str(err)):
+            if _same_code(match.group(1), cell):
+                found = cell.cell_line(int(match.group(2)))
     return found
 
 
