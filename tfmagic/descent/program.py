@@ -118,13 +118,13 @@ def _validation(tf, batch_loss, arrays, device, dataset=None):
     """() -> the cell's loss on the validation arrays, or the mean over a dataset's batches
     weighted by their sizes (no variable changes); None without --validate."""
     if dataset is not None:
-        names = list(arrays)
+        names, dataset = list(arrays), untuned(tf, dataset)
         batch_loss = autograph.function(tf, batch_loss)
 
         def over_dataset():
             total = count = 0.0
             with tf.device(device):
-                for element in untuned(tf, dataset):
+                for element in dataset:
                     parts = element if isinstance(element, (tuple, list)) else (element,)
                     batch = {n: element[n] for n in names} if isinstance(element, dict) else dict(zip(names, parts))
                     batch = {n: as_data(tf, t) for n, t in batch.items()}  # (float64 -> float32, as training's)
