@@ -63,11 +63,6 @@ def background_run(k, names="x=10.0", cell="y = (x - 2.0) ** 2", out="r", cell_i
     return ids, play["header"]["msg_id"]
 
 
-def drain(k, seconds):
-    """Read what IOPub brings for `seconds`."""
-    k.drain(seconds)
-
-
 def steps_of(k, out):
     reply, text, _ = run(k, f"print({out}.status, {out}.steps)")
     assert len(text.split()) == 2, (reply["content"], text, [(m["msg_type"], m["parent_header"].get("msg_type"), str(m["content"])[:80]) for m in k.iopub[-12:]])
@@ -133,7 +128,7 @@ def test_a_background_run_keeps_the_kernel_indicator_busy(kernel):
     _click(k, ids["tfmagic-stop"])
     k.wait_iopub(lambda m: m["msg_type"] == "status" and m["parent_header"].get("msg_id") == play
                  and m["content"]["execution_state"] == "idle", timeout=5, start=end)
-    drain(k, 0.5)
+    k.drain(0.5)
     last = [m for m in k.iopub if m["msg_type"] == "status"][-1]
     assert last["content"]["execution_state"] == "idle"
     assert steps_of(k, "r")[0] == "stopped"
