@@ -47,3 +47,32 @@ def test_runs_spanning_two_cpus_finish():
     lines = out.stdout.split("\n")
     assert lines[0].startswith("max_steps 20 ") and lines[1].startswith("max_steps 1000 ")
     assert abs(float(lines[1].split()[2]) - 2.0) < 0.01
+
+
+@pytest.mark.parametrize("width", [4, 127, 129, 200])  # width² elements: on both sides of THREADED_FROM_ELEMENTS (2^14)
+@pytest.mark.parametrize("steps", [20, 600])  # per-step function, graph loop
+def test_a_large_model_runs_on_the_threaded_executor_with_the_same_numbers(ip, run, monkeypatch, width, steps):
+    import numpy as np
+    import tfmagic.descent.callopts as callopts
+    import tfmagic.descent.calls as calls
+
+    asked = []
+
+    def spy(tf, single_threaded):
+        asked.append(single_threaded)
+        return callopts.lean_options(tf, single_threaded)
+
+    monkeypatch.setattr(calls, "lean_options", spy)
+    ip.run_cell(f"import tensorflow as tf\nw0 = tf.random.stateless_normal([{width}, {width}], [1, 2]) * 0.1")
+    cell = "y = tf.reduce_sum(tf.tanh(W @ tf.ones([W.shape[0], 3])) ** 2) + 0.1 * tf.reduce_sum(W ** 2)"
+    elements = width * width
+    histories = []
+    for threshold in (callopts.THREADED_FROM_ELEMENTS, elements if elements < callopts.THREADED_FROM_ELEMENTS else elements + 1):
+        monkeypatch.setattr(callopts, "THREADED_FROM_ELEMENTS", threshold)
+        ip.run_cell("W = tf.Variable(w0)")
+        asked.clear()
+        r = run("descend", f"W --steps {steps} --eta 0.01 --jit off --no-widgets", cell)
+        assert r.status == "max_steps"
+        assert asked and set(asked) == {elements < threshold}, (asked, elements, threshold)
+        histories.append(r.history["loss"])
+    np.testing.assert_array_equal(histories[0], histories[1])  # the executor changes no number

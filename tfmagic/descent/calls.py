@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from tfmagic.descent.callopts import calling_with, lean_options, on_one_cpu
+from tfmagic.descent.callopts import calling_with, lean_options, on_one_cpu, single_threaded_pays
 from tfmagic.descent.graphs import mode_of, check_ops
 from tfmagic.descent.status import Note, Status
 from tfmagic.runtime.tfimport import quiet_native_stderr
@@ -43,6 +43,7 @@ class Calls:
         self.one_way_count = None  # a dataset stream's count of batches taken (see _took_batches)
         self.validated = {}  # the last call's validation losses: steps into it -> loss (epoch_loop.py)
         self._other_tol = {}, {}  # the loops' functions and traces for a run with(out) a tol
+        self.small = single_threaded_pays(sum(v.shape.num_elements() or 0 for v in graphs.variables.values()))
 
     def set_tol(self, value):
         """A new tol. The loops test |grad| against tol only in a run with one (an op
@@ -166,7 +167,7 @@ class Calls:
         tf = self.tf
         # Traced under the options it runs with: a While traced for the default
         # executor is lowered to a form the single-threaded one cannot run.
-        options = lean_options(tf, single_threaded=mode not in XLA_MODES) if lean else None
+        options = lean_options(tf, single_threaded=mode not in XLA_MODES and self.small) if lean else None
         epochs = mode == "xla" and self.graphs.runs_epochs  # (epoch_loop.py: no gradients carried)
         if self.state[2] is None and not epochs:
             self._evaluate_again()

@@ -22,7 +22,7 @@ import hashlib
 import numpy as np
 
 from tfmagic.cell import autograph
-from tfmagic.descent.callopts import calling_with, lean_options, on_one_cpu
+from tfmagic.descent.callopts import calling_with, lean_options, on_one_cpu, single_threaded_pays
 from tfmagic.descent.landscape import on_fixed_rows
 from tfmagic.descent.marks import kept_marks
 from tfmagic.descent.observers import Observer
@@ -58,8 +58,9 @@ class Lanczos:
         # No Grappler (a first call ~3x quicker). The single-threaded executor (a product ~10 % quicker on the
         # examples' MLPs), traced for it (so a While in the cell runs on it); TensorFlow's default one where
         # it cannot run the product (across devices, or an op it refuses).
-        self._options = lean_options(tf, single_threaded=True)
-        self._single_threaded = self._options is not None
+        self._single_threaded = single_threaded_pays(self.dim)
+        self._options = lean_options(tf, single_threaded=self._single_threaded)
+        self._single_threaded &= self._options is not None
         self._known = {}  # digest of the values the product reads -> (λ, eigenvector) of a cold measurement there
 
     def largest(self, afresh=False):
