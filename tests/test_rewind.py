@@ -65,6 +65,35 @@ def test_a_branch_with_the_same_eta_repeats_the_run_bit_for_bit(data, run, cell,
         assert_branch_repeats(res.engine, n, k, original, final, f"{cell} {optimizer} n={n}")
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "momentum"])
+@pytest.mark.parametrize("cell", ["vector", "2-D"])
+@pytest.mark.parametrize("parts", [(40, 60), (500, 500), (300, 30, 2500)])  # the cell's run, then Play (or run) again
+def test_a_run_continued_by_later_runs_repeats_from_any_step_in_one_run(data, run, cell, optimizer, parts):
+    # Each later run evaluates its starting point afresh (eagerly, last bits apart from the carried
+    # gradients): a branch that passes such a point in one run must do the same there.
+    names, body = CELLS[cell]
+    res = run("descend", f"{names} --eta {ETAS[optimizer]} --optimizer {optimizer} --steps {parts[0]} --no-widgets", body)
+    for more in parts[1:]:
+        res.engine.run(more)
+    n = sum(parts)
+    original, final = snapshot(res.engine)
+    boundaries = np.cumsum(parts)[:-1].tolist()
+    for k in sorted({*places(res.engine, n), *boundaries, *(b - 1 for b in boundaries), *(b + 1 for b in boundaries)}):
+        assert_branch_repeats(res.engine, n, k, original, final, f"{cell} {optimizer} parts={parts}")
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_a_continued_mini_batch_run_repeats_from_any_step_in_one_run(data, run, optimizer):
+    data.run_cell("keras.utils.set_random_seed(0)\nmodel = keras.Sequential([keras.Input((4,)), "
+                  "keras.layers.Dense(8, activation='tanh'), keras.layers.Dense(1)])")
+    res = run("descend", f"model --data X,Y --batch-size 16 --optimizer {optimizer} --eta 0.01 --seed 3 "
+                         "--steps 50 --no-widgets", MLP)
+    res.engine.run(45)  # (an epoch is 19 steps: the second run begins inside one)
+    original, final = snapshot(res.engine)
+    for k in sorted({*places(res.engine, 95), 49, 50, 51, 57}):
+        assert_branch_repeats(res.engine, 95, k, original, final, f"mlp {optimizer}")
+
+
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "rmsprop"])
 @pytest.mark.parametrize("n", [60, 700])
 def test_an_mlp_on_shuffled_mini_batches_repeats_from_any_step(data, run, optimizer, n):

@@ -160,6 +160,14 @@ class Timeline:
         off = (step - seg.start) % seg.stride
         return seg.mode, (min(n, seg.stride - off) if off else n), (seg.stride - off if off else seg.stride)
 
+    def primed_at(self, step):
+        """Did the cut branch begin a run at `step` (its point evaluated afresh there)?"""
+        return any(s.start == step and s.primed for s in self.future)
+
+    def primed_again(self):
+        """The next chunk kept starts where its point was evaluated afresh, as a run's first does."""
+        self._primed = True
+
     def eta_at(self, step):
         """The eta the step from `step` ran with, or None (not taken yet)."""
         return next((s.eta for s in self.segments if s.start <= step < s.start + s.count), None)
