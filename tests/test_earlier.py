@@ -266,3 +266,54 @@ def test_a_first_run_panel_shows_no_earlier_runs(ip, run):
     assert panel.earlier.widget.layout.display == "none"
     scrub = [m for pair in panel.timeline._marks.values() for m in pair]  # (the timeline's point and branch marks)
     assert panel.earlier.marks == {} and len([m for m in panel.charts.loss_fig.marks if m not in scrub]) == 2
+
+
+def _label_cases(rng):
+    """(what is set before the first run, its line and cell; what is set before the second, its line; the
+    label the second must have): each way a run's start or what the cell reads can change, or seem to."""
+    a, b = (float(v) for v in rng.choice([-4.0, -1.5, 0.5, 2.0, 7.25], 2, replace=False))
+    f32 = lambda v: str(np.float32(v))  # noqa: E731  (a float32 start as it prints)
+    flag = "y = (u - 2.0) ** 2 + (10.0 * u ** 2 if flag else 0.0)"
+    return [
+        ("s0 = %r" % a, "z=s0", "y = (z - 2.0) ** 2", "", f"z={a!r}", "same settings"),  # one start, two spellings
+        ("s0 = %r" % a, "z=s0", "y = (z - 2.0) ** 2", "s0 = %r" % b, "z=s0", f"z={f32(a)} → {f32(b)}"),
+        ("x = tf.Variable(%r)" % a, "x --steps 1", "y = (x - 2.0) ** 2", "x.assign(%r)" % b, "x --steps 1",
+         f"x={f32(a)} → {f32(b)}"),  # (where each run began)
+        ("T = np.array([%r, 1.0], np.float32)" % a, "p=3.0", "y = tf.reduce_sum((p - T) ** 2)",
+         "T = np.array([%r, 1.0], np.float32)" % b, "p=3.0", "T: other values"),
+        ("T = np.array([%r, 1.0], np.float32)" % a, "p=3.0", "y = tf.reduce_sum((p - T) ** 2)",
+         "T = np.array([%r, 1.0], np.float32)" % a, "p=3.0", "same settings"),  # a new array, the same values
+        ("flag = False", "u=3.0", flag, "flag = True", "u=3.0", "flag False → True"),
+        ("flag = True", "u=3.0", flag, "flag = 1", "u=3.0", "flag True → 1"),
+        ("k = float('nan')", "v=3.0", "y = (v - 2.0) ** 2 + (0.0 if k != k else k)", "", "v=3.0", "same settings"),
+        ("", f"m={a!r} --eta 0.1", "y = (m - 2.0) ** 2", "", f"m={a!r} --eta 0.1000001", "eta 0.1 → 0.1000001"),
+        ("", "w=tf.fill([3], %r)" % a, "y = tf.reduce_sum((w - 2.0) ** 2)", "", "w=tf.fill([3], %r)" % b,
+         "w: another start"),
+        ("", "w=tf.fill([3], %r)" % a, "y = tf.reduce_sum((w - 2.0) ** 2)", "", "w=tf.fill([3], %r)" % a,
+         "same settings"),
+    ]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_label_says_what_changed_however_it_was_written(ip, seed):
+    from tfmagic.present.messages import earlier_label
+
+    for i, (before, line, cell, between, line2, want) in enumerate(_label_cases(np.random.default_rng(seed))):
+        cell = f"{cell} + 0.0 * {seed * 100 + i}"  # (a series of its own)
+        ip.run_cell("import tensorflow as tf, numpy as np\n" + before)
+        ip.run_cell_magic("descend", f"{line} --no-widgets" + " --steps 1" * ("--steps" not in line), cell)
+        ip.run_cell(between)
+        r = ip.run_cell_magic("descend", f"{line2} --no-widgets" + " --steps 1" * ("--steps" not in line2), cell)
+        assert earlier_label(r.this_run) == want, (i, before, line, between, line2)
+
+
+def test_a_models_new_weights_are_one_phrase(ip):
+    from tfmagic.present.messages import earlier_label
+
+    ip.run_cell("import keras, tensorflow as tf\nkeras.utils.set_random_seed(1)\n"
+                "model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3), keras.layers.Dense(1)])")
+    cell = "loss = tf.reduce_mean(model(tf.ones([4, 2])) ** 2)"
+    ip.run_cell_magic("descend", "--steps 3 --eta 0.01 --no-widgets", cell)
+    r = ip.run_cell_magic("descend", "--steps 3 --eta 0.01 --no-widgets", cell)  # (from where the first ended)
+    assert earlier_label(r.this_run).startswith("another start: model/dense/kernel, model/dense/bias, "), \
+        earlier_label(r.this_run)

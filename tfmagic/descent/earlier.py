@@ -48,7 +48,19 @@ def simple(value):
 def changes(before, now):
     """(setting, old, new) for each setting that differs, in `now`'s order (then those gone)."""
     keys = list(now) + [k for k in before if k not in now]
-    return tuple((k, before.get(k), now.get(k)) for k in keys if before.get(k) != now.get(k))
+    return tuple((k, before.get(k), now.get(k)) for k in keys if _differ(before.get(k), now.get(k)))
+
+
+def _differ(a, b):
+    """Another value or another kind (True and 1 differ); NaN is NaN."""
+    if type(a) is not type(b):
+        return True
+    return a != b and not (isinstance(a, float) and a != a and b != b)
+
+
+def is_digest(value):
+    """A setting that stands for an array's values (tfmagic/earlier.values_of)."""
+    return isinstance(value, str) and value.startswith("<") and value.endswith(">")
 
 
 @dataclass

@@ -9,6 +9,7 @@ import math
 
 from tfmagic.cell.explain import tf_message
 from tfmagic.descent.calls import BLOWUP_FACTOR
+from tfmagic.descent.earlier import is_digest
 from tfmagic.descent.rewind import Refusal, RewindRefused
 from tfmagic.descent.status import CUT_SHORT, DATA_STOPS, ESCAPED, Note, Retrace, Status, Whose
 
@@ -329,15 +330,25 @@ def _setting(value):
 
 
 def earlier_change(setting, old, new):
-    """One change between two runs of a cell: 'eta 0.1 → 0.3', 'adam → sgd', 'x=10.0 → 5.0'."""
+    """One change between two runs of a cell: 'eta 0.1 → 0.3', 'adam → sgd', 'x=10.0 → 5.0',
+    'w: another start', 'A: other values'."""
     kind, _, name = setting.partition(":")
+    a, b = _setting(old), _setting(new)
+    if a == b:  # (values that print alike, 0.1 and 0.1000001, True and 1: in full)
+        a, b = _in_full(old), _in_full(new)
+    if kind in ("start", "value") and (is_digest(old) or is_digest(new)):
+        return f"{name}: another start" if kind == "start" else f"{name}: other values"
     if setting == "optimizer":
-        return f"{_setting(old)} → {_setting(new)}"
-    if kind == "start":  # NAME=INIT (none: the variable as it was)
-        return f"{name}={_setting(old)} → {_setting(new)}"
-    if kind == "value":  # a Python number the cell read from the namespace
-        return f"{name} {_setting(old)} → {_setting(new)}"
-    return f"{EARLIER_WORDS.get(setting, setting)} {_setting(old)} → {_setting(new)}"
+        return f"{a} → {b}"
+    if kind == "start":  # the variable's value at the run's start
+        return f"{name}={a} → {b}"
+    if kind == "value":  # a number the cell read from the namespace
+        return f"{name} {a} → {b}"
+    return f"{EARLIER_WORDS.get(setting, setting)} {a} → {b}"
+
+
+def _in_full(value):
+    return repr(value) if isinstance(value, (float, bool, int)) else _setting(value)
 
 
 def earlier_label(run):
@@ -347,7 +358,12 @@ def earlier_label(run):
         return f"first run ({s.get('optimizer')}, eta {_setting(s.get('eta'))})"
     if not run.changes:
         return "same settings"
-    return ", ".join(earlier_change(*c) for c in run.changes)
+    starts = [c for c in run.changes if c[0].startswith("start:")]
+    if len(starts) < 2 or not any(is_digest(v) for c in starts for v in c[1:]):
+        return ", ".join(earlier_change(*c) for c in run.changes)
+    moved = [c[0][6:] for c in starts]  # (a model's variables: one phrase)
+    named = ", ".join(moved[:3]) + (f" and {len(moved) - 3} more" if len(moved) > 3 else "")
+    return ", ".join([earlier_change(*c) for c in run.changes if c not in starts] + [f"another start: {named}"])
 
 
 EARLIER_HEAD = ("run", "what changed", "steps", "final loss", "status")
