@@ -264,6 +264,25 @@ def test_a_long_run_of_many_chunks_keeps_few_snapshots_and_still_repeats(data, r
         assert_branch_repeats(e, 3000, k, original, final, optimizer)
 
 
+# (the last: one snapshot over 32 MB, so the first alone is kept)
+@pytest.mark.parametrize("size, optimizer", [(300_000, "adam"), (1_500_000, "sgd"), (2_500_000, "adam")])
+def test_the_snapshots_stay_within_their_bytes_whatever_the_variables_size(data, run, size, optimizer):
+    from tfmagic.descent.rewind import MOST_SNAPSHOTS, SNAPSHOT_BYTES, _nbytes
+
+    res = run("descend", f"w=tf.zeros([{size}]) --eta 0.01 --optimizer {optimizer} --steps 1 --jit off --no-widgets",
+              "loss = 1e-3 * tf.reduce_sum((w - 1.0) ** 2)")
+    e = res.engine
+    e.reset()
+    for chunk in e.run_chunks(50, max_chunk=5):  # (as a paced panel runs them)
+        kept = [s for s in e.timeline.segments if s.saved is not None]
+        first = _nbytes(kept[0].saved)
+        assert len(kept) <= MOST_SNAPSHOTS and sum(_nbytes(s.saved) for s in kept) <= max(SNAPSHOT_BYTES, first), \
+            (chunk.start, len(kept), sum(_nbytes(s.saved) for s in kept) / 2 ** 20)
+    original, final = snapshot(e)
+    for k in (49, 20):
+        assert_branch_repeats(e, 50, k, original, final, f"{size} {optimizer}")
+
+
 def test_a_run_with_a_row_every_few_steps_repeats_on_its_rows(data, run, monkeypatch):
     """Very long fast runs run "blocks": a history row every s steps. A branch keeps the grid of the
     cut one (a step off it adds that one row) and repeats its numbers."""

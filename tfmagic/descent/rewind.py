@@ -23,7 +23,7 @@ from tfmagic.descent.status import ESCAPED, Status, _Word
 from tfmagic.errors import TfmagicError
 
 SNAPSHOT_BYTES = 64 << 20  # the snapshots a timeline keeps, at most (the first chunk's always)
-MOST_SNAPSHOTS, FEWEST_SNAPSHOTS = 64, 4  # ... and at most/least this many of them
+MOST_SNAPSHOTS, FEWEST_SNAPSHOTS = 64, 1  # ... and at most/least this many of them (a large model: the first alone)
 REPEATS_WITHIN = 1e-4  # a replay's loss at k against the recorded one: farther apart, the cell has randomness
 
 
@@ -117,13 +117,13 @@ class Timeline:
             if calls is not self._sized:  # (a snapshot's size: once per optimizer)
                 self._sized = calls
                 self._most = max(FEWEST_SNAPSHOTS, min(MOST_SNAPSHOTS, SNAPSHOT_BYTES // max(_nbytes(saved), 1)))
-            if self._kept > self._most:
+            while self._kept > self._most:  # (each pass keeps half as many: it ends)
                 self._thin(self._most)
 
     def _thin(self, most):
         """Every other snapshot dropped (the first kept), and they are taken half as often from now on."""
         kept = [s for s in self.segments if s.saved is not None]
-        self._spacing = max(2 * self._spacing, 1, kept[-1].start // most)
+        self._spacing = max(2 * self._spacing, 1, kept[-1].start // most + 1)
         last = kept[0].start
         for s in kept[1:]:
             if s.start - last < self._spacing:
