@@ -3,6 +3,7 @@ cell says so in one line, the namespace is as it was, and the next runs, of this
 another on the same names, work and equal a fresh build. A KeyboardInterrupt is raised at the
 N-th line tfmagic runs, for N spread over the whole set-up (sys.settrace)."""
 
+import gc
 import os
 import sys
 import traceback
@@ -77,3 +78,41 @@ def test_an_interrupt_anywhere_in_a_live_set_up_leaves_nothing_half_made(ip, loo
 
     outcomes = loop.run_until_complete(scenario())
     assert outcomes.count("refused") >= POINTS - 4, outcomes
+
+
+def _cut_trace(close_first):
+    """Two graphs pushed by TensorFlow's graph-stack generators, an interrupt before either is left,
+    and the generators closed out of order (the outer first), as the frames of a cut trace go."""
+    import tensorflow as tf
+    from tensorflow.python.framework import ops
+
+    outer = ops._default_graph_stack.get_controller(tf.Graph())
+    inner = ops._default_graph_stack.get_controller(tf.Graph())
+    outer.__enter__()
+    inner.__enter__()
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt as err:
+        close_first(err)
+        del outer  # (closed first: the inner graph is still on top of the stack)
+        gc.collect()
+        del inner
+        gc.collect()
+
+
+def test_a_trace_cut_short_closes_quietly_and_leaves_the_graph_stack_as_it_was(monkeypatch):
+    from tensorflow.python.framework import ops
+    from tfmagic.run_guards import cut_traces_quiet
+
+    said = []  # what Python would print as "Exception ignored in ..."
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: said.append(f"{type(u.exc_value).__name__}: {u.exc_value}"))
+    before = list(ops._default_graph_stack.stack)
+    _cut_trace(lambda err: None)  # (unguarded: what TensorFlow says)
+    assert any("Nesting violated" in s for s in said), said
+    del ops._default_graph_stack.stack[len(before):]
+
+    said.clear()
+    with cut_traces_quiet() as forget_cut_trace:
+        _cut_trace(forget_cut_trace)
+    assert said == [] and ops._default_graph_stack.stack == before, said
+    assert sys.unraisablehook.__name__ == "<lambda>"  # (put back)

@@ -52,6 +52,8 @@ PRIVATE_APIS = (
     PrivateApi("ipywidgets", "Widget._view_count", "widgets/steering.py: SteeringCheck (ipywidgets' "
                "experimental view count: the front end updates it when it shows a view)", "ipywidgets 8.1.9",
                "no round trip: only a kernel that cannot hand widget messages over is told of"),
+    PrivateApi("tensorflow.python.framework.ops", "_default_graph_stack", "run_guards.py: cut_traces_quiet",
+               "TensorFlow 2.21", "an interrupt that cuts a trace short may leave a graph on this thread's stack"),
     PrivateApi("keras.optimizers", "Optimizer._learning_rate", "descent/engine.py: _set_optimizer",
                "Keras 3.x", "none: required to tell the optimizer's state from its learning rate"),
 )

@@ -2,6 +2,9 @@
 interrupt before its first step (a set-up or a first trace that takes seconds) leaves the
 namespace as it was and says so in one line."""
 
+import contextlib
+import sys
+
 from tfmagic.descent.status import Status
 
 _MISSING = object()
@@ -31,6 +34,45 @@ def refused(namespace, before):
     if before is not None:
         put_back(namespace, before)
     return InterruptedBeforeFirstStep(INTERRUPTED_AT_START)
+
+
+@contextlib.contextmanager
+def cut_traces_quiet():
+    """Around a run's set-up: an interrupt that cuts TensorFlow's tracing short leaves its graph-stack
+    generators suspended, and closing them out of order said "Exception ignored ... Nesting violated"
+    (a traceback) above the one-line message. That text is not printed, and forget_cut_trace() puts
+    this thread's graph stack back as it was."""
+    stack = _graph_stack()
+    before = list(stack) if stack is not None else None
+    hook = sys.unraisablehook
+
+    def quiet(unraisable):
+        if not (isinstance(unraisable.exc_value, AssertionError) and "Nesting violated" in str(unraisable.exc_value)):
+            hook(unraisable)
+
+    sys.unraisablehook = quiet
+    try:
+        yield lambda err: _forget_cut_trace(err, stack, before)
+    finally:
+        if sys.unraisablehook is quiet:
+            sys.unraisablehook = hook
+
+
+def _forget_cut_trace(err, stack, before):
+    """The interrupted set-up's frames go now (their suspended generators close here), and the graph
+    stack is as it was before the set-up."""
+    err.__traceback__ = None
+    if stack is not None and stack[: len(before)] == before:
+        del stack[len(before):]
+
+
+def _graph_stack():
+    try:
+        from tensorflow.python.framework import ops
+
+        return ops._default_graph_stack.stack
+    except (ImportError, AttributeError):
+        return None
 
 
 def interrupted_at_start(done, engine):

@@ -30,20 +30,22 @@ def run_descend(shell, line, settings, cell, magic_line=""):
     first step (a set-up, or a first trace, that takes seconds) leaves the namespace as it was
     and says so in one line."""
     before = interrupts = None  # (an interrupt before they are taken: nothing was changed yet)
-    try:
-        from tfmagic.kernel.interrupts import heard
-        from tfmagic.options.descend import descend_options
+    with guards.cut_traces_quiet() as forget_cut_trace:
+        try:
+            from tfmagic.kernel.interrupts import heard
+            from tfmagic.options.descend import descend_options
 
-        before, interrupts = dict(shell.user_ns), heard()
-        options = descend_options(line, settings, shell.user_ns, tensorflow_for(shell), magic_line)
-        run = DescentRun(shell, options, cell, before)
-        run.interrupts = interrupts
-        return run.start()
-    except (KeyboardInterrupt, Exception) as err:
-        # (an interrupt inside TensorFlow's C++ can come out as another error: a SystemError)
-        if isinstance(err, KeyboardInterrupt) or (interrupts is not None and heard() != interrupts):
-            raise guards.refused(shell.user_ns, before) from None
-        raise
+            before, interrupts = dict(shell.user_ns), heard()
+            options = descend_options(line, settings, shell.user_ns, tensorflow_for(shell), magic_line)
+            run = DescentRun(shell, options, cell, before)
+            run.interrupts = interrupts
+            return run.start()
+        except (KeyboardInterrupt, Exception) as err:
+            # (an interrupt inside TensorFlow's C++ can come out as another error: a SystemError)
+            if isinstance(err, KeyboardInterrupt) or (interrupts is not None and heard() != interrupts):
+                forget_cut_trace(err)
+                raise guards.refused(shell.user_ns, before) from None
+            raise
 
 
 

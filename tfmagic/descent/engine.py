@@ -69,7 +69,6 @@ class Descent(StartPoint, Settings, RunFacts, OneWayRuns, Motion, Rewinding):
         self.eta_plan = None  # per-step etas to follow (--eta-schedule), else None
         self.kept = BestPoint()  # where a run that diverges after eta was raised goes back to
         self.timeline = Timeline()  # the chunks kept, for rewind(k) (rewind.py)
-        self._evaluated_at = None  # the step whose point was last evaluated afresh (_evaluate_point)
         if reuse is not None:
             self._take_over(reuse)
         self.reset()
@@ -150,10 +149,7 @@ class Descent(StartPoint, Settings, RunFacts, OneWayRuns, Motion, Rewinding):
             if self._stop_request and done:
                 yield self._chunk_done(self.steps, self._history.empty_rows(), code, False)
                 return
-            if self.timeline.primed_at(self.steps) and self._evaluated_at != self.steps:
-                # (a rewound branch where the cut one began a run: that run evaluated its point afresh)
-                self._evaluate_point()
-                self.timeline.primed_again()
+            self._evaluate_as_the_cut_branch_did()
             mode, n, stride = plan()
             n = min(n, chunk_bound(self, self._graphs, mode, self.steps) or n)  # (a rewound branch's mode may not mark)
             chunk_mode = mode
@@ -164,7 +160,6 @@ class Descent(StartPoint, Settings, RunFacts, OneWayRuns, Motion, Rewinding):
             t0 = time.perf_counter()
             try:
                 rows, count, code, traced = self._run_chunk(chunk_mode, n, stride)
-                self._evaluated_at = None
             except XlaSkipsChecks:
                 self.notes.append(Note.NO_XLA_FOR_CHECKS)
                 policy.without_xla()
@@ -216,12 +211,6 @@ class Descent(StartPoint, Settings, RunFacts, OneWayRuns, Motion, Rewinding):
         if steps <= HISTORY_MAX:  # (not for a Play that runs until stopped)
             self._history.reserve(steps)
         return code
-
-    def _evaluate_point(self):
-        if self._stream and self._calls.point is not None:
-            self._stream.rewind()  # a run goes on: its point is evaluated again on the same batch
-        self._calls.prime()
-        self._evaluated_at = self.steps
 
     def _steps_allowed(self, left, max_chunk):
         """At most this many steps in the next chunk: the steps left, a paced run's chunk, the rest of

@@ -84,6 +84,7 @@ class Timeline:
         self.segments, self.branches, self.future = [], [(0, 0)], []
         self.count = 0  # branches begun so far
         self.exact = None  # after a rewind: the variables' values there (a run then needs no fresh evaluation)
+        self.evaluated_at = None  # the step whose point was evaluated afresh (until a chunk is taken from it)
         self._primed, self._plan = False, None
         self._spacing = 0  # steps between kept snapshots (doubles as a run grows)
         self._kept, self._last_kept = 0, 0  # snapshots kept, the step of the last
@@ -102,6 +103,7 @@ class Timeline:
         join the one before when they ran alike: the list stays short however long the run."""
         if not count:
             return
+        self.evaluated_at = None
         self.cut(start)
         keep = not self.segments or self._primed or start - self._last_kept >= self._spacing
         last = self.segments[-1] if self.segments else None
@@ -279,6 +281,19 @@ class Rewinding:
         with self.tf.device(self.device):
             t.exact = [self.tf.identity(v) for v in self.variables.values()]
         self._finish(Status.PAUSED)
+
+    def _evaluate_point(self):
+        """The current point evaluated afresh (a run's start), on the batch it was judged on."""
+        if self._stream and self._calls.point is not None:
+            self._stream.rewind()  # a run goes on: its point is evaluated again on the same batch
+        self._calls.prime()
+        self.timeline.evaluated_at = self.steps
+
+    def _evaluate_as_the_cut_branch_did(self):
+        """A rewound branch where the cut one began a run: that run evaluated its point afresh."""
+        if self.timeline.primed_at(self.steps) and self.timeline.evaluated_at != self.steps:
+            self._evaluate_point()
+            self.timeline.primed_again()
 
     def _point_is_exact(self):
         """After a rewind, are the variables still where it put them (a run then goes on with the
