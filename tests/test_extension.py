@@ -254,3 +254,20 @@ def test_the_users_own_retracing_warning_reaches_them_and_no_variable_is_left_se
     assert "calls to <function f at" in said and "triggered tf.function retracing" in said, said
     assert "environment: None" in done.stdout and "child: None" in done.stdout, done.stdout
     assert "oneDNN" not in done.stderr and "cpu_feature_guard" not in done.stderr  # (still quiet)
+
+
+def test_tfmagics_own_curvature_estimates_do_not_warn_of_retracing():
+    """The 2/λ bound builds a new tf.function each time on purpose (a diverged run's message, --compare,
+    --find-eta); from the sixth, outside a magic's own call, TensorFlow said "5 out of the last 5 calls
+    ... triggered tf.function retracing" about tfmagic's code, into saved notebooks."""
+    code = (
+        "import tensorflow as tf\n"
+        "from tfmagic.descent.curvature import largest_curvature\n"
+        "x = tf.Variable([1.0, 2.0])\n"
+        "for k in range(8):\n"
+        "    print(round(largest_curvature(tf, lambda: tf.reduce_sum((x * float(k + 1)) ** 2), [x]), 3))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(round(2.0 * (k + 1) ** 2, 3)) for k in range(8)], done.stdout
+    assert "retracing" not in done.stderr, done.stderr

@@ -8,7 +8,7 @@ products (two nested tapes), never forming the Hessian.
 import numpy as np
 
 from tfmagic.cell import autograph
-from tfmagic.runtime.tfimport import quiet_native_stderr
+from tfmagic.runtime.tfimport import quiet_native_stderr, quiet_retracing
 
 
 def at_initial_values(engine):
@@ -64,5 +64,6 @@ def largest_curvature(tf, loss_fn, variables, iterations=30, seed=0):
         vectors = [u / n for u in vectors]
         return tf.while_loop(lambda i, *_: i < iterations, iterate, [tf.constant(0), tf.constant(0.0), vectors])[1]
 
-    lam = float(autograph.function(tf, power)(start))
+    with quiet_retracing():  # (a new function each call, on purpose: TensorFlow's hint is not the user's)
+        lam = float(autograph.function(tf, power)(start))
     return lam if np.isfinite(lam) and lam > 0 else None
